@@ -1,0 +1,11 @@
+//! lxc-idshift: shift the ownership of an LXC container's root filesystem between
+//! a privileged (host ids) and an unprivileged (subordinate ids) layout.
+//!
+//! `engine` is the performance-critical core (walker, per-inode shift, xattr codecs,
+//! journal); `lxc` is the orchestration of a container conversion; `sample` and
+//! `manifest` serve the demo and the tests.
+
+pub mod engine;
+pub mod lxc;
+pub mod manifest;
+pub mod sample;

@@ -1,0 +1,1 @@
+//! Container conversion (see issue 3).
