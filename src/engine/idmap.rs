@@ -1,1 +1,347 @@
-//! TODO
+//! Id maps: which container ids become which host ids, parsed from the fuidshift
+//! form `b:0:1000000:65536` or the LXC form `u 0 1000000 65536`, and validated so
+//! that every shift is exactly invertible.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Whether an id is a user id or a group id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IdKind {
+    User,
+    Group,
+}
+
+/// Forward moves container ids to host ids; reverse moves them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    Forward,
+    Reverse,
+}
+
+impl Direction {
+    pub fn opposite(self) -> Direction {
+        match self {
+            Direction::Forward => Direction::Reverse,
+            Direction::Reverse => Direction::Forward,
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Forward => "forward",
+            Direction::Reverse => "reverse",
+        })
+    }
+}
+
+/// One line of a map: `count` ids starting at `container_first` correspond to
+/// `count` ids starting at `host_first`, for users, groups or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapEntry {
+    pub users: bool,
+    pub groups: bool,
+    pub container_first: u32,
+    pub host_first: u32,
+    pub count: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdMapError {
+    #[error("cannot read map {0:?}: expected `b:0:1000000:65536` (u, g or b : container id : host id : count) or `u 0 1000000 65536`")]
+    Syntax(String),
+    #[error("map {0:?}: the count must be at least 1")]
+    EmptyRange(String),
+    #[error("map {0:?}: its ids would reach 4294967295, the kernel's \"no change\" id; choose a lower range")]
+    ReachesInvalidId(String),
+    #[error("maps {0} and {1}: their container ranges overlap; each container id may be mapped once")]
+    ContainerOverlap(String, String),
+    #[error("maps {0} and {1}: their host ranges overlap; each host id may be mapped once")]
+    HostOverlap(String, String),
+    #[error("maps {0} and {1}: a container range overlaps a host range, so the shift could not be undone; use a host range outside the container ids (e.g. b:0:1000000:65536)")]
+    ContainerHostOverlap(String, String),
+    #[error("no map given: pass --map b:0:1000000:65536")]
+    NoMap,
+}
+
+impl MapEntry {
+    /// Parses `b:0:1000000:65536` or `u 0 1000000 65536`.
+    pub fn parse(text: &str) -> Result<MapEntry, IdMapError> {
+        let syntax = || IdMapError::Syntax(text.to_string());
+        let trimmed = text.trim();
+        let fields: Vec<&str> = if trimmed.contains(':') {
+            trimmed.split(':').collect()
+        } else {
+            trimmed.split_whitespace().collect()
+        };
+        let [kind, container, host, count] = fields[..] else {
+            return Err(syntax());
+        };
+        let (users, groups) = match kind {
+            "u" => (true, false),
+            "g" => (false, true),
+            "b" => (true, true),
+            _ => return Err(syntax()),
+        };
+        let number = |s: &str| s.trim().parse::<u32>().map_err(|_| syntax());
+        let entry = MapEntry {
+            users,
+            groups,
+            container_first: number(container)?,
+            host_first: number(host)?,
+            count: number(count)?,
+        };
+        if entry.count == 0 {
+            return Err(IdMapError::EmptyRange(text.to_string()));
+        }
+        let last = |first: u32| u64::from(first) + u64::from(entry.count) - 1;
+        if last(entry.container_first) >= u64::from(u32::MAX)
+            || last(entry.host_first) >= u64::from(u32::MAX)
+        {
+            return Err(IdMapError::ReachesInvalidId(text.to_string()));
+        }
+        Ok(entry)
+    }
+
+    fn applies_to(&self, kind: IdKind) -> bool {
+        match kind {
+            IdKind::User => self.users,
+            IdKind::Group => self.groups,
+        }
+    }
+
+    fn kinds_overlap(&self, other: &MapEntry) -> bool {
+        (self.users && other.users) || (self.groups && other.groups)
+    }
+
+    /// The range an id is moved out of, for this direction.
+    fn source_first(&self, direction: Direction) -> u32 {
+        match direction {
+            Direction::Forward => self.container_first,
+            Direction::Reverse => self.host_first,
+        }
+    }
+
+    fn target_first(&self, direction: Direction) -> u32 {
+        self.source_first(direction.opposite())
+    }
+
+    fn contains(first: u32, count: u32, id: u32) -> bool {
+        id >= first && u64::from(id) < u64::from(first) + u64::from(count)
+    }
+}
+
+impl fmt::Display for MapEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match (self.users, self.groups) {
+            (true, true) => "b",
+            (true, false) => "u",
+            _ => "g",
+        };
+        write!(
+            f,
+            "{kind}:{}:{}:{}",
+            self.container_first, self.host_first, self.count
+        )
+    }
+}
+
+fn ranges_overlap(a_first: u32, b_first: u32, count_a: u32, count_b: u32) -> bool {
+    let (a0, b0) = (u64::from(a_first), u64::from(b_first));
+    a0 < b0 + u64::from(count_b) && b0 < a0 + u64::from(count_a)
+}
+
+/// What the map says about one id in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shift {
+    /// The id lies in a source range and becomes this id.
+    Mapped(u32),
+    /// The id already lies in a target range: left alone.
+    AlreadyTarget,
+    /// The id lies in no range: left alone (shows as nobody in the container).
+    Unmapped,
+}
+
+/// A validated set of map entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    entries: Vec<MapEntry>,
+}
+
+impl IdMap {
+    /// Validates that the entries describe an invertible map.
+    pub fn new(entries: Vec<MapEntry>) -> Result<IdMap, IdMapError> {
+        if entries.is_empty() {
+            return Err(IdMapError::NoMap);
+        }
+        for (i, a) in entries.iter().enumerate() {
+            for b in &entries[i..] {
+                if !a.kinds_overlap(b) {
+                    continue;
+                }
+                let name = |e: &MapEntry| e.to_string();
+                let overlap = |x: u32, y: u32| ranges_overlap(x, y, a.count, b.count);
+                if overlap(a.container_first, b.host_first)
+                    || overlap(a.host_first, b.container_first)
+                {
+                    return Err(IdMapError::ContainerHostOverlap(name(a), name(b)));
+                }
+                if std::ptr::eq(a, b) {
+                    continue;
+                }
+                if overlap(a.container_first, b.container_first) {
+                    return Err(IdMapError::ContainerOverlap(name(a), name(b)));
+                }
+                if overlap(a.host_first, b.host_first) {
+                    return Err(IdMapError::HostOverlap(name(a), name(b)));
+                }
+            }
+        }
+        Ok(IdMap { entries })
+    }
+
+    /// Parses and validates several map texts.
+    pub fn parse<S: AsRef<str>>(texts: &[S]) -> Result<IdMap, IdMapError> {
+        let entries = texts
+            .iter()
+            .map(|t| MapEntry::parse(t.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        IdMap::new(entries)
+    }
+
+    pub fn entries(&self) -> &[MapEntry] {
+        &self.entries
+    }
+
+    /// Classifies an id for a shift in `direction`.
+    pub fn shift(&self, kind: IdKind, id: u32, direction: Direction) -> Shift {
+        for e in self.entries.iter().filter(|e| e.applies_to(kind)) {
+            let (source, target) = (e.source_first(direction), e.target_first(direction));
+            if MapEntry::contains(source, e.count, id) {
+                return Shift::Mapped(target + (id - source));
+            }
+        }
+        if self.in_target(kind, id, direction) {
+            Shift::AlreadyTarget
+        } else {
+            Shift::Unmapped
+        }
+    }
+
+    /// The id after a shift in `direction` (unchanged when not in a source range).
+    pub fn map(&self, kind: IdKind, id: u32, direction: Direction) -> u32 {
+        match self.shift(kind, id, direction) {
+            Shift::Mapped(new) => new,
+            _ => id,
+        }
+    }
+
+    /// Whether `id` lies in a range that a shift in `direction` moves ids into.
+    pub fn in_target(&self, kind: IdKind, id: u32, direction: Direction) -> bool {
+        self.entries
+            .iter()
+            .filter(|e| e.applies_to(kind))
+            .any(|e| MapEntry::contains(e.target_first(direction), e.count, id))
+    }
+
+    /// The host uid of the container's root, if uid 0 is mapped.
+    pub fn host_root_uid(&self) -> Option<u32> {
+        match self.shift(IdKind::User, 0, Direction::Forward) {
+            Shift::Mapped(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for IdMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let texts: Vec<String> = self.entries.iter().map(|e| e.to_string()).collect();
+        f.write_str(&texts.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(texts: &[&str]) -> IdMap {
+        IdMap::parse(texts).unwrap()
+    }
+
+    #[test]
+    fn parses_both_forms_identically() {
+        assert_eq!(
+            MapEntry::parse("b:0:1000000:65536").unwrap(),
+            MapEntry::parse(" b 0 1000000 65536 ").unwrap()
+        );
+        let u = MapEntry::parse("u 0 100000 10").unwrap();
+        assert!(u.users && !u.groups);
+        assert_eq!(u.to_string(), "u:0:100000:10");
+    }
+
+    #[test]
+    fn rejects_bad_syntax_and_ranges() {
+        for bad in ["", "x:0:1:1", "b:0:1", "b:0:1:1:1", "b:-1:1:1", "b 0 1000000 abc"] {
+            assert!(
+                matches!(MapEntry::parse(bad), Err(IdMapError::Syntax(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            MapEntry::parse("b:0:1:0"),
+            Err(IdMapError::EmptyRange(_))
+        ));
+        assert!(matches!(
+            MapEntry::parse("b:0:4294901760:65536"),
+            Err(IdMapError::ReachesInvalidId(_))
+        ));
+        assert!(MapEntry::parse("b:0:4294901759:65536").is_ok());
+    }
+
+    #[test]
+    fn rejects_overlaps() {
+        assert!(matches!(
+            IdMap::parse(&["b:0:60000:65536"]),
+            Err(IdMapError::ContainerHostOverlap(..))
+        ));
+        assert!(matches!(
+            IdMap::parse(&["u:0:1000000:100", "u:50:2000000:100"]),
+            Err(IdMapError::ContainerOverlap(..))
+        ));
+        assert!(matches!(
+            IdMap::parse(&["u:0:1000000:100", "u:500:1000050:100"]),
+            Err(IdMapError::HostOverlap(..))
+        ));
+        assert!(matches!(
+            IdMap::parse(&["u:0:1000000:100", "u:1000000:3000000:100"]),
+            Err(IdMapError::ContainerHostOverlap(..))
+        ));
+        // Users and groups are separate id spaces.
+        assert!(IdMap::parse(&["u:0:1000000:100", "g:50:1000000:100"]).is_ok());
+        assert_eq!(IdMap::parse::<&str>(&[]), Err(IdMapError::NoMap));
+    }
+
+    #[test]
+    fn shifts_both_ways_and_classifies() {
+        let m = map(&["b:0:1000000:65536"]);
+        let (u, fwd, rev) = (IdKind::User, Direction::Forward, Direction::Reverse);
+        assert_eq!(m.shift(u, 0, fwd), Shift::Mapped(1000000));
+        assert_eq!(m.shift(u, 65535, fwd), Shift::Mapped(1065535));
+        assert_eq!(m.shift(u, 65536, fwd), Shift::Unmapped);
+        assert_eq!(m.shift(u, 1000005, fwd), Shift::AlreadyTarget);
+        assert_eq!(m.shift(u, 1000005, rev), Shift::Mapped(5));
+        assert_eq!(m.shift(u, 5, rev), Shift::AlreadyTarget);
+        assert_eq!(m.map(u, 4294967295, fwd), 4294967295);
+        assert_eq!(m.host_root_uid(), Some(1000000));
+    }
+
+    #[test]
+    fn separate_user_and_group_maps() {
+        let m = map(&["u:0:1000000:65536", "g:0:2000000:65536"]);
+        assert_eq!(m.map(IdKind::User, 7, Direction::Forward), 1000007);
+        assert_eq!(m.map(IdKind::Group, 7, Direction::Forward), 2000007);
+        assert_eq!(m.map(IdKind::Group, 2000007, Direction::Reverse), 7);
+    }
+}
