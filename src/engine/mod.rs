@@ -2,5 +2,15 @@
 
 pub mod acl;
 pub mod caps;
+pub mod hardlinks;
 pub mod idmap;
+pub mod inode;
+pub mod journal;
+pub mod meta;
+pub mod report;
+pub mod run;
+pub mod safety;
+pub mod status;
 pub mod sys;
+pub mod verify;
+pub mod walk;

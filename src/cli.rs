@@ -1,0 +1,90 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lxc-idshift",
+    version,
+    about = "Shift the uid/gid of every inode of a container's root filesystem, fast and losslessly",
+    long_about = "Shift the uid/gid of every inode of a container's root filesystem between \
+container ids and host (subordinate) ids: owners, groups, POSIX ACL entries and file \
+capability rootids, keeping setuid/setgid bits and hardlinks. Every run is journaled: \
+after an interruption, run the same command again to finish, or with --reverse to undo."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Shift every inode of DIR from container ids to host ids (or back with --reverse).
+    Shift(ShiftArgs),
+    /// Report inodes whose ids lie outside the host side of the map (read-only).
+    Verify(VerifyArgs),
+    /// Show what the journal of DIR records: unfinished or finished runs, maps, progress.
+    Status(StatusArgs),
+    /// Build a sample rootfs in a temporary directory, shift it to 1000000 and back,
+    /// and show that nothing was lost.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MapArgs {
+    /// An id map: `b:0:1000000:65536` (u, g or b : container id : host id : count)
+    /// or `"u 0 1000000 65536"`. Repeat for several ranges.
+    #[arg(long = "map", short = 'm', required = true, value_name = "MAP")]
+    pub maps: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShiftArgs {
+    /// The root directory of the container's file system.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub map: MapArgs,
+    /// Shift host ids back to container ids.
+    #[arg(long, short = 'r')]
+    pub reverse: bool,
+    /// Walk and report what would change; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub threads: Option<usize>,
+    /// The journal file (default: under /var/lib/lxc-idshift/).
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub map: MapArgs,
+    #[arg(long, short = 'j', value_name = "N")]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub dir: PathBuf,
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the sample rootfs instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}

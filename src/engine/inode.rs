@@ -1,0 +1,130 @@
+//! Reading an inode's id-bearing metadata and writing a shifted version back, with
+//! as few system calls as possible and in the one order that loses nothing:
+//! chown, then chmod (the chown cleared setuid/setgid), then ACLs, then the
+//! capability (the chown removed it).
+
+use super::acl::{ACL_ACCESS, ACL_DEFAULT};
+use super::caps::CAPS_XATTR;
+use super::meta::Meta;
+use super::sys::{self, Stat};
+use rustix::fd::BorrowedFd;
+use std::ffi::{CStr, CString};
+use std::io;
+
+/// A failed system call on one inode: what was attempted and why it failed.
+#[derive(Debug)]
+pub struct InodeError {
+    pub operation: &'static str,
+    pub error: io::Error,
+}
+
+fn at(operation: &'static str) -> impl FnOnce(io::Error) -> InodeError {
+    move |error| InodeError { operation, error }
+}
+
+/// The three id-bearing xattr names, as C strings.
+struct Names {
+    acl_access: CString,
+    acl_default: CString,
+    caps: CString,
+}
+
+fn names() -> Names {
+    let c = |s: &str| CString::new(s).expect("xattr names have no NUL");
+    Names {
+        acl_access: c(ACL_ACCESS),
+        acl_default: c(ACL_DEFAULT),
+        caps: c(CAPS_XATTR),
+    }
+}
+
+/// The inode's metadata from its stat alone (no xattrs read).
+pub fn meta_from_stat(stat: &Stat) -> Meta {
+    Meta {
+        uid: stat.uid,
+        gid: stat.gid,
+        perm: stat.perm(),
+        acl_access: None,
+        acl_default: None,
+        caps: None,
+    }
+}
+
+/// The inode's metadata including its id-bearing xattrs: one listxattr, and a read
+/// only of those present. Symlinks carry none.
+pub fn read_meta(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat, list: &mut Vec<u8>) -> Result<Meta, InodeError> {
+    let mut meta = meta_from_stat(stat);
+    if stat.is_symlink() {
+        return Ok(meta);
+    }
+    sys::list_xattrs_at(dir, name, list).map_err(at("list xattrs"))?;
+    let present = |attr: &str| list.split(|b| *b == 0).any(|n| n == attr.as_bytes());
+    let (has_access, has_default, has_caps) = (present(ACL_ACCESS), present(ACL_DEFAULT), present(CAPS_XATTR));
+    if !(has_access || has_default || has_caps) {
+        return Ok(meta);
+    }
+    let names = names();
+    let get = |wanted: bool, attr: &CStr| -> Result<Option<Vec<u8>>, InodeError> {
+        if !wanted {
+            return Ok(None);
+        }
+        sys::get_xattr_at(dir, name, attr).map_err(at("read xattr"))
+    };
+    meta.acl_access = get(has_access, &names.acl_access)?;
+    meta.acl_default = get(has_default, &names.acl_default)?;
+    meta.caps = get(has_caps, &names.caps)?;
+    Ok(meta)
+}
+
+/// What `apply` changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub changed: bool,
+    pub acls: bool,
+    pub caps: bool,
+    pub setid_restored: bool,
+}
+
+/// Makes the inode's metadata `target`, given that it is `current` now.
+pub fn apply(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat, current: &Meta, target: &Meta) -> Result<Applied, InodeError> {
+    let mut applied = Applied::default();
+    let chowned = current.uid != target.uid || current.gid != target.gid;
+    if chowned {
+        sys::chown_at(dir, name, target.uid, target.gid).map_err(at("chown"))?;
+    }
+    // A chown of a non-directory clears setuid/setgid (and setgid only with g+x):
+    // restore the intended bits whenever they may have been touched.
+    let setid_at_risk = chowned && !stat.is_dir() && target.perm & 0o6000 != 0;
+    if !stat.is_symlink() && (setid_at_risk || current.perm != target.perm) {
+        sys::chmod_at(dir, name, target.perm).map_err(at("chmod"))?;
+        applied.setid_restored = setid_at_risk;
+    }
+    let names = names();
+    applied.acls |= write_xattr(dir, name, &names.acl_access, &current.acl_access, &target.acl_access, false)?;
+    applied.acls |= write_xattr(dir, name, &names.acl_default, &current.acl_default, &target.acl_default, false)?;
+    let caps_removed = chowned && !stat.is_dir();
+    applied.caps = write_xattr(dir, name, &names.caps, &current.caps, &target.caps, caps_removed)?;
+    applied.changed = chowned || current != target;
+    Ok(applied)
+}
+
+/// Writes (or removes) one xattr when it differs, or unconditionally when the
+/// kernel removed it behind our back (`gone`). Returns whether it wrote.
+fn write_xattr(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    attr: &CStr,
+    current: &Option<Vec<u8>>,
+    target: &Option<Vec<u8>>,
+    gone: bool,
+) -> Result<bool, InodeError> {
+    if current == target && !(gone && target.is_some()) {
+        return Ok(false);
+    }
+    match target {
+        Some(value) => sys::set_xattr_at(dir, name, attr, value).map_err(at("write xattr"))?,
+        None if gone => {}
+        None => sys::remove_xattr_at(dir, name, attr).map_err(at("remove xattr"))?,
+    }
+    Ok(true)
+}

@@ -1,0 +1,444 @@
+//! The journal: an append-only file of JSON lines, kept outside the tree and locked
+//! for the whole run, that makes every run resumable and undoable after SIGKILL.
+//!
+//! Before the first write to the tree, a run's scan records durably (one fsync)
+//! the original metadata of every inode a re-walk could not reconstruct: those a
+//! chown damages (setuid/setgid, file capabilities), those with ACLs, and, on the
+//! journal's first run, those that already hold ids in the target range. All other
+//! inodes shift idempotently, so a resumed run simply walks again.
+
+use super::idmap::{Direction, IdMap};
+use super::meta::Meta;
+use super::report::Summary;
+use super::sys;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const DEFAULT_DIR: &str = "/var/lib/lxc-idshift";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("journal {path} is locked by another lxc-idshift run on this tree; wait for it to finish")]
+    Locked { path: PathBuf },
+    #[error("journal {path}, line {line}: {message}; move the file aside only if you know the tree's state")]
+    Corrupt { path: PathBuf, line: usize, message: String },
+    #[error("journal {path} belongs to {recorded}, not to {given}; pass another --journal")]
+    OtherTree { path: PathBuf, recorded: String, given: String },
+    #[error("journal {path} records runs on this tree with maps {recorded}; use those maps (with --reverse to return the tree to where it started) or pass another --journal")]
+    OtherMaps { path: PathBuf, recorded: String },
+    #[error("journal {path} lies inside the tree {root}; it must be kept outside (pass --journal)")]
+    InsideTree { path: PathBuf, root: PathBuf },
+}
+
+/// The original metadata of one inode, as recorded by the scan of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub ino: u64,
+    /// With `ino`, identifies the inode across runs (inode numbers are reused).
+    pub btime: Option<(i64, u32)>,
+    /// Direction of the run that recorded it: `source` is the tree before that run.
+    pub direction: Direction,
+    pub source: Meta,
+    /// For people reading the journal.
+    pub path: String,
+    /// ctime after the last run that applied it, to notice later changes.
+    #[serde(skip)]
+    pub applied_ctime: Option<(i64, u32)>,
+}
+
+/// One line of the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Line {
+    Header {
+        version: u32,
+        root: String,
+        maps: IdMap,
+    },
+    Run {
+        direction: Direction,
+        first: bool,
+        started: u64,
+    },
+    Rec(Record),
+    /// A record found stale by a scan (the inode changed since it was applied).
+    Forget {
+        ino: u64,
+    },
+    Scanned {
+        inodes: u64,
+    },
+    Progress {
+        inodes: u64,
+    },
+    Applied {
+        ino: u64,
+        ctime: (i64, u32),
+    },
+    Done {
+        summary: Summary,
+    },
+}
+
+/// What the journal says about one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunState {
+    pub direction: Direction,
+    pub first: bool,
+    pub started: u64,
+    /// Inodes counted by the scan, once the scan is complete (and durable).
+    pub scanned: Option<u64>,
+    pub progress: u64,
+    pub done: Option<Summary>,
+}
+
+/// Everything a journal file holds, replayed.
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    pub root: Option<String>,
+    pub maps: Option<IdMap>,
+    pub runs: Vec<RunState>,
+    pub records: HashMap<u64, Record>,
+}
+
+impl State {
+    fn apply(&mut self, line: Line) {
+        match line {
+            Line::Header { root, maps, .. } => {
+                self.root = Some(root);
+                self.maps = Some(maps);
+            }
+            Line::Run { direction, first, started } => self.runs.push(RunState {
+                direction,
+                first,
+                started,
+                scanned: None,
+                progress: 0,
+                done: None,
+            }),
+            Line::Rec(record) => {
+                self.records.insert(record.ino, record);
+            }
+            Line::Forget { ino } => {
+                self.records.remove(&ino);
+            }
+            Line::Scanned { inodes } => self.with_last_run(|r| r.scanned = Some(inodes)),
+            Line::Progress { inodes } => self.with_last_run(|r| r.progress = inodes),
+            Line::Applied { ino, ctime } => {
+                if let Some(record) = self.records.get_mut(&ino) {
+                    record.applied_ctime = Some(ctime);
+                }
+            }
+            Line::Done { summary } => self.with_last_run(|r| r.done = Some(summary)),
+        }
+    }
+
+    fn with_last_run(&mut self, f: impl FnOnce(&mut RunState)) {
+        if let Some(run) = self.runs.last_mut() {
+            f(run);
+        }
+    }
+
+    /// Reads a journal file; a torn last line (a crash mid-write) is ignored.
+    pub fn read(path: &Path) -> Result<State, JournalError> {
+        let io_err = |source| JournalError::Io { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(io_err)?;
+        let mut state = State::default();
+        let mut lines = BufReader::new(file).split(b'\n').enumerate().peekable();
+        while let Some((index, line)) = lines.next() {
+            let line = line.map_err(io_err)?;
+            let is_last = lines.peek().is_none();
+            match serde_json::from_slice::<Line>(&line) {
+                Ok(parsed) => state.apply(parsed),
+                Err(_) if is_last => break,
+                Err(e) => {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: index + 1,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// The run a new invocation in `direction` continues, if any: the last run, when
+    /// it goes the same way and has not finished.
+    pub fn unfinished_run(&self, direction: Direction) -> Option<&RunState> {
+        self.runs
+            .last()
+            .filter(|r| r.direction == direction && r.done.is_none())
+    }
+
+    /// Whether the last run finished cleanly (so the tree may have been used since).
+    pub fn last_run_finished(&self) -> bool {
+        self.runs.last().is_some_and(|r| r.done.is_some())
+    }
+}
+
+/// The default journal of a tree: one file per canonical path.
+pub fn default_path(root: &Path) -> PathBuf {
+    let text = root.to_string_lossy();
+    let readable: String = text
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '-' })
+        .collect();
+    // FNV-1a keeps two paths that read alike apart.
+    let hash = root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3));
+    Path::new(DEFAULT_DIR).join(format!("{readable}-{hash:016x}.journal"))
+}
+
+/// Where a finished journal is kept for `status` once the tree is back where it started.
+pub fn archive_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".done");
+    PathBuf::from(name)
+}
+
+/// An open, locked journal.
+pub struct Journal {
+    pub path: PathBuf,
+    file: File,
+    pub state: State,
+}
+
+impl Journal {
+    /// Opens (creating if needed) and locks the journal of `root`, and checks that it
+    /// belongs to this tree and these maps.
+    pub fn open(path: &Path, root: &Path, maps: &IdMap) -> Result<Journal, JournalError> {
+        if path.starts_with(root) {
+            return Err(JournalError::InsideTree { path: path.into(), root: root.into() });
+        }
+        let io_err = |source| JournalError::Io { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+        if !sys::try_lock_exclusive(&file).map_err(io_err)? {
+            return Err(JournalError::Locked { path: path.into() });
+        }
+        drop_torn_tail(&file).map_err(io_err)?;
+        let state = State::read(path)?;
+        let given = root.to_string_lossy().into_owned();
+        if let Some(recorded) = &state.root {
+            if *recorded != given {
+                return Err(JournalError::OtherTree { path: path.into(), recorded: recorded.clone(), given });
+            }
+        }
+        if let Some(recorded) = &state.maps {
+            if recorded != maps {
+                return Err(JournalError::OtherMaps { path: path.into(), recorded: recorded.to_string() });
+            }
+        }
+        let mut journal = Journal { path: path.into(), file, state };
+        if journal.state.root.is_none() {
+            let header = Line::Header { version: FORMAT_VERSION, root: given, maps: maps.clone() };
+            journal.append_now(&header)?;
+            journal.state.apply(header);
+        }
+        Ok(journal)
+    }
+
+    fn append_now(&mut self, line: &Line) -> Result<(), JournalError> {
+        let io_err = |source| JournalError::Io { path: self.path.clone(), source };
+        let mut text = serde_json::to_vec(line).expect("journal lines serialize");
+        text.push(b'\n');
+        self.file.write_all(&text).map_err(io_err)?;
+        self.file.sync_data().map_err(io_err)
+    }
+
+    /// Starts the background writer; lines sent to it are batched, never fsynced one by one.
+    pub fn writer(&self) -> Result<Writer, JournalError> {
+        let file = self.file.try_clone().map_err(|source| JournalError::Io { path: self.path.clone(), source })?;
+        let (tx, rx) = crossbeam_channel::unbounded::<Message>();
+        let thread = std::thread::spawn(move || write_lines(file, rx));
+        Ok(Writer { tx, thread: Some(thread) })
+    }
+
+    /// Renames the journal aside once the tree is back at its starting point, so the
+    /// next run starts a fresh journal. The lock goes with the open file.
+    pub fn archive(self) -> Result<PathBuf, JournalError> {
+        let archived = archive_path(&self.path);
+        std::fs::rename(&self.path, &archived).map_err(|source| JournalError::Io { path: self.path.clone(), source })?;
+        Ok(archived)
+    }
+}
+
+/// Truncates a partial last line left by a crash, so the next line starts clean.
+fn drop_torn_tail(file: &File) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut reader = file;
+    let mut keep = len;
+    let mut byte = [0u8; 1];
+    while keep > 0 {
+        reader.seek(SeekFrom::Start(keep - 1))?;
+        reader.read_exact(&mut byte)?;
+        if byte[0] == b'\n' {
+            break;
+        }
+        keep -= 1;
+    }
+    if keep != len {
+        file.set_len(keep)?;
+    }
+    Ok(())
+}
+
+enum Message {
+    Line(Line),
+    Sync(crossbeam_channel::Sender<io::Result<()>>),
+}
+
+/// Sends journal lines to the writer thread.
+pub struct Writer {
+    tx: crossbeam_channel::Sender<Message>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Writer {
+    pub fn send(&self, line: Line) {
+        // The writer only stops on an I/O error, which `sync` and `finish` report.
+        let _ = self.tx.send(Message::Line(line));
+    }
+
+    /// Returns once every line sent so far is on stable storage.
+    pub fn sync(&self) -> io::Result<()> {
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        self.tx
+            .send(Message::Sync(ack_tx))
+            .map_err(|_| io::Error::other("journal writer stopped"))?;
+        ack_rx.recv().map_err(|_| io::Error::other("journal writer stopped"))?
+    }
+
+    /// Syncs and stops the writer.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.sync()?;
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        let (tx, _) = crossbeam_channel::unbounded();
+        drop(std::mem::replace(&mut self.tx, tx));
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| io::Error::other("journal writer panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn write_lines(file: File, rx: crossbeam_channel::Receiver<Message>) -> io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 16, file);
+    for message in rx {
+        match message {
+            Message::Line(line) => {
+                serde_json::to_writer(&mut out, &line).map_err(io::Error::other)?;
+                out.write_all(b"\n")?;
+            }
+            Message::Sync(ack) => {
+                let result = out.flush().and_then(|()| out.get_ref().sync_data());
+                let failed = result.as_ref().err().map(|e| io::Error::new(e.kind(), e.to_string()));
+                let _ = ack.send(result);
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> IdMap {
+        IdMap::parse(&["b:0:1000000:65536"]).unwrap()
+    }
+
+    fn record(ino: u64) -> Record {
+        Record {
+            ino,
+            btime: Some((1, 2)),
+            direction: Direction::Forward,
+            source: Meta { uid: 0, gid: 0, perm: 0o4755, acl_access: None, acl_default: None, caps: None },
+            path: "./bin/su".into(),
+            applied_ctime: None,
+        }
+    }
+
+    #[test]
+    fn lines_survive_a_torn_tail_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let root = Path::new("/srv/tree");
+        {
+            let journal = Journal::open(&path, root, &map()).unwrap();
+            let writer = journal.writer().unwrap();
+            writer.send(Line::Run { direction: Direction::Forward, first: true, started: 1 });
+            writer.send(Line::Rec(record(7)));
+            writer.send(Line::Scanned { inodes: 10 });
+            writer.send(Line::Applied { ino: 7, ctime: (5, 6) });
+            writer.finish().unwrap();
+        }
+        // A crash in the middle of a line.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"t\":\"progr").unwrap();
+        drop(file);
+        let journal = Journal::open(&path, root, &map()).unwrap();
+        let state = &journal.state;
+        assert_eq!(state.runs.len(), 1);
+        assert_eq!(state.runs[0].scanned, Some(10));
+        assert_eq!(state.records[&7].applied_ctime, Some((5, 6)));
+        assert!(state.unfinished_run(Direction::Forward).is_some());
+        assert!(state.unfinished_run(Direction::Reverse).is_none());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n'), "torn tail removed");
+    }
+
+    #[test]
+    fn refuses_other_maps_other_trees_locks_and_inside_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let root = Path::new("/srv/tree");
+        let held = Journal::open(&path, root, &map()).unwrap();
+        assert!(matches!(Journal::open(&path, root, &map()), Err(JournalError::Locked { .. })));
+        drop(held);
+        let other = IdMap::parse(&["b:0:2000000:65536"]).unwrap();
+        assert!(matches!(Journal::open(&path, root, &other), Err(JournalError::OtherMaps { .. })));
+        assert!(matches!(
+            Journal::open(&path, Path::new("/srv/other"), &map()),
+            Err(JournalError::OtherTree { .. })
+        ));
+        assert!(matches!(
+            Journal::open(Path::new("/srv/tree/j"), root, &map()),
+            Err(JournalError::InsideTree { .. })
+        ));
+    }
+
+    #[test]
+    fn default_paths_differ_and_live_outside() {
+        let a = default_path(Path::new("/var/lib/lxc/a-b/rootfs"));
+        let b = default_path(Path::new("/var/lib/lxc/a/b/rootfs"));
+        assert_ne!(a, b);
+        assert!(a.starts_with(DEFAULT_DIR));
+    }
+}

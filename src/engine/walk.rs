@@ -1,0 +1,271 @@
+//! The parallel, fd-relative walker. Every directory is opened relative to its
+//! parent's fd with O_NOFOLLOW, so a symlink swapped in for a directory is never
+//! followed and the walk never leaves the root. Directories are processed as rayon
+//! tasks; entries of huge directories in bounded batches, in parallel.
+//!
+//! File descriptors stay bounded on arbitrarily deep trees: a directory keeps its fd
+//! for its pending children only while a budget allows, otherwise the children
+//! reopen it from the nearest ancestor that still holds one (checking its identity).
+
+use super::sys::{self, DirEntry, DirReader, Stat};
+use rayon::prelude::*;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Entries read per batch: bounds memory on directories with millions of entries.
+const BATCH: usize = 2048;
+/// Batches at least this long are split across threads.
+const PARALLEL_BATCH: usize = 64;
+const GETDENTS_BUFFER: usize = 256 * 1024;
+
+/// A directory of the tree: its name in its parent, and maybe an open fd.
+pub struct DirNode {
+    parent: Option<Arc<DirNode>>,
+    name: CString,
+    ino: u64,
+    fd: Mutex<Option<Arc<OwnedFd>>>,
+    budget: Arc<FdBudget>,
+}
+
+/// Counts the directory fds kept open for pending children.
+pub struct FdBudget {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl Drop for DirNode {
+    fn drop(&mut self) {
+        if self.fd.get_mut().map(|fd| fd.is_some()).unwrap_or(false) {
+            self.budget.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        // Unlink long parent chains iteratively: a recursive drop of 10,000 levels
+        // would overflow the stack.
+        let mut parent = self.parent.take();
+        while let Some(node) = parent {
+            parent = match Arc::try_unwrap(node) {
+                Ok(mut owned) => owned.parent.take(),
+                Err(_) => None,
+            };
+        }
+    }
+}
+
+impl DirNode {
+    /// The directory's path relative to the root ("." for the root itself).
+    pub fn relative_path(&self) -> PathBuf {
+        let mut names = Vec::new();
+        let mut node = Some(self);
+        while let Some(n) = node {
+            if n.parent.is_some() {
+                names.push(n.name.as_bytes());
+            }
+            node = n.parent.as_deref();
+        }
+        let mut path = PathBuf::from(".");
+        for name in names.iter().rev() {
+            path.push(std::ffi::OsStr::from_bytes(name));
+        }
+        path
+    }
+
+    /// Relative path of entry `name` of this directory ("." names the directory itself).
+    pub fn entry_path(&self, name: &CStr) -> PathBuf {
+        let base = self.relative_path();
+        match name.to_bytes() {
+            b"." => base,
+            bytes => base.join(std::ffi::OsStr::from_bytes(bytes)),
+        }
+    }
+
+    /// An open fd of this directory, reopening it (and ancestors) if it was closed.
+    fn open_fd(&self) -> io::Result<Arc<OwnedFd>> {
+        if let Some(fd) = self.fd.lock().expect("fd lock").clone() {
+            return Ok(fd);
+        }
+        let mut chain = vec![self];
+        let mut fd = loop {
+            let top = *chain.last().expect("chain starts with self");
+            let parent = top.parent.as_deref().ok_or_else(|| {
+                io::Error::other("the root directory's fd was closed; this is a bug")
+            })?;
+            match parent.fd.lock().expect("fd lock").clone() {
+                Some(fd) => break fd,
+                None => chain.push(parent),
+            }
+        };
+        for node in chain.iter().rev() {
+            let child = sys::open_subdir(fd.as_fd(), &node.name)?;
+            let stat = sys::stat_at(child.as_fd(), c".")?;
+            if stat.ino != node.ino {
+                return Err(io::Error::other(
+                    "directory was replaced during the walk; re-run to finish",
+                ));
+            }
+            fd = Arc::new(child);
+        }
+        Ok(fd)
+    }
+
+    /// Keeps `fd` open for the children if the budget allows.
+    fn keep_fd(&self, fd: Arc<OwnedFd>) {
+        let budget = &self.budget;
+        if budget.open.fetch_add(1, Ordering::Relaxed) < budget.max {
+            *self.fd.lock().expect("fd lock") = Some(fd);
+        } else {
+            budget.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the walker asks of its user for every inode.
+pub trait Visitor: Sync {
+    /// Called once for every inode (the root as "." of itself), never for the
+    /// contents of another file system. Errors are the visitor's to record.
+    fn visit(&self, dir: &DirNode, fd: BorrowedFd<'_>, name: &CStr, stat: &Stat);
+    /// A failure to stat, open or read something: the walk goes on.
+    fn walk_error(&self, path: PathBuf, what: &str, error: io::Error);
+    /// A mount point inside the tree, reported and not entered.
+    fn mount_point(&self, path: PathBuf);
+    /// A batch of entries is done (for progress).
+    fn batch_done(&self, _entries: usize) {}
+}
+
+/// The file system the walk stays on.
+struct Bounds {
+    dev: u64,
+    mnt_id: u64,
+}
+
+impl Bounds {
+    fn contains(&self, stat: &Stat) -> bool {
+        stat.dev == self.dev && stat.mnt_id == self.mnt_id && !stat.mount_root
+    }
+}
+
+struct Walk<'a, V: Visitor> {
+    visitor: &'a V,
+    bounds: Bounds,
+}
+
+/// Walks the tree under `root` (an open directory) on `pool`, calling `visitor` for
+/// every inode, in parallel.
+pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) -> io::Result<()> {
+    let stat = sys::stat_at(root.as_fd(), c".")?;
+    let limit = sys::raise_fd_limit() as usize;
+    let budget = Arc::new(FdBudget {
+        open: AtomicUsize::new(1),
+        max: (limit / 2).clamp(16, 65536),
+    });
+    let node = Arc::new(DirNode {
+        parent: None,
+        name: CString::from(c"."),
+        ino: stat.ino,
+        fd: Mutex::new(Some(Arc::new(root))),
+        budget,
+    });
+    let walk = Walk {
+        visitor,
+        bounds: Bounds {
+            dev: stat.dev,
+            mnt_id: stat.mnt_id,
+        },
+    };
+    let root_fd = node.open_fd()?;
+    visitor.visit(&node, root_fd.as_fd(), c".", &stat);
+    drop(root_fd);
+    pool.scope(|scope| walk.directory(scope, node));
+    Ok(())
+}
+
+impl<'a, V: Visitor> Walk<'a, V> {
+    fn directory<'s>(&'s self, scope: &rayon::Scope<'s>, node: Arc<DirNode>) {
+        let fd = match node.open_fd() {
+            Ok(fd) => fd,
+            Err(e) => return self.visitor.walk_error(node.relative_path(), "open", e),
+        };
+        let mut reader = DirReader::new(GETDENTS_BUFFER);
+        let mut kept = false;
+        let result = reader.for_each_batch(fd.as_fd(), BATCH, |entries| {
+            let subdirs = self.entries(&node, fd.as_fd(), entries);
+            if !subdirs.is_empty() && !kept {
+                node.keep_fd(fd.clone());
+                kept = true;
+            }
+            for child in subdirs {
+                scope.spawn(move |scope| self.directory(scope, child));
+            }
+        });
+        if let Err(e) = result {
+            self.visitor.walk_error(node.relative_path(), "read", e);
+        }
+    }
+
+    /// Visits a batch of entries; returns the subdirectories to descend into.
+    fn entries(&self, node: &Arc<DirNode>, fd: BorrowedFd<'_>, entries: Vec<DirEntry>) -> Vec<Arc<DirNode>> {
+        let count = entries.len();
+        let subdirs: Vec<Arc<DirNode>> = if count >= PARALLEL_BATCH {
+            entries
+                .into_par_iter()
+                .with_min_len(16)
+                .filter_map(|e| self.entry(node, fd, e))
+                .collect()
+        } else {
+            entries.into_iter().filter_map(|e| self.entry(node, fd, e)).collect()
+        };
+        self.visitor.batch_done(count);
+        subdirs
+    }
+
+    fn entry(&self, node: &Arc<DirNode>, fd: BorrowedFd<'_>, entry: DirEntry) -> Option<Arc<DirNode>> {
+        let stat = match sys::stat_at(fd, &entry.name) {
+            Ok(stat) => stat,
+            Err(e) => {
+                self.visitor.walk_error(node.entry_path(&entry.name), "stat", e);
+                return None;
+            }
+        };
+        if stat.is_dir() && !self.bounds.contains(&stat) {
+            self.visitor.mount_point(node.entry_path(&entry.name));
+            return None;
+        }
+        self.visitor.visit(node, fd, &entry.name, &stat);
+        stat.is_dir().then(|| {
+            Arc::new(DirNode {
+                parent: Some(node.clone()),
+                name: entry.name,
+                ino: stat.ino,
+                fd: Mutex::new(None),
+                budget: node.budget.clone(),
+            })
+        })
+    }
+}
+
+/// Builds the rayon pool the walks run on.
+pub fn thread_pool(threads: Option<usize>) -> io::Result<rayon::ThreadPool> {
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .stack_size(64 << 20)
+        .thread_name(|i| format!("idshift-{i}"))
+        .build()
+        .map_err(io::Error::other)
+}
+
+/// Path of an entry under the user's root, for messages.
+pub fn display_path(root: &Path, relative: &Path) -> PathBuf {
+    match relative.strip_prefix(".") {
+        Ok(rest) if rest.as_os_str().is_empty() => root.to_path_buf(),
+        Ok(rest) => root.join(rest),
+        Err(_) => root.join(relative),
+    }
+}
