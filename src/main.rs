@@ -32,7 +32,11 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             let options = run::ShiftOptions {
                 map: IdMap::parse(&args.map.maps)?,
                 root: args.dir,
-                direction: if args.reverse { Direction::Reverse } else { Direction::Forward },
+                direction: if args.reverse {
+                    Direction::Reverse
+                } else {
+                    Direction::Forward
+                },
                 dry_run: args.dry_run,
                 threads: args.threads,
                 journal: args.journal,
@@ -40,7 +44,11 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             let bar = output::Bar::new(!args.json);
             let report = run::shift(&options, &bar)?;
             output::shift_report(&report, &options.map, args.json)?;
-            Ok(if report.summary.errors == 0 { 0 } else { EXIT_INCOMPLETE })
+            Ok(if report.summary.errors == 0 {
+                0
+            } else {
+                EXIT_INCOMPLETE
+            })
         }
         Command::Verify(args) => {
             let map = IdMap::parse(&args.map.maps)?;

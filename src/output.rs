@@ -16,7 +16,10 @@ pub struct Bar {
 
 impl Bar {
     pub fn new(wanted: bool) -> Bar {
-        Bar { enabled: wanted && std::io::stderr().is_terminal(), bar: Mutex::new(None) }
+        Bar {
+            enabled: wanted && std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
     }
 }
 
@@ -26,10 +29,20 @@ impl Progress for Bar {
             return;
         }
         let (bar, template) = match total {
-            Some(total) => (ProgressBar::new(total), "{msg:>9} [{bar:40}] {pos}/{len} inodes {per_sec} eta {eta}"),
-            None => (ProgressBar::new_spinner(), "{msg:>9} {spinner} {pos} inodes {per_sec}"),
+            Some(total) => (
+                ProgressBar::new(total),
+                "{msg:>9} [{bar:40}] {pos}/{len} inodes {per_sec} eta {eta}",
+            ),
+            None => (
+                ProgressBar::new_spinner(),
+                "{msg:>9} {spinner} {pos} inodes {per_sec}",
+            ),
         };
-        bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
         bar.set_message(name.to_string());
         *self.bar.lock().expect("bar lock") = Some(bar);
     }
@@ -64,31 +77,66 @@ pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Re
         Direction::Forward => "container ids -> host ids",
         Direction::Reverse => "host ids -> container ids",
     };
-    let verb = if report.dry_run { "Would shift" } else { "Shifted" };
-    println!("{verb} {} ({way}, {map}) in {:.2} s", report.root.display(), s.seconds);
+    let verb = if report.dry_run {
+        "Would shift"
+    } else {
+        "Shifted"
+    };
+    println!(
+        "{verb} {} ({way}, {map}) in {:.2} s",
+        report.root.display(),
+        s.seconds
+    );
     if report.resumed {
         println!("  (continued an interrupted run)");
     }
     let rows = [
-        ("inodes seen", s.inodes_seen, format!("{:.0} inodes/s", s.inodes_per_second)),
+        (
+            "inodes seen",
+            s.inodes_seen,
+            format!("{:.0} inodes/s", s.inodes_per_second),
+        ),
         ("changed", s.changed, String::new()),
-        ("hardlinks", s.hardlinks, "extra names; each inode shifted once".into()),
+        (
+            "hardlinks",
+            s.hardlinks,
+            "extra names; each inode shifted once".into(),
+        ),
         ("ACLs", s.acls, String::new()),
         ("capabilities", s.capabilities, String::new()),
         ("setuid/setgid restored", s.setid_restored, String::new()),
-        ("unmapped", s.unmapped, "ids outside the map, left alone (nobody in the container)".into()),
-        ("mount points skipped", s.mount_points_skipped, String::new()),
+        (
+            "unmapped",
+            s.unmapped,
+            "ids outside the map, left alone (nobody in the container)".into(),
+        ),
+        (
+            "mount points skipped",
+            s.mount_points_skipped,
+            String::new(),
+        ),
         ("errors", s.errors, String::new()),
     ];
     for (label, value, note) in rows {
-        let note = if note.is_empty() { note } else { format!("  ({note})") };
+        let note = if note.is_empty() {
+            note
+        } else {
+            format!("  ({note})")
+        };
         println!("  {label:<24}{value:>10}{note}");
     }
     for mount in &report.mount_points {
-        println!("  skipped mount point {} (another file system: shift it separately)", mount.display());
+        println!(
+            "  skipped mount point {} (another file system: shift it separately)",
+            mount.display()
+        );
     }
     if let Some(journal) = &report.journal {
-        let aside = if report.journal_archived { " (back where it started; put aside)" } else { "" };
+        let aside = if report.journal_archived {
+            " (back where it started; put aside)"
+        } else {
+            ""
+        };
         println!("  journal {}{aside}", journal.display());
     }
     print_errors(&report.error_paths, s.errors);
@@ -111,7 +159,11 @@ pub fn verify_report(report: &VerifyReport, map: &IdMap, json: bool) -> anyhow::
     if json {
         return print_json(report);
     }
-    println!("Verified {} inodes of {} against the host side of {map}", report.inodes_seen, report.root.display());
+    println!(
+        "Verified {} inodes of {} against the host side of {map}",
+        report.inodes_seen,
+        report.root.display()
+    );
     let kinds: [(&str, &Finding); 4] = [
         ("owner", &report.owner),
         ("group", &report.group),
@@ -125,7 +177,14 @@ pub fn verify_report(report: &VerifyReport, map: &IdMap, json: bool) -> anyhow::
         }
     }
     print_errors(&report.error_paths, report.errors);
-    println!("{}", if report.clean() { "OK: every id lies on the host side." } else { "NOT OK: see above." });
+    println!(
+        "{}",
+        if report.clean() {
+            "OK: every id lies on the host side."
+        } else {
+            "NOT OK: see above."
+        }
+    );
     Ok(())
 }
 
@@ -143,8 +202,14 @@ pub fn status_report(report: &StatusReport, json: bool) -> anyhow::Result<()> {
     }
     for (i, run) in report.runs.iter().enumerate() {
         let state = match (&run.done, run.scanned) {
-            (Some(s), _) => format!("finished: {} inodes, {} changed, {} errors", s.inodes_seen, s.changed, s.errors),
-            (None, Some(total)) => format!("unfinished: {} of {total} inodes shifted at last note", run.progress),
+            (Some(s), _) => format!(
+                "finished: {} inodes, {} changed, {} errors",
+                s.inodes_seen, s.changed, s.errors
+            ),
+            (None, Some(total)) => format!(
+                "unfinished: {} of {total} inodes shifted at last note",
+                run.progress
+            ),
             (None, None) => "unfinished: interrupted while scanning (nothing changed yet)".into(),
         };
         println!("  run {}: {}, {state}", i + 1, run.direction);

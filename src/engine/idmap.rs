@@ -56,7 +56,9 @@ pub enum IdMapError {
     EmptyRange(String),
     #[error("map {0:?}: its ids would reach 4294967295, the kernel's \"no change\" id; choose a lower range")]
     ReachesInvalidId(String),
-    #[error("maps {0} and {1}: their container ranges overlap; each container id may be mapped once")]
+    #[error(
+        "maps {0} and {1}: their container ranges overlap; each container id may be mapped once"
+    )]
     ContainerOverlap(String, String),
     #[error("maps {0} and {1}: their host ranges overlap; each host id may be mapped once")]
     HostOverlap(String, String),
@@ -283,7 +285,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_syntax_and_ranges() {
-        for bad in ["", "x:0:1:1", "b:0:1", "b:0:1:1:1", "b:-1:1:1", "b 0 1000000 abc"] {
+        for bad in [
+            "",
+            "x:0:1:1",
+            "b:0:1",
+            "b:0:1:1:1",
+            "b:-1:1:1",
+            "b 0 1000000 abc",
+        ] {
             assert!(
                 matches!(MapEntry::parse(bad), Err(IdMapError::Syntax(_))),
                 "{bad}"

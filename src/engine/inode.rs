@@ -8,6 +8,7 @@ use super::caps::CAPS_XATTR;
 use super::meta::Meta;
 use super::sys::{self, Stat};
 use rustix::fd::BorrowedFd;
+use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 use std::io;
 
@@ -16,6 +17,12 @@ use std::io;
 pub struct InodeError {
     pub operation: &'static str,
     pub error: io::Error,
+}
+
+impl std::fmt::Display for InodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.operation, self.error)
+    }
 }
 
 fn at(operation: &'static str) -> impl FnOnce(io::Error) -> InodeError {
@@ -50,16 +57,34 @@ pub fn meta_from_stat(stat: &Stat) -> Meta {
     }
 }
 
+thread_local! {
+    /// Each worker's listxattr buffer, reused from inode to inode.
+    static XATTR_LIST: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// The inode's metadata including its id-bearing xattrs: one listxattr, and a read
 /// only of those present. Symlinks carry none.
-pub fn read_meta(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat, list: &mut Vec<u8>) -> Result<Meta, InodeError> {
+pub fn read_meta(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> Result<Meta, InodeError> {
+    XATTR_LIST.with(|list| read_meta_with(dir, name, stat, &mut list.borrow_mut()))
+}
+
+fn read_meta_with(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    stat: &Stat,
+    list: &mut Vec<u8>,
+) -> Result<Meta, InodeError> {
     let mut meta = meta_from_stat(stat);
     if stat.is_symlink() {
         return Ok(meta);
     }
     sys::list_xattrs_at(dir, name, list).map_err(at("list xattrs"))?;
     let present = |attr: &str| list.split(|b| *b == 0).any(|n| n == attr.as_bytes());
-    let (has_access, has_default, has_caps) = (present(ACL_ACCESS), present(ACL_DEFAULT), present(CAPS_XATTR));
+    let (has_access, has_default, has_caps) = (
+        present(ACL_ACCESS),
+        present(ACL_DEFAULT),
+        present(CAPS_XATTR),
+    );
     if !(has_access || has_default || has_caps) {
         return Ok(meta);
     }
@@ -86,7 +111,13 @@ pub struct Applied {
 }
 
 /// Makes the inode's metadata `target`, given that it is `current` now.
-pub fn apply(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat, current: &Meta, target: &Meta) -> Result<Applied, InodeError> {
+pub fn apply(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    stat: &Stat,
+    current: &Meta,
+    target: &Meta,
+) -> Result<Applied, InodeError> {
     let mut applied = Applied::default();
     let chowned = current.uid != target.uid || current.gid != target.gid;
     if chowned {
@@ -100,10 +131,31 @@ pub fn apply(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat, current: &Meta, targ
         applied.setid_restored = setid_at_risk;
     }
     let names = names();
-    applied.acls |= write_xattr(dir, name, &names.acl_access, &current.acl_access, &target.acl_access, false)?;
-    applied.acls |= write_xattr(dir, name, &names.acl_default, &current.acl_default, &target.acl_default, false)?;
+    applied.acls |= write_xattr(
+        dir,
+        name,
+        &names.acl_access,
+        &current.acl_access,
+        &target.acl_access,
+        false,
+    )?;
+    applied.acls |= write_xattr(
+        dir,
+        name,
+        &names.acl_default,
+        &current.acl_default,
+        &target.acl_default,
+        false,
+    )?;
     let caps_removed = chowned && !stat.is_dir();
-    applied.caps = write_xattr(dir, name, &names.caps, &current.caps, &target.caps, caps_removed)?;
+    applied.caps = write_xattr(
+        dir,
+        name,
+        &names.caps,
+        &current.caps,
+        &target.caps,
+        caps_removed,
+    )?;
     applied.changed = chowned || current != target;
     Ok(applied)
 }

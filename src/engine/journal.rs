@@ -24,15 +24,27 @@ pub const DEFAULT_DIR: &str = "/var/lib/lxc-idshift";
 pub enum JournalError {
     #[error("journal {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("journal {path} is locked by another lxc-idshift run on this tree; wait for it to finish")]
+    #[error(
+        "journal {path} is locked by another lxc-idshift run on this tree; wait for it to finish"
+    )]
     Locked { path: PathBuf },
     #[error("journal {path}, line {line}: {message}; move the file aside only if you know the tree's state")]
-    Corrupt { path: PathBuf, line: usize, message: String },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("journal {path} belongs to {recorded}, not to {given}; pass another --journal")]
-    OtherTree { path: PathBuf, recorded: String, given: String },
+    OtherTree {
+        path: PathBuf,
+        recorded: String,
+        given: String,
+    },
     #[error("journal {path} records runs on this tree with maps {recorded}; use those maps (with --reverse to return the tree to where it started) or pass another --journal")]
     OtherMaps { path: PathBuf, recorded: String },
-    #[error("journal {path} lies inside the tree {root}; it must be kept outside (pass --journal)")]
+    #[error(
+        "journal {path} lies inside the tree {root}; it must be kept outside (pass --journal)"
+    )]
     InsideTree { path: PathBuf, root: PathBuf },
 }
 
@@ -114,7 +126,11 @@ impl State {
                 self.root = Some(root);
                 self.maps = Some(maps);
             }
-            Line::Run { direction, first, started } => self.runs.push(RunState {
+            Line::Run {
+                direction,
+                first,
+                started,
+            } => self.runs.push(RunState {
                 direction,
                 first,
                 started,
@@ -147,7 +163,10 @@ impl State {
 
     /// Reads a journal file; a torn last line (a crash mid-write) is ignored.
     pub fn read(path: &Path) -> Result<State, JournalError> {
-        let io_err = |source| JournalError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io_err)?;
         let mut state = State::default();
         let mut lines = BufReader::new(file).split(b'\n').enumerate().peekable();
@@ -189,14 +208,22 @@ pub fn default_path(root: &Path) -> PathBuf {
     let readable: String = text
         .trim_matches('/')
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     // FNV-1a keeps two paths that read alike apart.
     let hash = root
         .as_os_str()
         .as_encoded_bytes()
         .iter()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3));
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+        });
     Path::new(DEFAULT_DIR).join(format!("{readable}-{hash:016x}.journal"))
 }
 
@@ -219,13 +246,24 @@ impl Journal {
     /// belongs to this tree and these maps.
     pub fn open(path: &Path, root: &Path, maps: &IdMap) -> Result<Journal, JournalError> {
         if path.starts_with(root) {
-            return Err(JournalError::InsideTree { path: path.into(), root: root.into() });
+            return Err(JournalError::InsideTree {
+                path: path.into(),
+                root: root.into(),
+            });
         }
-        let io_err = |source| JournalError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io_err)?;
         if !sys::try_lock_exclusive(&file).map_err(io_err)? {
             return Err(JournalError::Locked { path: path.into() });
         }
@@ -234,17 +272,32 @@ impl Journal {
         let given = root.to_string_lossy().into_owned();
         if let Some(recorded) = &state.root {
             if *recorded != given {
-                return Err(JournalError::OtherTree { path: path.into(), recorded: recorded.clone(), given });
+                return Err(JournalError::OtherTree {
+                    path: path.into(),
+                    recorded: recorded.clone(),
+                    given,
+                });
             }
         }
         if let Some(recorded) = &state.maps {
             if recorded != maps {
-                return Err(JournalError::OtherMaps { path: path.into(), recorded: recorded.to_string() });
+                return Err(JournalError::OtherMaps {
+                    path: path.into(),
+                    recorded: recorded.to_string(),
+                });
             }
         }
-        let mut journal = Journal { path: path.into(), file, state };
+        let mut journal = Journal {
+            path: path.into(),
+            file,
+            state,
+        };
         if journal.state.root.is_none() {
-            let header = Line::Header { version: FORMAT_VERSION, root: given, maps: maps.clone() };
+            let header = Line::Header {
+                version: FORMAT_VERSION,
+                root: given,
+                maps: maps.clone(),
+            };
             journal.append_now(&header)?;
             journal.state.apply(header);
         }
@@ -252,7 +305,10 @@ impl Journal {
     }
 
     fn append_now(&mut self, line: &Line) -> Result<(), JournalError> {
-        let io_err = |source| JournalError::Io { path: self.path.clone(), source };
+        let io_err = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let mut text = serde_json::to_vec(line).expect("journal lines serialize");
         text.push(b'\n');
         self.file.write_all(&text).map_err(io_err)?;
@@ -261,17 +317,26 @@ impl Journal {
 
     /// Starts the background writer; lines sent to it are batched, never fsynced one by one.
     pub fn writer(&self) -> Result<Writer, JournalError> {
-        let file = self.file.try_clone().map_err(|source| JournalError::Io { path: self.path.clone(), source })?;
+        let file = self.file.try_clone().map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         let (tx, rx) = crossbeam_channel::unbounded::<Message>();
         let thread = std::thread::spawn(move || write_lines(file, rx));
-        Ok(Writer { tx, thread: Some(thread) })
+        Ok(Writer {
+            tx,
+            thread: Some(thread),
+        })
     }
 
     /// Renames the journal aside once the tree is back at its starting point, so the
     /// next run starts a fresh journal. The lock goes with the open file.
     pub fn archive(self) -> Result<PathBuf, JournalError> {
         let archived = archive_path(&self.path);
-        std::fs::rename(&self.path, &archived).map_err(|source| JournalError::Io { path: self.path.clone(), source })?;
+        std::fs::rename(&self.path, &archived).map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         Ok(archived)
     }
 }
@@ -320,7 +385,9 @@ impl Writer {
         self.tx
             .send(Message::Sync(ack_tx))
             .map_err(|_| io::Error::other("journal writer stopped"))?;
-        ack_rx.recv().map_err(|_| io::Error::other("journal writer stopped"))?
+        ack_rx
+            .recv()
+            .map_err(|_| io::Error::other("journal writer stopped"))?
     }
 
     /// Syncs and stops the writer.
@@ -333,7 +400,9 @@ impl Writer {
         let (tx, _) = crossbeam_channel::unbounded();
         drop(std::mem::replace(&mut self.tx, tx));
         match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| io::Error::other("journal writer panicked"))?,
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("journal writer panicked"))?,
             None => Ok(()),
         }
     }
@@ -355,7 +424,10 @@ fn write_lines(file: File, rx: crossbeam_channel::Receiver<Message>) -> io::Resu
             }
             Message::Sync(ack) => {
                 let result = out.flush().and_then(|()| out.get_ref().sync_data());
-                let failed = result.as_ref().err().map(|e| io::Error::new(e.kind(), e.to_string()));
+                let failed = result
+                    .as_ref()
+                    .err()
+                    .map(|e| io::Error::new(e.kind(), e.to_string()));
                 let _ = ack.send(result);
                 if let Some(e) = failed {
                     return Err(e);
@@ -379,7 +451,14 @@ mod tests {
             ino,
             btime: Some((1, 2)),
             direction: Direction::Forward,
-            source: Meta { uid: 0, gid: 0, perm: 0o4755, acl_access: None, acl_default: None, caps: None },
+            source: Meta {
+                uid: 0,
+                gid: 0,
+                perm: 0o4755,
+                acl_access: None,
+                acl_default: None,
+                caps: None,
+            },
             path: "./bin/su".into(),
             applied_ctime: None,
         }
@@ -393,10 +472,17 @@ mod tests {
         {
             let journal = Journal::open(&path, root, &map()).unwrap();
             let writer = journal.writer().unwrap();
-            writer.send(Line::Run { direction: Direction::Forward, first: true, started: 1 });
+            writer.send(Line::Run {
+                direction: Direction::Forward,
+                first: true,
+                started: 1,
+            });
             writer.send(Line::Rec(record(7)));
             writer.send(Line::Scanned { inodes: 10 });
-            writer.send(Line::Applied { ino: 7, ctime: (5, 6) });
+            writer.send(Line::Applied {
+                ino: 7,
+                ctime: (5, 6),
+            });
             writer.finish().unwrap();
         }
         // A crash in the middle of a line.
@@ -420,10 +506,16 @@ mod tests {
         let path = dir.path().join("j");
         let root = Path::new("/srv/tree");
         let held = Journal::open(&path, root, &map()).unwrap();
-        assert!(matches!(Journal::open(&path, root, &map()), Err(JournalError::Locked { .. })));
+        assert!(matches!(
+            Journal::open(&path, root, &map()),
+            Err(JournalError::Locked { .. })
+        ));
         drop(held);
         let other = IdMap::parse(&["b:0:2000000:65536"]).unwrap();
-        assert!(matches!(Journal::open(&path, root, &other), Err(JournalError::OtherMaps { .. })));
+        assert!(matches!(
+            Journal::open(&path, root, &other),
+            Err(JournalError::OtherMaps { .. })
+        ));
         assert!(matches!(
             Journal::open(&path, Path::new("/srv/other"), &map()),
             Err(JournalError::OtherTree { .. })

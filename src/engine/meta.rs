@@ -223,12 +223,36 @@ mod tests {
     fn acl_entries_follow_the_map() {
         let acl = Acl {
             entries: vec![
-                AclEntry { tag: 0x01, perm: 7, id: u32::MAX },
-                AclEntry { tag: 0x02, perm: 5, id: 1000 },
-                AclEntry { tag: 0x04, perm: 5, id: u32::MAX },
-                AclEntry { tag: 0x08, perm: 5, id: 70000 },
-                AclEntry { tag: 0x10, perm: 7, id: u32::MAX },
-                AclEntry { tag: 0x20, perm: 0, id: u32::MAX },
+                AclEntry {
+                    tag: 0x01,
+                    perm: 7,
+                    id: u32::MAX,
+                },
+                AclEntry {
+                    tag: 0x02,
+                    perm: 5,
+                    id: 1000,
+                },
+                AclEntry {
+                    tag: 0x04,
+                    perm: 5,
+                    id: u32::MAX,
+                },
+                AclEntry {
+                    tag: 0x08,
+                    perm: 5,
+                    id: 70000,
+                },
+                AclEntry {
+                    tag: 0x10,
+                    perm: 7,
+                    id: u32::MAX,
+                },
+                AclEntry {
+                    tag: 0x20,
+                    perm: 0,
+                    id: u32::MAX,
+                },
             ],
         };
         let mut meta = plain(0, 0, 0o750);
@@ -236,7 +260,10 @@ mod tests {
         let s = meta.shifted(&map(), Direction::Forward);
         let shifted = Acl::parse(s.meta.acl_default.as_ref().unwrap()).unwrap();
         let ids: Vec<u32> = shifted.entries.iter().map(|e| e.id).collect();
-        assert_eq!(ids, vec![u32::MAX, 1001000, u32::MAX, 70000, u32::MAX, u32::MAX]);
+        assert_eq!(
+            ids,
+            vec![u32::MAX, 1001000, u32::MAX, 70000, u32::MAX, u32::MAX]
+        );
         assert!(s.unmapped, "70000 is outside the map");
         assert!(meta.has_target_ids(&map(), Direction::Reverse));
     }

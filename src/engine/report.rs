@@ -56,7 +56,10 @@ pub fn bump(counter: &AtomicU64, yes: bool) {
 impl Counters {
     pub fn error(&self, path: PathBuf, message: String) {
         if self.errors.fetch_add(1, Ordering::Relaxed) < KEPT_ERRORS as u64 {
-            self.kept_errors.lock().expect("errors lock").push(PathError { path, message });
+            self.kept_errors
+                .lock()
+                .expect("errors lock")
+                .push(PathError { path, message });
         }
     }
 
@@ -92,7 +95,11 @@ impl Counters {
             errors: get(&self.errors),
             mount_points_skipped: get(&self.mount_points_skipped),
             seconds,
-            inodes_per_second: if seconds > 0.0 { seen as f64 / seconds } else { 0.0 },
+            inodes_per_second: if seconds > 0.0 {
+                seen as f64 / seconds
+            } else {
+                0.0
+            },
         }
     }
 }

@@ -13,7 +13,6 @@ use super::sys::{self, Stat};
 use super::walk::{self, DirNode, Visitor};
 use rustix::fd::BorrowedFd;
 use serde::Serialize;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -28,7 +27,10 @@ pub enum RunError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("changing owners needs root: run as root (or use --dry-run)")]
     NotRoot,
 }
@@ -76,8 +78,14 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
         return Err(RunError::NotRoot);
     }
     let root = safety::check_tree(&options.root)?;
-    let journal_path = options.journal.clone().unwrap_or_else(|| journal::default_path(&root));
-    let pool = walk::thread_pool(options.threads).map_err(|source| RunError::Io { path: root.clone(), source })?;
+    let journal_path = options
+        .journal
+        .clone()
+        .unwrap_or_else(|| journal::default_path(&root));
+    let pool = walk::thread_pool(options.threads).map_err(|source| RunError::Io {
+        path: root.clone(),
+        source,
+    })?;
     let run = RunContext {
         root: &root,
         map: &options.map,
@@ -103,7 +111,10 @@ struct RunContext<'a> {
 
 impl<'a> RunContext<'a> {
     fn io_error(&self, source: std::io::Error) -> RunError {
-        RunError::Io { path: self.root.to_path_buf(), source }
+        RunError::Io {
+            path: self.root.to_path_buf(),
+            source,
+        }
     }
 
     fn walk<V: Visitor>(&self, visitor: &V) -> Result<(), RunError> {
@@ -118,15 +129,27 @@ impl<'a> RunContext<'a> {
         let first = !state.runs.iter().any(|r| r.scanned.is_some());
         let validate_ctime = state.last_run_finished();
         let writer = journal.writer()?;
-        let sync = |w: &Writer| w.sync().map_err(|source| RunError::Io { path: journal.path.clone(), source });
+        let sync = |w: &Writer| {
+            w.sync().map_err(|source| RunError::Io {
+                path: journal.path.clone(),
+                source,
+            })
+        };
         let (records, total) = match resume {
             Some(total) => (journal.state.records.clone(), total),
             None => {
-                writer.send(Line::Run { direction: self.direction, first, started: unix_now() });
-                let scan = self.scan(&journal.state.records, first, validate_ctime, Some(&writer))?;
+                writer.send(Line::Run {
+                    direction: self.direction,
+                    first,
+                    started: unix_now(),
+                });
+                let scan =
+                    self.scan(&journal.state.records, first, validate_ctime, Some(&writer))?;
                 // The records must be on disk before the first chown.
                 sync(&writer)?;
-                writer.send(Line::Scanned { inodes: scan.inodes });
+                writer.send(Line::Scanned {
+                    inodes: scan.inodes,
+                });
                 sync(&writer)?;
                 (scan.records, scan.inodes)
             }
@@ -139,10 +162,16 @@ impl<'a> RunContext<'a> {
         let summary = counters.summary(started.elapsed().as_secs_f64());
         let clean = summary.errors == 0;
         if clean {
-            writer.send(Line::Done { summary: summary.clone() });
+            writer.send(Line::Done {
+                summary: summary.clone(),
+            });
         }
-        writer.finish().map_err(|source| RunError::Io { path: journal.path.clone(), source })?;
-        let back_at_start = journal.state.runs.first().map(|r| r.direction) == Some(self.direction.opposite());
+        writer.finish().map_err(|source| RunError::Io {
+            path: journal.path.clone(),
+            source,
+        })?;
+        let back_at_start =
+            journal.state.runs.first().map(|r| r.direction) == Some(self.direction.opposite());
         let journal_path = journal.path.clone();
         let journal_archived = clean && back_at_start;
         if journal_archived {
@@ -201,7 +230,8 @@ impl<'a> RunContext<'a> {
         };
         self.walk(&scan)?;
         self.progress.finish();
-        let inodes = scan.base.counters.inodes_seen.load(Ordering::Relaxed) + scan.base.counters.hardlinks.load(Ordering::Relaxed);
+        let inodes = scan.base.counters.inodes_seen.load(Ordering::Relaxed)
+            + scan.base.counters.hardlinks.load(Ordering::Relaxed);
         Ok(ScanResult {
             inodes,
             records: scan.kept.into_inner().expect("records lock"),
@@ -228,7 +258,11 @@ struct ScanResult {
 pub fn plan(record: Option<&Record>, current: &Meta, map: &IdMap, direction: Direction) -> Shifted {
     match record {
         Some(r) if r.direction == direction => r.source.shifted(map, direction),
-        Some(r) => Shifted { meta: r.source.clone(), unmapped: false, problems: Vec::new() },
+        Some(r) => Shifted {
+            meta: r.source.clone(),
+            unmapped: false,
+            problems: Vec::new(),
+        },
         None => current.shifted(map, direction),
     }
 }
@@ -241,10 +275,6 @@ struct Base<'a> {
     progress: &'a dyn Progress,
     counters: Counters,
     seen: SeenInodes,
-}
-
-thread_local! {
-    static XATTR_LIST: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
 impl<'a> Base<'a> {
@@ -272,12 +302,7 @@ impl<'a> Base<'a> {
     }
 
     fn inode_error(&self, dir: &DirNode, name: &CStr, e: InodeError) {
-        let message = format!("{} failed: {}", e.operation, e.error);
-        self.counters.error(self.path(dir, name), message);
-    }
-
-    fn read_meta(&self, fd: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> Result<Meta, InodeError> {
-        XATTR_LIST.with(|list| inode::read_meta(fd, name, stat, &mut list.borrow_mut()))
+        self.counters.error(self.path(dir, name), e.to_string());
     }
 
     /// Counts what a planned change does; `problems` become errors.
@@ -312,7 +337,8 @@ impl Scan<'_> {
     fn valid_record(&self, stat: &Stat) -> Option<&Record> {
         let record = self.known.get(&stat.ino)?;
         let same_inode = record.btime == stat.btime;
-        let unchanged = !self.validate_ctime || record.applied_ctime.is_none_or(|c| c == stat.ctime);
+        let unchanged =
+            !self.validate_ctime || record.applied_ctime.is_none_or(|c| c == stat.ctime);
         if same_inode && unchanged {
             return Some(record);
         }
@@ -329,7 +355,10 @@ impl Scan<'_> {
     }
 
     fn keep(&self, record: Record) {
-        self.kept.lock().expect("records lock").insert(record.ino, record);
+        self.kept
+            .lock()
+            .expect("records lock")
+            .insert(record.ino, record);
     }
 }
 
@@ -339,7 +368,7 @@ impl Visitor for Scan<'_> {
         if !base.first_visit(stat) {
             return;
         }
-        let current = match base.read_meta(fd, name, stat) {
+        let current = match inode::read_meta(fd, name, stat) {
             Ok(meta) => meta,
             Err(e) => return base.inode_error(dir, name, e),
         };
@@ -367,9 +396,19 @@ impl Visitor for Scan<'_> {
         let chowned = (current.uid, current.gid) != (target.uid, target.gid);
         let c = &base.counters;
         bump(&c.changed, current != *target);
-        bump(&c.acls, (&current.acl_access, &current.acl_default) != (&target.acl_access, &target.acl_default));
-        bump(&c.capabilities, current.caps != target.caps || (chowned && target.caps.is_some() && !stat.is_dir()));
-        bump(&c.setid_restored, chowned && !stat.is_dir() && !stat.is_symlink() && target.perm & 0o6000 != 0);
+        bump(
+            &c.acls,
+            (&current.acl_access, &current.acl_default)
+                != (&target.acl_access, &target.acl_default),
+        );
+        bump(
+            &c.capabilities,
+            current.caps != target.caps || (chowned && target.caps.is_some() && !stat.is_dir()),
+        );
+        bump(
+            &c.setid_restored,
+            chowned && !stat.is_dir() && !stat.is_symlink() && target.perm & 0o6000 != 0,
+        );
         if let Some(record) = record {
             self.keep(record);
         }
@@ -380,7 +419,9 @@ impl Visitor for Scan<'_> {
     }
 
     fn mount_point(&self, path: PathBuf) {
-        self.base.counters.mount_point(walk::display_path(self.base.root, &path));
+        self.base
+            .counters
+            .mount_point(walk::display_path(self.base.root, &path));
     }
 
     fn batch_done(&self, entries: usize) {
@@ -400,16 +441,34 @@ struct Apply<'a> {
 }
 
 impl<'a> Apply<'a> {
-    fn new(run: &RunContext<'a>, records: &'a HashMap<u64, Record>, writer: &'a Writer) -> Apply<'a> {
-        Apply { base: Base::new(run), records, writer, done: AtomicU64::new(0) }
+    fn new(
+        run: &RunContext<'a>,
+        records: &'a HashMap<u64, Record>,
+        writer: &'a Writer,
+    ) -> Apply<'a> {
+        Apply {
+            base: Base::new(run),
+            records,
+            writer,
+            done: AtomicU64::new(0),
+        }
     }
 
-    fn shift_inode(&self, dir: &DirNode, fd: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> Result<(), InodeError> {
+    fn shift_inode(
+        &self,
+        dir: &DirNode,
+        fd: BorrowedFd<'_>,
+        name: &CStr,
+        stat: &Stat,
+    ) -> Result<(), InodeError> {
         let base = &self.base;
-        let record = self.records.get(&stat.ino).filter(|r| r.btime == stat.btime);
+        let record = self
+            .records
+            .get(&stat.ino)
+            .filter(|r| r.btime == stat.btime);
         // Unrecorded inodes had no id-bearing xattrs at the scan: the stat says it all.
         let current = match record {
-            Some(_) => base.read_meta(fd, name, stat)?,
+            Some(_) => inode::read_meta(fd, name, stat)?,
             None => inode::meta_from_stat(stat),
         };
         let shifted = plan(record, &current, base.map, base.direction);
@@ -422,7 +481,10 @@ impl<'a> Apply<'a> {
         bump(&c.setid_restored, applied.setid_restored);
         if record.is_some() {
             if let Ok(after) = sys::stat_at(fd, name) {
-                self.writer.send(Line::Applied { ino: stat.ino, ctime: after.ctime });
+                self.writer.send(Line::Applied {
+                    ino: stat.ino,
+                    ctime: after.ctime,
+                });
             }
         }
         Ok(())
@@ -444,14 +506,18 @@ impl Visitor for Apply<'_> {
     }
 
     fn mount_point(&self, path: PathBuf) {
-        self.base.counters.mount_point(walk::display_path(self.base.root, &path));
+        self.base
+            .counters
+            .mount_point(walk::display_path(self.base.root, &path));
     }
 
     fn batch_done(&self, entries: usize) {
         self.base.progress.advance(entries as u64);
         let before = self.done.fetch_add(entries as u64, Ordering::Relaxed);
         if (before + entries as u64) / PROGRESS_EVERY != before / PROGRESS_EVERY {
-            self.writer.send(Line::Progress { inodes: before + entries as u64 });
+            self.writer.send(Line::Progress {
+                inodes: before + entries as u64,
+            });
         }
     }
 }

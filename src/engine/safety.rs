@@ -7,13 +7,19 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
     #[error("{path}: {source}; check the path")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a directory; name the root directory of the container's file system")]
     NotADirectory { path: PathBuf },
     #[error("{path} is the host's root directory; refusing to re-own the host (name the container's rootfs)")]
     HostRoot { path: PathBuf },
     #[error("{path} holds the host's own {host_dir}; refusing to re-own the host (name the container's rootfs)")]
-    HoldsHostDir { path: PathBuf, host_dir: &'static str },
+    HoldsHostDir {
+        path: PathBuf,
+        host_dir: &'static str,
+    },
 }
 
 /// The host directories whose presence inside a tree means the tree is the host.
@@ -22,7 +28,10 @@ const HOST_DIRS: [&str; 2] = ["/etc", "/usr"];
 /// Resolves the tree's path and refuses anything that is not a container's tree.
 /// Returns the canonical path.
 pub fn check_tree(path: &Path) -> Result<PathBuf, TreeError> {
-    let unreadable = |source| TreeError::Unreadable { path: path.into(), source };
+    let unreadable = |source| TreeError::Unreadable {
+        path: path.into(),
+        source,
+    };
     let canonical = path.canonicalize().map_err(unreadable)?;
     let meta = std::fs::metadata(&canonical).map_err(unreadable)?;
     if !meta.is_dir() {
@@ -35,7 +44,10 @@ pub fn check_tree(path: &Path) -> Result<PathBuf, TreeError> {
         // By identity, not by name: a bind mount of / elsewhere holds the same /etc.
         let inside = canonical.join(host_dir.trim_start_matches('/'));
         if Path::new(host_dir).starts_with(&canonical) || same_inode(&inside, Path::new(host_dir)) {
-            return Err(TreeError::HoldsHostDir { path: path.into(), host_dir });
+            return Err(TreeError::HoldsHostDir {
+                path: path.into(),
+                host_dir,
+            });
         }
     }
     Ok(canonical)
@@ -54,10 +66,22 @@ mod tests {
 
     #[test]
     fn refuses_host_and_non_directories() {
-        assert!(matches!(check_tree(Path::new("/")), Err(TreeError::HostRoot { .. })));
-        assert!(matches!(check_tree(Path::new("/usr/..")), Err(TreeError::HostRoot { .. })));
-        assert!(matches!(check_tree(Path::new("/etc/hostname")), Err(TreeError::NotADirectory { .. })));
-        assert!(matches!(check_tree(Path::new("/nonexistent/x")), Err(TreeError::Unreadable { .. })));
+        assert!(matches!(
+            check_tree(Path::new("/")),
+            Err(TreeError::HostRoot { .. })
+        ));
+        assert!(matches!(
+            check_tree(Path::new("/usr/..")),
+            Err(TreeError::HostRoot { .. })
+        ));
+        assert!(matches!(
+            check_tree(Path::new("/etc/hostname")),
+            Err(TreeError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            check_tree(Path::new("/nonexistent/x")),
+            Err(TreeError::Unreadable { .. })
+        ));
     }
 
     #[test]
@@ -65,7 +89,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
         let weird = dir.path().join("etc/..");
-        assert_eq!(check_tree(&weird).unwrap(), dir.path().canonicalize().unwrap());
+        assert_eq!(
+            check_tree(&weird).unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
     }
 
     #[test]
@@ -82,7 +109,13 @@ mod tests {
             .unwrap();
         assert!(status.success());
         let result = check_tree(dir.path());
-        std::process::Command::new("umount").arg(dir.path()).status().unwrap();
-        assert!(matches!(result, Err(TreeError::HoldsHostDir { .. })), "{result:?}");
+        std::process::Command::new("umount")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            matches!(result, Err(TreeError::HoldsHostDir { .. })),
+            "{result:?}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! `status`: what the journal of a tree says, without taking its lock or writing.
 
 use super::journal::{self, JournalError, RunState, State};
-use super::safety;
 use super::run::RunError;
+use super::safety;
 use serde::Serialize;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,11 +23,17 @@ pub struct StatusReport {
 /// Reads the journal (or the archived one) of the tree at `root`.
 pub fn status(root: &Path, journal_path: Option<&Path>) -> Result<StatusReport, RunError> {
     let root = safety::check_tree(root)?;
-    let path = journal_path.map(Path::to_path_buf).unwrap_or_else(|| journal::default_path(&root));
+    let path = journal_path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| journal::default_path(&root));
     let archived = journal::archive_path(&path);
     let (state, read_from, label) = if path.exists() {
         let state = State::read(&path)?;
-        let label = if state.last_run_finished() { "finished" } else { "unfinished" };
+        let label = if state.last_run_finished() {
+            "finished"
+        } else {
+            "unfinished"
+        };
         (state, path.clone(), label)
     } else if archived.exists() {
         (State::read(&archived)?, archived, "archived")
@@ -50,7 +56,9 @@ fn is_locked(path: &Path) -> Result<bool, RunError> {
         Ok(file) => file,
         Err(_) => return Ok(false),
     };
-    let free = super::sys::try_lock_exclusive(&file)
-        .map_err(|source| JournalError::Io { path: path.into(), source })?;
+    let free = super::sys::try_lock_exclusive(&file).map_err(|source| JournalError::Io {
+        path: path.into(),
+        source,
+    })?;
     Ok(!free)
 }

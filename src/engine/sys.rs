@@ -63,7 +63,9 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
         ino: st.stx_ino,
         dev: (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor),
         mnt_id: st.stx_mnt_id,
-        mount_root: st.stx_attributes.contains(rustix::fs::StatxAttributes::MOUNT_ROOT),
+        mount_root: st
+            .stx_attributes
+            .contains(rustix::fs::StatxAttributes::MOUNT_ROOT),
         mode: u32::from(st.stx_mode),
         uid: st.stx_uid,
         gid: st.stx_gid,
@@ -88,7 +90,10 @@ pub fn open_subdir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
 /// `fchownat(AT_SYMLINK_NOFOLLOW)`.
 pub fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // The callers never pass u32::MAX ("no change"): maps are validated against it.
-    let (uid, gid) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
+    let (uid, gid) = (
+        rustix::fs::Uid::from_raw(uid),
+        rustix::fs::Gid::from_raw(gid),
+    );
     rustix::fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW).map_err(err)
 }
 
@@ -208,7 +213,12 @@ pub fn get_xattr_at(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr) -> io::Result
     }
 }
 
-fn get_xattr_once(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+fn get_xattr_once(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    attr: &CStr,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     if !NO_XATTRAT.load(Ordering::Relaxed) {
         let mut args = XattrArgs {
             value: buf.as_mut_ptr() as u64,
@@ -327,7 +337,10 @@ impl DirReader {
                 name: name.to_owned(),
             });
             if pending.len() == batch_len {
-                batch(std::mem::replace(&mut pending, Vec::with_capacity(batch_len)));
+                batch(std::mem::replace(
+                    &mut pending,
+                    Vec::with_capacity(batch_len),
+                ));
             }
         }
         if !pending.is_empty() {
@@ -344,7 +357,7 @@ pub fn raise_fd_limit() -> u64 {
     if let Some(hard) = limit.maximum {
         if limit.current != Some(hard) {
             limit.current = Some(hard);
-            let _ = setrlimit(Resource::Nofile, limit.clone());
+            let _ = setrlimit(Resource::Nofile, limit);
         }
     }
     getrlimit(Resource::Nofile).current.unwrap_or(1 << 20)

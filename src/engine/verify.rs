@@ -13,7 +13,6 @@ use super::sys::{self, Stat};
 use super::walk::{self, DirNode, Visitor};
 use rustix::fd::BorrowedFd;
 use serde::Serialize;
-use std::cell::RefCell;
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +42,10 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn clean(&self) -> bool {
-        self.errors == 0 && [&self.owner, &self.group, &self.acl, &self.capability].iter().all(|f| f.count == 0)
+        self.errors == 0
+            && [&self.owner, &self.group, &self.acl, &self.capability]
+                .iter()
+                .all(|f| f.count == 0)
     }
 }
 
@@ -63,7 +65,10 @@ impl Tally {
     fn finding(self) -> Finding {
         let mut first_paths = self.paths.into_inner().expect("paths lock");
         first_paths.sort();
-        Finding { count: self.count.into_inner(), first_paths }
+        Finding {
+            count: self.count.into_inner(),
+            first_paths,
+        }
     }
 }
 
@@ -76,10 +81,6 @@ struct Verifier<'a> {
     group: Tally,
     acl: Tally,
     capability: Tally,
-}
-
-thread_local! {
-    static LIST: RefCell<Vec<u8>> = RefCell::new(Vec::new());
 }
 
 impl Verifier<'_> {
@@ -110,9 +111,9 @@ impl Visitor for Verifier<'_> {
         }
         self.counters.inodes_seen.fetch_add(1, Ordering::Relaxed);
         let path = || walk::display_path(self.root, &dir.entry_path(name));
-        let meta = match LIST.with(|list| inode::read_meta(fd, name, stat, &mut list.borrow_mut())) {
+        let meta = match inode::read_meta(fd, name, stat) {
             Ok(meta) => meta,
-            Err(e) => return self.counters.error(path(), format!("{} failed: {}", e.operation, e.error)),
+            Err(e) => return self.counters.error(path(), e.to_string()),
         };
         if !self.on_host_side(IdKind::User, meta.uid) {
             self.owner.add(path);
@@ -134,14 +135,18 @@ impl Visitor for Verifier<'_> {
     }
 
     fn mount_point(&self, path: PathBuf) {
-        self.counters.mount_point(walk::display_path(self.root, &path));
+        self.counters
+            .mount_point(walk::display_path(self.root, &path));
     }
 }
 
 /// Checks that every id in the tree lies on the host side of `map`.
 pub fn verify(root: &Path, map: &IdMap, threads: Option<usize>) -> Result<VerifyReport, RunError> {
     let root = safety::check_tree(root)?;
-    let io = |source| RunError::Io { path: root.clone(), source };
+    let io = |source| RunError::Io {
+        path: root.clone(),
+        source,
+    };
     let pool = walk::thread_pool(threads).map_err(io)?;
     let verifier = Verifier {
         root: &root,

@@ -206,7 +206,12 @@ impl<'a, V: Visitor> Walk<'a, V> {
     }
 
     /// Visits a batch of entries; returns the subdirectories to descend into.
-    fn entries(&self, node: &Arc<DirNode>, fd: BorrowedFd<'_>, entries: Vec<DirEntry>) -> Vec<Arc<DirNode>> {
+    fn entries(
+        &self,
+        node: &Arc<DirNode>,
+        fd: BorrowedFd<'_>,
+        entries: Vec<DirEntry>,
+    ) -> Vec<Arc<DirNode>> {
         let count = entries.len();
         let subdirs: Vec<Arc<DirNode>> = if count >= PARALLEL_BATCH {
             entries
@@ -215,17 +220,26 @@ impl<'a, V: Visitor> Walk<'a, V> {
                 .filter_map(|e| self.entry(node, fd, e))
                 .collect()
         } else {
-            entries.into_iter().filter_map(|e| self.entry(node, fd, e)).collect()
+            entries
+                .into_iter()
+                .filter_map(|e| self.entry(node, fd, e))
+                .collect()
         };
         self.visitor.batch_done(count);
         subdirs
     }
 
-    fn entry(&self, node: &Arc<DirNode>, fd: BorrowedFd<'_>, entry: DirEntry) -> Option<Arc<DirNode>> {
+    fn entry(
+        &self,
+        node: &Arc<DirNode>,
+        fd: BorrowedFd<'_>,
+        entry: DirEntry,
+    ) -> Option<Arc<DirNode>> {
         let stat = match sys::stat_at(fd, &entry.name) {
             Ok(stat) => stat,
             Err(e) => {
-                self.visitor.walk_error(node.entry_path(&entry.name), "stat", e);
+                self.visitor
+                    .walk_error(node.entry_path(&entry.name), "stat", e);
                 return None;
             }
         };
