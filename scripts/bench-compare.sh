@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Times a forward + reverse round trip of a ~300,000-inode tree with lxc-idshift,
+# fuidshift (LXD) and the bare_lchown baseline; prints a markdown table.
+# Run as root from anywhere:  scripts/bench-compare.sh [INODES] [RUNS]
+# DROP_CACHES=1 drops the page cache before every run (affects the whole machine).
+set -euo pipefail
+
+INODES=${1:-300000}
+RUNS=${2:-3}
+MAP=b:0:1000000:65536
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench-compare: must run as root (chown of every inode)" >&2
+    exit 2
+fi
+
+echo "== building release binaries" >&2
+cargo build --release --bin lxc-idshift --example mktree --example bare_lchown >&2
+TARGET=${CARGO_TARGET_DIR:-target}/release
+IDSHIFT=$(realpath "$TARGET/lxc-idshift")
+MKTREE=$(realpath "$TARGET/examples/mktree")
+BARE=$(realpath "$TARGET/examples/bare_lchown")
+
+# The tree lives on the same filesystem as /var/tmp, built once for all tools.
+WORK=$(mktemp -d /var/tmp/lxc-idshift-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+TREE=$WORK/tree
+JOURNAL=$WORK/journal
+echo "== building a $INODES-inode tree in $TREE" >&2
+"$MKTREE" "$TREE" "$INODES" >&2
+
+PREPARE=true
+if [ "${DROP_CACHES:-0}" = 1 ]; then
+    PREPARE='sync; echo 3 > /proc/sys/vm/drop_caches'
+    echo "page cache: dropped before every run" >&2
+else
+    echo "page cache: NOT dropped (warm cache; set DROP_CACHES=1 to drop it)" >&2
+fi
+
+NAMES=(lxc-idshift fuidshift bare_lchown)
+CMDS=(
+    "$IDSHIFT shift $TREE --map $MAP --journal $JOURNAL && $IDSHIFT shift $TREE --map $MAP --journal $JOURNAL --reverse"
+    "fuidshift $TREE $MAP && fuidshift $TREE -r $MAP"
+    "$BARE $TREE && $BARE $TREE --reverse"
+)
+
+# Prints the mean seconds of one round trip of command $1.
+time_cmd() {
+    local cmd=$1
+    if command -v hyperfine > /dev/null; then
+        hyperfine --style basic --runs "$RUNS" --warmup 1 --prepare "$PREPARE" \
+            --export-json "$WORK/h.json" "$cmd" >&2
+        python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["mean"])' "$WORK/h.json"
+    else
+        bash -c "$PREPARE"
+        local start end
+        start=$(date +%s.%N)
+        bash -c "$cmd" >&2
+        end=$(date +%s.%N)
+        echo "$end - $start" | bc
+    fi
+}
+
+declare -a TIMES
+for i in "${!NAMES[@]}"; do
+    name=${NAMES[$i]}
+    if [ "$name" = fuidshift ] && ! command -v fuidshift > /dev/null; then
+        TIMES[$i]=""
+        echo "== $name: not installed, skipped" >&2
+        continue
+    fi
+    echo "== $name" >&2
+    TIMES[$i]=$(time_cmd "${CMDS[$i]}")
+done
+
+echo
+echo "Round trip (forward + reverse) of $INODES inodes, $(nproc) cores, mean of $RUNS runs"
+echo
+echo "| tool | seconds | ratio to lxc-idshift |"
+echo "|---|---:|---:|"
+for i in "${!NAMES[@]}"; do
+    t=${TIMES[$i]}
+    if [ -z "$t" ]; then
+        echo "| ${NAMES[$i]} | - | - |"
+    else
+        awk -v n="${NAMES[$i]}" -v t="$t" -v base="${TIMES[0]}" \
+            'BEGIN { printf "| %s | %.3f | %.2f |\n", n, t, t / base }'
+    fi
+done

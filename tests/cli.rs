@@ -1,0 +1,115 @@
+//! Refusals: bad input exits 2 and changes nothing.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// Runs `shift` and checks exit 2 and an unchanged tree.
+fn refused(root: &Path, dir: &Path, map: &str, extra: &[&str], what: &str) {
+    let before = collect(root);
+    let tool = Tool::new();
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["shift".into(), dir.into(), "--map".into(), map.into()];
+    args.extend(["--journal".into(), tool.journal().into()]);
+    args.extend(extra.iter().map(Into::into));
+    let out = run_with_timeout(&args, Duration::from_secs(60));
+    assert_exit(&out, 2, what);
+    assert!(
+        !out.stderr.is_empty(),
+        "{what}: a refusal must say why on stderr"
+    );
+    assert_same(
+        &before,
+        &collect(root),
+        &format!("{what}: tree after the refusal"),
+    );
+}
+
+#[test]
+fn refuses_overlapping_maps() {
+    if !require_root("refuses_overlapping_maps") {
+        return;
+    }
+    let (_tmp, root) = sample_tree();
+    refused(
+        &root,
+        &root,
+        "b:0:60000:65536",
+        &[],
+        "container range overlapping host range",
+    );
+}
+
+#[test]
+fn refuses_a_map_reaching_the_invalid_id() {
+    if !require_root("refuses_a_map_reaching_the_invalid_id") {
+        return;
+    }
+    let (_tmp, root) = sample_tree();
+    refused(
+        &root,
+        &root,
+        "b:0:4294901760:65536",
+        &[],
+        "host range reaching 4294967295",
+    );
+    refused(
+        &root,
+        &root,
+        "u:4294967295:1000000:1",
+        &[],
+        "container id 4294967295",
+    );
+    refused(&root, &root, "b:0:1000000", &[], "malformed map");
+}
+
+#[test]
+fn refuses_a_dir_that_is_not_a_directory() {
+    if !require_root("refuses_a_dir_that_is_not_a_directory") {
+        return;
+    }
+    let (tmp, root) = sample_tree();
+    let file = root.join("etc/hostname");
+    refused(&root, &file, MAP, &[], "DIR is a regular file");
+    refused(
+        &root,
+        &tmp.path().join("missing"),
+        MAP,
+        &[],
+        "DIR does not exist",
+    );
+}
+
+/// The host's own root, however it is spelled. `--dry-run` is passed too so that a
+/// broken refusal cannot shift the host (and a timeout stops a dry walk of it).
+#[test]
+fn refuses_the_host_root() {
+    if !require_root("refuses_the_host_root") {
+        return;
+    }
+    let (tmp, root) = sample_tree();
+    let link = tmp.path().join("to-root");
+    std::os::unix::fs::symlink("/", &link).unwrap();
+    for dir in [Path::new("/"), Path::new("//"), Path::new("/usr/.."), &link] {
+        let what = format!("DIR = {}", dir.display());
+        refused(&root, dir, MAP, &["--dry-run"], &what);
+    }
+    assert_eq!(owner(Path::new("/etc/passwd")).0, 0);
+}
+
+/// A directory holding the host's /etc and /usr (a bind mount of /) is the host too.
+#[test]
+fn refuses_a_bind_mount_of_the_host_root() {
+    if !require_root("refuses_a_bind_mount_of_the_host_root") {
+        return;
+    }
+    let (tmp, root) = sample_tree();
+    let host = tmp.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let Some(_guard) = MountGuard::bind(Path::new("/"), &host) else {
+        return;
+    };
+    refused(&root, &host, MAP, &["--dry-run"], "DIR = a bind mount of /");
+}

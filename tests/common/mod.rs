@@ -1,0 +1,410 @@
+//! Shared helpers for the integration tests: root check, running the binary with a
+//! private journal, and an independent computation of the expected forward result.
+#![allow(dead_code)]
+
+use lxc_idshift::manifest::{self, Manifest};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The map every test uses, and its pieces for the independent computation.
+pub const MAP: &str = "b:0:1000000:65536";
+pub const CONTAINER_FIRST: u32 = 0;
+pub const HOST_FIRST: u32 = 1_000_000;
+pub const COUNT: u32 = 65_536;
+
+/// True when running as root; otherwise says so LOUDLY, so a skip is never silent.
+pub fn require_root(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("\n!!!!!!!! SKIPPED: {test} needs root (run the tests as root) !!!!!!!!\n");
+    false
+}
+
+/// The binary under test; `LXC_IDSHIFT_BIN` may point at another build of it.
+pub fn bin() -> PathBuf {
+    std::env::var_os("LXC_IDSHIFT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lxc-idshift")))
+}
+
+/// Runs the binary with `args` and returns its output.
+pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot start lxc-idshift")
+}
+
+/// Like `run`, but kills the process and fails after `limit` (for cases where a
+/// broken refusal could otherwise walk the whole host).
+pub fn run_with_timeout<S: AsRef<OsStr>>(args: &[S], limit: Duration) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start lxc-idshift");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("lxc-idshift still running after {limit:?}: it did not refuse");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A journal in its own temporary directory, so nothing lands under /var/lib.
+pub struct Tool {
+    journal_dir: tempfile::TempDir,
+}
+
+impl Default for Tool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tool {
+    pub fn new() -> Tool {
+        Tool {
+            journal_dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.journal_dir.path().join("j")
+    }
+
+    /// `shift DIR --map MAP --journal J [extra...]`.
+    pub fn shift_args(&self, dir: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["shift".into(), dir.into()];
+        args.extend(["--map".into(), MAP.into(), "--journal".into()]);
+        args.push(self.journal().into());
+        args.extend(extra.iter().map(Into::into));
+        args
+    }
+
+    pub fn shift(&self, dir: &Path, extra: &[&str]) -> Output {
+        run(&self.shift_args(dir, extra))
+    }
+
+    /// Starts a shift without waiting, for the kill test.
+    pub fn spawn_shift(&self, dir: &Path, extra: &[&str]) -> Child {
+        Command::new(bin())
+            .args(self.shift_args(dir, extra))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start lxc-idshift")
+    }
+
+    /// A shift that must succeed with exit code 0.
+    pub fn shift_ok(&self, dir: &Path, extra: &[&str]) -> Output {
+        let out = self.shift(dir, extra);
+        assert_exit(&out, 0, &format!("shift {extra:?}"));
+        out
+    }
+
+    /// A shift with `--json`; returns the output and the parsed report.
+    pub fn shift_json(&self, dir: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+        let mut args = extra.to_vec();
+        args.push("--json");
+        let out = self.shift(dir, &args);
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "--json stdout is not one JSON object ({e}): {}",
+                text(&out.stdout)
+            )
+        });
+        (out, report)
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Fails with the command's output when the exit code is not `code`.
+pub fn assert_exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: expected exit {code}, got {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// A counter of a `--json` report.
+pub fn counter(report: &serde_json::Value, name: &str) -> u64 {
+    report[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("--json report lacks counter {name}: {report}"))
+}
+
+pub fn collect(root: &Path) -> Manifest {
+    manifest::collect(root).unwrap_or_else(|e| panic!("manifest of {}: {e}", root.display()))
+}
+
+/// Fails with the first differences when the manifests differ.
+pub fn assert_same(expected: &Manifest, actual: &Manifest, what: &str) {
+    let diff = expected.diff(actual, 30);
+    assert!(
+        diff.is_empty(),
+        "{what}: expected (left) and actual (right) differ:\n{}",
+        diff.join("\n")
+    );
+}
+
+/// A temporary directory holding the sample rootfs at `<tmp>/rootfs`; the tempdir is
+/// made 0755 so that the container's root can reach the rootfs from a user namespace.
+pub fn sample_tree() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let root = tmp.path().join("rootfs");
+    std::fs::create_dir(&root).unwrap();
+    lxc_idshift::sample::build_sample_rootfs(&root).unwrap();
+    (tmp, root)
+}
+
+/// (uid, gid, mode & 0o7777) of a path, not following symlinks.
+pub fn owner(path: &Path) -> (u32, u32, u32) {
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+// ---------------------------------------------------------------------------
+// The independent expected result: written from the kernel's byte layouts, without
+// the library's codecs, so a shared misunderstanding cannot hide a bug.
+// ---------------------------------------------------------------------------
+
+/// Forward map of one id: container range to host range, anything else unchanged.
+pub fn map_id(id: u32) -> u32 {
+    if (CONTAINER_FIRST..CONTAINER_FIRST + COUNT).contains(&id) {
+        id - CONTAINER_FIRST + HOST_FIRST
+    } else {
+        id
+    }
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// system.posix_acl_*: u32 version, then (u16 tag, u16 perm, u32 id) entries; only
+/// ACL_USER (0x02) and ACL_GROUP (0x08) carry ids.
+pub fn expected_acl(value: &[u8]) -> Vec<u8> {
+    assert!(
+        value.len() >= 4 && (value.len() - 4).is_multiple_of(8),
+        "odd ACL size {}",
+        value.len()
+    );
+    assert_eq!(le32(value, 0), 2, "ACL version");
+    let mut out = value.to_vec();
+    for at in (4..value.len()).step_by(8) {
+        let tag = u16::from_le_bytes([value[at], value[at + 1]]);
+        if tag == 0x02 || tag == 0x08 {
+            let id = map_id(le32(value, at + 4));
+            out[at + 4..at + 8].copy_from_slice(&id.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// security.capability: v2 (20 bytes) becomes v3 (24 bytes) with rootid = host uid of
+/// container root; a v3 rootid is mapped like a uid.
+pub fn expected_caps(value: &[u8]) -> Vec<u8> {
+    let magic = le32(value, 0);
+    let flags = magic & 0x00ff_ffff;
+    let (body, rootid) = match (magic >> 24, value.len()) {
+        (2, 20) => (&value[4..20], HOST_FIRST),
+        (3, 24) => (&value[4..20], map_id(le32(value, 20))),
+        other => panic!("unexpected security.capability layout {other:?}"),
+    };
+    let mut out = (0x0300_0000 | flags).to_le_bytes().to_vec();
+    out.extend_from_slice(body);
+    out.extend_from_slice(&rootid.to_le_bytes());
+    out
+}
+
+/// The manifest a correct forward shift of `orig` with MAP must produce.
+pub fn expected_forward(orig: &Manifest) -> Manifest {
+    let mut out = orig.clone();
+    for entry in out.entries.values_mut() {
+        entry.uid = map_id(entry.uid);
+        entry.gid = map_id(entry.gid);
+        for (name, value) in entry.xattrs.iter_mut() {
+            match name.as_slice() {
+                b"system.posix_acl_access" | b"system.posix_acl_default" => {
+                    *value = expected_acl(value)
+                }
+                b"security.capability" => *value = expected_caps(value),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+pub fn rel(root: &Path, rel: &str) -> PathBuf {
+    root.join(rel)
+}
+
+pub fn rel_bytes(root: &Path, rel: &[u8]) -> PathBuf {
+    root.join(OsStr::from_bytes(rel))
+}
+
+// ---------------------------------------------------------------------------
+// Guards that undo system changes even when a test fails.
+// ---------------------------------------------------------------------------
+
+/// Unmounts on drop.
+pub struct MountGuard(pub PathBuf);
+
+impl MountGuard {
+    /// `mount -t tmpfs` at `at`; None (with a loud message) when mounting fails.
+    pub fn tmpfs(at: &Path) -> Option<MountGuard> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(at)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: cannot mount a tmpfs at {} !!!!!!!!\n",
+                at.display()
+            );
+        }
+        ok.then(|| MountGuard(at.to_path_buf()))
+    }
+
+    /// `mount --bind from at`.
+    pub fn bind(from: &Path, at: &Path) -> Option<MountGuard> {
+        let ok = Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(at)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: cannot bind-mount {} !!!!!!!!\n",
+                from.display()
+            );
+        }
+        ok.then(|| MountGuard(at.to_path_buf()))
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Clears the immutable flag on drop, so the temporary tree can be removed.
+pub struct ImmutableGuard(pub PathBuf);
+
+impl ImmutableGuard {
+    /// `chattr +i`; None (with a loud message) when the filesystem refuses.
+    pub fn set(path: &Path) -> Option<ImmutableGuard> {
+        let ok = chattr("+i", path);
+        if !ok {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: chattr +i fails on {} !!!!!!!!\n",
+                path.display()
+            );
+        }
+        ok.then(|| ImmutableGuard(path.to_path_buf()))
+    }
+}
+
+pub fn chattr(flag: &str, path: &Path) -> bool {
+    Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl Drop for ImmutableGuard {
+    fn drop(&mut self) {
+        chattr("-i", &self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running a command as the container's root in a user namespace.
+// ---------------------------------------------------------------------------
+
+/// Runs `cmd` as uid/gid 0 of a new user namespace mapping 0..65536 to the host range,
+/// i.e. as the container's root. `unshare --map-users` would need newuidmap and an
+/// /etc/subuid entry for root, so the mapping is written here: the child unshares,
+/// a helper thread writes its uid_map/gid_map, then the child becomes 0:0 and execs.
+pub fn run_as_container_root(cmd: &[&str]) -> Output {
+    let (mut ready_r, ready_w) = std::io::pipe().unwrap();
+    let (go_r, mut go_w) = std::io::pipe().unwrap();
+    let (ready_fd, go_fd) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
+    let mut command = Command::new(cmd[0]);
+    command.args(&cmd[1..]).stdin(Stdio::null());
+    // SAFETY: only async-signal-safe calls (unshare, getpid, read, write, set*id).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let pid = libc::getpid().to_le_bytes();
+            libc::write(ready_fd, pid.as_ptr().cast(), pid.len());
+            let mut go = [0u8; 1];
+            if libc::read(go_fd, go.as_mut_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::other("uid map not written"));
+            }
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(0, 0, 0) != 0
+                || libc::setresuid(0, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mapper = std::thread::spawn(move || {
+        let mut pid = [0u8; 4];
+        ready_r.read_exact(&mut pid)?;
+        let pid = i32::from_le_bytes(pid);
+        let line = format!("0 {HOST_FIRST} {COUNT}\n");
+        std::fs::write(format!("/proc/{pid}/uid_map"), &line)?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), &line)?;
+        go_w.write_all(b"g")
+    });
+    let out = command.output();
+    drop((ready_w, go_r));
+    mapper
+        .join()
+        .unwrap()
+        .expect("writing the namespace's id maps");
+    out.expect("running a command in a user namespace")
+}
