@@ -87,6 +87,9 @@ pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Re
         report.root.display(),
         s.seconds
     );
+    if let Some(note) = &report.note {
+        println!("  {note}");
+    }
     if report.resumed {
         println!("  (continued an interrupted run)");
     }

@@ -648,6 +648,9 @@ impl Bulk {
             (uid, mode) = (0, 0o4755);
         } else if self.files % 1000 == 503 {
             mode = 0o2755;
+        } else if self.files % 1000 == 777 {
+            // Already in the host range before any shift: must survive a round trip.
+            uid = 1_000_000 + uid;
         }
         let content: &[u8] = if self.rng.below(8) == 0 {
             b"data\n"

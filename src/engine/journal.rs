@@ -196,6 +196,13 @@ impl State {
             .filter(|r| r.direction == direction && r.done.is_none())
     }
 
+    /// Whether a run in `direction` would undo runs that never wrote to the tree (all
+    /// were interrupted while scanning): then the tree is already as it was.
+    pub fn undoes_untouched_tree(&self, direction: Direction) -> bool {
+        let untouched = self.runs.iter().all(|r| r.scanned.is_none());
+        untouched && self.runs.first().is_some_and(|r| r.direction != direction)
+    }
+
     /// Whether the last run finished cleanly (so the tree may have been used since).
     pub fn last_run_finished(&self) -> bool {
         self.runs.last().is_some_and(|r| r.done.is_some())

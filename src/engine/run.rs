@@ -70,6 +70,9 @@ pub struct ShiftReport {
     pub summary: Summary,
     pub error_paths: Vec<PathError>,
     pub mount_points: Vec<PathBuf>,
+    /// Why nothing was done, when nothing was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Shifts the tree at `options.root`.
@@ -95,6 +98,9 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
     };
     if options.dry_run {
         return run.dry_run(&journal_path);
+    }
+    if let Some(report) = run.already_there(&journal_path)? {
+        return Ok(report);
     }
     let journal = Journal::open(&journal_path, &root, &options.map)?;
     run.journaled(journal)
@@ -123,6 +129,9 @@ impl<'a> RunContext<'a> {
     }
 
     fn journaled(&self, journal: Journal) -> Result<ShiftReport, RunError> {
+        if journal.state.undoes_untouched_tree(self.direction) {
+            return self.nothing_to_undo(journal);
+        }
         let started = Instant::now();
         let state = &journal.state;
         let resume = state.unfinished_run(self.direction).and_then(|r| r.scanned);
@@ -187,7 +196,54 @@ impl<'a> RunContext<'a> {
             summary,
             error_paths: counters.errors(),
             mount_points: counters.mount_points(),
+            note: None,
         })
+    }
+
+    /// Undoing runs that were all interrupted during their scan, before any write:
+    /// the tree is as it was, so the undo is to put the journal aside.
+    fn nothing_to_undo(&self, journal: Journal) -> Result<ShiftReport, RunError> {
+        let archived = journal.archive()?;
+        let note = "the interrupted run had not changed anything yet; its journal is put aside";
+        Ok(self.unchanged(archived, note))
+    }
+
+    /// A run in the direction that last returned the tree to its start, per the
+    /// archived journal, would treat ids the tree held from the start as shifted ones:
+    /// the tree is already there, so nothing is done.
+    fn already_there(&self, journal_path: &Path) -> Result<Option<ShiftReport>, RunError> {
+        let archived = journal::archive_path(journal_path);
+        if journal_path.exists() || !archived.exists() {
+            return Ok(None);
+        }
+        let state = journal::State::read(&archived)?;
+        let last = state.runs.last();
+        let same = last.is_some_and(|r| r.direction == self.direction && r.done.is_some());
+        if !same || state.maps.as_ref() != Some(self.map) {
+            return Ok(None);
+        }
+        let note = format!(
+            "a {} run with these maps already returned this tree to where it started \
+             (journal {}); nothing to do. To shift it again anyway, move that file aside",
+            self.direction,
+            archived.display()
+        );
+        Ok(Some(self.unchanged(archived, &note)))
+    }
+
+    fn unchanged(&self, journal: PathBuf, note: &str) -> ShiftReport {
+        ShiftReport {
+            root: self.root.to_path_buf(),
+            direction: self.direction,
+            dry_run: false,
+            resumed: false,
+            journal: Some(journal),
+            journal_archived: true,
+            summary: Summary::default(),
+            error_paths: Vec::new(),
+            mount_points: Vec::new(),
+            note: Some(note.to_string()),
+        }
     }
 
     /// A scan that writes nothing: its predicted counts are the report.
@@ -209,6 +265,7 @@ impl<'a> RunContext<'a> {
             summary: scan.counters.summary(started.elapsed().as_secs_f64()),
             error_paths: scan.counters.errors(),
             mount_points: scan.counters.mount_points(),
+            note: None,
         })
     }
 
