@@ -650,7 +650,7 @@ impl Bulk {
             mode = 0o2755;
         } else if self.files % 1000 == 777 {
             // Already in the host range before any shift: must survive a round trip.
-            uid = 1_000_000 + uid;
+            uid += 1_000_000;
         }
         let content: &[u8] = if self.rng.below(8) == 0 {
             b"data\n"
