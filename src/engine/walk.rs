@@ -4,8 +4,9 @@
 //! tasks; entries of huge directories in bounded batches, in parallel.
 //!
 //! File descriptors stay bounded on arbitrarily deep trees: a directory keeps its fd
-//! for its pending children only while a budget allows, otherwise the children
-//! reopen it from the nearest ancestor that still holds one (checking its identity).
+//! only until its reader and every child have opened theirs, and only while a budget
+//! allows; otherwise the children reopen it from the nearest ancestor that still
+//! holds one (checking its identity).
 
 use super::sys::{self, DirEntry, DirReader, Stat};
 use rayon::prelude::*;
@@ -29,6 +30,8 @@ pub struct DirNode {
     name: CString,
     ino: u64,
     fd: Mutex<Option<Arc<OwnedFd>>>,
+    /// Who still needs `fd`: the directory's reader and its children not yet opened.
+    users: AtomicUsize,
     budget: Arc<FdBudget>,
 }
 
@@ -111,6 +114,32 @@ impl DirNode {
         Ok(fd)
     }
 
+    /// One more party (a child about to open) needs this directory's fd.
+    fn hold(&self) {
+        self.users.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A party is done with this directory's fd; the last one closes it.
+    fn release(&self) {
+        if self.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let kept = self.fd.lock().expect("fd lock").take();
+            if kept.is_some() {
+                self.budget.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn child(self: &Arc<Self>, name: CString, ino: u64) -> Arc<DirNode> {
+        Arc::new(DirNode {
+            parent: Some(self.clone()),
+            name,
+            ino,
+            fd: Mutex::new(None),
+            users: AtomicUsize::new(1),
+            budget: self.budget.clone(),
+        })
+    }
+
     /// Keeps `fd` open for the children if the budget allows.
     fn keep_fd(&self, fd: Arc<OwnedFd>) {
         let budget = &self.budget;
@@ -166,6 +195,7 @@ pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) ->
         name: CString::from(c"."),
         ino: stat.ino,
         fd: Mutex::new(Some(Arc::new(root))),
+        users: AtomicUsize::new(1),
         budget,
     });
     let walk = Walk {
@@ -184,7 +214,11 @@ pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) ->
 
 impl<'a, V: Visitor> Walk<'a, V> {
     fn directory<'s>(&'s self, scope: &rayon::Scope<'s>, node: Arc<DirNode>) {
-        let fd = match node.open_fd() {
+        let opened = node.open_fd();
+        if let Some(parent) = &node.parent {
+            parent.release();
+        }
+        let fd = match opened {
             Ok(fd) => fd,
             Err(e) => return self.visitor.walk_error(node.relative_path(), "open", e),
         };
@@ -197,9 +231,11 @@ impl<'a, V: Visitor> Walk<'a, V> {
                 kept = true;
             }
             for child in subdirs {
+                node.hold();
                 scope.spawn(move |scope| self.directory(scope, child));
             }
         });
+        node.release();
         if let Err(e) = result {
             self.visitor.walk_error(node.relative_path(), "read", e);
         }
@@ -248,15 +284,7 @@ impl<'a, V: Visitor> Walk<'a, V> {
             return None;
         }
         self.visitor.visit(node, fd, &entry.name, &stat);
-        stat.is_dir().then(|| {
-            Arc::new(DirNode {
-                parent: Some(node.clone()),
-                name: entry.name,
-                ino: stat.ino,
-                fd: Mutex::new(None),
-                budget: node.budget.clone(),
-            })
-        })
+        stat.is_dir().then(|| node.child(entry.name, stat.ino))
     }
 }
 
