@@ -111,7 +111,7 @@ pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Re
         (
             "unmapped",
             s.unmapped,
-            "ids outside the map, left alone (nobody in the container)".into(),
+            "inodes with ids outside the map, left alone: nobody in the container".into(),
         ),
         (
             "mount points skipped",

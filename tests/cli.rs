@@ -113,3 +113,16 @@ fn refuses_a_bind_mount_of_the_host_root() {
     };
     refused(&root, &host, MAP, &["--dry-run"], "DIR = a bind mount of /");
 }
+
+/// The README's first command: the demo round trip reports nothing lost.
+#[test]
+fn demo_round_trip_loses_nothing() {
+    if !require_root("demo_round_trip_loses_nothing") {
+        return;
+    }
+    let out = common::run(&["demo"]);
+    common::assert_exit(&out, 0, "demo");
+    let stdout = common::text(&out.stdout);
+    assert!(stdout.contains("Nothing lost"), "{stdout}");
+    assert!(stdout.contains("caps v3 rootid 1000000"), "{stdout}");
+}

@@ -317,7 +317,7 @@ pub fn plan(record: Option<&Record>, current: &Meta, map: &IdMap, direction: Dir
         Some(r) if r.direction == direction => r.source.shifted(map, direction),
         Some(r) => Shifted {
             meta: r.source.clone(),
-            unmapped: false,
+            unmapped: current.shifted(map, direction).unmapped,
             problems: Vec::new(),
         },
         None => current.shifted(map, direction),
