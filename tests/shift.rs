@@ -312,9 +312,43 @@ fn killed_runs_resume_or_undo_exactly() {
         return;
     }
     let inodes = env_usize("LXC_IDSHIFT_KILL_INODES", 60_000);
-    let kills = env_usize("LXC_IDSHIFT_KILLS", 50);
+    kill_cycle(inodes, env_usize("LXC_IDSHIFT_KILLS", 50), false);
+}
+
+/// The same on a tree where every inode carries ACLs (inherited from a default ACL
+/// on the root): ACL entries must never be shifted twice or lost.
+#[test]
+fn killed_runs_on_an_acl_heavy_tree() {
+    if !require_root("killed_runs_on_an_acl_heavy_tree") {
+        return;
+    }
+    kill_cycle(20_000, 15, true);
+}
+
+/// A default ACL on `root`, naming container ids: every inode below inherits it.
+fn inherit_acls(root: &Path) {
+    use lxc_idshift::sample::{
+        acl_xattr, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ,
+    };
+    let acl = acl_xattr(&[
+        (ACL_USER_OBJ, 7, 0),
+        (ACL_USER, 5, 33),
+        (ACL_GROUP_OBJ, 5, 0),
+        (ACL_GROUP, 7, 100),
+        (ACL_MASK, 7, 0),
+        (ACL_OTHER, 5, 0),
+    ]);
+    let flags = rustix::fs::XattrFlags::empty();
+    rustix::fs::lsetxattr(root, "system.posix_acl_default", &acl, flags).unwrap();
+}
+
+fn kill_cycle(inodes: usize, kills: usize, acl_heavy: bool) {
     let started = Instant::now();
     let (victim, reference) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    if acl_heavy {
+        inherit_acls(victim.path());
+        inherit_acls(reference.path());
+    }
     build_bulk_tree(victim.path(), inodes).unwrap();
     build_bulk_tree(reference.path(), inodes).unwrap();
     let orig = collect(victim.path());

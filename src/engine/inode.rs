@@ -3,13 +3,11 @@
 //! chown, then chmod (the chown cleared setuid/setgid), then ACLs, then the
 //! capability (the chown removed it).
 
-use super::acl::{ACL_ACCESS, ACL_DEFAULT};
-use super::caps::CAPS_XATTR;
 use super::meta::Meta;
 use super::sys::{self, Stat};
 use rustix::fd::BorrowedFd;
 use std::cell::RefCell;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
 
 /// A failed system call on one inode: what was attempted and why it failed.
@@ -29,21 +27,10 @@ fn at(operation: &'static str) -> impl FnOnce(io::Error) -> InodeError {
     move |error| InodeError { operation, error }
 }
 
-/// The three id-bearing xattr names, as C strings.
-struct Names {
-    acl_access: CString,
-    acl_default: CString,
-    caps: CString,
-}
-
-fn names() -> Names {
-    let c = |s: &str| CString::new(s).expect("xattr names have no NUL");
-    Names {
-        acl_access: c(ACL_ACCESS),
-        acl_default: c(ACL_DEFAULT),
-        caps: c(CAPS_XATTR),
-    }
-}
+/// The id-bearing xattr names as C strings, for the syscalls.
+const ACL_ACCESS_C: &CStr = c"system.posix_acl_access";
+const ACL_DEFAULT_C: &CStr = c"system.posix_acl_default";
+const CAPS_C: &CStr = c"security.capability";
 
 /// The inode's metadata from its stat alone (no xattrs read).
 pub fn meta_from_stat(stat: &Stat) -> Meta {
@@ -79,25 +66,16 @@ fn read_meta_with(
         return Ok(meta);
     }
     sys::list_xattrs_at(dir, name, list).map_err(at("list xattrs"))?;
-    let present = |attr: &str| list.split(|b| *b == 0).any(|n| n == attr.as_bytes());
-    let (has_access, has_default, has_caps) = (
-        present(ACL_ACCESS),
-        present(ACL_DEFAULT),
-        present(CAPS_XATTR),
-    );
-    if !(has_access || has_default || has_caps) {
-        return Ok(meta);
-    }
-    let names = names();
-    let get = |wanted: bool, attr: &CStr| -> Result<Option<Vec<u8>>, InodeError> {
-        if !wanted {
-            return Ok(None);
+    let present = |attr: &CStr| list.split(|b| *b == 0).any(|n| n == attr.to_bytes());
+    let get = |attr: &CStr| -> Result<Option<Vec<u8>>, InodeError> {
+        match present(attr) {
+            true => sys::get_xattr_at(dir, name, attr).map_err(at("read xattr")),
+            false => Ok(None),
         }
-        sys::get_xattr_at(dir, name, attr).map_err(at("read xattr"))
     };
-    meta.acl_access = get(has_access, &names.acl_access)?;
-    meta.acl_default = get(has_default, &names.acl_default)?;
-    meta.caps = get(has_caps, &names.caps)?;
+    meta.acl_access = get(ACL_ACCESS_C)?;
+    meta.acl_default = get(ACL_DEFAULT_C)?;
+    meta.caps = get(CAPS_C)?;
     Ok(meta)
 }
 
@@ -130,32 +108,15 @@ pub fn apply(
         sys::chmod_at(dir, name, target.perm).map_err(at("chmod"))?;
         applied.setid_restored = setid_at_risk;
     }
-    let names = names();
-    applied.acls |= write_xattr(
-        dir,
-        name,
-        &names.acl_access,
-        &current.acl_access,
-        &target.acl_access,
-        false,
-    )?;
-    applied.acls |= write_xattr(
-        dir,
-        name,
-        &names.acl_default,
-        &current.acl_default,
-        &target.acl_default,
-        false,
-    )?;
+    let acls = [
+        (ACL_ACCESS_C, &current.acl_access, &target.acl_access),
+        (ACL_DEFAULT_C, &current.acl_default, &target.acl_default),
+    ];
+    for (attr, now, wanted) in acls {
+        applied.acls |= write_xattr(dir, name, attr, now, wanted, false)?;
+    }
     let caps_removed = chowned && !stat.is_dir();
-    applied.caps = write_xattr(
-        dir,
-        name,
-        &names.caps,
-        &current.caps,
-        &target.caps,
-        caps_removed,
-    )?;
+    applied.caps = write_xattr(dir, name, CAPS_C, &current.caps, &target.caps, caps_removed)?;
     applied.changed = chowned || current != target;
     Ok(applied)
 }

@@ -12,7 +12,7 @@ use super::meta::Meta;
 use super::report::Summary;
 use super::sys;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -79,6 +79,11 @@ pub enum Line {
         started: u64,
     },
     Rec(Record),
+    /// Inodes of the current run's scan that carry ACLs or capabilities but need no
+    /// record (their shift is idempotent): the apply walk reads their xattrs.
+    Xattrs {
+        inos: Vec<u64>,
+    },
     /// A record found stale by a scan (the inode changed since it was applied).
     Forget {
         ino: u64,
@@ -117,6 +122,8 @@ pub struct State {
     pub maps: Option<IdMap>,
     pub runs: Vec<RunState>,
     pub records: HashMap<u64, Record>,
+    /// Inodes with id-bearing xattrs found by the last run's scan.
+    pub xattr_inodes: HashSet<u64>,
 }
 
 impl State {
@@ -130,14 +137,18 @@ impl State {
                 direction,
                 first,
                 started,
-            } => self.runs.push(RunState {
-                direction,
-                first,
-                started,
-                scanned: None,
-                progress: 0,
-                done: None,
-            }),
+            } => {
+                self.xattr_inodes.clear();
+                self.runs.push(RunState {
+                    direction,
+                    first,
+                    started,
+                    scanned: None,
+                    progress: 0,
+                    done: None,
+                })
+            }
+            Line::Xattrs { inos } => self.xattr_inodes.extend(inos),
             Line::Rec(record) => {
                 self.records.insert(record.ino, record);
             }
@@ -196,11 +207,10 @@ impl State {
             .filter(|r| r.direction == direction && r.done.is_none())
     }
 
-    /// Whether a run in `direction` would undo runs that never wrote to the tree (all
-    /// were interrupted while scanning): then the tree is already as it was.
-    pub fn undoes_untouched_tree(&self, direction: Direction) -> bool {
-        let untouched = self.runs.iter().all(|r| r.scanned.is_none());
-        untouched && self.runs.first().is_some_and(|r| r.direction != direction)
+    /// Whether no run of this journal ever wrote to the tree (every one was
+    /// interrupted before its scan was complete, or none started).
+    pub fn untouched(&self) -> bool {
+        self.runs.iter().all(|r| r.scanned.is_none())
     }
 
     /// Whether the last run finished cleanly (so the tree may have been used since).
@@ -345,6 +355,14 @@ impl Journal {
             source,
         })?;
         Ok(archived)
+    }
+
+    /// Removes a journal that holds nothing the tree depends on.
+    pub fn discard(self) -> Result<(), JournalError> {
+        std::fs::remove_file(&self.path).map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 

@@ -43,23 +43,25 @@ impl Meta {
     }
 
     /// Every id this inode holds, with its kind (owner, group, ACL entries, cap rootid).
-    pub fn ids(&self) -> Vec<(IdKind, u32)> {
-        let mut ids = vec![(IdKind::User, self.uid), (IdKind::Group, self.gid)];
-        for acl in [&self.acl_access, &self.acl_default].into_iter().flatten() {
-            if let Ok(acl) = Acl::parse(acl) {
-                ids.extend(acl.ids());
-            }
-        }
-        if let Some(Ok(caps)) = self.caps.as_deref().map(FileCaps::parse) {
-            ids.extend(caps.rootid.map(|r| (IdKind::User, r)));
-        }
-        ids
+    pub fn ids(&self) -> impl Iterator<Item = (IdKind, u32)> + '_ {
+        let owners = [(IdKind::User, self.uid), (IdKind::Group, self.gid)];
+        let acls = [&self.acl_access, &self.acl_default]
+            .into_iter()
+            .flatten()
+            .filter_map(|bytes| Acl::parse(bytes).ok())
+            .flat_map(|acl| acl.ids().collect::<Vec<_>>());
+        let rootid = self
+            .caps
+            .as_deref()
+            .and_then(|bytes| FileCaps::parse(bytes).ok())
+            .and_then(|caps| caps.rootid)
+            .map(|root| (IdKind::User, root));
+        owners.into_iter().chain(acls).chain(rootid)
     }
 
     /// Whether some id already lies where `direction` moves ids to.
     pub fn has_target_ids(&self, map: &IdMap, direction: Direction) -> bool {
         self.ids()
-            .into_iter()
             .any(|(kind, id)| map.in_target(kind, id, direction))
     }
 

@@ -13,7 +13,7 @@ use super::sys::{self, Stat};
 use super::walk::{self, DirNode, Visitor};
 use rustix::fd::BorrowedFd;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,9 +99,6 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
     if options.dry_run {
         return run.dry_run(&journal_path);
     }
-    if let Some(report) = run.already_there(&journal_path)? {
-        return Ok(report);
-    }
     let journal = Journal::open(&journal_path, &root, &options.map)?;
     run.journaled(journal)
 }
@@ -129,8 +126,12 @@ impl<'a> RunContext<'a> {
     }
 
     fn journaled(&self, journal: Journal) -> Result<ShiftReport, RunError> {
-        if journal.state.undoes_untouched_tree(self.direction) {
-            return self.nothing_to_undo(journal);
+        if journal.state.untouched() {
+            if let Some(note) = self.untouched_tree_note(&journal)? {
+                let path = journal.path.clone();
+                journal.discard()?;
+                return Ok(self.unchanged(path, &note));
+            }
         }
         let started = Instant::now();
         let state = &journal.state;
@@ -144,8 +145,14 @@ impl<'a> RunContext<'a> {
                 source,
             })
         };
-        let (records, total) = match resume {
-            Some(total) => (journal.state.records.clone(), total),
+        let (plan, total) = match resume {
+            Some(total) => (
+                Plan {
+                    records: journal.state.records.clone(),
+                    xattr_inodes: journal.state.xattr_inodes.clone(),
+                },
+                total,
+            ),
             None => {
                 writer.send(Line::Run {
                     direction: self.direction,
@@ -154,16 +161,28 @@ impl<'a> RunContext<'a> {
                 });
                 let scan =
                     self.scan(&journal.state.records, first, validate_ctime, Some(&writer))?;
+                for chunk in scan
+                    .plan
+                    .xattr_inodes
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .chunks(4096)
+                {
+                    writer.send(Line::Xattrs {
+                        inos: chunk.to_vec(),
+                    });
+                }
                 // The records must be on disk before the first chown.
                 sync(&writer)?;
                 writer.send(Line::Scanned {
                     inodes: scan.inodes,
                 });
                 sync(&writer)?;
-                (scan.records, scan.inodes)
+                (scan.plan, scan.inodes)
             }
         };
-        let apply = Apply::new(self, &records, &writer);
+        let apply = Apply::new(self, &plan, &writer);
         self.progress.phase("shifting", Some(total));
         self.walk(&apply)?;
         self.progress.finish();
@@ -200,20 +219,23 @@ impl<'a> RunContext<'a> {
         })
     }
 
-    /// Undoing runs that were all interrupted during their scan, before any write:
-    /// the tree is as it was, so the undo is to put the journal aside.
-    fn nothing_to_undo(&self, journal: Journal) -> Result<ShiftReport, RunError> {
-        let archived = journal.archive()?;
-        let note = "the interrupted run had not changed anything yet; its journal is put aside";
-        Ok(self.unchanged(archived, note))
-    }
-
-    /// A run in the direction that last returned the tree to its start, per the
-    /// archived journal, would treat ids the tree held from the start as shifted ones:
-    /// the tree is already there, so nothing is done.
-    fn already_there(&self, journal_path: &Path) -> Result<Option<ShiftReport>, RunError> {
-        let archived = journal::archive_path(journal_path);
-        if journal_path.exists() || !archived.exists() {
+    /// Nothing is to be done when this journal never touched the tree and the run
+    /// would only undo: either the interrupted runs it would undo, or a finished run
+    /// that already returned the tree to its start (the archived journal says so).
+    /// Walking anyway would take ids the tree held from the start for shifted ones.
+    fn untouched_tree_note(&self, journal: &Journal) -> Result<Option<String>, RunError> {
+        if journal
+            .state
+            .runs
+            .first()
+            .is_some_and(|r| r.direction != self.direction)
+        {
+            return Ok(Some(
+                "the interrupted run had not changed anything yet: nothing to undo".into(),
+            ));
+        }
+        let archived = journal::archive_path(&journal.path);
+        if !archived.exists() {
             return Ok(None);
         }
         let state = journal::State::read(&archived)?;
@@ -222,13 +244,12 @@ impl<'a> RunContext<'a> {
         if !same || state.maps.as_ref() != Some(self.map) {
             return Ok(None);
         }
-        let note = format!(
+        Ok(Some(format!(
             "a {} run with these maps already returned this tree to where it started \
              (journal {}); nothing to do. To shift it again anyway, move that file aside",
             self.direction,
             archived.display()
-        );
-        Ok(Some(self.unchanged(archived, &note)))
+        )))
     }
 
     fn unchanged(&self, journal: PathBuf, note: &str) -> ShiftReport {
@@ -238,7 +259,7 @@ impl<'a> RunContext<'a> {
             dry_run: false,
             resumed: false,
             journal: Some(journal),
-            journal_archived: true,
+            journal_archived: false,
             summary: Summary::default(),
             error_paths: Vec::new(),
             mount_points: Vec::new(),
@@ -283,7 +304,7 @@ impl<'a> RunContext<'a> {
             first,
             validate_ctime,
             writer,
-            kept: Mutex::new(HashMap::new()),
+            kept: Mutex::new(Plan::default()),
         };
         self.walk(&scan)?;
         self.progress.finish();
@@ -291,7 +312,7 @@ impl<'a> RunContext<'a> {
             + scan.base.counters.hardlinks.load(Ordering::Relaxed);
         Ok(ScanResult {
             inodes,
-            records: scan.kept.into_inner().expect("records lock"),
+            plan: scan.kept.into_inner().expect("plan lock"),
             counters: scan.base.counters,
         })
     }
@@ -304,9 +325,17 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// What the apply walk needs from the scan.
+#[derive(Debug, Default)]
+struct Plan {
+    records: HashMap<u64, Record>,
+    /// Inodes with ACLs or capabilities that need no record: read their xattrs.
+    xattr_inodes: HashSet<u64>,
+}
+
 struct ScanResult {
     inodes: u64,
-    records: HashMap<u64, Record>,
+    plan: Plan,
     counters: Counters,
 }
 
@@ -386,8 +415,9 @@ struct Scan<'a> {
     /// changed since it was applied no longer describes it.
     validate_ctime: bool,
     writer: Option<&'a Writer>,
-    /// The records this run relies on: still valid ones and new ones.
-    kept: Mutex<HashMap<u64, Record>>,
+    /// The records this run relies on (still valid ones and new ones), and the
+    /// inodes whose xattrs the apply walk must read.
+    kept: Mutex<Plan>,
 }
 
 impl Scan<'_> {
@@ -405,17 +435,23 @@ impl Scan<'_> {
         None
     }
 
+    /// What a re-walk could not reconstruct: what a chown destroys, and on the
+    /// journal's first run, ids already where the shift moves ids to. ACL entries
+    /// otherwise shift idempotently, so ACLs alone need no record.
     fn needs_record(&self, meta: &Meta, stat: &Stat) -> bool {
-        meta.has_id_xattrs()
-            || (!stat.is_symlink() && meta.chown_destroys(stat.is_dir()))
+        (!stat.is_symlink() && meta.chown_destroys(stat.is_dir()))
             || (self.first && meta.has_target_ids(self.base.map, self.base.direction))
     }
 
-    fn keep(&self, record: Record) {
-        self.kept
-            .lock()
-            .expect("records lock")
-            .insert(record.ino, record);
+    fn keep(&self, ino: u64, record: Option<Record>, has_xattrs: bool) {
+        if record.is_none() && !has_xattrs {
+            return;
+        }
+        let mut plan = self.kept.lock().expect("plan lock");
+        match record {
+            Some(record) => drop(plan.records.insert(ino, record)),
+            None => drop(plan.xattr_inodes.insert(ino)),
+        }
     }
 }
 
@@ -466,9 +502,7 @@ impl Visitor for Scan<'_> {
             &c.setid_restored,
             chowned && !stat.is_dir() && !stat.is_symlink() && target.perm & 0o6000 != 0,
         );
-        if let Some(record) = record {
-            self.keep(record);
-        }
+        self.keep(stat.ino, record, current.has_id_xattrs());
     }
 
     fn walk_error(&self, path: PathBuf, what: &str, error: std::io::Error) {
@@ -492,20 +526,16 @@ const PROGRESS_EVERY: u64 = 1 << 16;
 /// The second walk: makes every inode its planned target.
 struct Apply<'a> {
     base: Base<'a>,
-    records: &'a HashMap<u64, Record>,
+    plan: &'a Plan,
     writer: &'a Writer,
     done: AtomicU64,
 }
 
 impl<'a> Apply<'a> {
-    fn new(
-        run: &RunContext<'a>,
-        records: &'a HashMap<u64, Record>,
-        writer: &'a Writer,
-    ) -> Apply<'a> {
+    fn new(run: &RunContext<'a>, plan: &'a Plan, writer: &'a Writer) -> Apply<'a> {
         Apply {
             base: Base::new(run),
-            records,
+            plan,
             writer,
             done: AtomicU64::new(0),
         }
@@ -520,13 +550,14 @@ impl<'a> Apply<'a> {
     ) -> Result<(), InodeError> {
         let base = &self.base;
         let record = self
+            .plan
             .records
             .get(&stat.ino)
             .filter(|r| r.btime == stat.btime);
-        // Unrecorded inodes had no id-bearing xattrs at the scan: the stat says it all.
-        let current = match record {
-            Some(_) => inode::read_meta(fd, name, stat)?,
-            None => inode::meta_from_stat(stat),
+        // Other inodes had no id-bearing xattrs at the scan: the stat says it all.
+        let current = match record.is_some() || self.plan.xattr_inodes.contains(&stat.ino) {
+            true => inode::read_meta(fd, name, stat)?,
+            false => inode::meta_from_stat(stat),
         };
         let shifted = plan(record, &current, base.map, base.direction);
         base.count(dir, name, &shifted);
