@@ -1,0 +1,1085 @@
+//! An LXC container config (`/var/lib/lxc/NAME/config`), read and edited line by line.
+//!
+//! The file is kept as its lines, verbatim: an edit changes, inserts or removes only
+//! the lines it is about, so the admin's comments, order and spacing survive, and
+//! undoing an edit gives back the original bytes.
+//!
+//! Syntax, as LXC reads it: `key = value`, spaces around `=` optional, leading spaces
+//! allowed, `#` starts a comment line, the value is trimmed and one pair of matching
+//! quotes around it is dropped. A later assignment of a single-valued key wins; an
+//! empty `lxc.idmap =` or `lxc.mount.entry =` clears the entries before it.
+
+use crate::engine::idmap::{IdMapError, MapEntry};
+use std::path::{Path, PathBuf};
+
+const IDMAP_KEYS: [&str; 2] = ["lxc.idmap", "lxc.id_map"];
+const INCLUDE_KEY: &str = "lxc.include";
+
+/// Keys renamed in LXC 2.1 and removed in 3.0 (the list `lxc-update-config` converts).
+/// Any one of them marks a config written for LXC 2.x or older.
+const LEGACY_KEYS: &[&str] = &[
+    "lxc.rootfs",
+    "lxc.rootfs.backend",
+    "lxc.id_map",
+    "lxc.utsname",
+    "lxc.network",
+    "lxc.tty",
+    "lxc.pts",
+    "lxc.devttydir",
+    "lxc.mount",
+    "lxc.aa_profile",
+    "lxc.aa_allow_incomplete",
+    "lxc.se_context",
+    "lxc.seccomp",
+    "lxc.console",
+    "lxc.haltsignal",
+    "lxc.rebootsignal",
+    "lxc.stopsignal",
+    "lxc.syslog",
+    "lxc.loglevel",
+    "lxc.logfile",
+    "lxc.init_cmd",
+    "lxc.init_uid",
+    "lxc.init_gid",
+    "lxc.pivotdir",
+    "lxc.kmsg",
+];
+
+/// Legacy key families: `lxc.network.0.link`, `lxc.network.type`, `lxc.limit.nofile`.
+const LEGACY_PREFIXES: &[&str] = &["lxc.network.", "lxc.limit."];
+
+/// One line: its text without the line ending, and the ending ("\n", "\r\n", or ""
+/// for a last line without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    text: String,
+    eol: String,
+}
+
+impl Line {
+    /// A new line; its ending is set by `ContainerConfig::edited`.
+    fn new(text: String) -> Line {
+        Line {
+            text,
+            eol: String::new(),
+        }
+    }
+
+    /// `(key, value)` of an assignment; None for blank lines, comments and other text.
+    fn entry(&self) -> Option<(&str, &str)> {
+        let text = self.text.trim_start();
+        if text.starts_with('#') {
+            return None;
+        }
+        let (key, value) = text.split_once('=')?;
+        Some((key.trim(), unquote(value.trim())))
+    }
+
+    fn value_of(&self, key: &str) -> Option<&str> {
+        self.entry().filter(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    fn is_idmap(&self) -> bool {
+        self.entry().is_some_and(|(k, _)| IDMAP_KEYS.contains(&k))
+    }
+
+    fn include(&self) -> Option<&Path> {
+        self.value_of(INCLUDE_KEY)
+            .filter(|v| !v.is_empty())
+            .map(Path::new)
+    }
+
+    /// The same line with another value: indentation, key and spacing are kept so
+    /// that the diff shows only the value changing.
+    fn with_value(&self, value: &str) -> Line {
+        let eq = self.text.find('=').map_or(self.text.len(), |i| i + 1);
+        let after = &self.text[eq..];
+        let gap = after.len() - after.trim_start().len();
+        Line {
+            text: format!("{}{value}", &self.text[..eq + gap]),
+            eol: self.eol.clone(),
+        }
+    }
+}
+
+/// Drops one pair of matching quotes around a value, as LXC does.
+fn unquote(value: &str) -> &str {
+    for quote in ['"', '\''] {
+        if let Some(inner) = value
+            .strip_prefix(quote)
+            .and_then(|v| v.strip_suffix(quote))
+        {
+            return inner;
+        }
+    }
+    value
+}
+
+fn is_legacy_key(key: &str) -> bool {
+    LEGACY_KEYS.contains(&key) || LEGACY_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// `debian` for `.../debian.common.conf`; None for the global `common.conf`.
+fn distro_of_common(include: &Path) -> Option<&str> {
+    let name = include.file_name()?.to_str()?;
+    name.strip_suffix(".common.conf").filter(|d| !d.is_empty())
+}
+
+/// `userns.conf` or a distro's `<distro>.userns.conf`.
+fn is_userns_include(include: &Path) -> bool {
+    include
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with("userns.conf"))
+}
+
+/// The storage backend named by the `type:` prefix of `lxc.rootfs.path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Dir,
+    Btrfs,
+    Zfs,
+    Overlay,
+    Lvm,
+    Loop,
+    Nbd,
+    Rbd,
+    Other(String),
+}
+
+impl Backend {
+    fn from_name(name: &str) -> Backend {
+        match name {
+            "dir" => Backend::Dir,
+            "btrfs" => Backend::Btrfs,
+            "zfs" => Backend::Zfs,
+            "overlay" | "overlayfs" => Backend::Overlay,
+            "lvm" => Backend::Lvm,
+            "loop" => Backend::Loop,
+            "nbd" => Backend::Nbd,
+            "rbd" => Backend::Rbd,
+            other => Backend::Other(other.to_string()),
+        }
+    }
+}
+
+/// The container's root filesystem: `raw` is the config value, `location` what
+/// follows the backend prefix (a directory, a device, a zfs dataset, an image file,
+/// or for overlay `LOWER:UPPER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rootfs {
+    pub backend: Backend,
+    pub location: PathBuf,
+    pub raw: String,
+}
+
+impl Rootfs {
+    /// Splits `type:location`. A value without a prefix is a plain path: a directory
+    /// unless a legacy `lxc.rootfs.backend` names another type. (LXC itself probes
+    /// a plain block device path; callers must check that a Dir location is a directory.)
+    fn parse(raw: &str, legacy_backend: Option<&str>) -> Rootfs {
+        let prefixed = raw.split_once(':').filter(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric())
+        });
+        let (backend, location) = match prefixed {
+            Some((name, rest)) => (Backend::from_name(name), rest),
+            None => (legacy_backend.map_or(Backend::Dir, Backend::from_name), raw),
+        };
+        Rootfs {
+            backend,
+            location: PathBuf::from(location),
+            raw: raw.to_string(),
+        }
+    }
+
+    /// For an overlay rootfs, its `(lower, upper)` directories: the lower one is
+    /// usually another container's rootfs and must not be shifted with this one.
+    pub fn overlay_layers(&self) -> Option<(PathBuf, PathBuf)> {
+        if self.backend != Backend::Overlay {
+            return None;
+        }
+        let (lower, upper) = self.location.to_str()?.rsplit_once(':')?;
+        Some((PathBuf::from(lower), PathBuf::from(upper)))
+    }
+}
+
+/// One `lxc.mount.entry = SOURCE TARGET FSTYPE OPTIONS [DUMP PASS]`, fields as
+/// written (fstab escapes such as `\040` are left alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub source: String,
+    pub target: String,
+    pub fstype: String,
+    pub options: String,
+}
+
+impl MountEntry {
+    /// A bind mount of a host path: its files keep host ownership after a shift.
+    pub fn is_bind(&self) -> bool {
+        self.options.split(',').any(|o| o == "bind" || o == "rbind")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("line {line} `{text}`: {reason}; write it as `{key} = u 0 100000 65536` (u or g, container id, host id, count) or remove it")]
+    BadIdmap {
+        line: usize,
+        key: String,
+        text: String,
+        reason: String,
+    },
+    #[error("line {line} `{text}`: expected `lxc.mount.entry = SOURCE TARGET FSTYPE OPTIONS [DUMP PASS]`; correct or remove the line")]
+    BadMountEntry { line: usize, text: String },
+}
+
+/// An LXC container config, kept as its lines verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerConfig {
+    lines: Vec<Line>,
+}
+
+impl ContainerConfig {
+    pub fn parse(text: &str) -> ContainerConfig {
+        let lines = text.split_inclusive('\n').map(split_line).collect();
+        ContainerConfig { lines }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut text = String::new();
+        for line in &self.lines {
+            text.push_str(&line.text);
+            text.push_str(&line.eol);
+        }
+        text
+    }
+
+    /// `(line index, key, value)` of every assignment, in file order.
+    fn entries(&self) -> impl Iterator<Item = (usize, &str, &str)> {
+        self.lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, line)| line.entry().map(|(k, v)| (i, k, v)))
+    }
+
+    /// The last value of any of `keys`: the one LXC ends up using.
+    fn last_value(&self, keys: &[&str]) -> Option<&str> {
+        self.entries()
+            .filter(|(_, k, _)| keys.contains(k))
+            .last()
+            .map(|(_, _, v)| v)
+    }
+
+    /// `lxc.rootfs.path` or legacy `lxc.rootfs`; None when unset or set empty.
+    pub fn rootfs(&self) -> Option<Rootfs> {
+        let raw = self
+            .last_value(&["lxc.rootfs.path", "lxc.rootfs"])
+            .filter(|v| !v.is_empty())?;
+        Some(Rootfs::parse(raw, self.last_value(&["lxc.rootfs.backend"])))
+    }
+
+    /// The `lxc.idmap` / `lxc.id_map` entries in effect (u lines have `users`, g lines
+    /// `groups`). A line LXC would reject is an error rather than silently skipped.
+    pub fn idmaps(&self) -> Result<Vec<MapEntry>, ConfigError> {
+        let mut maps = Vec::new();
+        for (index, key, value) in self.entries() {
+            if !IDMAP_KEYS.contains(&key) {
+                continue;
+            }
+            if value.is_empty() {
+                maps.clear(); // an empty assignment clears the maps before it
+                continue;
+            }
+            maps.push(self.parse_idmap(index, key, value)?);
+        }
+        Ok(maps)
+    }
+
+    fn parse_idmap(&self, index: usize, key: &str, value: &str) -> Result<MapEntry, ConfigError> {
+        let bad = |reason: String| ConfigError::BadIdmap {
+            line: index + 1,
+            key: key.to_string(),
+            text: self.lines[index].text.clone(),
+            reason,
+        };
+        // LXC knows only u and g lines, space separated (not the `b:` shorthand).
+        let kind = value.split_whitespace().next();
+        if !matches!(kind, Some("u" | "g")) || value.contains(':') {
+            return Err(bad("the type must be u or g".to_string()));
+        }
+        MapEntry::parse(value).map_err(|e| {
+            bad(match e {
+                IdMapError::Syntax(_) => "expected four fields".to_string(),
+                other => other.to_string(),
+            })
+        })
+    }
+
+    /// Whether the config is written in pre-2.1 style. Markers: any key renamed in
+    /// LXC 2.1 (`lxc.rootfs`, `lxc.utsname`, `lxc.id_map`, `lxc.network.*`, `lxc.tty`,
+    /// `lxc.pts`, `lxc.mount`, `lxc.haltsignal`, ... see `LEGACY_KEYS`), so new keys
+    /// added to such a file must use the old spelling too.
+    pub fn legacy_keys(&self) -> bool {
+        self.entries().any(|(_, key, _)| is_legacy_key(key))
+    }
+
+    /// The `lxc.include` values, in file order.
+    pub fn includes(&self) -> Vec<PathBuf> {
+        self.lines
+            .iter()
+            .filter_map(Line::include)
+            .map(Path::to_path_buf)
+            .collect()
+    }
+
+    /// The `lxc.mount.entry` lines in effect.
+    pub fn mount_entries(&self) -> Result<Vec<MountEntry>, ConfigError> {
+        let mut mounts = Vec::new();
+        for (index, key, value) in self.entries() {
+            if key != "lxc.mount.entry" {
+                continue;
+            }
+            if value.is_empty() {
+                mounts.clear(); // an empty assignment clears the entries before it
+                continue;
+            }
+            let fields: Vec<&str> = value.split_whitespace().collect();
+            let [source, target, fstype, options, ..] = fields[..] else {
+                return Err(self.bad_mount(index));
+            };
+            if fields.len() > 6 {
+                return Err(self.bad_mount(index));
+            }
+            mounts.push(MountEntry {
+                source: source.to_string(),
+                target: target.to_string(),
+                fstype: fstype.to_string(),
+                options: options.to_string(),
+            });
+        }
+        Ok(mounts)
+    }
+
+    fn bad_mount(&self, index: usize) -> ConfigError {
+        ConfigError::BadMountEntry {
+            line: index + 1,
+            text: self.lines[index].text.clone(),
+        }
+    }
+
+    /// The config for an unprivileged container whose ids 0..count are host ids
+    /// host_first..: ensures `lxc.include = <userns_include>` (replacing another
+    /// `*userns.conf` include in place, else right after the `<distro>.common.conf`
+    /// include, else after the last include, else at the end) and one u and one g
+    /// idmap line. Existing idmap lines are rewritten in place (the first u and the
+    /// first g line; the others are dropped); missing ones go right after the
+    /// include, or next to their existing partner. Idempotent.
+    pub fn with_unprivileged(
+        &self,
+        host_first: u32,
+        count: u32,
+        userns_include: &Path,
+    ) -> ContainerConfig {
+        let key = if self.legacy_keys() {
+            "lxc.id_map"
+        } else {
+            "lxc.idmap"
+        };
+        let wanted = [
+            format!("u 0 {host_first} {count}"),
+            format!("g 0 {host_first} {count}"),
+        ];
+        let lines = with_include(&self.lines, userns_include);
+        let (mut lines, placed) = with_idmaps_in_place(&lines, &wanted);
+        let new_line = |i: usize| Line::new(format!("{key} = {}", wanted[i]));
+        match placed {
+            [Some(_), Some(_)] => {}
+            [Some(u), None] => lines.insert(u + 1, new_line(1)),
+            [None, Some(g)] => lines.insert(g, new_line(0)),
+            [None, None] => {
+                let at = lines
+                    .iter()
+                    .position(|l| l.include() == Some(userns_include))
+                    .map_or(lines.len(), |i| i + 1);
+                lines.splice(at..at, [new_line(0), new_line(1)]);
+            }
+        }
+        self.edited(lines)
+    }
+
+    /// The config for a privileged container: no idmap lines, no `*userns.conf`
+    /// include. Idempotent; undoes `with_unprivileged` exactly when the original had
+    /// neither.
+    pub fn with_privileged(&self) -> ContainerConfig {
+        let lines = self
+            .lines
+            .iter()
+            .filter(|l| !l.is_idmap() && !l.include().is_some_and(is_userns_include))
+            .cloned()
+            .collect();
+        self.edited(lines)
+    }
+
+    /// The userns include for this config's distro: for an include of
+    /// `<dir>/<distro>.common.conf`, `<dir>/<distro>.userns.conf` if `exists` says so,
+    /// else `<dir>/userns.conf`; None without a distro common include.
+    pub fn userns_include(&self, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+        let includes = self.includes();
+        let (common, distro) = includes
+            .iter()
+            .filter_map(|p| distro_of_common(p).map(|d| (p, d)))
+            .next_back()?;
+        let dir = common.parent().unwrap_or(Path::new(""));
+        let distro_userns = dir.join(format!("{distro}.userns.conf"));
+        if exists(&distro_userns) {
+            Some(distro_userns)
+        } else {
+            Some(dir.join("userns.conf"))
+        }
+    }
+
+    /// A config made of `lines` with the file's line-ending shape restored: every
+    /// line but the last ends like the file's lines do, and the last ends only if
+    /// the original last line did (so removing what was added gives the same bytes).
+    fn edited(&self, mut lines: Vec<Line>) -> ContainerConfig {
+        let eol = self
+            .lines
+            .iter()
+            .map(|l| l.eol.as_str())
+            .find(|e| !e.is_empty())
+            .unwrap_or("\n")
+            .to_string();
+        let ends_open = self.lines.last().is_some_and(|l| l.eol.is_empty());
+        let last = lines.len().saturating_sub(1);
+        for (i, line) in lines.iter_mut().enumerate() {
+            if i == last && ends_open {
+                line.eol.clear();
+            } else if line.eol.is_empty() {
+                line.eol.clone_from(&eol);
+            }
+        }
+        ContainerConfig { lines }
+    }
+}
+
+/// Splits one `split_inclusive` piece into text and line ending.
+fn split_line(raw: &str) -> Line {
+    let (text, eol) = if let Some(t) = raw.strip_suffix("\r\n") {
+        (t, "\r\n")
+    } else if let Some(t) = raw.strip_suffix('\n') {
+        (t, "\n")
+    } else {
+        (raw, "")
+    };
+    Line {
+        text: text.to_string(),
+        eol: eol.to_string(),
+    }
+}
+
+/// `lines` with `lxc.include = <include>` present (see `with_unprivileged`).
+fn with_include(lines: &[Line], include: &Path) -> Vec<Line> {
+    let mut out = lines.to_vec();
+    if out.iter().any(|l| l.include() == Some(include)) {
+        return out;
+    }
+    let value = include.to_string_lossy();
+    if let Some(i) = out
+        .iter()
+        .position(|l| l.include().is_some_and(is_userns_include))
+    {
+        out[i] = out[i].with_value(&value);
+        return out;
+    }
+    // After the distro's common include: userns.conf must undo what it sets up.
+    let common = out
+        .iter()
+        .rposition(|l| l.include().is_some_and(|p| distro_of_common(p).is_some()));
+    let at = common
+        .or_else(|| out.iter().rposition(|l| l.include().is_some()))
+        .map_or(out.len(), |i| i + 1);
+    out.insert(at, Line::new(format!("{INCLUDE_KEY} = {value}")));
+    out
+}
+
+/// `lines` with the first u and the first g idmap line set to `wanted` and every
+/// other idmap line dropped (duplicates, split maps, clearing lines, invalid lines);
+/// also returns where the u and g lines ended up.
+fn with_idmaps_in_place(lines: &[Line], wanted: &[String; 2]) -> (Vec<Line>, [Option<usize>; 2]) {
+    let mut out = Vec::with_capacity(lines.len() + 2);
+    let mut placed = [None, None];
+    for line in lines {
+        if !line.is_idmap() {
+            out.push(line.clone());
+            continue;
+        }
+        let value = line.entry().map_or("", |(_, v)| v);
+        let slot = match value.split_whitespace().next() {
+            Some("u") => Some(0),
+            Some("g") => Some(1),
+            _ => None,
+        };
+        if let Some(slot) = slot.filter(|&s| placed[s].is_none()) {
+            placed[slot] = Some(out.len());
+            out.push(line.with_value(&wanted[slot]));
+        }
+    }
+    (out, placed)
+}
+
+/// Lines of context around each change in `render_diff`.
+const CONTEXT: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Keep,
+    Delete,
+    Add,
+}
+
+/// A unified diff of `old` and `new` (for `--dry-run` plans), headed by `path`;
+/// empty when the texts are equal.
+pub fn render_diff(path: &Path, old: &str, new: &str) -> String {
+    if old == new {
+        return String::new();
+    }
+    let a: Vec<&str> = old.split_inclusive('\n').collect();
+    let b: Vec<&str> = new.split_inclusive('\n').collect();
+    let ops = diff_ops(&a, &b);
+    let mut out = format!("--- {0}\n+++ {0}\n", path.display());
+    for (start, end) in hunks(&ops) {
+        render_hunk(&mut out, &ops[start..end], &a, &b, position(&ops[..start]));
+    }
+    out
+}
+
+/// The edit script turning `a` into `b`, from a longest common subsequence
+/// (quadratic, fine for config-sized files).
+fn diff_ops(a: &[&str], b: &[&str]) -> Vec<Op> {
+    let (n, m) = (a.len(), b.len());
+    // lcs[i][j]: length of the LCS of a[i..] and b[j..]
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut ops) = (0, 0, Vec::with_capacity(n + m));
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            ops.push(Op::Keep);
+            (i, j) = (i + 1, j + 1);
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            ops.push(Op::Delete);
+            i += 1;
+        } else {
+            ops.push(Op::Add);
+            j += 1;
+        }
+    }
+    ops
+}
+
+/// Lines of old and new text consumed by `ops`.
+fn position(ops: &[Op]) -> (usize, usize) {
+    let old = ops.iter().filter(|&&o| o != Op::Add).count();
+    let new = ops.iter().filter(|&&o| o != Op::Delete).count();
+    (old, new)
+}
+
+/// `[start, end)` op ranges of the hunks: changes with CONTEXT kept lines around
+/// them, merged when their contexts touch.
+fn hunks(ops: &[Op]) -> Vec<(usize, usize)> {
+    let mut hunks: Vec<(usize, usize)> = Vec::new();
+    for (i, _) in ops.iter().enumerate().filter(|(_, &o)| o != Op::Keep) {
+        let start = i.saturating_sub(CONTEXT);
+        let end = (i + 1 + CONTEXT).min(ops.len());
+        match hunks.last_mut() {
+            Some(last) if start <= last.1 => last.1 = end,
+            _ => hunks.push((start, end)),
+        }
+    }
+    hunks
+}
+
+fn render_hunk(out: &mut String, ops: &[Op], a: &[&str], b: &[&str], at: (usize, usize)) {
+    let (old_len, new_len) = position(ops);
+    // Unified diff numbers lines from 1; an empty side names the line before it.
+    let first = |at: usize, len: usize| if len == 0 { at } else { at + 1 };
+    out.push_str(&format!(
+        "@@ -{},{old_len} +{},{new_len} @@\n",
+        first(at.0, old_len),
+        first(at.1, new_len)
+    ));
+    let (mut i, mut j) = at;
+    for op in ops {
+        let (mark, line) = match op {
+            Op::Keep => (' ', a[i]),
+            Op::Delete => ('-', a[i]),
+            Op::Add => ('+', b[j]),
+        };
+        if *op != Op::Add {
+            i += 1;
+        }
+        if *op != Op::Delete {
+            j += 1;
+        }
+        out.push(mark);
+        match line.strip_suffix('\n') {
+            Some(text) => out.push_str(text),
+            None => out.push_str(&format!("{line}\n\\ No newline at end of file")),
+        }
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `lxc-create -t debian` writes (LXC 3+ keys), plus an admin's additions.
+    const DEBIAN: &str = "\
+lxc.net.0.type = veth
+lxc.net.0.hwaddr = 00:16:3e:5a:1c:22
+lxc.net.0.link = lxcbr0
+lxc.net.0.flags = up
+lxc.apparmor.profile = generated
+lxc.apparmor.allow_nesting = 1
+lxc.rootfs.path = dir:/var/lib/lxc/jeedom1/rootfs
+
+# Common configuration
+lxc.include = /usr/share/lxc/config/debian.common.conf
+
+# Container specific configuration
+lxc.tty.max = 4
+lxc.uts.name = jeedom1
+lxc.arch = amd64
+lxc.pty.max = 1024
+
+# Zigbee stick for jeedom
+  lxc.cgroup2.devices.allow = c 188:* rwm
+lxc.mount.entry = /dev/ttyUSB0 dev/ttyUSB0 none bind,optional,create=file
+lxc.mount.entry=/srv/backup   var/backup none bind,create=dir 0 0
+";
+
+    /// What the LXC 2.0 `lxc-debian` template wrote.
+    const LEGACY: &str = "\
+lxc.network.type = veth
+lxc.network.hwaddr = 00:16:3e:11:22:33
+lxc.network.link = lxcbr0
+lxc.network.flags = up
+lxc.rootfs = /var/lib/lxc/old1/rootfs
+lxc.rootfs.backend = dir
+
+# Common configuration
+lxc.include = /usr/share/lxc/config/debian.common.conf
+
+# Container specific configuration
+lxc.tty = 4
+lxc.utsname = old1
+lxc.arch = amd64
+";
+
+    const USERNS: &str = "/usr/share/lxc/config/debian.userns.conf";
+
+    fn parse(text: &str) -> ContainerConfig {
+        ContainerConfig::parse(text)
+    }
+
+    fn unprivileged(text: &str, host: u32) -> String {
+        parse(text)
+            .with_unprivileged(host, 65536, Path::new(USERNS))
+            .to_text()
+    }
+
+    /// Lines of `new` that are not in `old`, and lines of `old` not in `new`.
+    fn changed_lines<'a>(old: &'a str, new: &'a str) -> (Vec<&'a str>, Vec<&'a str>) {
+        let added = new.lines().filter(|l| !old.lines().any(|o| o == *l));
+        let removed = old.lines().filter(|l| !new.lines().any(|n| n == *l));
+        (added.collect(), removed.collect())
+    }
+
+    #[test]
+    fn round_trips_exactly() {
+        for text in [
+            DEBIAN,
+            LEGACY,
+            "",
+            "\n",
+            "lxc.arch = amd64",
+            "a = 1\r\nb = 2\r\n# c\r\n",
+            "  # indented comment\n\tlxc.uts.name=x  \n\n\n",
+            "not an assignment\nlxc.arch = amd64\r",
+        ] {
+            assert_eq!(parse(text).to_text(), text);
+        }
+    }
+
+    #[test]
+    fn reads_a_debian_config() {
+        let config = parse(DEBIAN);
+        let rootfs = config.rootfs().unwrap();
+        assert_eq!(rootfs.backend, Backend::Dir);
+        assert_eq!(rootfs.location, Path::new("/var/lib/lxc/jeedom1/rootfs"));
+        assert_eq!(rootfs.raw, "dir:/var/lib/lxc/jeedom1/rootfs");
+        assert!(!config.legacy_keys());
+        assert_eq!(config.idmaps().unwrap(), vec![]);
+        assert_eq!(
+            config.includes(),
+            vec![PathBuf::from("/usr/share/lxc/config/debian.common.conf")]
+        );
+    }
+
+    #[test]
+    fn makes_a_debian_config_unprivileged() {
+        let out = unprivileged(DEBIAN, 100000);
+        let expected = DEBIAN.replace(
+            "debian.common.conf\n",
+            "debian.common.conf\n\
+             lxc.include = /usr/share/lxc/config/debian.userns.conf\n\
+             lxc.idmap = u 0 100000 65536\n\
+             lxc.idmap = g 0 100000 65536\n",
+        );
+        assert_eq!(out, expected);
+        let maps = parse(&out).idmaps().unwrap();
+        let u = MapEntry::parse("u 0 100000 65536").unwrap();
+        let g = MapEntry::parse("g 0 100000 65536").unwrap();
+        assert_eq!(maps, vec![u, g]);
+    }
+
+    #[test]
+    fn legacy_config_gets_legacy_keys() {
+        let config = parse(LEGACY);
+        assert!(config.legacy_keys());
+        let rootfs = config.rootfs().unwrap();
+        assert_eq!(
+            (rootfs.backend, rootfs.location),
+            (Backend::Dir, "/var/lib/lxc/old1/rootfs".into())
+        );
+        let out = unprivileged(LEGACY, 100000);
+        let (added, removed) = changed_lines(LEGACY, &out);
+        assert_eq!(
+            added,
+            [
+                "lxc.include = /usr/share/lxc/config/debian.userns.conf",
+                "lxc.id_map = u 0 100000 65536",
+                "lxc.id_map = g 0 100000 65536"
+            ]
+        );
+        assert!(removed.is_empty());
+        assert_eq!(parse(&out).idmaps().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn legacy_markers() {
+        for text in [
+            "lxc.utsname = a",
+            "lxc.network.0.link = br0",
+            "lxc.network.type = veth",
+            "lxc.pts = 1024",
+            "lxc.tty = 4",
+            "lxc.mount = /var/lib/lxc/a/fstab",
+            "lxc.haltsignal = SIGPWR",
+            "lxc.aa_profile = unconfined",
+            "lxc.id_map = u 0 100000 65536",
+            "lxc.limit.nofile = 1024",
+        ] {
+            assert!(parse(text).legacy_keys(), "{text}");
+        }
+        for text in [
+            "lxc.uts.name = a",
+            "lxc.net.0.link = br0",
+            "lxc.pty.max = 1024",
+            "lxc.tty.max = 4",
+            "lxc.mount.fstab = /f",
+            "lxc.mount.auto = proc",
+            "lxc.signal.halt = SIGPWR",
+            "# lxc.utsname = commented out",
+        ] {
+            assert!(!parse(text).legacy_keys(), "{text}");
+        }
+    }
+
+    #[test]
+    fn existing_idmap_is_replaced_in_place() {
+        let text = format!(
+            "{DEBIAN}lxc.include = {USERNS}\n# moved once already\n  lxc.idmap=u 0 1000000 65536\nlxc.idmap = g 0 1000000 65536\n# end\n"
+        );
+        let out = unprivileged(&text, 200000);
+        let expected = text
+            .replace("lxc.idmap=u 0 1000000", "lxc.idmap=u 0 200000")
+            .replace("lxc.idmap = g 0 1000000", "lxc.idmap = g 0 200000");
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn split_and_partial_maps_become_one_u_and_one_g_line() {
+        let split = "lxc.include = /c/debian.userns.conf\nlxc.idmap = u 0 100000 1000\nlxc.idmap = u 1000 1000 1\nlxc.idmap = u 1001 101001 64535\nlxc.idmap = g 0 100000 65536\n";
+        let out = parse(split).with_unprivileged(300000, 65536, Path::new("/c/debian.userns.conf"));
+        assert_eq!(
+            out.to_text(),
+            "lxc.include = /c/debian.userns.conf\nlxc.idmap = u 0 300000 65536\nlxc.idmap = g 0 300000 65536\n"
+        );
+        let only_g = "a = 1\nlxc.idmap = g 0 5 6\nb = 2\n";
+        let out = parse(only_g).with_unprivileged(100000, 65536, Path::new("/c/userns.conf"));
+        assert_eq!(
+            out.to_text(),
+            "a = 1\nlxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\nb = 2\nlxc.include = /c/userns.conf\n"
+        );
+    }
+
+    #[test]
+    fn both_edits_are_idempotent() {
+        for text in [DEBIAN, LEGACY, "lxc.arch = amd64", ""] {
+            let once = parse(text).with_unprivileged(100000, 65536, Path::new(USERNS));
+            let twice = once.with_unprivileged(100000, 65536, Path::new(USERNS));
+            assert_eq!(once, twice);
+            let privileged = once.with_privileged();
+            assert_eq!(privileged.with_privileged(), privileged);
+        }
+    }
+
+    #[test]
+    fn unprivileged_then_privileged_gives_back_the_original() {
+        for text in [
+            DEBIAN,
+            LEGACY,
+            "lxc.arch = amd64",
+            "lxc.include = /x/common.conf",
+            "a = 1\r\nlxc.include = /x/debian.common.conf\r\nb = 2",
+            "",
+        ] {
+            let config = parse(text);
+            let there = config.with_unprivileged(100000, 65536, Path::new(USERNS));
+            assert_ne!(there.to_text(), text);
+            assert_eq!(there.with_privileged().to_text(), text, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn include_placement_without_a_distro_include() {
+        let text = "lxc.include = /usr/share/lxc/config/common.conf\nlxc.arch = amd64";
+        let out = parse(text).with_unprivileged(1, 2, Path::new("/u/userns.conf"));
+        assert_eq!(
+            out.to_text(),
+            "lxc.include = /usr/share/lxc/config/common.conf\nlxc.include = /u/userns.conf\nlxc.idmap = u 0 1 2\nlxc.idmap = g 0 1 2\nlxc.arch = amd64"
+        );
+        let out = parse("lxc.arch = amd64").with_unprivileged(1, 2, Path::new("/u/userns.conf"));
+        assert_eq!(
+            out.to_text(),
+            "lxc.arch = amd64\nlxc.include = /u/userns.conf\nlxc.idmap = u 0 1 2\nlxc.idmap = g 0 1 2"
+        );
+    }
+
+    #[test]
+    fn another_userns_include_is_replaced_in_place() {
+        let text = "lxc.include = /x/debian.common.conf\n# userns\nlxc.include = /x/userns.conf\n";
+        let out = parse(text).with_unprivileged(1, 2, Path::new("/x/debian.userns.conf"));
+        assert_eq!(
+            out.to_text(),
+            "lxc.include = /x/debian.common.conf\n# userns\nlxc.include = /x/debian.userns.conf\nlxc.idmap = u 0 1 2\nlxc.idmap = g 0 1 2\n"
+        );
+        assert_eq!(
+            out.with_privileged().to_text(),
+            "lxc.include = /x/debian.common.conf\n# userns\n"
+        );
+    }
+
+    #[test]
+    fn userns_include_prefers_the_distro_file() {
+        let config = parse(DEBIAN);
+        let dir = Path::new("/usr/share/lxc/config");
+        assert_eq!(
+            config.userns_include(|_| true),
+            Some(dir.join("debian.userns.conf"))
+        );
+        assert_eq!(
+            config.userns_include(|_| false),
+            Some(dir.join("userns.conf"))
+        );
+        let asked = std::cell::RefCell::new(Vec::new());
+        config.userns_include(|p| {
+            asked.borrow_mut().push(p.to_path_buf());
+            false
+        });
+        assert_eq!(asked.into_inner(), vec![dir.join("debian.userns.conf")]);
+        let global_only = parse("lxc.include = /usr/share/lxc/config/common.conf\n");
+        assert_eq!(global_only.userns_include(|_| true), None);
+        assert_eq!(parse("").userns_include(|_| true), None);
+    }
+
+    #[test]
+    fn rootfs_backends() {
+        let cases = [
+            (
+                "dir:/var/lib/lxc/a/rootfs",
+                Backend::Dir,
+                "/var/lib/lxc/a/rootfs",
+            ),
+            (
+                "/var/lib/lxc/a/rootfs",
+                Backend::Dir,
+                "/var/lib/lxc/a/rootfs",
+            ),
+            ("/srv/odd:name/rootfs", Backend::Dir, "/srv/odd:name/rootfs"),
+            (
+                "btrfs:/var/lib/lxc/a/rootfs",
+                Backend::Btrfs,
+                "/var/lib/lxc/a/rootfs",
+            ),
+            ("zfs:pool/x", Backend::Zfs, "pool/x"),
+            ("overlay:/a:/b", Backend::Overlay, "/a:/b"),
+            ("overlayfs:/a:/b", Backend::Overlay, "/a:/b"),
+            ("lvm:/dev/vg/x", Backend::Lvm, "/dev/vg/x"),
+            ("loop:/x.img", Backend::Loop, "/x.img"),
+            ("nbd:/x.qcow2:1", Backend::Nbd, "/x.qcow2:1"),
+            ("rbd:pool/img", Backend::Rbd, "pool/img"),
+            ("aufs:/a:/b", Backend::Other("aufs".into()), "/a:/b"),
+        ];
+        for (raw, backend, location) in cases {
+            let rootfs = parse(&format!("lxc.rootfs.path = {raw}\n"))
+                .rootfs()
+                .unwrap();
+            assert_eq!(
+                rootfs,
+                Rootfs {
+                    backend,
+                    location: location.into(),
+                    raw: raw.into()
+                }
+            );
+        }
+        let overlay = parse("lxc.rootfs.path = overlay:/a:/b").rootfs().unwrap();
+        assert_eq!(overlay.overlay_layers(), Some(("/a".into(), "/b".into())));
+        let legacy = parse("lxc.rootfs.backend = btrfs\nlxc.rootfs = /r\n")
+            .rootfs()
+            .unwrap();
+        assert_eq!(legacy.backend, Backend::Btrfs);
+        assert_eq!(
+            parse("lxc.rootfs.path = \"/q\"").rootfs().unwrap().location,
+            Path::new("/q")
+        );
+        assert_eq!(
+            parse("lxc.rootfs.path = /a\nlxc.rootfs.path =\n").rootfs(),
+            None
+        );
+        assert_eq!(parse("# lxc.rootfs.path = /a\n").rootfs(), None);
+    }
+
+    #[test]
+    fn mount_entries() {
+        let mounts = parse(DEBIAN).mount_entries().unwrap();
+        assert_eq!(
+            mounts,
+            vec![
+                MountEntry {
+                    source: "/dev/ttyUSB0".into(),
+                    target: "dev/ttyUSB0".into(),
+                    fstype: "none".into(),
+                    options: "bind,optional,create=file".into(),
+                },
+                MountEntry {
+                    source: "/srv/backup".into(),
+                    target: "var/backup".into(),
+                    fstype: "none".into(),
+                    options: "bind,create=dir".into(),
+                },
+            ]
+        );
+        assert!(mounts[0].is_bind());
+        let cleared = parse("lxc.mount.entry = a b c d\nlxc.mount.entry =\nlxc.mount.entry = proc proc proc nodev 0 0\n");
+        assert_eq!(cleared.mount_entries().unwrap().len(), 1);
+        assert!(!cleared.mount_entries().unwrap()[0].is_bind());
+        let err = parse("lxc.arch = x\nlxc.mount.entry = /a b\n")
+            .mount_entries()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::BadMountEntry {
+                line: 2,
+                text: "lxc.mount.entry = /a b".into()
+            }
+        );
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn idmap_errors_name_the_line() {
+        let err = parse("# x\nlxc.idmap = b 0 100000 65536\n")
+            .idmaps()
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("line 2 `lxc.idmap = b 0 100000 65536`: the type must be u or g"),
+            "{message}"
+        );
+        assert!(
+            message.contains("lxc.idmap = u 0 100000 65536"),
+            "{message}"
+        );
+        let err = parse("lxc.id_map = u 0 100000").idmaps().unwrap_err();
+        assert!(err.to_string().contains("expected four fields"), "{err}");
+        let cleared = parse("lxc.idmap = u 0 1 2\nlxc.idmap =\nlxc.idmap = g 0 1 2\n");
+        assert_eq!(
+            cleared.idmaps().unwrap(),
+            vec![MapEntry::parse("g 0 1 2").unwrap()]
+        );
+    }
+
+    #[test]
+    fn render_diff_shows_the_change_with_context() {
+        let new = unprivileged(DEBIAN, 100000);
+        let diff = render_diff(Path::new("/var/lib/lxc/jeedom1/config"), DEBIAN, &new);
+        let expected = "\
+--- /var/lib/lxc/jeedom1/config
++++ /var/lib/lxc/jeedom1/config
+@@ -8,6 +8,9 @@
+ 
+ # Common configuration
+ lxc.include = /usr/share/lxc/config/debian.common.conf
++lxc.include = /usr/share/lxc/config/debian.userns.conf
++lxc.idmap = u 0 100000 65536
++lxc.idmap = g 0 100000 65536
+ 
+ # Container specific configuration
+ lxc.tty.max = 4
+";
+        assert_eq!(diff, expected);
+        assert_eq!(render_diff(Path::new("c"), DEBIAN, DEBIAN), "");
+    }
+
+    #[test]
+    fn render_diff_edge_cases() {
+        let diff = render_diff(Path::new("c"), "a\nb\nc\n", "a\nB\nc");
+        assert_eq!(
+            diff,
+            "--- c\n+++ c\n@@ -1,3 +1,3 @@\n a\n-b\n-c\n+B\n+c\n\\ No newline at end of file\n"
+        );
+        assert_eq!(
+            render_diff(Path::new("c"), "", "x\n"),
+            "--- c\n+++ c\n@@ -0,0 +1,1 @@\n+x\n"
+        );
+        let old: String = (1..=20).map(|i| format!("{i}\n")).collect();
+        let new: String = (1..=20)
+            .map(|i| match i {
+                2 => "two\n".to_string(),
+                19 => "nineteen\n".to_string(),
+                _ => format!("{i}\n"),
+            })
+            .collect();
+        let diff = render_diff(Path::new("c"), &old, &new);
+        assert_eq!(diff.matches("@@ -").count(), 2, "{diff}");
+        assert!(
+            diff.contains("@@ -1,5 +1,5 @@\n 1\n-2\n+two\n 3\n"),
+            "{diff}"
+        );
+        assert!(
+            diff.contains("@@ -16,5 +16,5 @@\n 16\n 17\n 18\n-19\n+nineteen\n 20\n"),
+            "{diff}"
+        );
+    }
+}
