@@ -26,6 +26,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what the journal of DIR records: unfinished or finished runs, maps, progress.
     Status(StatusArgs),
+    /// Convert container NAME: `--to 1000000` makes it unprivileged with that host id
+    /// range, `--to 0` privileged again (`lxc-idshift NAME --to ...` is the same).
+    Convert(ConvertArgs),
     /// Build a sample rootfs in a temporary directory, shift it to 1000000 and back,
     /// and show that nothing was lost.
     Demo(DemoArgs),
@@ -80,6 +83,33 @@ pub struct StatusArgs {
     pub journal: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The container's name.
+    pub name: String,
+    /// Host id of the container's root: 0 (privileged), a host id such as 1000000,
+    /// or auto (the lowest free range).
+    #[arg(long, value_name = "HOSTID|0|auto")]
+    pub to: String,
+    /// How many ids the container maps.
+    #[arg(long, default_value_t = 65536, value_name = "COUNT")]
+    pub range: u32,
+    /// Where the containers live (default: `lxc-config lxc.lxcpath`, else /var/lib/lxc).
+    #[arg(long, short = 'P', value_name = "DIR")]
+    pub lxcpath: Option<PathBuf>,
+    /// Print the whole plan (file diffs, permission changes, inode counts); change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// A device node passed into the container, besides its lxc.mount.entry lines.
+    #[arg(long = "device", value_name = "/dev/X")]
+    pub devices: Vec<PathBuf>,
+    /// With --to 0: also remove root's subordinate id range from /etc/subuid and /etc/subgid.
+    #[arg(long)]
+    pub release_range: bool,
+    #[arg(long, short = 'j', value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]

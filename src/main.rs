@@ -16,7 +16,7 @@ const EXIT_INCOMPLETE: u8 = 1;
 const EXIT_REFUSED: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_convert_shorthand(std::env::args_os().collect()));
     match execute(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -24,6 +24,16 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_REFUSED)
         }
     }
+}
+
+/// `lxc-idshift NAME --to ...` means `lxc-idshift convert NAME --to ...`.
+fn with_convert_shorthand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const COMMANDS: [&str; 7] = ["shift", "verify", "status", "convert", "demo", "help", "-h"];
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("-");
+    if !first.starts_with('-') && !COMMANDS.contains(&first) {
+        args.insert(1, "convert".into());
+    }
+    args
 }
 
 fn execute(command: Command) -> anyhow::Result<u8> {
@@ -61,6 +71,82 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             output::status_report(&report, args.json)?;
             Ok(0)
         }
+        Command::Convert(args) => convert(args),
         Command::Demo(args) => demo::run(args.keep),
     }
+}
+
+fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
+    use lxc_idshift::lxc::convert::{self, ConvertOptions};
+    let options = ConvertOptions {
+        to: args.to.parse().map_err(anyhow::Error::msg)?,
+        name: args.name,
+        range: args.range,
+        lxcpath: args.lxcpath,
+        dry_run: args.dry_run,
+        devices: args.devices,
+        release_range: args.release_range,
+        threads: args.threads,
+        host: lxc_idshift::lxc::host::Host::system(),
+    };
+    if !options.dry_run && !lxc_idshift::engine::sys::is_root() {
+        anyhow::bail!("converting a container needs root: run as root (or use --dry-run)");
+    }
+    let plan = convert::plan(&options)?;
+    if !options.dry_run {
+        plan.container.ensure_stopped()?;
+    }
+    print!("{}", convert::describe(&plan));
+    if options.dry_run {
+        return dry_run_counts(&plan, options.threads);
+    }
+    let bar = output::Bar::new(true);
+    let outcome = convert::execute(plan, options.threads, &bar)?;
+    if let Some(report) = &outcome.shift {
+        output::shift_report(report, &report_map(&outcome.plan), false)?;
+        if report.summary.errors > 0 {
+            eprintln!("The rootfs shift is unfinished, so the config was left as it was: fix the errors above and run the same command again.");
+            return Ok(EXIT_INCOMPLETE);
+        }
+    }
+    if outcome.udev_reloaded == Some(false) {
+        eprintln!("warning: udevadm not found: the udev rule takes effect at the next boot or udev reload");
+    }
+    println!(
+        "Done: container {} is now {}.",
+        outcome.plan.container.name,
+        match outcome.plan.to {
+            Some(id) => format!("unprivileged (root = host uid {id})"),
+            None => "privileged".into(),
+        }
+    );
+    Ok(0)
+}
+
+fn report_map(plan: &lxc_idshift::lxc::convert::Plan) -> IdMap {
+    plan.shift
+        .as_ref()
+        .map(|(map, _)| map.clone())
+        .expect("a shift report comes with its map")
+}
+
+/// `--dry-run`: how many inodes the rootfs shift would touch.
+fn dry_run_counts(
+    plan: &lxc_idshift::lxc::convert::Plan,
+    threads: Option<usize>,
+) -> anyhow::Result<u8> {
+    let Some((map, direction)) = &plan.shift else {
+        return Ok(0);
+    };
+    let options = run::ShiftOptions {
+        root: plan.rootfs.clone(),
+        map: map.clone(),
+        direction: *direction,
+        dry_run: true,
+        threads,
+        journal: Some(plan.container.journal_for(map)),
+    };
+    let report = run::shift(&options, &run::Quiet)?;
+    output::shift_report(&report, map, false)?;
+    Ok(0)
 }

@@ -1,0 +1,162 @@
+//! Finding a container: its lxcpath, directory, config and whether it runs.
+
+use crate::engine::idmap::IdMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const DEFAULT_LXCPATH: &str = "/var/lib/lxc";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("no container {name} under {lxcpath}: {config} does not exist (see `lxc-ls -P {lxcpath}`, or pass --lxcpath)")]
+    NotFound {
+        name: String,
+        lxcpath: PathBuf,
+        config: PathBuf,
+    },
+    #[error("container name {0:?} is not a plain directory name")]
+    BadName(String),
+    #[error("container {name} is {state}: stop it first (lxc-stop -n {name}); shifting a running container races its writes")]
+    NotStopped { name: String, state: String },
+    #[error(
+        "cannot tell whether container {name} runs: {reason}; make sure lxc-info works, then retry"
+    )]
+    UnknownState { name: String, reason: String },
+}
+
+/// A container as LXC lays it out: `<lxcpath>/<name>/config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    pub lxcpath: PathBuf,
+}
+
+impl Container {
+    /// Finds `name` under `lxcpath` (default: what `lxc-config lxc.lxcpath` says).
+    pub fn find(name: &str, lxcpath: Option<&Path>) -> Result<Container, ContainerError> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(ContainerError::BadName(name.into()));
+        }
+        let lxcpath = lxcpath
+            .map(Path::to_path_buf)
+            .unwrap_or_else(default_lxcpath);
+        let container = Container {
+            name: name.into(),
+            lxcpath,
+        };
+        if !container.config().is_file() {
+            return Err(ContainerError::NotFound {
+                name: name.into(),
+                config: container.config(),
+                lxcpath: container.lxcpath,
+            });
+        }
+        Ok(container)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.lxcpath.join(&self.name)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir().join("config")
+    }
+
+    /// The engine's journal for one map: in the container's directory, never inside
+    /// the rootfs. Going back with the same map finds the journal of the way there.
+    pub fn journal_for(&self, map: &IdMap) -> PathBuf {
+        let tag = map.to_string().replace([':', ' '], "-");
+        self.dir().join(format!("lxc-idshift.{tag}.journal"))
+    }
+
+    /// What the conversion records about the container (permissions before it).
+    pub fn state_file(&self) -> PathBuf {
+        self.dir().join("lxc-idshift.state.json")
+    }
+
+    /// Refuses unless `lxc-info` says the container is stopped.
+    pub fn ensure_stopped(&self) -> Result<(), ContainerError> {
+        let unknown = |reason: String| ContainerError::UnknownState {
+            name: self.name.clone(),
+            reason,
+        };
+        let out = Command::new("lxc-info")
+            .arg("-P")
+            .arg(&self.lxcpath)
+            .args(["-n", &self.name, "-s", "-H"])
+            .output()
+            .map_err(|e| unknown(format!("lxc-info: {e}")))?;
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        match state.as_str() {
+            "STOPPED" => Ok(()),
+            "" => Err(unknown(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            )),
+            _ => Err(ContainerError::NotStopped {
+                name: self.name.clone(),
+                state,
+            }),
+        }
+    }
+
+    /// The other containers under the same lxcpath (for range overlap checks).
+    pub fn siblings(&self) -> Vec<Container> {
+        let Ok(entries) = std::fs::read_dir(&self.lxcpath) else {
+            return Vec::new();
+        };
+        let mut siblings: Vec<Container> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| *name != self.name)
+            .map(|name| Container {
+                name,
+                lxcpath: self.lxcpath.clone(),
+            })
+            .filter(|c| c.config().is_file())
+            .collect();
+        siblings.sort_by(|a, b| a.name.cmp(&b.name));
+        siblings
+    }
+}
+
+/// `lxc-config lxc.lxcpath`, else /var/lib/lxc.
+pub fn default_lxcpath() -> PathBuf {
+    Command::new("lxc-config")
+        .arg("lxc.lxcpath")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LXCPATH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_containers_and_their_siblings() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::create_dir(tmp.path().join(name)).unwrap();
+        }
+        std::fs::write(tmp.path().join("a/config"), "").unwrap();
+        std::fs::write(tmp.path().join("b/config"), "").unwrap();
+        let a = Container::find("a", Some(tmp.path())).unwrap();
+        let map = IdMap::parse(&["b:0:1000000:65536"]).unwrap();
+        let journal = tmp.path().join("a/lxc-idshift.b-0-1000000-65536.journal");
+        assert_eq!(a.journal_for(&map), journal);
+        let names: Vec<String> = a.siblings().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["b"]);
+        assert!(matches!(
+            Container::find("c", Some(tmp.path())),
+            Err(ContainerError::NotFound { .. })
+        ));
+        assert!(matches!(
+            Container::find("../etc", Some(tmp.path())),
+            Err(ContainerError::BadName(_))
+        ));
+    }
+}

@@ -1,0 +1,595 @@
+//! `lxc-idshift NAME --to HOSTID`: the whole privileged <-> unprivileged conversion of
+//! a container. Everything is checked and planned before the first write; every step
+//! is idempotent, and the rootfs shift is journaled, so running the same command
+//! again after an interruption finishes the job.
+
+use super::config::{self, Backend, ContainerConfig};
+use super::container::{Container, ContainerError};
+use super::host::Host;
+use super::perms::{self, Ownership, PermChange};
+use super::subid::{self, SubIds};
+use super::udev;
+use crate::engine::idmap::{Direction, IdMap, MapEntry};
+use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
+use std::path::{Path, PathBuf};
+
+/// The user that owns the subordinate ids of system containers.
+const ROOT_USER: &str = "root";
+/// `--to auto` takes the lowest free range at or above this id, aligned to its size.
+const AUTO_MIN: u32 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Privileged,
+    HostId(u32),
+    Auto,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Target, String> {
+        match text {
+            "auto" => Ok(Target::Auto),
+            "0" => Ok(Target::Privileged),
+            n => n.parse().map(Target::HostId).map_err(|_| {
+                format!("--to {n:?}: expected 0 (privileged), a host id such as 1000000, or auto")
+            }),
+        }
+    }
+}
+
+pub struct ConvertOptions {
+    pub name: String,
+    pub to: Target,
+    pub range: u32,
+    pub lxcpath: Option<PathBuf>,
+    pub dry_run: bool,
+    pub devices: Vec<PathBuf>,
+    pub release_range: bool,
+    pub threads: Option<usize>,
+    pub host: Host,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    SubId(#[from] subid::SubIdError),
+    #[error(transparent)]
+    Device(#[from] udev::DeviceError),
+    #[error(transparent)]
+    Shift(#[from] run::RunError),
+    #[error(transparent)]
+    Map(#[from] crate::engine::idmap::IdMapError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{config}: no lxc.rootfs.path; is this an LXC container config?")]
+    NoRootfs { config: PathBuf },
+    #[error("rootfs {rootfs} uses the {backend} backend, which lxc-idshift cannot shift in place: {why}")]
+    UnsupportedRootfs {
+        rootfs: String,
+        backend: String,
+        why: &'static str,
+    },
+    #[error(
+        "rootfs {0} is not a mounted directory; mount it (btrfs subvolume / zfs dataset) and retry"
+    )]
+    RootfsNotMounted(PathBuf),
+    #[error("{config} maps container ids in a way lxc-idshift does not convert ({maps}); expected u/g lines `0 HOSTID COUNT`")]
+    UnusualMap { config: PathBuf, maps: String },
+    #[error("range {first}..{last} overlaps container {other}'s map ({other_first}..{other_last}); choose another --to (or --to auto)")]
+    RangeTaken {
+        first: u32,
+        last: u32,
+        other: String,
+        other_first: u32,
+        other_last: u32,
+    },
+    #[error("no free range of {0} ids found; pass --to HOSTID explicitly")]
+    NoFreeRange(u32),
+    #[error("--range must be at least 1")]
+    EmptyRange,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
+    move |source| ConvertError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A device node and the host owner and group it gets.
+pub type DeviceOwner = (PathBuf, u32, u32);
+
+/// A file rewritten by the conversion.
+#[derive(Debug, Clone)]
+pub struct FileEdit {
+    pub path: PathBuf,
+    pub old: String,
+    pub new: String,
+}
+
+impl FileEdit {
+    fn changes(&self) -> bool {
+        self.old != self.new
+    }
+}
+
+/// Everything the conversion will do, decided before anything is written.
+pub struct Plan {
+    pub container: Container,
+    pub rootfs: PathBuf,
+    /// The host id of container root before and after (None: privileged).
+    pub from: Option<u32>,
+    pub to: Option<u32>,
+    pub range: u32,
+    pub shift: Option<(IdMap, Direction)>,
+    pub edits: Vec<FileEdit>,
+    pub perms: Vec<PermChange>,
+    /// Ownerships to record before changing permissions (to restore them later).
+    pub record_perms: Vec<Ownership>,
+    pub udev_rules: Option<FileEdit>,
+    pub device_owners: Vec<DeviceOwner>,
+}
+
+/// What a conversion did.
+pub struct Outcome {
+    pub plan: Plan,
+    pub shift: Option<ShiftReport>,
+    pub udev_reloaded: Option<bool>,
+}
+
+/// Plans the conversion: checks everything, changes nothing.
+pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
+    if options.range == 0 {
+        return Err(ConvertError::EmptyRange);
+    }
+    let container = Container::find(&options.name, options.lxcpath.as_deref())?;
+    let config_path = container.config();
+    let config_text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
+    let config = ContainerConfig::parse(&config_text);
+    let rootfs = shiftable_rootfs(&config, &config_path)?;
+    let maps = config.idmaps()?;
+    let from = current_host_id(&maps, &config_path)?;
+    let range = match (from, maps.iter().find(|m| m.users).map(|m| m.count)) {
+        (Some(_), Some(count)) => count,
+        _ => options.range,
+    };
+    let to = target_host_id(options, &container, range)?;
+    let shift = shift_for(from, to, range)?;
+    let mut edits = Vec::new();
+    if let Some(host_first) = to {
+        check_range_free(&container, host_first, range)?;
+        edits.extend(subid_edits(&options.host, host_first, range)?);
+    } else if options.release_range {
+        if let Some(old) = from {
+            edits.extend(subid_release(&options.host, old, range)?);
+        }
+    }
+    let new_config = match to {
+        Some(host_first) => {
+            let include = config
+                .userns_include(|p| options.host.path(p).exists())
+                .unwrap_or_else(|| PathBuf::from("/usr/share/lxc/config/userns.conf"));
+            config.with_unprivileged(host_first, range, &include)
+        }
+        None => config.with_privileged(),
+    };
+    edits.push(FileEdit {
+        path: config_path.clone(),
+        old: config_text,
+        new: new_config.to_text(),
+    });
+    let (perms, record_perms) = perm_plan(&container, to)?;
+    let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, to)?;
+    Ok(Plan {
+        container,
+        rootfs,
+        from,
+        to,
+        range,
+        shift,
+        edits: edits.into_iter().filter(FileEdit::changes).collect(),
+        perms,
+        record_perms,
+        udev_rules,
+        device_owners,
+    })
+}
+
+/// The rootfs directory, if its backend can be shifted in place.
+fn shiftable_rootfs(config: &ContainerConfig, path: &Path) -> Result<PathBuf, ConvertError> {
+    let rootfs = config.rootfs().ok_or_else(|| ConvertError::NoRootfs {
+        config: path.to_path_buf(),
+    })?;
+    let refuse = |why| ConvertError::UnsupportedRootfs {
+        rootfs: rootfs.raw.clone(),
+        backend: format!("{:?}", rootfs.backend).to_lowercase(),
+        why,
+    };
+    match &rootfs.backend {
+        Backend::Dir => Ok(rootfs.location.clone()),
+        Backend::Btrfs | Backend::Zfs if rootfs.location.is_dir() => Ok(rootfs.location.clone()),
+        Backend::Btrfs | Backend::Zfs => Err(ConvertError::RootfsNotMounted(rootfs.location.clone())),
+        Backend::Overlay => Err(refuse("an overlay's lower layers are shared and read-only; copy it to a dir: rootfs first (lxc-copy -B dir)")),
+        Backend::Lvm | Backend::Loop | Backend::Nbd | Backend::Rbd => Err(refuse("the file system is inside a block device or image; mount it and point lxc.rootfs.path at the directory, or convert with lxc-copy -B dir")),
+        Backend::Other(_) => Err(refuse("unknown backend; use a dir: rootfs")),
+    }
+}
+
+/// The host id of container root now: None when privileged.
+fn current_host_id(maps: &[MapEntry], path: &Path) -> Result<Option<u32>, ConvertError> {
+    if maps.is_empty() {
+        return Ok(None);
+    }
+    let root = maps.iter().find(|m| m.users && m.container_first == 0);
+    let simple = maps.iter().all(|m| m.container_first == 0);
+    match root {
+        Some(m) if simple => Ok(Some(m.host_first)),
+        _ => Err(ConvertError::UnusualMap {
+            config: path.to_path_buf(),
+            maps: maps
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }),
+    }
+}
+
+fn target_host_id(
+    options: &ConvertOptions,
+    container: &Container,
+    range: u32,
+) -> Result<Option<u32>, ConvertError> {
+    match options.to {
+        Target::Privileged => Ok(None),
+        Target::HostId(id) => Ok(Some(id)),
+        Target::Auto => {
+            let taken = taken_ranges(&options.host, container)?;
+            subid::lowest_free(range, range.max(65536), AUTO_MIN, &taken)
+                .map(Some)
+                .ok_or(ConvertError::NoFreeRange(range))
+        }
+    }
+}
+
+/// Ranges that `--to auto` must avoid: other users' subordinate ids and other
+/// containers' maps.
+fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<(u32, u32)>, ConvertError> {
+    let mut taken: Vec<(u32, u32)> = sibling_maps(container)
+        .into_iter()
+        .map(|(_, first, count)| (first, count))
+        .collect();
+    for path in [host.subuid(), host.subgid()] {
+        let ids = read_subids(&path)?;
+        let own = ids.ranges_of(ROOT_USER);
+        taken.extend(ids.all_ranges().into_iter().filter(|r| !own.contains(r)));
+    }
+    Ok(taken)
+}
+
+fn sibling_maps(container: &Container) -> Vec<(String, u32, u32)> {
+    container
+        .siblings()
+        .into_iter()
+        .filter_map(|c| {
+            let text = std::fs::read_to_string(c.config()).ok()?;
+            let maps = ContainerConfig::parse(&text).idmaps().ok()?;
+            Some((c.name, maps))
+        })
+        .flat_map(|(name, maps)| {
+            maps.into_iter()
+                .map(move |m| (name.clone(), m.host_first, m.count))
+        })
+        .collect()
+}
+
+fn check_range_free(container: &Container, first: u32, count: u32) -> Result<(), ConvertError> {
+    let last = first.saturating_add(count - 1);
+    for (other, other_first, other_count) in sibling_maps(container) {
+        let other_last = other_first.saturating_add(other_count - 1);
+        if first <= other_last && other_first <= last {
+            return Err(ConvertError::RangeTaken {
+                first,
+                last,
+                other,
+                other_first,
+                other_last,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The map and direction that take the rootfs from `from` to `to`; a container
+/// already unprivileged moves between ranges in one pass.
+fn shift_for(
+    from: Option<u32>,
+    to: Option<u32>,
+    count: u32,
+) -> Result<Option<(IdMap, Direction)>, ConvertError> {
+    let entry = |container_first, host_first| MapEntry {
+        users: true,
+        groups: true,
+        container_first,
+        host_first,
+        count,
+    };
+    Ok(match (from, to) {
+        (None, None) => None,
+        (a, b) if a == b => Some((
+            IdMap::new(vec![entry(0, a.unwrap_or(0))])?,
+            Direction::Forward,
+        )),
+        (None, Some(host)) => Some((IdMap::new(vec![entry(0, host)])?, Direction::Forward)),
+        (Some(host), None) => Some((IdMap::new(vec![entry(0, host)])?, Direction::Reverse)),
+        (Some(old), Some(new)) => Some((IdMap::new(vec![entry(old, new)])?, Direction::Forward)),
+    })
+}
+
+fn read_subids(path: &Path) -> Result<SubIds, ConvertError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(SubIds::parse(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SubIds::parse("")),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+fn subid_edits(host: &Host, first: u32, count: u32) -> Result<Vec<FileEdit>, ConvertError> {
+    [host.subuid(), host.subgid()]
+        .into_iter()
+        .map(|path| {
+            let ids = read_subids(&path)?;
+            let new = ids.with_range(ROOT_USER, first, count)?.to_text();
+            Ok(FileEdit {
+                path,
+                old: ids.to_text(),
+                new,
+            })
+        })
+        .collect()
+}
+
+fn subid_release(host: &Host, first: u32, count: u32) -> Result<Vec<FileEdit>, ConvertError> {
+    [host.subuid(), host.subgid()]
+        .into_iter()
+        .map(|path| {
+            let ids = read_subids(&path)?;
+            Ok(FileEdit {
+                new: ids.without_range(ROOT_USER, first, count).to_text(),
+                old: ids.to_text(),
+                path,
+            })
+        })
+        .collect()
+}
+
+/// Permission changes, and the ownerships to record before making them.
+fn perm_plan(
+    container: &Container,
+    to: Option<u32>,
+) -> Result<(Vec<PermChange>, Vec<Ownership>), ConvertError> {
+    let dir = container.dir();
+    match to {
+        Some(host_first) => {
+            let changes = perms::plan_unprivileged(&dir, &container.config(), host_first)
+                .map_err(io_error(&dir))?;
+            let recorded = recorded_perms(container)?
+                .unwrap_or_else(|| changes.iter().map(|c| c.before.clone()).collect());
+            Ok((changes, recorded))
+        }
+        None => {
+            let recorded = recorded_perms(container)?.unwrap_or_default();
+            let changes = perms::plan_restore(&recorded).map_err(io_error(&dir))?;
+            Ok((changes, Vec::new()))
+        }
+    }
+}
+
+/// The ownerships recorded by an earlier conversion to unprivileged, if any.
+fn recorded_perms(container: &Container) -> Result<Option<Vec<Ownership>>, ConvertError> {
+    let path = container.state_file();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| io_error(&path)(std::io::Error::other(e))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(&path)(e)),
+    }
+}
+
+/// The udev rule file and the owners of passed-through device nodes.
+fn device_plan(
+    options: &ConvertOptions,
+    config: &ContainerConfig,
+    rootfs: &Path,
+    to: Option<u32>,
+) -> Result<(Option<FileEdit>, Vec<DeviceOwner>), ConvertError> {
+    let rules_path = udev::rules_path(&options.host, &options.name);
+    let old = std::fs::read_to_string(&rules_path).unwrap_or_default();
+    let nodes = device_nodes(config, &options.devices)?;
+    let Some(host_first) = to else {
+        let removal = FileEdit {
+            path: rules_path,
+            old,
+            new: String::new(),
+        };
+        return Ok((Some(removal).filter(FileEdit::changes), Vec::new()));
+    };
+    let mut rules = Vec::new();
+    for node in nodes {
+        let device = udev::probe(&options.host, &node)?;
+        // The node's group as the container names it: the host's "dialout" is the
+        // container's "dialout", gid 20 there, 1000020 on the host.
+        let group = udev::container_group_name(&options.host.root, device.gid)
+            .and_then(|name| udev::container_gid(rootfs, &name))
+            .unwrap_or(device.gid);
+        let group = if group < options.range {
+            host_first + group
+        } else {
+            group
+        };
+        rules.push(udev::DeviceRule {
+            device,
+            owner: host_first,
+            group,
+        });
+    }
+    if rules.is_empty() && old.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let owners = rules
+        .iter()
+        .map(|r| (r.device.node.clone(), r.owner, r.group))
+        .collect();
+    let new = if rules.is_empty() {
+        String::new()
+    } else {
+        udev::rules_text(&options.name, &rules)
+    };
+    Ok((
+        Some(FileEdit {
+            path: rules_path,
+            old,
+            new,
+        })
+        .filter(FileEdit::changes),
+        owners,
+    ))
+}
+
+/// Device nodes passed in: `lxc.mount.entry` sources under /dev, and `--device`.
+fn device_nodes(config: &ContainerConfig, extra: &[PathBuf]) -> Result<Vec<PathBuf>, ConvertError> {
+    let mut nodes: Vec<PathBuf> = config
+        .mount_entries()?
+        .into_iter()
+        .map(|m| PathBuf::from(m.source))
+        .filter(|source| source.starts_with("/dev/") && !source.is_dir())
+        .chain(extra.iter().cloned())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
+}
+
+/// Carries out a plan. Order: subordinate ids, the record of permissions, the
+/// rootfs (journaled), the config, permissions, devices. Each step is idempotent.
+pub fn execute(
+    plan: Plan,
+    threads: Option<usize>,
+    progress: &dyn Progress,
+) -> Result<Outcome, ConvertError> {
+    let is_subid = |e: &&FileEdit| e.path != plan.container.config();
+    for edit in plan.edits.iter().filter(is_subid) {
+        write_edit(edit)?;
+    }
+    if plan.to.is_some() && !plan.record_perms.is_empty() {
+        let path = plan.container.state_file();
+        let text = serde_json::to_string_pretty(&plan.record_perms).expect("ownerships serialize");
+        subid::write_atomically(&path, &text).map_err(io_error(&path))?;
+    }
+    let shift = match &plan.shift {
+        Some((map, direction)) => Some(run::shift(
+            &ShiftOptions {
+                root: plan.rootfs.clone(),
+                map: map.clone(),
+                direction: *direction,
+                dry_run: false,
+                threads,
+                journal: Some(plan.container.journal_for(map)),
+            },
+            progress,
+        )?),
+        None => None,
+    };
+    if shift.as_ref().is_some_and(|s| s.summary.errors > 0) {
+        // The config keeps saying what the rootfs was: finish the shift first.
+        return Ok(Outcome {
+            plan,
+            shift,
+            udev_reloaded: None,
+        });
+    }
+    for edit in plan.edits.iter().filter(|e| !is_subid(e)) {
+        write_edit(edit)?;
+    }
+    perms::apply(&plan.perms).map_err(io_error(&plan.container.dir()))?;
+    if plan.to.is_none() {
+        let path = plan.container.state_file();
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+    }
+    let udev_reloaded = apply_devices(&plan)?;
+    Ok(Outcome {
+        plan,
+        shift,
+        udev_reloaded,
+    })
+}
+
+fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
+    if edit.new.is_empty() && edit.path.to_string_lossy().ends_with(".rules") {
+        return std::fs::remove_file(&edit.path).map_err(io_error(&edit.path));
+    }
+    if let Some(dir) = edit.path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    subid::write_atomically(&edit.path, &edit.new).map_err(io_error(&edit.path))
+}
+
+fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
+    for (node, uid, gid) in &plan.device_owners {
+        std::os::unix::fs::chown(node, Some(*uid), Some(*gid)).map_err(io_error(node))?;
+    }
+    match &plan.udev_rules {
+        Some(edit) => {
+            write_edit(edit)?;
+            Ok(Some(udev::reload_udev().map_err(io_error(&edit.path))?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The plan as `--dry-run` prints it: each file edit as a diff, each permission and
+/// ownership change, and what the rootfs shift will do.
+pub fn describe(plan: &Plan) -> String {
+    let mut text = String::new();
+    let side = |id: Option<u32>| match id {
+        Some(id) => format!("unprivileged (root = host uid {id})"),
+        None => "privileged".to_string(),
+    };
+    text += &format!(
+        "Container {} ({}): {} -> {}\n",
+        plan.container.name,
+        plan.container.dir().display(),
+        side(plan.from),
+        side(plan.to)
+    );
+    match &plan.shift {
+        Some((map, direction)) => {
+            text += &format!(
+                "rootfs {}: shift {direction} with {map}\n",
+                plan.rootfs.display()
+            )
+        }
+        None => text += &format!("rootfs {}: nothing to shift\n", plan.rootfs.display()),
+    }
+    for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
+        text += &config::render_diff(&edit.path, &edit.old, &edit.new);
+    }
+    for change in &plan.perms {
+        text += &format!("{}\n", perms::describe(change));
+    }
+    for (node, uid, gid) in &plan.device_owners {
+        text += &format!("chown {uid}:{gid} {}\n", node.display());
+    }
+    text
+}

@@ -1,0 +1,180 @@
+//! End to end with real LXC, as a sysadmin would do it: create a Debian container,
+//! convert it to unprivileged, start it and look inside, convert it back, start it
+//! again. The only test that touches host files (/etc/subuid, /etc/subgid,
+//! /var/lib/lxc); it restores them and destroys its container.
+
+mod common;
+
+use common::{assert_exit, require_root, run, text};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const NAME: &str = "jeedom1";
+
+fn sh(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+fn ok(program: &str, args: &[&str]) -> String {
+    let out = sh(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Restores the host files and removes the container, whatever happens.
+struct HostGuard {
+    saved: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl HostGuard {
+    fn new() -> HostGuard {
+        let saved = ["/etc/subuid", "/etc/subgid"]
+            .iter()
+            .map(|p| (PathBuf::from(p), std::fs::read(p).ok()))
+            .collect();
+        HostGuard { saved }
+    }
+}
+
+impl Drop for HostGuard {
+    fn drop(&mut self) {
+        let _ = sh("lxc-stop", &["-n", NAME, "-k"]);
+        let _ = sh("lxc-destroy", &["-n", NAME]);
+        for (path, content) in &self.saved {
+            match content {
+                Some(bytes) => drop(std::fs::write(path, bytes)),
+                None => drop(std::fs::remove_file(path)),
+            }
+        }
+    }
+}
+
+/// The host uid of the container's init.
+fn init_uid() -> u32 {
+    let pid = ok("lxc-info", &["-n", NAME, "-p", "-H"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn start_and_wait() {
+    ok("lxc-start", &["-n", NAME]);
+    let started = Instant::now();
+    while !ok("lxc-info", &["-n", NAME, "-s", "-H"]).contains("RUNNING") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "container did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Give init a moment to settle before lxc-attach.
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+fn inside(args: &[&str]) -> String {
+    let mut full = vec!["-n", NAME, "--"];
+    full.extend_from_slice(args);
+    ok("lxc-attach", &full)
+}
+
+/// The test container has no bridge to attach to on a CI machine: no network.
+fn without_network(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("lxc.net.0."))
+        .collect();
+    std::fs::write(
+        config,
+        format!("{}\nlxc.net.0.type = empty\n", lines.join("\n")),
+    )
+    .unwrap();
+}
+
+#[test]
+fn convert_a_real_container_and_back() {
+    if !require_root("convert_a_real_container_and_back") {
+        return;
+    }
+    if sh("which", &["lxc-create", "debootstrap"]).status.code() != Some(0) {
+        eprintln!("\n!!!!!!!! SKIPPED: convert_a_real_container_and_back needs lxc and debootstrap (.ci/run installs them) !!!!!!!!\n");
+        return;
+    }
+    let dir = Path::new("/var/lib/lxc").join(NAME);
+    if dir.exists() {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: a container {NAME} already exists; not touching it !!!!!!!!\n"
+        );
+        return;
+    }
+    let _guard = HostGuard::new();
+    ok(
+        "lxc-create",
+        &["-n", NAME, "-t", "debian", "--", "-r", "bookworm"],
+    );
+    without_network(&dir.join("config"));
+    let rootfs = dir.join("rootfs");
+    // A binary with a file capability, and getcap to see it from inside.
+    std::fs::copy(
+        rootfs.join("usr/bin/true"),
+        rootfs.join("usr/local/bin/captest"),
+    )
+    .unwrap();
+    ok(
+        "setcap",
+        &[
+            "cap_net_raw+ep",
+            rootfs.join("usr/local/bin/captest").to_str().unwrap(),
+        ],
+    );
+    std::fs::copy("/usr/sbin/getcap", rootfs.join("usr/local/bin/getcap")).unwrap();
+
+    let out = run(&[NAME, "--to", "1000000"]);
+    assert_exit(&out, 0, "lxc-idshift jeedom1 --to 1000000");
+    assert!(std::fs::read_to_string("/etc/subuid")
+        .unwrap()
+        .contains("root:1000000:65536"));
+    let config = std::fs::read_to_string(dir.join("config")).unwrap();
+    assert!(config.contains("lxc.idmap = u 0 1000000 65536"), "{config}");
+    assert!(config.contains("userns.conf"), "{config}");
+
+    start_and_wait();
+    assert_eq!(
+        init_uid(),
+        1_000_000,
+        "the container's init runs as host uid 1000000"
+    );
+    assert!(inside(&["su", "nobody", "-s", "/bin/sh", "-c", "id"]).contains("uid=65534(nobody)"));
+    assert_eq!(
+        inside(&["stat", "-c", "%a %U", "/usr/bin/passwd"]).trim(),
+        "4755 root"
+    );
+    let caps = inside(&["/usr/local/bin/getcap", "/usr/local/bin/captest"]);
+    assert!(caps.contains("cap_net_raw"), "capability lost: {caps:?}");
+    ok("lxc-stop", &["-n", NAME]);
+
+    let out = run(&[NAME, "--to", "0"]);
+    assert_exit(&out, 0, "lxc-idshift jeedom1 --to 0");
+    let config = std::fs::read_to_string(dir.join("config")).unwrap();
+    assert!(!config.contains("lxc.idmap"), "{config}");
+    start_and_wait();
+    assert_eq!(
+        init_uid(),
+        0,
+        "the container's init runs as host root again"
+    );
+    assert!(inside(&["/usr/local/bin/getcap", "/usr/local/bin/captest"]).contains("cap_net_raw"));
+    ok("lxc-stop", &["-n", NAME]);
+
+    let again = run(&[NAME, "--to", "0"]);
+    assert_exit(&again, 0, "second --to 0 (idempotent)");
+}
