@@ -76,12 +76,9 @@ pub fn caps_v2(permitted: u64, effective: bool) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
-pub const ACL_USER_OBJ: u16 = 0x01;
-pub const ACL_USER: u16 = 0x02;
-pub const ACL_GROUP_OBJ: u16 = 0x04;
-pub const ACL_GROUP: u16 = 0x08;
-pub const ACL_MASK: u16 = 0x10;
-pub const ACL_OTHER: u16 = 0x20;
+pub use crate::engine::acl::{
+    ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ,
+};
 
 /// system.posix_acl_* bytes from (tag, perm, id) entries; the kernel wants them
 /// sorted by tag then id, which the caller provides.

@@ -156,10 +156,7 @@ mod tests {
     use super::*;
 
     fn unhex(hex: &str) -> Vec<u8> {
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect()
+        crate::engine::hex::decode(hex).expect("valid hex fixture")
     }
 
     // `setfacl -m u:1000:rw-,g:27:r--,u:65534:r-x f; getfattr -e hex -n system.posix_acl_access f`

@@ -188,10 +188,7 @@ mod tests {
     use super::*;
 
     fn unhex(hex: &str) -> Vec<u8> {
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect()
+        crate::engine::hex::decode(hex).expect("valid hex fixture")
     }
 
     // `setcap cap_net_bind_service,cap_net_raw+ep f` (host root writes v2).

@@ -162,7 +162,7 @@ mod hex_bytes {
 
     pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match bytes {
-            Some(b) => s.serialize_str(&b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            Some(b) => s.serialize_str(&super::super::hex::encode(b)),
             None => s.serialize_none(),
         }
     }
@@ -170,13 +170,7 @@ mod hex_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         text.map(|t| {
-            if t.len() % 2 != 0 {
-                return Err(serde::de::Error::custom("odd hex length"));
-            }
-            (0..t.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(serde::de::Error::custom))
-                .collect()
+            super::super::hex::decode(&t).ok_or_else(|| serde::de::Error::custom("bad hex"))
         })
         .transpose()
     }

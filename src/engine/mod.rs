@@ -3,6 +3,7 @@
 pub mod acl;
 pub mod caps;
 pub mod hardlinks;
+pub mod hex;
 pub mod idmap;
 pub mod inode;
 pub mod journal;
