@@ -1,0 +1,539 @@
+//! Converting fake containers (config + sample rootfs in a tempdir) through the
+//! library: privileged <-> unprivileged, idempotence, refusals, `--to auto`, legacy
+//! configs, moving ranges, dry-run plans, and the `lxc-idshift NAME --to` command.
+
+mod common;
+
+use common::*;
+use lxc_idshift::engine::run::Quiet;
+use lxc_idshift::lxc::convert::{
+    describe, execute, plan, ConvertError, ConvertOptions, Outcome, Plan, Target,
+};
+use lxc_idshift::lxc::host::Host;
+use lxc_idshift::manifest::Manifest;
+use lxc_idshift::sample::paths;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+const SUBIDS: &str = "# other users of this host\nalice:100000:65536\nbob:165536:65536\n";
+const COMMON: &str = "lxc.include = /usr/share/lxc/config/debian.common.conf\n";
+const DISTRO_USERNS: &str = "/usr/share/lxc/config/debian.userns.conf";
+const USERNS: &str = "/usr/share/lxc/config/userns.conf";
+
+/// What `lxc-create -t debian` writes, for a rootfs at `rootfs`.
+fn debian_config(name: &str, rootfs: &Path) -> String {
+    format!(
+        "# Template used to create this container: /usr/share/lxc/templates/lxc-debian\n\
+         # Parameters passed to the template: -r bookworm\n\
+         # For additional config options, please look at lxc.container.conf(5)\n\
+         \n\
+         # Uncomment the following line to support nesting containers:\n\
+         #lxc.include = /usr/share/lxc/config/nesting.conf\n\
+         # (Be aware this has security implications)\n\
+         \n\
+         lxc.net.0.type = empty\n\
+         lxc.apparmor.profile = generated\n\
+         lxc.apparmor.allow_nesting = 1\n\
+         lxc.rootfs.path = dir:{}\n\
+         \n\
+         # Common configuration\n\
+         {COMMON}\
+         \n\
+         # Container specific configuration\n\
+         lxc.tty.max = 4\n\
+         lxc.uts.name = {name}\n\
+         lxc.arch = amd64\n\
+         lxc.pty.max = 1024\n",
+        rootfs.display()
+    )
+}
+
+/// `config` with the userns include and idmap lines (spelled `key`) right after the
+/// distro's common include, every other line as it was.
+fn unprivileged(config: &str, include: &str, key: &str, host: u32) -> String {
+    assert_eq!(config.matches(COMMON).count(), 1, "{config}");
+    let added =
+        format!("lxc.include = {include}\n{key} = u 0 {host} 65536\n{key} = g 0 {host} 65536\n");
+    config.replace(COMMON, &format!("{COMMON}{added}"))
+}
+
+/// A fake host root: `<tmp>/etc/sub{u,g}id`, `<tmp>/lxc/NAME/{config,rootfs}`.
+struct Fixture {
+    tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        set_mode(tmp.path(), 0o755);
+        let f = Fixture { tmp };
+        std::fs::create_dir_all(f.root().join("etc")).unwrap();
+        std::fs::create_dir(f.lxc()).unwrap();
+        set_mode(&f.lxc(), 0o755);
+        std::fs::write(f.root().join("etc/subuid"), SUBIDS).unwrap();
+        std::fs::write(f.root().join("etc/subgid"), SUBIDS).unwrap();
+        f
+    }
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn lxc(&self) -> PathBuf {
+        self.root().join("lxc")
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.lxc().join(name)
+    }
+
+    fn rootfs(&self, name: &str) -> PathBuf {
+        self.dir(name).join("rootfs")
+    }
+
+    fn config_path(&self, name: &str) -> PathBuf {
+        self.dir(name).join("config")
+    }
+
+    fn config(&self, name: &str) -> String {
+        std::fs::read_to_string(self.config_path(name)).unwrap()
+    }
+
+    fn subuid(&self) -> String {
+        std::fs::read_to_string(self.root().join("etc/subuid")).unwrap()
+    }
+
+    fn subgid(&self) -> String {
+        std::fs::read_to_string(self.root().join("etc/subgid")).unwrap()
+    }
+
+    fn state_file(&self, name: &str) -> PathBuf {
+        self.dir(name).join("lxc-idshift.state.json")
+    }
+
+    /// Makes `<tmp>/usr/share/lxc/config/debian.userns.conf` exist.
+    fn with_distro_userns(&self) {
+        let path = Host::under(self.root()).path(DISTRO_USERNS);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "lxc.include = /usr/share/lxc/config/userns.conf\n").unwrap();
+    }
+
+    /// A container directory (0755 root:root) holding only `config`.
+    fn config_only(&self, name: &str, config: &str) {
+        std::fs::create_dir(self.dir(name)).unwrap();
+        set_mode(&self.dir(name), 0o755);
+        std::fs::write(self.config_path(name), config).unwrap();
+        set_mode(&self.config_path(name), 0o644);
+    }
+
+    /// A privileged container with the sample rootfs and `config(rootfs)`.
+    fn container_with(&self, name: &str, config: impl Fn(&Path) -> String) -> PathBuf {
+        let rootfs = self.rootfs(name);
+        self.config_only(name, &config(&rootfs));
+        std::fs::create_dir(&rootfs).unwrap();
+        lxc_idshift::sample::build_sample_rootfs(&rootfs).unwrap();
+        rootfs
+    }
+
+    /// A privileged Debian container.
+    fn container(&self, name: &str) -> PathBuf {
+        self.container_with(name, |rootfs| debian_config(name, rootfs))
+    }
+
+    fn options(&self, name: &str, to: Target) -> ConvertOptions {
+        ConvertOptions {
+            name: name.into(),
+            to,
+            range: 65536,
+            lxcpath: Some(self.lxc()),
+            dry_run: false,
+            devices: Vec::new(),
+            release_range: false,
+            threads: Some(2),
+            host: Host::under(self.root()),
+        }
+    }
+
+    fn plan(&self, name: &str, to: Target) -> Plan {
+        plan(&self.options(name, to)).unwrap_or_else(|e| panic!("plan {name} {to:?}: {e}"))
+    }
+
+    /// Plans and executes; the rootfs shift must finish without errors.
+    fn convert(&self, name: &str, to: Target) -> Outcome {
+        let outcome = execute(self.plan(name, to), Some(2), &Quiet)
+            .unwrap_or_else(|e| panic!("execute {name} {to:?}: {e}"));
+        if let Some(shift) = &outcome.shift {
+            assert_eq!(shift.summary.errors, 0, "{:?}", shift.error_paths);
+        }
+        outcome
+    }
+
+    /// A conversion that must be refused before anything is written.
+    fn refused(&self, options: &ConvertOptions) -> ConvertError {
+        match plan(options) {
+            Ok(_) => panic!("{} {:?} was not refused", options.name, options.to),
+            Err(e) => e,
+        }
+    }
+
+    /// Everything a conversion of `name` may touch.
+    fn snapshot(&self, name: &str) -> Snapshot {
+        let mut files: Vec<String> = std::fs::read_dir(self.dir(name))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        Snapshot {
+            config: self.config(name),
+            subuid: self.subuid(),
+            subgid: self.subgid(),
+            perms: [self.root(), &self.lxc(), &self.dir(name)]
+                .map(owner)
+                .into_iter()
+                .chain([owner(&self.config_path(name))])
+                .collect(),
+            files,
+            manifest: collect(&self.rootfs(name)),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    config: String,
+    subuid: String,
+    subgid: String,
+    perms: Vec<(u32, u32, u32)>,
+    files: Vec<String>,
+    manifest: Manifest,
+}
+
+fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
+    assert_same(&before.manifest, &after.manifest, what);
+    assert_eq!(before.config, after.config, "{what}: config");
+    assert_eq!(before.subuid, after.subuid, "{what}: subuid");
+    assert_eq!(before.subgid, after.subgid, "{what}: subgid");
+    assert_eq!(before.perms, after.perms, "{what}: permissions");
+    assert_eq!(before.files, after.files, "{what}: container dir");
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The sample rootfs shifted by the binary with each map in turn (own journals).
+fn reference(maps: &[&str]) -> (tempfile::TempDir, Manifest) {
+    let (tmp, root) = sample_tree();
+    for (i, map) in maps.iter().enumerate() {
+        let journal = tmp.path().join(format!("journal{i}"));
+        let out = run(&[
+            "shift".as_ref(),
+            root.as_os_str(),
+            "--map".as_ref(),
+            map.as_ref(),
+            "--journal".as_ref(),
+            journal.as_os_str(),
+        ]);
+        assert_exit(&out, 0, &format!("reference shift {map}"));
+    }
+    let manifest = collect(&root);
+    (tmp, manifest)
+}
+
+#[test]
+fn privileged_to_unprivileged_and_back() {
+    if !require_root("privileged_to_unprivileged_and_back") {
+        return;
+    }
+    let f = Fixture::new();
+    f.with_distro_userns();
+    let rootfs = f.container("web");
+    let (_ref_tmp, expected) = reference(&[MAP]);
+    let original = f.snapshot("web");
+    assert_same(
+        &expected_forward(&original.manifest),
+        &expected,
+        "reference",
+    );
+    let rootfs_mode = owner(&rootfs).2;
+
+    let outcome = f.convert("web", Target::HostId(HOST_FIRST));
+    assert!(outcome.shift.is_some());
+    assert_same(&expected, &collect(&rootfs), "rootfs after conversion");
+    assert_eq!(
+        f.config("web"),
+        unprivileged(&original.config, DISTRO_USERNS, "lxc.idmap", HOST_FIRST)
+    );
+    let added = format!("{SUBIDS}root:1000000:65536\n");
+    assert_eq!((f.subuid(), f.subgid()), (added.clone(), added.clone()));
+    assert_eq!(owner(&f.dir("web")), (0, HOST_FIRST, 0o750));
+    assert_eq!(owner(&f.config_path("web")), (0, 0, 0o640));
+    assert_eq!(owner(&rootfs), (HOST_FIRST, HOST_FIRST, rootfs_mode));
+    assert!(f.state_file("web").is_file());
+
+    f.convert("web", Target::Privileged);
+    let back = f.snapshot("web");
+    assert_same(
+        &original.manifest,
+        &back.manifest,
+        "rootfs after going back",
+    );
+    assert_eq!(back.config, original.config);
+    assert_eq!(back.perms, original.perms);
+    assert!(!f.state_file("web").exists());
+    // Without --release-range the subordinate ids stay with root.
+    assert_eq!((f.subuid(), f.subgid()), (added.clone(), added));
+
+    let again = f.plan("web", Target::Privileged);
+    assert!(again.shift.is_none());
+    assert!(again.edits.is_empty() && again.perms.is_empty());
+    assert!(again.udev_rules.is_none() && again.device_owners.is_empty());
+    let outcome = execute(again, Some(2), &Quiet).unwrap();
+    assert!(outcome.shift.is_none());
+    assert_unchanged(&back, &f.snapshot("web"), "privileged again");
+}
+
+#[test]
+fn converting_twice_changes_nothing_the_second_time() {
+    if !require_root("converting_twice_changes_nothing_the_second_time") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    f.convert("web", Target::HostId(HOST_FIRST));
+    let first = f.snapshot("web");
+
+    let second = f.plan("web", Target::HostId(HOST_FIRST));
+    assert_eq!(
+        (second.from, second.to),
+        (Some(HOST_FIRST), Some(HOST_FIRST))
+    );
+    let edited: Vec<&Path> = second.edits.iter().map(|e| e.path.as_path()).collect();
+    assert!(edited.is_empty(), "second plan edits {edited:?}");
+    assert!(second.perms.is_empty(), "{:?}", second.perms);
+    let outcome = execute(second, Some(2), &Quiet).unwrap();
+    let summary = &outcome.shift.expect("the shift is re-checked").summary;
+    assert_eq!((summary.changed, summary.errors), (0, 0), "{summary:?}");
+    assert_unchanged(&first, &f.snapshot("web"), "second conversion");
+}
+
+#[test]
+fn refusals_change_nothing() {
+    if !require_root("refusals_change_nothing") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let lxc = f.lxc();
+    f.config_only(
+        "other",
+        "lxc.rootfs.path = dir:/srv/other\nlxc.idmap = u 0 1000000 65536\nlxc.idmap = g 0 1000000 65536\n",
+    );
+    let overlay = "lxc.rootfs.path = overlay:/a:/b\nlxc.uts.name = ovl\n";
+    f.config_only("ovl", overlay);
+    let before = f.snapshot("web");
+
+    let alice = f.refused(&f.options("web", Target::HostId(100_000)));
+    let text = alice.to_string();
+    assert!(
+        text.contains("alice") && text.contains("100000-165535"),
+        "{text}"
+    );
+
+    let taken = f.refused(&f.options("web", Target::HostId(1_050_000)));
+    assert_eq!(
+        taken.to_string(),
+        "range 1050000..1115535 overlaps container other's map (1000000..1065535); choose another --to (or --to auto)"
+    );
+
+    let ovl = f.refused(&f.options("ovl", Target::HostId(2_000_000)));
+    assert!(
+        ovl.to_string()
+            .starts_with("rootfs overlay:/a:/b uses the overlay backend"),
+        "{ovl}"
+    );
+    assert_eq!(f.config("ovl"), overlay);
+
+    let ghost = f.refused(&f.options("ghost", Target::HostId(2_000_000)));
+    let missing = lxc.join("ghost/config");
+    assert!(
+        ghost.to_string().contains(&missing.display().to_string()),
+        "{ghost}"
+    );
+
+    let mut zero = f.options("web", Target::HostId(2_000_000));
+    zero.range = 0;
+    assert_eq!(f.refused(&zero).to_string(), "--range must be at least 1");
+
+    assert_unchanged(&before, &f.snapshot("web"), "after the refusals");
+}
+
+#[test]
+fn auto_takes_the_lowest_free_aligned_range() {
+    if !require_root("auto_takes_the_lowest_free_aligned_range") {
+        return;
+    }
+    let f = Fixture::new();
+    std::fs::write(f.root().join("etc/subuid"), "alice:100000:65536\n").unwrap();
+    std::fs::write(f.root().join("etc/subgid"), "alice:100000:65536\n").unwrap();
+    f.config_only(
+        "other",
+        "lxc.rootfs.path = dir:/srv/other\nlxc.idmap = u 0 131072 65536\nlxc.idmap = g 0 131072 65536\n",
+    );
+    let original = debian_config("web", &f.container("web"));
+    // From 100000 aligned up to 131072: alice (..165535) and other (..196607) are in
+    // the way, so the next multiple of 65536 past them: 196608.
+    const AUTO: u32 = 196_608;
+    let outcome = f.convert("web", Target::Auto);
+    assert_eq!(outcome.plan.to, Some(AUTO));
+    let expected = "alice:100000:65536\nroot:196608:65536\n";
+    assert_eq!((f.subuid(), f.subgid()), (expected.into(), expected.into()));
+    assert_eq!(
+        f.config("web"),
+        unprivileged(&original, USERNS, "lxc.idmap", AUTO)
+    );
+    assert_eq!(owner(&f.rootfs("web").join(paths::ROOT_FILE)).0, AUTO);
+    // Its own range does not count as taken: auto again stays where it is.
+    let again = f.plan("web", Target::Auto);
+    assert_eq!(again.to, Some(AUTO));
+    assert!(again.edits.is_empty() && again.perms.is_empty());
+}
+
+#[test]
+fn legacy_config_gets_legacy_idmap_keys() {
+    if !require_root("legacy_config_gets_legacy_idmap_keys") {
+        return;
+    }
+    let f = Fixture::new();
+    let legacy = |rootfs: &Path| {
+        format!(
+            "# Template used to create this container: /usr/share/lxc/templates/lxc-debian\n\
+             lxc.rootfs = {}\n\
+             lxc.rootfs.backend = dir\n\
+             {COMMON}\
+             lxc.utsname = old\n\
+             lxc.network.type = empty\n\
+             lxc.tty = 4\n",
+            rootfs.display()
+        )
+    };
+    let rootfs = f.container_with("old", legacy);
+    let original = legacy(&rootfs);
+    f.convert("old", Target::HostId(HOST_FIRST));
+    assert_eq!(
+        f.config("old"),
+        unprivileged(&original, USERNS, "lxc.id_map", HOST_FIRST)
+    );
+    assert_eq!(owner(&rootfs.join(paths::ROOT_FILE)).0, HOST_FIRST);
+    let again = f.plan("old", Target::HostId(HOST_FIRST));
+    assert!(again.edits.is_empty());
+}
+
+#[test]
+fn moving_between_ranges_in_one_pass() {
+    if !require_root("moving_between_ranges_in_one_pass") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("web");
+    let original = f.config("web");
+    let (_ref_tmp, expected) = reference(&[MAP, "b:1000000:2000000:65536"]);
+    f.convert("web", Target::HostId(HOST_FIRST));
+
+    let outcome = f.convert("web", Target::HostId(2_000_000));
+    assert_eq!(
+        (outcome.plan.from, outcome.plan.to),
+        (Some(HOST_FIRST), Some(2_000_000))
+    );
+    let summary = &outcome.shift.as_ref().unwrap().summary;
+    assert!(summary.changed > 0, "{summary:?}");
+    assert_same(&expected, &collect(&rootfs), "rootfs after the move");
+    assert_eq!(
+        owner(&rootfs.join(paths::ROOT_FILE)),
+        (2_000_000, 2_000_000, 0o644)
+    );
+    // Owned by 1000033 (container uid 33 at 1000000): it moves with the range.
+    assert_eq!(owner(&rootfs.join(paths::HOST_RANGE)).0, 2_000_033);
+    assert_eq!(owner(&rootfs.join(paths::UNMAPPED)).0, 70_000);
+    assert_eq!(
+        f.config("web"),
+        unprivileged(&original, USERNS, "lxc.idmap", 2_000_000)
+    );
+    let subids = format!("{SUBIDS}root:1000000:65536\nroot:2000000:65536\n");
+    assert_eq!((f.subuid(), f.subgid()), (subids.clone(), subids));
+    assert_eq!(owner(&f.dir("web")), (0, 2_000_000, 0o750));
+}
+
+#[test]
+fn dry_run_plan_describes_and_changes_nothing() {
+    if !require_root("dry_run_plan_describes_and_changes_nothing") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let before = f.snapshot("web");
+    let mut options = f.options("web", Target::HostId(HOST_FIRST));
+    options.dry_run = true;
+    let planned = plan(&options).unwrap();
+    let text = describe(&planned);
+    let dir = f.dir("web");
+    let subuid = f.root().join("etc/subuid");
+    for wanted in [
+        format!("+lxc.include = {USERNS}\n"),
+        "+lxc.idmap = u 0 1000000 65536\n".to_string(),
+        "+lxc.idmap = g 0 1000000 65536\n".to_string(),
+        format!("--- {0}\n+++ {0}\n", subuid.display()),
+        "+root:1000000:65536\n".to_string(),
+        format!(
+            "chown root:1000000, chmod 0750 {} (was root:root 0755)",
+            dir.display()
+        ),
+        format!("chmod 0640 {} (was 0644)", dir.join("config").display()),
+    ] {
+        assert!(text.contains(&wanted), "missing {wanted:?} in:\n{text}");
+    }
+    assert_unchanged(&before, &f.snapshot("web"), "after planning");
+}
+
+#[test]
+fn cli_shorthand_dry_run_and_bad_target() {
+    if !require_root("cli_shorthand_dry_run_and_bad_target") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let before = f.snapshot("web");
+    let host_subuid = std::fs::read("/etc/subuid").ok();
+    let lxc = f.lxc();
+    let args = ["web", "--to", "1000000", "--lxcpath"];
+    let mut dry: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    dry.extend([lxc.as_os_str(), "--dry-run".as_ref()]);
+    let out = run(&dry);
+    assert_exit(&out, 0, "dry run");
+    let stdout = text(&out.stdout);
+    for wanted in [
+        "privileged -> unprivileged (root = host uid 1000000)",
+        "+lxc.idmap = u 0 1000000 65536\n",
+        "+lxc.idmap = g 0 1000000 65536\n",
+        "chown root:1000000, chmod 0750",
+    ] {
+        assert!(stdout.contains(wanted), "missing {wanted:?} in:\n{stdout}");
+    }
+    assert_unchanged(&before, &f.snapshot("web"), "after --dry-run");
+    assert_eq!(std::fs::read("/etc/subuid").ok(), host_subuid);
+
+    let out = run(&[
+        "web",
+        "--to",
+        "abc",
+        "--lxcpath",
+        "/nonexistent",
+        "--dry-run",
+    ]);
+    assert_exit(&out, 2, "--to abc");
+    assert!(
+        text(&out.stderr).contains("--to \"abc\": expected 0 (privileged)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
