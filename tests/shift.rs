@@ -369,21 +369,26 @@ fn kill_cycle(inodes: usize, kills: usize, acl_heavy: bool) {
     eprintln!("kill test: {inodes} inodes, one forward takes {run_time:?}");
 
     let (tool, root, mut rng, mut killed) = (Tool::new(), victim.path(), Lcg(42), 0);
-    // A run that ends before its kill proves nothing: go on until `kills` real ones.
-    let mut i = 0;
+    // A run that ends before its kill proves nothing: go on until `kills` real ones,
+    // aiming earlier whenever a run was faster than the kill (the machine's load varies).
+    let (mut i, mut max_delay) = (0, run_time);
     while killed < kills {
         assert!(
-            i < kills * 3,
+            i < kills * 4,
             "only {killed} of {i} runs were killed while running"
         );
-        let delay = run_time.mul_f64(rng.fraction());
+        let delay = max_delay.mul_f64(rng.fraction());
         let (kill_args, finish): (&[&str], &[&[&str]]) = match i % 4 {
             0 => (&[], &[&[]]),
             1 => (&["--reverse"], &[&["--reverse"]]),
             2 => (&[], &[&["--reverse"], &[]]),
             _ => (&[], &[&["--reverse"]]),
         };
-        killed += usize::from(interrupted(&tool, root, kill_args, delay));
+        let was_killed = interrupted(&tool, root, kill_args, delay);
+        killed += usize::from(was_killed);
+        if !was_killed {
+            max_delay = max_delay.mul_f64(0.8);
+        }
         for args in finish {
             tool.shift_ok(root, args);
             let (want, what) = if args.is_empty() {

@@ -398,11 +398,6 @@ impl<'a> Base<'a> {
             self.counters.error(self.path(dir, name), problem.clone());
         }
     }
-
-    fn walk_error(&self, path: PathBuf, what: &str, error: std::io::Error) {
-        let path = walk::display_path(self.root, &path);
-        self.counters.error(path, format!("{what} failed: {error}"));
-    }
 }
 
 /// The read-only first walk: records what a re-walk could not reconstruct.
@@ -505,14 +500,8 @@ impl Visitor for Scan<'_> {
         self.keep(stat.ino, record, current.has_id_xattrs());
     }
 
-    fn walk_error(&self, path: PathBuf, what: &str, error: std::io::Error) {
-        self.base.walk_error(path, what, error);
-    }
-
-    fn mount_point(&self, path: PathBuf) {
-        self.base
-            .counters
-            .mount_point(walk::display_path(self.base.root, &path));
+    fn report(&self) -> (&Path, &Counters) {
+        (self.base.root, &self.base.counters)
     }
 
     fn batch_done(&self, entries: usize) {
@@ -589,14 +578,8 @@ impl Visitor for Apply<'_> {
         }
     }
 
-    fn walk_error(&self, path: PathBuf, what: &str, error: std::io::Error) {
-        self.base.walk_error(path, what, error);
-    }
-
-    fn mount_point(&self, path: PathBuf) {
-        self.base
-            .counters
-            .mount_point(walk::display_path(self.base.root, &path));
+    fn report(&self) -> (&Path, &Counters) {
+        (self.base.root, &self.base.counters)
     }
 
     fn batch_done(&self, entries: usize) {

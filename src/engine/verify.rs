@@ -129,14 +129,8 @@ impl Visitor for Verifier<'_> {
         }
     }
 
-    fn walk_error(&self, path: PathBuf, what: &str, error: std::io::Error) {
-        let path = walk::display_path(self.root, &path);
-        self.counters.error(path, format!("{what} failed: {error}"));
-    }
-
-    fn mount_point(&self, path: PathBuf) {
-        self.counters
-            .mount_point(walk::display_path(self.root, &path));
+    fn report(&self) -> (&Path, &Counters) {
+        (self.root, &self.counters)
     }
 }
 

@@ -8,6 +8,7 @@
 //! allows; otherwise the children reopen it from the nearest ancestor that still
 //! holds one (checking its identity).
 
+use super::report::Counters;
 use super::sys::{self, DirEntry, DirReader, Stat};
 use rayon::prelude::*;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -156,10 +157,18 @@ pub trait Visitor: Sync {
     /// Called once for every inode (the root as "." of itself), never for the
     /// contents of another file system. Errors are the visitor's to record.
     fn visit(&self, dir: &DirNode, fd: BorrowedFd<'_>, name: &CStr, stat: &Stat);
+    /// The tree's root and the counters where failures and mount points are noted.
+    fn report(&self) -> (&Path, &Counters);
     /// A failure to stat, open or read something: the walk goes on.
-    fn walk_error(&self, path: PathBuf, what: &str, error: io::Error);
+    fn walk_error(&self, path: PathBuf, what: &str, error: io::Error) {
+        let (root, counters) = self.report();
+        counters.error(display_path(root, &path), format!("{what} failed: {error}"));
+    }
     /// A mount point inside the tree, reported and not entered.
-    fn mount_point(&self, path: PathBuf);
+    fn mount_point(&self, path: PathBuf) {
+        let (root, counters) = self.report();
+        counters.mount_point(display_path(root, &path));
+    }
     /// A batch of entries is done (for progress).
     fn batch_done(&self, _entries: usize) {}
 }
