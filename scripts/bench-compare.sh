@@ -38,11 +38,14 @@ else
     echo "page cache: NOT dropped (warm cache; set DROP_CACHES=1 to drop it)" >&2
 fi
 
-NAMES=(lxc-idshift fuidshift bare_lchown)
+# chown -hR is no shift (one owner for every inode), only coreutils' fd-relative,
+# single-threaded walk doing one fchownat per inode: the floor for one thread.
+NAMES=(lxc-idshift fuidshift bare_lchown "chown -hR")
 CMDS=(
     "$IDSHIFT shift $TREE --map $MAP --journal $JOURNAL && $IDSHIFT shift $TREE --map $MAP --journal $JOURNAL --reverse"
     "fuidshift $TREE $MAP && fuidshift $TREE -r $MAP"
     "$BARE $TREE && $BARE $TREE --reverse"
+    "chown -hR 1000000:1000000 $TREE && chown -hR 0:0 $TREE"
 )
 
 # Prints the mean seconds of one round trip of command $1.
