@@ -12,7 +12,7 @@ use lxc_idshift::lxc::convert::{
 use lxc_idshift::lxc::host::Host;
 use lxc_idshift::manifest::Manifest;
 use lxc_idshift::sample::paths;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const SUBIDS: &str = "# other users of this host\nalice:100000:65536\nbob:165536:65536\n";
@@ -536,4 +536,54 @@ fn cli_shorthand_dry_run_and_bad_target() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A USB serial adapter passed in with `lxc.mount.entry`: the udev rule matches its
+/// vendor and product ids, owner is the container's root and the group is the
+/// container's `dialout` shifted; the node is chowned now; `--to 0` removes the rule.
+#[test]
+fn passed_through_devices_get_a_udev_rule() {
+    if !require_root("passed_through_devices_get_a_udev_rule") {
+        return;
+    }
+    let f = Fixture::new();
+    std::fs::create_dir(f.root().join("dev")).unwrap();
+    let node = f.root().join("dev/ttyUSB0");
+    let dev = rustix::fs::makedev(188, 0);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &node,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o660),
+        dev,
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&node, Some(0), Some(20)).unwrap();
+    // The host's sysfs and /etc/group, under the fixture root.
+    let usb = f.root().join("sys/devices/pci0000:00/usb1/1-2");
+    let tty = usb.join("1-2:1.0/ttyUSB0/tty/ttyUSB0");
+    std::fs::create_dir_all(&tty).unwrap();
+    std::fs::write(usb.join("idVendor"), "10c4\n").unwrap();
+    std::fs::write(usb.join("idProduct"), "ea60\n").unwrap();
+    std::fs::create_dir_all(f.root().join("sys/dev/char")).unwrap();
+    std::os::unix::fs::symlink(&tty, f.root().join("sys/dev/char/188:0")).unwrap();
+    std::fs::write(f.root().join("etc/group"), "root:x:0:\ndialout:x:20:\n").unwrap();
+    let entry = "lxc.mount.entry = /dev/ttyUSB0 dev/ttyUSB0 none bind,optional,create=file\n\
+                 lxc.mount.entry = /dev/ttyACM7 dev/ttyACM7 none bind,optional,create=file\n";
+    let rootfs = f.container_with("usb", |rootfs| debian_config("usb", rootfs) + entry);
+    // The container calls gid 27 dialout: the rule must say 1000027, not 1000020.
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\ndialout:x:27:\n").unwrap();
+
+    f.convert("usb", Target::HostId(1_000_000));
+    let rules = f.root().join("etc/udev/rules.d/99-lxc-idshift-usb.rules");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    assert!(text.contains("ATTRS{idVendor}==\"10c4\""), "{text}");
+    assert!(text.contains("ATTRS{idProduct}==\"ea60\""), "{text}");
+    assert!(text.contains("OWNER=\"1000000\""), "{text}");
+    assert!(text.contains("GROUP=\"1000027\""), "{text}");
+    let meta = std::fs::metadata(&node).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1_000_000, 1_000_027));
+
+    f.convert("usb", Target::Privileged);
+    assert!(!rules.exists(), "the rule is removed when going back");
 }

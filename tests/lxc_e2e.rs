@@ -160,6 +160,19 @@ fn convert_a_real_container_and_back() {
     );
     let caps = inside(&["/usr/local/bin/getcap", "/usr/local/bin/captest"]);
     assert!(caps.contains("cap_net_raw"), "capability lost: {caps:?}");
+    // A running container is refused: its writes would race the shift.
+    let config_before = std::fs::read_to_string(dir.join("config")).unwrap();
+    let refused = run(&[NAME, "--to", "0"]);
+    assert_exit(&refused, 2, "--to 0 while running");
+    assert!(
+        text(&refused.stderr).contains("stop it first"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("config")).unwrap(),
+        config_before
+    );
     ok("lxc-stop", &["-n", NAME]);
 
     let out = run(&[NAME, "--to", "0"]);

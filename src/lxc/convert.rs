@@ -414,7 +414,7 @@ fn device_plan(
 ) -> Result<(Option<FileEdit>, Vec<DeviceOwner>), ConvertError> {
     let rules_path = udev::rules_path(&options.host, &options.name);
     let old = std::fs::read_to_string(&rules_path).unwrap_or_default();
-    let nodes = device_nodes(config, &options.devices)?;
+    let nodes = device_nodes(config, &options.host, &options.devices)?;
     let Some(host_first) = to else {
         let removal = FileEdit {
             path: rules_path,
@@ -465,13 +465,21 @@ fn device_plan(
     ))
 }
 
-/// Device nodes passed in: `lxc.mount.entry` sources under /dev, and `--device`.
-fn device_nodes(config: &ContainerConfig, extra: &[PathBuf]) -> Result<Vec<PathBuf>, ConvertError> {
+/// Device nodes passed in: `lxc.mount.entry` sources under the host's /dev, and
+/// `--device`. A missing source (an optional entry, an unplugged device) has nothing
+/// to own; a missing `--device` is reported by `probe`.
+fn device_nodes(
+    config: &ContainerConfig,
+    host: &Host,
+    extra: &[PathBuf],
+) -> Result<Vec<PathBuf>, ConvertError> {
     let mut nodes: Vec<PathBuf> = config
         .mount_entries()?
         .into_iter()
         .map(|m| PathBuf::from(m.source))
-        .filter(|source| source.starts_with("/dev/") && !source.is_dir())
+        .filter(|source| source.starts_with("/dev/"))
+        .map(|source| host.path(source))
+        .filter(|node| node.exists() && !node.is_dir())
         .chain(extra.iter().cloned())
         .collect();
     nodes.sort();
