@@ -31,11 +31,11 @@ impl Progress for Bar {
         let (bar, template) = match total {
             Some(total) => (
                 ProgressBar::new(total),
-                "{msg:>9} [{bar:40}] {pos}/{len} inodes {per_sec} eta {eta}",
+                "{msg:>9} [{bar:40}] {human_pos}/{human_len} inodes, {elapsed} (eta {eta})",
             ),
             None => (
                 ProgressBar::new_spinner(),
-                "{msg:>9} {spinner} {pos} inodes {per_sec}",
+                "{msg:>9} {spinner} {human_pos} inodes, {elapsed}",
             ),
         };
         bar.set_style(
