@@ -110,6 +110,9 @@ pub struct ConvertArgs {
     pub release_range: bool,
     #[arg(long, short = 'j', value_name = "N")]
     pub threads: Option<usize>,
+    /// Where the host's /etc, /sys and /dev are found (tests use a temporary root).
+    #[arg(long, hide = true, default_value = "/", value_name = "DIR")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -87,7 +87,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         devices: args.devices,
         release_range: args.release_range,
         threads: args.threads,
-        host: lxc_idshift::lxc::host::Host::system(),
+        host: lxc_idshift::lxc::host::Host::under(args.host_root),
     };
     if !options.dry_run && !lxc_idshift::engine::sys::is_root() {
         anyhow::bail!("converting a container needs root: run as root (or use --dry-run)");

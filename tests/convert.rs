@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use lxc_idshift::engine::idmap::Direction;
 use lxc_idshift::engine::run::Quiet;
 use lxc_idshift::lxc::convert::{
     describe, execute, plan, ConvertError, ConvertOptions, Outcome, Plan, Target,
@@ -586,4 +587,125 @@ fn passed_through_devices_get_a_udev_rule() {
 
     f.convert("usb", Target::Privileged);
     assert!(!rules.exists(), "the rule is removed when going back");
+}
+
+/// The CLI conversion of `name` in the fixture, with the fixture as host root.
+fn convert_args(f: &Fixture, name: &str, to: &str) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![name.into(), "--to".into(), to.into()];
+    args.extend(["--lxcpath".into(), f.lxc().into_os_string()]);
+    args.extend(["--host-root".into(), f.root().as_os_str().to_owned()]);
+    if to == "0" {
+        args.push("--release-range".into());
+    }
+    args
+}
+
+/// What a conversion leaves, without the journals (whose history differs by design).
+fn outcome_of(f: &Fixture, name: &str) -> Snapshot {
+    let mut snapshot = f.snapshot(name);
+    snapshot
+        .files
+        .retain(|n| !n.starts_with("lxc-idshift.") || n.ends_with(".json"));
+    snapshot
+}
+
+fn kill_after(args: &[std::ffi::OsString], delay: std::time::Duration) -> bool {
+    let mut child = std::process::Command::new(bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let running = child.try_wait().unwrap().is_none();
+    if running {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+    running
+}
+
+/// SIGKILL a conversion at random moments: running the same command again ends
+/// exactly as an uninterrupted conversion, and `--to 0 --release-range` returns
+/// everything (rootfs, config, subordinate ids, permissions) to where it started.
+#[test]
+fn killed_conversions_finish_or_undo_exactly() {
+    if !require_root("killed_conversions_finish_or_undo_exactly") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("big");
+    std::fs::create_dir(rootfs.join("srv")).unwrap();
+    lxc_idshift::sample::build_bulk_tree(&rootfs.join("srv"), 20_000).unwrap();
+    let original = outcome_of(&f, "big");
+    let started = std::time::Instant::now();
+    assert_exit(
+        &run(&convert_args(&f, "big", "1000000")),
+        0,
+        "uninterrupted",
+    );
+    let run_time = started.elapsed();
+    let converted = outcome_of(&f, "big");
+    assert_exit(&run(&convert_args(&f, "big", "0")), 0, "back");
+    assert_unchanged(
+        &original,
+        &outcome_of(&f, "big"),
+        "uninterrupted round trip",
+    );
+
+    let (mut killed, mut i, mut max_delay) = (0, 0u64, run_time);
+    while killed < 20 {
+        assert!(
+            i < 80,
+            "only {killed} of {i} conversions were killed mid-way"
+        );
+        // A deterministic spread of delays over the run.
+        let delay = max_delay.mul_f64(((i * 37) % 101) as f64 / 100.0);
+        if kill_after(&convert_args(&f, "big", "1000000"), delay) {
+            killed += 1;
+        } else {
+            max_delay = max_delay.mul_f64(0.8);
+        }
+        if i % 2 == 0 {
+            assert_exit(&run(&convert_args(&f, "big", "1000000")), 0, "finish");
+            let what = format!("iteration {i}: finished after a kill at {delay:?}");
+            assert_unchanged(&converted, &outcome_of(&f, "big"), &what);
+        }
+        assert_exit(&run(&convert_args(&f, "big", "0")), 0, "undo");
+        let what = format!("iteration {i}: undone after a kill at {delay:?}");
+        assert_unchanged(&original, &outcome_of(&f, "big"), &what);
+        i += 1;
+    }
+}
+
+/// An interrupted conversion (its state heads elsewhere than the config says) must
+/// be finished or undone before the container goes anywhere else.
+#[test]
+fn an_interrupted_conversion_must_be_finished_or_undone_first() {
+    if !require_root("an_interrupted_conversion_must_be_finished_or_undone_first") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let state = r#"{"origin": null, "target": 1000000, "range": 65536, "perms": []}"#;
+    std::fs::write(f.state_file("web"), state).unwrap();
+    let e = f.refused(&f.options("web", Target::HostId(2_000_000)));
+    let message = e.to_string();
+    assert!(
+        message.contains("--to 1000000") && message.contains("--to 0"),
+        "{message}"
+    );
+    // Finishing it and undoing it are both planned with the interrupted run's map.
+    let finish = f.plan("web", Target::Auto);
+    assert_eq!(finish.to, Some(1_000_000));
+    let (map, direction) = finish.shift.expect("a shift");
+    assert_eq!(
+        (map.to_string(), direction),
+        ("b:0:1000000:65536".into(), Direction::Forward)
+    );
+    let (map, direction) = f.plan("web", Target::Privileged).shift.expect("a shift");
+    assert_eq!(
+        (map.to_string(), direction),
+        ("b:0:1000000:65536".into(), Direction::Reverse)
+    );
 }

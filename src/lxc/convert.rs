@@ -95,6 +95,13 @@ pub enum ConvertError {
     NoFreeRange(u32),
     #[error("--range must be at least 1")]
     EmptyRange,
+    #[error("a conversion from {origin} to {target} was interrupted: finish it (--to {target_arg}) or undo it (--to {origin_arg}) first")]
+    Interrupted {
+        origin: String,
+        target: String,
+        origin_arg: u32,
+        target_arg: u32,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
@@ -102,6 +109,20 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// What a conversion records in the container's directory before its first write:
+/// where it comes from and where it heads, so that an interrupted conversion can be
+/// finished or undone even though the config still describes where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConversionState {
+    /// Host id of container root before the conversion (None: privileged).
+    pub origin: Option<u32>,
+    /// Host id of container root it heads for.
+    pub target: Option<u32>,
+    pub range: u32,
+    /// Ownerships before the first conversion to unprivileged, restored by `--to 0`.
+    pub perms: Vec<Ownership>,
 }
 
 /// A device node and the host owner and group it gets.
@@ -132,8 +153,8 @@ pub struct Plan {
     pub shift: Option<(IdMap, Direction)>,
     pub edits: Vec<FileEdit>,
     pub perms: Vec<PermChange>,
-    /// Ownerships to record before changing permissions (to restore them later).
-    pub record_perms: Vec<Ownership>,
+    /// Recorded before the first write.
+    pub state: ConversionState,
     pub udev_rules: Option<FileEdit>,
     pub device_owners: Vec<DeviceOwner>,
 }
@@ -157,18 +178,29 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     let rootfs = shiftable_rootfs(&config, &config_path)?;
     let maps = config.idmaps()?;
     let from = current_host_id(&maps, &config_path)?;
-    let range = match (from, maps.iter().find(|m| m.users).map(|m| m.count)) {
-        (Some(_), Some(count)) => count,
+    let recorded = read_state(&container)?;
+    // The config is written after the rootfs: a state heading elsewhere than the
+    // config says is a conversion that was interrupted.
+    let interrupted = recorded.clone().filter(|s| s.target != from);
+    let range = match (&interrupted, from, maps.iter().find(|m| m.users)) {
+        (Some(state), _, _) => state.range,
+        (None, Some(_), Some(map)) => map.count,
         _ => options.range,
     };
-    let to = target_host_id(options, &container, range)?;
-    let shift = shift_for(from, to, range)?;
+    let to = match (&interrupted, options.to) {
+        (Some(state), Target::Auto) => state.target,
+        _ => target_host_id(options, &container, range)?,
+    };
+    let shift = match &interrupted {
+        None => shift_for(from, to, range)?,
+        Some(state) => resume_or_undo(state, to)?,
+    };
     let mut edits = Vec::new();
     if let Some(host_first) = to {
         check_range_free(&container, host_first, range)?;
         edits.extend(subid_edits(&options.host, host_first, range)?);
     } else if options.release_range {
-        if let Some(old) = from {
+        if let Some(old) = interrupted.as_ref().map_or(from, |s| s.target) {
             edits.extend(subid_release(&options.host, old, range)?);
         }
     }
@@ -186,7 +218,14 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         old: config_text,
         new: new_config.to_text(),
     });
-    let (perms, record_perms) = perm_plan(&container, to)?;
+    let recorded = recorded.unwrap_or_default();
+    let (perms, record_perms) = perm_plan(&container, to, &recorded.perms)?;
+    let state = interrupted.unwrap_or(ConversionState {
+        origin: from,
+        target: to,
+        range,
+        perms: record_perms,
+    });
     let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, to)?;
     Ok(Plan {
         container,
@@ -197,7 +236,7 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         shift,
         edits: edits.into_iter().filter(FileEdit::changes).collect(),
         perms,
-        record_perms,
+        state,
         udev_rules,
         device_owners,
     })
@@ -334,6 +373,28 @@ fn shift_for(
     })
 }
 
+/// The shift that finishes an interrupted conversion (towards its target) or undoes
+/// it (back to its origin): the same map, so its journal continues or reverts exactly.
+fn resume_or_undo(
+    state: &ConversionState,
+    to: Option<u32>,
+) -> Result<Option<(IdMap, Direction)>, ConvertError> {
+    let shift = shift_for(state.origin, state.target, state.range)?;
+    if to == state.target {
+        return Ok(shift);
+    }
+    if to == state.origin {
+        return Ok(shift.map(|(map, direction)| (map, direction.opposite())));
+    }
+    let name = |id: Option<u32>| id.map_or("privileged".to_string(), |id| id.to_string());
+    Err(ConvertError::Interrupted {
+        origin: name(state.origin),
+        target: name(state.target),
+        origin_arg: state.origin.unwrap_or(0),
+        target_arg: state.target.unwrap_or(0),
+    })
+}
+
 fn read_subids(path: &Path) -> Result<SubIds, ConvertError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(SubIds::parse(&text)),
@@ -375,26 +436,28 @@ fn subid_release(host: &Host, first: u32, count: u32) -> Result<Vec<FileEdit>, C
 fn perm_plan(
     container: &Container,
     to: Option<u32>,
+    recorded: &[Ownership],
 ) -> Result<(Vec<PermChange>, Vec<Ownership>), ConvertError> {
     let dir = container.dir();
     match to {
         Some(host_first) => {
             let changes = perms::plan_unprivileged(&dir, &container.config(), host_first)
                 .map_err(io_error(&dir))?;
-            let recorded = recorded_perms(container)?
-                .unwrap_or_else(|| changes.iter().map(|c| c.before.clone()).collect());
+            let recorded = match recorded.is_empty() {
+                true => changes.iter().map(|c| c.before.clone()).collect(),
+                false => recorded.to_vec(),
+            };
             Ok((changes, recorded))
         }
         None => {
-            let recorded = recorded_perms(container)?.unwrap_or_default();
-            let changes = perms::plan_restore(&recorded).map_err(io_error(&dir))?;
-            Ok((changes, Vec::new()))
+            let changes = perms::plan_restore(recorded).map_err(io_error(&dir))?;
+            Ok((changes, recorded.to_vec()))
         }
     }
 }
 
-/// The ownerships recorded by an earlier conversion to unprivileged, if any.
-fn recorded_perms(container: &Container) -> Result<Option<Vec<Ownership>>, ConvertError> {
+/// The state recorded by an earlier conversion, if any.
+fn read_state(container: &Container) -> Result<Option<ConversionState>, ConvertError> {
     let path = container.state_file();
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
@@ -403,6 +466,12 @@ fn recorded_perms(container: &Container) -> Result<Option<Vec<Ownership>>, Conve
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(&path)(e)),
     }
+}
+
+fn write_state(container: &Container, state: &ConversionState) -> Result<(), ConvertError> {
+    let path = container.state_file();
+    let text = serde_json::to_string_pretty(state).expect("conversion state serializes");
+    subid::write_atomically(&path, &text).map_err(io_error(&path))
 }
 
 /// The udev rule file and the owners of passed-through device nodes.
@@ -494,14 +563,13 @@ pub fn execute(
     threads: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Outcome, ConvertError> {
+    // Nothing is done when nothing changes; otherwise the state comes first.
+    if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
+        write_state(&plan.container, &plan.state)?;
+    }
     let is_subid = |e: &&FileEdit| e.path != plan.container.config();
     for edit in plan.edits.iter().filter(is_subid) {
         write_edit(edit)?;
-    }
-    if plan.to.is_some() && !plan.record_perms.is_empty() {
-        let path = plan.container.state_file();
-        let text = serde_json::to_string_pretty(&plan.record_perms).expect("ownerships serialize");
-        subid::write_atomically(&path, &text).map_err(io_error(&path))?;
     }
     let shift = match &plan.shift {
         Some((map, direction)) => Some(run::shift(
@@ -529,18 +597,32 @@ pub fn execute(
         write_edit(edit)?;
     }
     perms::apply(&plan.perms).map_err(io_error(&plan.container.dir()))?;
-    if plan.to.is_none() {
-        let path = plan.container.state_file();
-        if path.exists() {
-            std::fs::remove_file(&path).map_err(io_error(&path))?;
-        }
-    }
+    finish_state(&plan)?;
     let udev_reloaded = apply_devices(&plan)?;
     Ok(Outcome {
         plan,
         shift,
         udev_reloaded,
     })
+}
+
+/// A finished conversion to unprivileged keeps the recorded ownerships for the way
+/// back; a finished conversion to privileged needs no state.
+fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
+    let path = plan.container.state_file();
+    match plan.to {
+        Some(_) => write_state(
+            &plan.container,
+            &ConversionState {
+                origin: plan.to,
+                target: plan.to,
+                range: plan.range,
+                perms: plan.state.perms.clone(),
+            },
+        ),
+        None if path.exists() => std::fs::remove_file(&path).map_err(io_error(&path)),
+        None => Ok(()),
+    }
 }
 
 fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
