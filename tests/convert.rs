@@ -609,22 +609,6 @@ fn outcome_of(f: &Fixture, name: &str) -> Snapshot {
     snapshot
 }
 
-fn kill_after(args: &[std::ffi::OsString], delay: std::time::Duration) -> bool {
-    let mut child = std::process::Command::new(bin())
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(delay);
-    let running = child.try_wait().unwrap().is_none();
-    if running {
-        child.kill().unwrap();
-    }
-    child.wait().unwrap();
-    running
-}
-
 /// SIGKILL a conversion at random moments: running the same command again ends
 /// exactly as an uninterrupted conversion, and `--to 0 --release-range` returns
 /// everything (rootfs, config, subordinate ids, permissions) to where it started.

@@ -289,14 +289,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 /// Starts a shift and SIGKILLs it after `delay`; true when it was really killed.
 fn interrupted(tool: &Tool, root: &Path, extra: &[&str], delay: Duration) -> bool {
-    let mut child = tool.spawn_shift(root, extra);
-    std::thread::sleep(delay);
-    let running = child.try_wait().unwrap().is_none();
-    if running {
-        child.kill().unwrap();
-    }
-    child.wait().unwrap();
-    running
+    kill_after(&tool.shift_args(root, extra), delay)
 }
 
 /// SIGKILL at random moments, then finish (or undo) the job: the tree must always end

@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The map every test uses, and its pieces for the independent computation.
@@ -101,17 +101,6 @@ impl Tool {
         run(&self.shift_args(dir, extra))
     }
 
-    /// Starts a shift without waiting, for the kill test.
-    pub fn spawn_shift(&self, dir: &Path, extra: &[&str]) -> Child {
-        Command::new(bin())
-            .args(self.shift_args(dir, extra))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start lxc-idshift")
-    }
-
     /// A shift that must succeed with exit code 0.
     pub fn shift_ok(&self, dir: &Path, extra: &[&str]) -> Output {
         let out = self.shift(dir, extra);
@@ -132,6 +121,25 @@ impl Tool {
         });
         (out, report)
     }
+}
+
+/// Runs the binary with `args` and SIGKILLs it after `delay`; true when it was
+/// still running then (really killed mid-way).
+pub fn kill_after<S: AsRef<OsStr>>(args: &[S], delay: Duration) -> bool {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start lxc-idshift");
+    std::thread::sleep(delay);
+    let running = child.try_wait().unwrap().is_none();
+    if running {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+    running
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -283,34 +291,26 @@ pub struct MountGuard(pub PathBuf);
 impl MountGuard {
     /// `mount -t tmpfs` at `at`; None (with a loud message) when mounting fails.
     pub fn tmpfs(at: &Path) -> Option<MountGuard> {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(at)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED: cannot mount a tmpfs at {} !!!!!!!!\n",
-                at.display()
-            );
-        }
-        ok.then(|| MountGuard(at.to_path_buf()))
+        let source = ["-t", "tmpfs", "-o", "size=1m", "tmpfs"].map(std::ffi::OsStr::new);
+        Self::mount(&source, at)
     }
 
     /// `mount --bind from at`.
     pub fn bind(from: &Path, at: &Path) -> Option<MountGuard> {
+        Self::mount(&["--bind".as_ref(), from.as_os_str()], at)
+    }
+
+    fn mount(source: &[&std::ffi::OsStr], at: &Path) -> Option<MountGuard> {
         let ok = Command::new("mount")
-            .arg("--bind")
-            .arg(from)
+            .args(source)
             .arg(at)
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
             eprintln!(
-                "\n!!!!!!!! SKIPPED: cannot bind-mount {} !!!!!!!!\n",
-                from.display()
+                "\n!!!!!!!! SKIPPED: cannot mount {source:?} at {} !!!!!!!!\n",
+                at.display()
             );
         }
         ok.then(|| MountGuard(at.to_path_buf()))
