@@ -377,3 +377,66 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways to reach xattrs, the *xattrat syscalls and the /proc/self/fd
+    /// fallback for kernels before 6.13, read and write the same values.
+    #[test]
+    fn xattr_calls_agree_with_and_without_xattrat() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        let fd = open_dir_path(dir.path()).unwrap();
+        let (name, attr) = (c"f", c"user.test");
+        for fallback in [false, true] {
+            NO_XATTRAT.store(fallback, Ordering::Relaxed);
+            let value = format!("value-{fallback}");
+            set_xattr_at(fd.as_fd(), name, attr, value.as_bytes()).unwrap();
+            assert_eq!(
+                get_xattr_at(fd.as_fd(), name, attr).unwrap(),
+                Some(value.into_bytes())
+            );
+            let mut list = Vec::new();
+            list_xattrs_at(fd.as_fd(), name, &mut list).unwrap();
+            assert!(
+                list.split(|b| *b == 0).any(|n| n == b"user.test"),
+                "{fallback}"
+            );
+            remove_xattr_at(fd.as_fd(), name, attr).unwrap();
+            assert_eq!(get_xattr_at(fd.as_fd(), name, attr).unwrap(), None);
+            remove_xattr_at(fd.as_fd(), name, attr).unwrap();
+        }
+        NO_XATTRAT.store(false, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn chmod_and_chown_at_do_not_follow_symlinks() {
+        if !is_root() {
+            eprintln!("SKIPPED: chmod_and_chown_at_do_not_follow_symlinks needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("target"), b"").unwrap();
+        std::os::unix::fs::symlink("target", dir.path().join("link")).unwrap();
+        let fd = open_dir_path(dir.path()).unwrap();
+        chown_at(fd.as_fd(), c"link", 1234, 5678).unwrap();
+        let target = stat_at(fd.as_fd(), c"target").unwrap();
+        assert_eq!(
+            (target.uid, target.gid),
+            (0, 0),
+            "the target was not touched"
+        );
+        let link = stat_at(fd.as_fd(), c"link").unwrap();
+        assert_eq!((link.uid, link.gid), (1234, 5678));
+        assert!(
+            chmod_at(fd.as_fd(), c"link", 0o600).is_err(),
+            "no chmod through a symlink"
+        );
+        assert!(
+            open_subdir(fd.as_fd(), c"link").is_err(),
+            "no descent through a symlink"
+        );
+    }
+}
