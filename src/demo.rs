@@ -29,7 +29,7 @@ const SHOWN: [&str; 8] = [
 pub fn run(keep: bool) -> anyhow::Result<u8> {
     anyhow::ensure!(
         lxc_idshift::engine::sys::is_root(),
-        "the demo changes file owners: run it as root (sudo cargo run --release -- demo)"
+        "the demo changes file owners: run it as root (cargo run --release -- demo)"
     );
     let tmp = tempfile_dir()?;
     let rootfs = tmp.join("rootfs");
