@@ -176,9 +176,55 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     let config_text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
     let config = ContainerConfig::parse(&config_text);
     let rootfs = shiftable_rootfs(&config, &config_path)?;
+    let course = course(options, &container, &config)?;
+    let mut edits = subid_plan(options, &container, &course)?;
+    edits.push(FileEdit {
+        new: new_config(options, &config, &course).to_text(),
+        path: config_path,
+        old: config_text,
+    });
+    let (perms, record_perms) = perm_plan(&container, course.to, &course.recorded.perms)?;
+    let state = course.interrupted.clone().unwrap_or(ConversionState {
+        origin: course.from,
+        target: course.to,
+        range: course.range,
+        perms: record_perms,
+    });
+    let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, course.to)?;
+    Ok(Plan {
+        container,
+        rootfs,
+        from: course.from,
+        to: course.to,
+        range: course.range,
+        shift: course.shift,
+        edits: edits.into_iter().filter(FileEdit::changes).collect(),
+        perms,
+        state,
+        udev_rules,
+        device_owners,
+    })
+}
+
+/// Where the container is, where it goes, and the shift that takes its rootfs there.
+struct Course {
+    from: Option<u32>,
+    to: Option<u32>,
+    range: u32,
+    shift: Option<(IdMap, Direction)>,
+    /// The state of a conversion that was interrupted, if one was.
+    interrupted: Option<ConversionState>,
+    recorded: ConversionState,
+}
+
+fn course(
+    options: &ConvertOptions,
+    container: &Container,
+    config: &ContainerConfig,
+) -> Result<Course, ConvertError> {
     let maps = config.idmaps()?;
-    let from = current_host_id(&maps, &config_path)?;
-    let recorded = read_state(&container)?;
+    let from = current_host_id(&maps, &container.config())?;
+    let recorded = read_state(container)?;
     // The config is written after the rootfs: a state heading elsewhere than the
     // config says is a conversion that was interrupted.
     let interrupted = recorded.clone().filter(|s| s.target != from);
@@ -189,57 +235,56 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     };
     let to = match (&interrupted, options.to) {
         (Some(state), Target::Auto) => state.target,
-        _ => target_host_id(options, &container, range)?,
+        _ => target_host_id(options, container, range)?,
     };
     let shift = match &interrupted {
         None => shift_for(from, to, range)?,
         Some(state) => resume_or_undo(state, to)?,
     };
-    let mut edits = Vec::new();
-    if let Some(host_first) = to {
-        check_range_free(&container, host_first, range)?;
-        edits.extend(subid_edits(&options.host, host_first, range)?);
-    } else if options.release_range {
-        if let Some(old) = interrupted.as_ref().map_or(from, |s| s.target) {
-            edits.extend(subid_release(&options.host, old, range)?);
-        }
-    }
-    let new_config = match to {
-        Some(host_first) => {
-            let include = config
-                .userns_include(|p| options.host.path(p).exists())
-                .unwrap_or_else(|| PathBuf::from("/usr/share/lxc/config/userns.conf"));
-            config.with_unprivileged(host_first, range, &include)
-        }
-        None => config.with_privileged(),
-    };
-    edits.push(FileEdit {
-        path: config_path.clone(),
-        old: config_text,
-        new: new_config.to_text(),
-    });
-    let recorded = recorded.unwrap_or_default();
-    let (perms, record_perms) = perm_plan(&container, to, &recorded.perms)?;
-    let state = interrupted.unwrap_or(ConversionState {
-        origin: from,
-        target: to,
-        range,
-        perms: record_perms,
-    });
-    let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, to)?;
-    Ok(Plan {
-        container,
-        rootfs,
+    Ok(Course {
         from,
         to,
         range,
         shift,
-        edits: edits.into_iter().filter(FileEdit::changes).collect(),
-        perms,
-        state,
-        udev_rules,
-        device_owners,
+        interrupted,
+        recorded: recorded.unwrap_or_default(),
     })
+}
+
+/// Root gets the target range; `--release-range` on the way back gives it up.
+fn subid_plan(
+    options: &ConvertOptions,
+    container: &Container,
+    course: &Course,
+) -> Result<Vec<FileEdit>, ConvertError> {
+    if let Some(host_first) = course.to {
+        check_range_free(container, host_first, course.range)?;
+        return subid_edits(&options.host, host_first, course.range);
+    }
+    let held = course
+        .interrupted
+        .as_ref()
+        .map_or(course.from, |s| s.target);
+    match (options.release_range, held) {
+        (true, Some(old)) => subid_release(&options.host, old, course.range),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn new_config(
+    options: &ConvertOptions,
+    config: &ContainerConfig,
+    course: &Course,
+) -> ContainerConfig {
+    match course.to {
+        Some(host_first) => {
+            let include = config
+                .userns_include(|p| options.host.path(p).exists())
+                .unwrap_or_else(|| PathBuf::from("/usr/share/lxc/config/userns.conf"));
+            config.with_unprivileged(host_first, course.range, &include)
+        }
+        None => config.with_privileged(),
+    }
 }
 
 /// The rootfs directory, if its backend can be shifted in place.
