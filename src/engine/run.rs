@@ -134,53 +134,14 @@ impl<'a> RunContext<'a> {
             }
         }
         let started = Instant::now();
-        let state = &journal.state;
-        let resume = state.unfinished_run(self.direction).and_then(|r| r.scanned);
-        let first = !state.runs.iter().any(|r| r.scanned.is_some());
-        let validate_ctime = state.last_run_finished();
         let writer = journal.writer()?;
-        let sync = |w: &Writer| {
-            w.sync().map_err(|source| RunError::Io {
-                path: journal.path.clone(),
-                source,
-            })
-        };
+        let resume = journal
+            .state
+            .unfinished_run(self.direction)
+            .and_then(|r| r.scanned);
         let (plan, total) = match resume {
-            Some(total) => (
-                Plan {
-                    records: journal.state.records.clone(),
-                    xattr_inodes: journal.state.xattr_inodes.clone(),
-                },
-                total,
-            ),
-            None => {
-                writer.send(Line::Run {
-                    direction: self.direction,
-                    first,
-                    started: unix_now(),
-                });
-                let scan =
-                    self.scan(&journal.state.records, first, validate_ctime, Some(&writer))?;
-                for chunk in scan
-                    .plan
-                    .xattr_inodes
-                    .iter()
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .chunks(4096)
-                {
-                    writer.send(Line::Xattrs {
-                        inos: chunk.to_vec(),
-                    });
-                }
-                // The records must be on disk before the first chown.
-                sync(&writer)?;
-                writer.send(Line::Scanned {
-                    inodes: scan.inodes,
-                });
-                sync(&writer)?;
-                (scan.plan, scan.inodes)
-            }
+            Some(total) => (Plan::recorded(&journal.state), total),
+            None => self.durable_scan(&journal, &writer)?,
         };
         let apply = Apply::new(self, &plan, &writer);
         self.progress.phase("shifting", Some(total));
@@ -194,10 +155,9 @@ impl<'a> RunContext<'a> {
                 summary: summary.clone(),
             });
         }
-        writer.finish().map_err(|source| RunError::Io {
-            path: journal.path.clone(),
-            source,
-        })?;
+        writer
+            .finish()
+            .map_err(|source| journal_io(&journal, source))?;
         let back_at_start =
             journal.state.runs.first().map(|r| r.direction) == Some(self.direction.opposite());
         let journal_path = journal.path.clone();
@@ -217,6 +177,40 @@ impl<'a> RunContext<'a> {
             mount_points: counters.mount_points(),
             note: None,
         })
+    }
+
+    /// A new run's scan, made durable before the apply walk may write anything.
+    fn durable_scan(&self, journal: &Journal, writer: &Writer) -> Result<(Plan, u64), RunError> {
+        let state = &journal.state;
+        let first = !state.runs.iter().any(|r| r.scanned.is_some());
+        writer.send(Line::Run {
+            direction: self.direction,
+            first,
+            started: unix_now(),
+        });
+        let scan = self.scan(
+            &state.records,
+            first,
+            state.last_run_finished(),
+            Some(writer),
+        )?;
+        let xattr_inodes: Vec<u64> = scan.plan.xattr_inodes.iter().copied().collect();
+        for chunk in xattr_inodes.chunks(4096) {
+            writer.send(Line::Xattrs {
+                inos: chunk.to_vec(),
+            });
+        }
+        // The records on disk first, then the mark that the scan is complete.
+        writer
+            .sync()
+            .map_err(|source| journal_io(journal, source))?;
+        writer.send(Line::Scanned {
+            inodes: scan.inodes,
+        });
+        writer
+            .sync()
+            .map_err(|source| journal_io(journal, source))?;
+        Ok((scan.plan, scan.inodes))
     }
 
     /// Nothing is to be done when this journal never touched the tree and the run
@@ -318,6 +312,13 @@ impl<'a> RunContext<'a> {
     }
 }
 
+fn journal_io(journal: &Journal, source: std::io::Error) -> RunError {
+    RunError::Io {
+        path: journal.path.clone(),
+        source,
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -331,6 +332,16 @@ struct Plan {
     records: HashMap<u64, Record>,
     /// Inodes with ACLs or capabilities that need no record: read their xattrs.
     xattr_inodes: HashSet<u64>,
+}
+
+impl Plan {
+    /// The plan of an interrupted run, as its journal recorded it.
+    fn recorded(state: &journal::State) -> Plan {
+        Plan {
+            records: state.records.clone(),
+            xattr_inodes: state.xattr_inodes.clone(),
+        }
+    }
 }
 
 struct ScanResult {
