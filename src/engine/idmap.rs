@@ -64,6 +64,8 @@ pub enum IdMapError {
     HostOverlap(String, String),
     #[error("maps {0} and {1}: a container range overlaps a host range, so the shift could not be undone; use a host range outside the container ids (e.g. b:0:1000000:65536)")]
     ContainerHostOverlap(String, String),
+    #[error("map {0}: its container range overlaps its host range, so the shift could not be undone; use a host range outside the container ids (e.g. b:0:1000000:65536)")]
+    SelfOverlap(String),
     #[error("no map given: pass --map b:0:1000000:65536")]
     NoMap,
 }
@@ -185,9 +187,12 @@ impl IdMap {
                 }
                 let name = |e: &MapEntry| e.to_string();
                 let overlap = |x: u32, y: u32| ranges_overlap(x, y, a.count, b.count);
-                if overlap(a.container_first, b.host_first)
-                    || overlap(a.host_first, b.container_first)
-                {
+                let crosses = overlap(a.container_first, b.host_first)
+                    || overlap(a.host_first, b.container_first);
+                if crosses && std::ptr::eq(a, b) {
+                    return Err(IdMapError::SelfOverlap(name(a)));
+                }
+                if crosses {
                     return Err(IdMapError::ContainerHostOverlap(name(a), name(b)));
                 }
                 if std::ptr::eq(a, b) {
@@ -313,7 +318,7 @@ mod tests {
     fn rejects_overlaps() {
         assert!(matches!(
             IdMap::parse(&["b:0:60000:65536"]),
-            Err(IdMapError::ContainerHostOverlap(..))
+            Err(IdMapError::SelfOverlap(..))
         ));
         assert!(matches!(
             IdMap::parse(&["u:0:1000000:100", "u:50:2000000:100"]),
