@@ -67,20 +67,26 @@ pub struct ShiftArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// The root directory of the container's file system.
     pub dir: PathBuf,
     #[command(flatten)]
     pub map: MapArgs,
+    /// Worker threads (default: one per core).
     #[arg(long, short = 'j', value_name = "N")]
     pub threads: Option<usize>,
+    /// Print the findings as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// The directory tree whose journal to read.
     pub dir: PathBuf,
+    /// The journal file (default: under /var/lib/lxc-idshift/).
     #[arg(long, value_name = "PATH")]
     pub journal: Option<PathBuf>,
+    /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -108,6 +114,7 @@ pub struct ConvertArgs {
     /// With --to 0: also remove root's subordinate id range from /etc/subuid and /etc/subgid.
     #[arg(long)]
     pub release_range: bool,
+    /// Worker threads (default: one per core).
     #[arg(long, short = 'j', value_name = "N")]
     pub threads: Option<usize>,
     /// Where the host's /etc, /sys and /dev are found (tests use a temporary root).
