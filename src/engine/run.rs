@@ -151,6 +151,8 @@ impl<'a> RunContext<'a> {
         let summary = counters.summary(started.elapsed().as_secs_f64());
         let clean = summary.errors == 0;
         if clean {
+            // "Done" must never reach the disk before the tree's own changes do.
+            sys::sync_file_system(self.root).map_err(|e| self.io_error(e))?;
             writer.send(Line::Done {
                 summary: summary.clone(),
             });

@@ -350,6 +350,12 @@ impl DirReader {
     }
 }
 
+/// Commits every change made on the file system holding `dir` (syncfs).
+pub fn sync_file_system(dir: &std::path::Path) -> io::Result<()> {
+    let fd = open_dir_path(dir)?;
+    rustix::fs::syncfs(&fd).map_err(err)
+}
+
 /// Raises the soft open-file limit to the hard limit; returns the limit in force.
 pub fn raise_fd_limit() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource};
