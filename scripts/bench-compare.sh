@@ -38,14 +38,23 @@ else
     echo "page cache: NOT dropped (warm cache; set DROP_CACHES=1 to drop it)" >&2
 fi
 
+# lxc-idshift makes every run durable (syncfs before its journal says done); the
+# others leave their changes in the page cache. DURABLE=1 (the default) syncs the
+# tree's file system after each of their runs too, for a like-for-like comparison;
+# DURABLE=0 times them as they are.
+SYNC=""
+if [ "${DURABLE:-1}" = 1 ]; then
+    SYNC=" && sync -f $TREE"
+    echo "others: followed by sync -f after each direction (DURABLE=0 to skip)" >&2
+fi
 # chown -hR is no shift (one owner for every inode), only coreutils' fd-relative,
 # single-threaded walk doing one fchownat per inode: the floor for one thread.
 NAMES=(lxc-idshift fuidshift bare_lchown "chown -hR")
 CMDS=(
     "$IDSHIFT shift $TREE --map $MAP --journal $JOURNAL && $IDSHIFT shift $TREE --map $MAP --journal $JOURNAL --reverse"
-    "fuidshift $TREE $MAP && fuidshift $TREE -r $MAP"
-    "$BARE $TREE && $BARE $TREE --reverse"
-    "chown -hR 1000000:1000000 $TREE && chown -hR 0:0 $TREE"
+    "fuidshift $TREE $MAP$SYNC && fuidshift $TREE -r $MAP$SYNC"
+    "$BARE $TREE$SYNC && $BARE $TREE --reverse$SYNC"
+    "chown -hR 1000000:1000000 $TREE$SYNC && chown -hR 0:0 $TREE$SYNC"
 )
 
 # Prints the mean seconds of one round trip of command $1.
@@ -78,7 +87,7 @@ for i in "${!NAMES[@]}"; do
 done
 
 echo
-echo "Round trip (forward + reverse) of $INODES inodes, $(nproc) cores, mean of $RUNS runs"
+echo "Round trip (forward + reverse) of $INODES inodes, $(nproc) cores, mean of $RUNS runs, DURABLE=${DURABLE:-1}"
 echo
 echo "| tool | seconds | ratio to lxc-idshift |"
 echo "|---|---:|---:|"
