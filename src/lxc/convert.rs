@@ -155,6 +155,8 @@ pub struct Plan {
     pub perms: Vec<PermChange>,
     /// Recorded before the first write.
     pub state: ConversionState,
+    /// The host files a conversion may rewrite (subordinate ids, udev rule).
+    pub host_files: Vec<PathBuf>,
     pub udev_rules: Option<FileEdit>,
     pub device_owners: Vec<DeviceOwner>,
 }
@@ -201,6 +203,11 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         edits: edits.into_iter().filter(FileEdit::changes).collect(),
         perms,
         state,
+        host_files: vec![
+            options.host.subuid(),
+            options.host.subgid(),
+            udev::rules_path(&options.host, &options.name),
+        ],
         udev_rules,
         device_owners,
     })
@@ -608,6 +615,14 @@ pub fn execute(
     threads: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Outcome, ConvertError> {
+    // An earlier run killed mid-write may have left temp files next to these.
+    let container = &plan.container;
+    for file in [container.state_file(), container.config()] {
+        subid::remove_stale_temps(&file);
+    }
+    for file in &plan.host_files {
+        subid::remove_stale_temps(file);
+    }
     // Nothing is done when nothing changes; otherwise the state comes first.
     if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
         write_state(&plan.container, &plan.state)?;

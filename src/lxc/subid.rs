@@ -287,6 +287,7 @@ pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    remove_stale_temps(&target);
     let temp = temp_path(&dir, &target);
     let result = write_temp(&temp, text, mode, uid, gid)
         .and_then(|()| fs::rename(&temp, &target))
@@ -311,6 +312,33 @@ fn temp_path(dir: &Path, target: &Path) -> PathBuf {
     dir.join(format!(".{name}.lxc-idshift.{}.{n}", std::process::id()))
 }
 
+/// Removes the temp files that writers of `target` killed before their rename left
+/// (their pid no longer runs): a SIGKILL must not litter /etc.
+pub fn remove_stale_temps(target: &Path) {
+    let Some(name) = target.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{name}.lxc-idshift.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        let dead = pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if dead {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn write_temp(temp: &Path, text: &str, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -327,6 +355,23 @@ fn write_temp(temp: &Path, text: &str, mode: u32, uid: u32, gid: u32) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_atomically_removes_temps_of_killed_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("subuid");
+        // pid 0 never names a running writer; our own pid does.
+        let stale = dir.path().join(".subuid.lxc-idshift.0.3");
+        let live = dir
+            .path()
+            .join(format!(".subuid.lxc-idshift.{}.99", std::process::id()));
+        fs::write(&stale, "half").unwrap();
+        fs::write(&live, "busy").unwrap();
+        write_atomically(&target, "root:1000000:65536\n").unwrap();
+        assert!(!stale.exists(), "a dead writer's temp file is removed");
+        assert!(live.exists(), "a live writer's temp file is left alone");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "root:1000000:65536\n");
+    }
 
     const SUBUID: &str = "\
 # managed by hand
