@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Times a forward + reverse round trip of a ~300,000-inode tree with lxc-idshift,
-# fuidshift (LXD) and the bare_lchown baseline; prints a markdown table.
+# fuidshift (LXD, Debian's lxd-tools), systemd-nspawn (systemd-container), the
+# bare_lchown baseline and chown -hR; prints a markdown table. Tools that are not
+# installed are skipped.
 # Run as root from anywhere:  scripts/bench-compare.sh [INODES] [RUNS]
 # DROP_CACHES=1 drops the page cache before every run (affects the whole machine).
 set -euo pipefail
