@@ -4,10 +4,12 @@
 //! Side-by-side comparison with other tools: scripts/bench-compare.sh.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lxc_idshift::engine::acl::{Acl, AclEntry};
 use lxc_idshift::engine::idmap::{Direction, IdMap};
 use lxc_idshift::engine::meta::Meta;
 use lxc_idshift::engine::run::{self, Quiet, ShiftOptions};
+use lxc_idshift::sample::{
+    acl_xattr, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ,
+};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
@@ -29,42 +31,16 @@ fn per_inode(c: &mut Criterion) {
         acl_default: None,
         caps: None,
     };
-    let acl = Acl {
-        entries: vec![
-            AclEntry {
-                tag: 0x01,
-                perm: 7,
-                id: u32::MAX,
-            },
-            AclEntry {
-                tag: 0x02,
-                perm: 5,
-                id: 1000,
-            },
-            AclEntry {
-                tag: 0x04,
-                perm: 5,
-                id: u32::MAX,
-            },
-            AclEntry {
-                tag: 0x08,
-                perm: 5,
-                id: 100,
-            },
-            AclEntry {
-                tag: 0x10,
-                perm: 7,
-                id: u32::MAX,
-            },
-            AclEntry {
-                tag: 0x20,
-                perm: 0,
-                id: u32::MAX,
-            },
-        ],
-    };
+    let acl = acl_xattr(&[
+        (ACL_USER_OBJ, 7, 0),
+        (ACL_USER, 5, 1000),
+        (ACL_GROUP_OBJ, 5, 0),
+        (ACL_GROUP, 5, 100),
+        (ACL_MASK, 7, 0),
+        (ACL_OTHER, 0, 0),
+    ]);
     let with_acl = Meta {
-        acl_access: Some(acl.to_bytes()),
+        acl_access: Some(acl),
         ..plain.clone()
     };
     c.bench_function("shift_meta_plain", |b| {

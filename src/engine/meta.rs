@@ -179,7 +179,6 @@ mod hex_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::acl::AclEntry;
 
     fn map() -> IdMap {
         IdMap::parse(&["b:0:1000000:65536"]).unwrap()
@@ -217,42 +216,18 @@ mod tests {
 
     #[test]
     fn acl_entries_follow_the_map() {
-        let acl = Acl {
-            entries: vec![
-                AclEntry {
-                    tag: 0x01,
-                    perm: 7,
-                    id: u32::MAX,
-                },
-                AclEntry {
-                    tag: 0x02,
-                    perm: 5,
-                    id: 1000,
-                },
-                AclEntry {
-                    tag: 0x04,
-                    perm: 5,
-                    id: u32::MAX,
-                },
-                AclEntry {
-                    tag: 0x08,
-                    perm: 5,
-                    id: 70000,
-                },
-                AclEntry {
-                    tag: 0x10,
-                    perm: 7,
-                    id: u32::MAX,
-                },
-                AclEntry {
-                    tag: 0x20,
-                    perm: 0,
-                    id: u32::MAX,
-                },
-            ],
-        };
+        use crate::sample::ACL_USER_OBJ;
+        use crate::sample::{acl_xattr, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER};
+        let acl = acl_xattr(&[
+            (ACL_USER_OBJ, 7, 0),
+            (ACL_USER, 5, 1000),
+            (ACL_GROUP_OBJ, 5, 0),
+            (ACL_GROUP, 5, 70000),
+            (ACL_MASK, 7, 0),
+            (ACL_OTHER, 0, 0),
+        ]);
         let mut meta = plain(0, 0, 0o750);
-        meta.acl_default = Some(acl.to_bytes());
+        meta.acl_default = Some(acl);
         let s = meta.shifted(&map(), Direction::Forward);
         let shifted = Acl::parse(s.meta.acl_default.as_ref().unwrap()).unwrap();
         let ids: Vec<u32> = shifted.entries.iter().map(|e| e.id).collect();
