@@ -219,66 +219,63 @@ fn get_xattr_once(
     attr: &CStr,
     buf: &mut [u8],
 ) -> io::Result<usize> {
-    if !NO_XATTRAT.load(Ordering::Relaxed) {
-        let mut args = XattrArgs {
-            value: buf.as_mut_ptr() as u64,
-            size: buf.len() as u32,
-            flags: 0,
-        };
-        // SAFETY: args points at buf, writable for args.size bytes; strings are NUL-terminated.
-        let ret = unsafe {
-            libc::syscall(
-                SYS_GETXATTRAT,
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-                attr.as_ptr(),
-                &mut args as *mut XattrArgs,
-                std::mem::size_of::<XattrArgs>(),
-            )
-        };
-        if let Some(result) = syscall_result(ret) {
-            return result;
-        }
+    let value = buf.as_mut_ptr() as u64;
+    if let Some(result) = xattrat(SYS_GETXATTRAT, dir, name, attr, value, buf.len()) {
+        return result;
     }
     rustix::fs::lgetxattr(proc_path(dir, name).as_c_str(), attr, buf).map_err(err)
 }
 
 /// Sets xattr `attr` of `name` in `dir` to `value` (creating or replacing it).
 pub fn set_xattr_at(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, value: &[u8]) -> io::Result<()> {
-    if !NO_XATTRAT.load(Ordering::Relaxed) {
-        let args = XattrArgs {
-            value: value.as_ptr() as u64,
-            size: value.len() as u32,
-            flags: 0,
-        };
-        // SAFETY: args points at value, readable for args.size bytes; strings are NUL-terminated.
-        let ret = unsafe {
-            libc::syscall(
-                SYS_SETXATTRAT,
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-                attr.as_ptr(),
-                &args as *const XattrArgs,
-                std::mem::size_of::<XattrArgs>(),
-            )
-        };
-        if let Some(result) = syscall_result(ret) {
-            return result.map(drop);
-        }
+    let pointer = value.as_ptr() as u64;
+    if let Some(result) = xattrat(SYS_SETXATTRAT, dir, name, attr, pointer, value.len()) {
+        return result.map(drop);
     }
     let flags = rustix::fs::XattrFlags::empty();
     rustix::fs::lsetxattr(proc_path(dir, name).as_c_str(), attr, value, flags).map_err(err)
 }
 
+/// getxattrat/setxattrat on a value buffer at `value` of `size` bytes; None when the
+/// kernel lacks them (use the fallback).
+fn xattrat(
+    nr: libc::c_long,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    attr: &CStr,
+    value: u64,
+    size: usize,
+) -> Option<io::Result<usize>> {
+    if NO_XATTRAT.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut args = XattrArgs {
+        value,
+        size: u32::try_from(size).unwrap_or(u32::MAX),
+        flags: 0,
+    };
+    // SAFETY: the callers pass a buffer valid for `size` bytes (writable for get);
+    // strings are NUL-terminated; the fd is borrowed for the call.
+    let ret = unsafe {
+        libc::syscall(
+            nr,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            attr.as_ptr(),
+            &mut args as *mut XattrArgs,
+            std::mem::size_of::<XattrArgs>(),
+        )
+    };
+    syscall_result(ret)
+}
+
 /// Removes xattr `attr` of `name` in `dir`; absent already is fine.
 pub fn remove_xattr_at(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr) -> io::Result<()> {
-    let result = if NO_XATTRAT.load(Ordering::Relaxed) {
-        rustix::fs::lremovexattr(proc_path(dir, name).as_c_str(), attr).map_err(err)
-    } else {
+    let removed = match NO_XATTRAT.load(Ordering::Relaxed) {
+        true => None,
         // SAFETY: strings are NUL-terminated; the fd is borrowed for the call.
-        let ret = unsafe {
+        false => syscall_result(unsafe {
             libc::syscall(
                 SYS_REMOVEXATTRAT,
                 dir.as_raw_fd(),
@@ -286,11 +283,11 @@ pub fn remove_xattr_at(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr) -> io::Res
                 libc::AT_SYMLINK_NOFOLLOW,
                 attr.as_ptr(),
             )
-        };
-        match syscall_result(ret) {
-            Some(result) => result.map(drop),
-            None => return remove_xattr_at(dir, name, attr),
-        }
+        }),
+    };
+    let result = match removed {
+        Some(result) => result.map(drop),
+        None => rustix::fs::lremovexattr(proc_path(dir, name).as_c_str(), attr).map_err(err),
     };
     match result {
         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
