@@ -128,12 +128,13 @@ pub struct ConversionState {
 /// A device node and the host owner and group it gets.
 pub type DeviceOwner = (PathBuf, u32, u32);
 
-/// A file rewritten by the conversion.
+/// A file rewritten by the conversion; None stands for a file that does not exist
+/// (before) or is removed (after).
 #[derive(Debug, Clone)]
 pub struct FileEdit {
     pub path: PathBuf,
-    pub old: String,
-    pub new: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
 }
 
 impl FileEdit {
@@ -181,9 +182,9 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     let course = course(options, &container, &config)?;
     let mut edits = subid_plan(options, &container, &course)?;
     edits.push(FileEdit {
-        new: new_config(options, &config, &course).to_text(),
+        new: Some(new_config(options, &config, &course).to_text()),
         path: config_path,
-        old: config_text,
+        old: Some(config_text),
     });
     let (perms, record_perms) = perm_plan(&container, course.to, &course.recorded.perms)?;
     let state = course.interrupted.clone().unwrap_or(ConversionState {
@@ -463,8 +464,8 @@ fn subid_edits(host: &Host, first: u32, count: u32) -> Result<Vec<FileEdit>, Con
             let new = ids.with_range(ROOT_USER, first, count)?.to_text();
             Ok(FileEdit {
                 path,
-                old: ids.to_text(),
-                new,
+                old: Some(ids.to_text()),
+                new: Some(new),
             })
         })
         .collect()
@@ -476,8 +477,8 @@ fn subid_release(host: &Host, first: u32, count: u32) -> Result<Vec<FileEdit>, C
         .map(|path| {
             let ids = read_subids(&path)?;
             Ok(FileEdit {
-                new: ids.without_range(ROOT_USER, first, count).to_text(),
-                old: ids.to_text(),
+                new: Some(ids.without_range(ROOT_USER, first, count).to_text()),
+                old: Some(ids.to_text()),
                 path,
             })
         })
@@ -526,24 +527,38 @@ fn write_state(container: &Container, state: &ConversionState) -> Result<(), Con
     subid::write_atomically(&path, &text).map_err(io_error(&path))
 }
 
-/// The udev rule file and the owners of passed-through device nodes.
+/// The udev rule file and the owners of passed-through device nodes; a privileged
+/// container, or one without devices, has no rule file.
 fn device_plan(
     options: &ConvertOptions,
     config: &ContainerConfig,
     rootfs: &Path,
     to: Option<u32>,
 ) -> Result<(Option<FileEdit>, Vec<DeviceOwner>), ConvertError> {
-    let rules_path = udev::rules_path(&options.host, &options.name);
-    let old = std::fs::read_to_string(&rules_path).unwrap_or_default();
-    let nodes = device_nodes(config, &options.host, &options.devices)?;
-    let Some(host_first) = to else {
-        let removal = FileEdit {
-            path: rules_path,
-            old,
-            new: String::new(),
-        };
-        return Ok((Some(removal).filter(FileEdit::changes), Vec::new()));
+    let rules = match to {
+        Some(host_first) => device_rules(options, config, rootfs, host_first)?,
+        None => Vec::new(),
     };
+    let owners = rules
+        .iter()
+        .map(|r| (r.device.node.clone(), r.owner, r.group))
+        .collect();
+    let path = udev::rules_path(&options.host, &options.name);
+    let edit = FileEdit {
+        old: std::fs::read_to_string(&path).ok(),
+        new: (!rules.is_empty()).then(|| udev::rules_text(&options.name, &rules)),
+        path,
+    };
+    Ok((Some(edit).filter(FileEdit::changes), owners))
+}
+
+fn device_rules(
+    options: &ConvertOptions,
+    config: &ContainerConfig,
+    rootfs: &Path,
+    host_first: u32,
+) -> Result<Vec<udev::DeviceRule>, ConvertError> {
+    let nodes = device_nodes(config, &options.host, &options.devices)?;
     let mut rules = Vec::new();
     for node in nodes {
         let device = udev::probe(&options.host, &node)?;
@@ -563,27 +578,7 @@ fn device_plan(
             group,
         });
     }
-    if rules.is_empty() && old.is_empty() {
-        return Ok((None, Vec::new()));
-    }
-    let owners = rules
-        .iter()
-        .map(|r| (r.device.node.clone(), r.owner, r.group))
-        .collect();
-    let new = if rules.is_empty() {
-        String::new()
-    } else {
-        udev::rules_text(&options.name, &rules)
-    };
-    Ok((
-        Some(FileEdit {
-            path: rules_path,
-            old,
-            new,
-        })
-        .filter(FileEdit::changes),
-        owners,
-    ))
+    Ok(rules)
 }
 
 /// Device nodes passed in: `lxc.mount.entry` sources under the host's /dev, and
@@ -686,13 +681,16 @@ fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
 }
 
 fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
-    if edit.new.is_empty() && edit.path.to_string_lossy().ends_with(".rules") {
-        return std::fs::remove_file(&edit.path).map_err(io_error(&edit.path));
-    }
+    let Some(text) = &edit.new else {
+        return match std::fs::remove_file(&edit.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&edit.path)(e)),
+            _ => Ok(()),
+        };
+    };
     if let Some(dir) = edit.path.parent() {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
-    subid::write_atomically(&edit.path, &edit.new).map_err(io_error(&edit.path))
+    subid::write_atomically(&edit.path, text).map_err(io_error(&edit.path))
 }
 
 fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
@@ -733,7 +731,8 @@ pub fn describe(plan: &Plan) -> String {
         None => text += &format!("rootfs {}: nothing to shift\n", plan.rootfs.display()),
     }
     for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
-        text += &config::render_diff(&edit.path, &edit.old, &edit.new);
+        let (old, new) = (edit.old.as_deref(), edit.new.as_deref());
+        text += &config::render_diff(&edit.path, old.unwrap_or(""), new.unwrap_or(""));
     }
     for change in &plan.perms {
         text += &format!("{}\n", perms::describe(change));
