@@ -757,7 +757,7 @@ mod tests {
     fn is_root() -> bool {
         let root = rustix::process::geteuid().is_root();
         if !root {
-            eprintln!("SKIPPED: sample tests need root");
+            crate::skip_test("sample tests need root");
         }
         root
     }

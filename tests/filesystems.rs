@@ -3,64 +3,8 @@
 
 mod common;
 
-use common::{assert_same, collect, expected_forward, require_root, Tool};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// A loop-mounted image of a fresh file system, unmounted on drop.
-struct LoopFs {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl LoopFs {
-    /// None (with a loud message) when the mkfs tool is missing.
-    fn new(fstype: &str) -> Option<LoopFs> {
-        let mkfs = format!("mkfs.{fstype}");
-        if Command::new("which")
-            .arg(&mkfs)
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            eprintln!("\n!!!!!!!! SKIPPED: {fstype} round trip needs {mkfs} (.ci/run installs it) !!!!!!!!\n");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("image");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).unwrap();
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(320 << 20)
-            .unwrap();
-        run_ok(Command::new(&mkfs).arg("-q").arg(&image));
-        run_ok(
-            Command::new("mount")
-                .args(["-o", "loop"])
-                .arg(&image)
-                .arg(&mount),
-        );
-        Some(LoopFs { mount, _dir: dir })
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
-    }
-}
-
-fn run_ok(command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{assert_same, collect, expected_forward, require_root, LoopFs, Tool};
+use std::path::Path;
 
 /// XFS shows its on-disk ACLs again as trusted.SGI_ACL_*: the same ACLs, compared
 /// through system.posix_acl_*; the round trip still compares them byte for byte.
@@ -76,7 +20,7 @@ fn without_acl_aliases(
 }
 
 fn round_trip_on(fstype: &str) {
-    let Some(fs) = LoopFs::new(fstype) else {
+    let Some(fs) = LoopFs::new(fstype, &[]) else {
         return;
     };
     let root: &Path = &fs.mount.join("rootfs");

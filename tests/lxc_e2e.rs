@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_exit, require_root, run, text};
+use common::{assert_exit, require_root, run, skip, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -106,14 +106,14 @@ fn convert_a_real_container_and_back() {
         return;
     }
     if sh("which", &["lxc-create", "debootstrap"]).status.code() != Some(0) {
-        eprintln!("\n!!!!!!!! SKIPPED: convert_a_real_container_and_back needs lxc and debootstrap (.ci/run installs them) !!!!!!!!\n");
+        skip("convert_a_real_container_and_back needs lxc and debootstrap (.ci/run installs them)");
         return;
     }
     let dir = Path::new("/var/lib/lxc").join(NAME);
     if dir.exists() {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: a container {NAME} already exists; not touching it !!!!!!!!\n"
-        );
+        skip(&format!(
+            "a container {NAME} already exists; not touching it"
+        ));
         return;
     }
     let _guard = HostGuard::new();

@@ -8,7 +8,6 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 
 /// Builds a chain of `depth` directories "d", each holding a file "f", relative to
 /// fds: the paths are far longer than PATH_MAX.
@@ -64,7 +63,7 @@ fn ten_thousand_levels_with_64_fds() {
             common::bin().into_os_string(),
         ];
         args.extend(tool.shift_args(&root, extra));
-        let out = Command::new("prlimit")
+        let out = common::command("prlimit")
             .args(&args)
             .output()
             .expect("prlimit (util-linux)");

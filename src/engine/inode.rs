@@ -4,7 +4,7 @@
 //! capability (the chown removed it).
 
 use super::meta::Meta;
-use super::sys::{self, Stat};
+use super::sys::{self, Inode, Stat};
 use rustix::fd::BorrowedFd;
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -49,27 +49,30 @@ thread_local! {
     static XATTR_LIST: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The inode's metadata including its id-bearing xattrs: one listxattr, and a read
-/// only of those present. Symlinks carry none.
-pub fn read_meta(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> Result<Meta, InodeError> {
-    XATTR_LIST.with(|list| read_meta_with(dir, name, stat, &mut list.borrow_mut()))
+/// The inode's metadata including its id-bearing xattrs, symlinks' included. The
+/// names are listed by name in `dir` where the kernel allows (cheap, but only a hint:
+/// the name may meanwhile lead elsewhere); whatever is read is read through the
+/// handle, so it is always this inode's. An inode whose listing or values cannot be
+/// read is an error: it must not be chowned (a chown would remove its capability).
+pub fn read_meta(dir: BorrowedFd<'_>, name: &CStr, inode: &Inode) -> Result<Meta, InodeError> {
+    XATTR_LIST.with(|list| read_meta_with(dir, name, inode, &mut list.borrow_mut()))
 }
 
 fn read_meta_with(
     dir: BorrowedFd<'_>,
     name: &CStr,
-    stat: &Stat,
+    inode: &Inode,
     list: &mut Vec<u8>,
 ) -> Result<Meta, InodeError> {
-    let mut meta = meta_from_stat(stat);
-    if stat.is_symlink() {
-        return Ok(meta);
+    let mut meta = meta_from_stat(&inode.stat);
+    match sys::list_xattrs_hint(dir, name, list) {
+        Some(hint) => hint.map_err(at("list xattrs"))?,
+        None => inode.list_xattrs(list).map_err(at("list xattrs"))?,
     }
-    sys::list_xattrs_at(dir, name, list).map_err(at("list xattrs"))?;
     let present = |attr: &CStr| list.split(|b| *b == 0).any(|n| n == attr.to_bytes());
     let get = |attr: &CStr| -> Result<Option<Vec<u8>>, InodeError> {
         match present(attr) {
-            true => sys::get_xattr_at(dir, name, attr).map_err(at("read xattr")),
+            true => inode.get_xattr(attr).map_err(at("read xattr")),
             false => Ok(None),
         }
     };
@@ -89,23 +92,18 @@ pub struct Applied {
 }
 
 /// Makes the inode's metadata `target`, given that it is `current` now.
-pub fn apply(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    stat: &Stat,
-    current: &Meta,
-    target: &Meta,
-) -> Result<Applied, InodeError> {
+pub fn apply(inode: &Inode, current: &Meta, target: &Meta) -> Result<Applied, InodeError> {
+    let stat = &inode.stat;
     let mut applied = Applied::default();
     let chowned = current.uid != target.uid || current.gid != target.gid;
     if chowned {
-        sys::chown_at(dir, name, target.uid, target.gid).map_err(at("chown"))?;
+        inode.chown(target.uid, target.gid).map_err(at("chown"))?;
     }
     // A chown of a non-directory clears setuid/setgid (and setgid only with g+x):
     // restore the intended bits whenever they may have been touched.
     let setid_at_risk = chowned && !stat.is_dir() && target.perm & 0o6000 != 0;
     if !stat.is_symlink() && (setid_at_risk || current.perm != target.perm) {
-        sys::chmod_at(dir, name, target.perm).map_err(at("chmod"))?;
+        inode.chmod(target.perm).map_err(at("chmod"))?;
         applied.setid_restored = setid_at_risk;
     }
     let acls = [
@@ -113,10 +111,12 @@ pub fn apply(
         (ACL_DEFAULT_C, &current.acl_default, &target.acl_default),
     ];
     for (attr, now, wanted) in acls {
-        applied.acls |= write_xattr(dir, name, attr, now, wanted, false)?;
+        applied.acls |= write_xattr(inode, attr, now, wanted, false)?;
     }
+    // The kernel removes security.capability on the chown of anything but a
+    // directory, symlinks included.
     let caps_removed = chowned && !stat.is_dir();
-    applied.caps = write_xattr(dir, name, CAPS_C, &current.caps, &target.caps, caps_removed)?;
+    applied.caps = write_xattr(inode, CAPS_C, &current.caps, &target.caps, caps_removed)?;
     applied.changed = chowned || current != target;
     Ok(applied)
 }
@@ -124,8 +124,7 @@ pub fn apply(
 /// Writes (or removes) one xattr when it differs, or unconditionally when the
 /// kernel removed it behind our back (`gone`). Returns whether it wrote.
 fn write_xattr(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
+    inode: &Inode,
     attr: &CStr,
     current: &Option<Vec<u8>>,
     target: &Option<Vec<u8>>,
@@ -135,9 +134,9 @@ fn write_xattr(
         return Ok(false);
     }
     match target {
-        Some(value) => sys::set_xattr_at(dir, name, attr, value).map_err(at("write xattr"))?,
+        Some(value) => inode.set_xattr(attr, value).map_err(at("write xattr"))?,
         None if gone => {}
-        None => sys::remove_xattr_at(dir, name, attr).map_err(at("remove xattr"))?,
+        None => inode.remove_xattr(attr).map_err(at("remove xattr"))?,
     }
     Ok(true)
 }

@@ -3,19 +3,20 @@
 //!
 //! Before the first write to the tree, a run's scan records durably (one fsync)
 //! the original metadata of every inode a re-walk could not reconstruct: those a
-//! chown damages (setuid/setgid, file capabilities), those with ACLs, and, on the
-//! journal's first run, those that already hold ids in the target range. All other
-//! inodes shift idempotently, so a resumed run simply walks again.
+//! chown damages (setuid/setgid, file capabilities) and, on the journal's first
+//! run, those that already hold ids in the target range. All other inodes (ACL
+//! entries included) shift idempotently, so a resumed run scans and walks again.
+//! A record is applied only to the inode it was taken from: see [`Record::matches`].
 
 use super::idmap::{Direction, IdMap};
 use super::meta::Meta;
 use super::report::Summary;
-use super::sys;
+use super::safety::Tree;
+use super::sys::{self, Inode};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -55,6 +56,12 @@ pub struct Record {
     pub ino: u64,
     /// With `ino`, identifies the inode across runs (inode numbers are reused).
     pub btime: Option<(i64, u32)>,
+    /// Where the file system records no birth time: the inode's generation
+    /// (FS_IOC_GETVERSION; regular files and directories only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// ctime when the scan recorded it.
+    pub ctime: (i64, u32),
     /// Direction of the run that recorded it: `source` is the tree before that run.
     pub direction: Direction,
     pub source: Meta,
@@ -63,6 +70,41 @@ pub struct Record {
     /// ctime after the last run that applied it, to notice later changes.
     #[serde(skip)]
     pub applied_ctime: Option<(i64, u32)>,
+}
+
+/// Whether a record belongs to the inode that now has its inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// The record was taken from this very inode.
+    Same,
+    /// Another inode reuses the number: the record is stale.
+    Other,
+    /// The file system gives no way to tell (no birth time, no generation, and the
+    /// inode changed since): the record must not be applied.
+    Unproven,
+}
+
+impl Record {
+    /// A record applies only to the inode it was taken from: proven by the birth
+    /// time, else by the generation, else (symlinks and device nodes on file systems
+    /// without birth times) by an unchanged ctime since it was recorded or applied.
+    pub fn matches(&self, inode: &Inode) -> Identity {
+        let stat = &inode.stat;
+        let same = |yes: bool| if yes { Identity::Same } else { Identity::Other };
+        if self.ino != stat.ino {
+            return Identity::Other;
+        }
+        if self.btime.is_some() || stat.btime.is_some() {
+            return same(self.btime == stat.btime);
+        }
+        if let Some(generation) = self.generation {
+            return same(inode.generation() == Some(generation));
+        }
+        if self.ctime == stat.ctime || self.applied_ctime == Some(stat.ctime) {
+            return Identity::Same;
+        }
+        Identity::Unproven
+    }
 }
 
 /// One line of the journal.
@@ -80,11 +122,6 @@ pub enum Line {
         started: u64,
     },
     Rec(Record),
-    /// Inodes of the current run's scan that carry ACLs or capabilities but need no
-    /// record (their shift is idempotent): the apply walk reads their xattrs.
-    Xattrs {
-        inos: Vec<u64>,
-    },
     /// A record found stale by a scan (the inode changed since it was applied).
     Forget {
         ino: u64,
@@ -123,8 +160,6 @@ pub struct State {
     pub maps: Option<IdMap>,
     pub runs: Vec<RunState>,
     pub records: HashMap<u64, Record>,
-    /// Inodes with id-bearing xattrs found by the last run's scan.
-    pub xattr_inodes: HashSet<u64>,
 }
 
 impl State {
@@ -138,18 +173,14 @@ impl State {
                 direction,
                 first,
                 started,
-            } => {
-                self.xattr_inodes.clear();
-                self.runs.push(RunState {
-                    direction,
-                    first,
-                    started,
-                    scanned: None,
-                    progress: 0,
-                    done: None,
-                })
-            }
-            Line::Xattrs { inos } => self.xattr_inodes.extend(inos),
+            } => self.runs.push(RunState {
+                direction,
+                first,
+                started,
+                scanned: None,
+                progress: 0,
+                done: None,
+            }),
             Line::Rec(record) => {
                 self.records.insert(record.ino, record);
             }
@@ -260,29 +291,24 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating if needed) and locks the journal of `root`, and checks that it
-    /// belongs to this tree and these maps.
-    pub fn open(path: &Path, root: &Path, maps: &IdMap) -> Result<Journal, JournalError> {
-        if path.starts_with(root) {
-            return Err(JournalError::InsideTree {
-                path: path.into(),
-                root: root.into(),
-            });
-        }
+    /// Opens (creating if needed) and locks the journal of `tree`, and checks that it
+    /// lies outside the tree (by identity) and belongs to this tree and these maps.
+    pub fn open(path: &Path, tree: &Tree, maps: &IdMap) -> Result<Journal, JournalError> {
+        let root = tree.path.as_path();
         let io_err = |source| JournalError::Io {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err)?;
+        let file = open_outside(path, tree).map_err(io_err)?;
+        let file = match file {
+            Some(file) => file,
+            None => {
+                return Err(JournalError::InsideTree {
+                    path: path.into(),
+                    root: root.into(),
+                })
+            }
+        };
         if !sys::try_lock_exclusive(&file).map_err(io_err)? {
             return Err(JournalError::Locked { path: path.into() });
         }
@@ -366,6 +392,35 @@ impl Journal {
             source,
         })
     }
+}
+
+/// Opens (creating) the journal file without following a symlink in its last
+/// component; None when its directory is the tree or lies inside it.
+fn open_outside(path: &Path, tree: &Tree) -> io::Result<Option<File>> {
+    use rustix::fs::{Mode, OFlags};
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "names no file"))?;
+    std::fs::create_dir_all(dir)?;
+    let dir_fd = sys::open_dir_path(dir)?;
+    if tree.contains_dir(rustix::fd::AsFd::as_fd(&dir_fd))? {
+        return Ok(None);
+    }
+    let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(&dir_fd, name, flags, Mode::from_raw_mode(0o600))
+        .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
+    let file = File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(Some(file))
 }
 
 /// Truncates a partial last line left by a crash, so the next line starts clean.
@@ -468,6 +523,8 @@ fn write_lines(file: File, rx: crossbeam_channel::Receiver<Message>) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::safety;
+    use std::fs::OpenOptions;
 
     fn map() -> IdMap {
         IdMap::parse(&["b:0:1000000:65536"]).unwrap()
@@ -477,6 +534,8 @@ mod tests {
         Record {
             ino,
             btime: Some((1, 2)),
+            generation: None,
+            ctime: (3, 4),
             direction: Direction::Forward,
             source: Meta {
                 uid: 0,
@@ -491,13 +550,19 @@ mod tests {
         }
     }
 
+    fn tree() -> (tempfile::TempDir, Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = safety::open_tree(dir.path()).unwrap();
+        (dir, tree)
+    }
+
     #[test]
     fn lines_survive_a_torn_tail_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
-        let root = Path::new("/srv/tree");
+        let (_t, root) = tree();
         {
-            let journal = Journal::open(&path, root, &map()).unwrap();
+            let journal = Journal::open(&path, &root, &map()).unwrap();
             let writer = journal.writer().unwrap();
             writer.send(Line::Run {
                 direction: Direction::Forward,
@@ -516,7 +581,7 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"{\"t\":\"progr").unwrap();
         drop(file);
-        let journal = Journal::open(&path, root, &map()).unwrap();
+        let journal = Journal::open(&path, &root, &map()).unwrap();
         let state = &journal.state;
         assert_eq!(state.runs.len(), 1);
         assert_eq!(state.runs[0].scanned, Some(10));
@@ -528,29 +593,48 @@ mod tests {
     }
 
     #[test]
-    fn refuses_other_maps_other_trees_locks_and_inside_paths() {
+    fn refuses_other_maps_other_trees_and_locks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
-        let root = Path::new("/srv/tree");
-        let held = Journal::open(&path, root, &map()).unwrap();
+        let (_t, root) = tree();
+        let held = Journal::open(&path, &root, &map()).unwrap();
         assert!(matches!(
-            Journal::open(&path, root, &map()),
+            Journal::open(&path, &root, &map()),
             Err(JournalError::Locked { .. })
         ));
         drop(held);
         let other = IdMap::parse(&["b:0:2000000:65536"]).unwrap();
         assert!(matches!(
-            Journal::open(&path, root, &other),
+            Journal::open(&path, &root, &other),
             Err(JournalError::OtherMaps { .. })
         ));
+        let (_o, other_tree) = tree();
         assert!(matches!(
-            Journal::open(&path, Path::new("/srv/other"), &map()),
+            Journal::open(&path, &other_tree, &map()),
             Err(JournalError::OtherTree { .. })
         ));
-        assert!(matches!(
-            Journal::open(Path::new("/srv/tree/j"), root, &map()),
-            Err(JournalError::InsideTree { .. })
-        ));
+    }
+
+    /// Inside the tree by any path, plain or through a symlink to the tree; nothing
+    /// is created there. (A relative path from inside: tests/hostile.rs.)
+    #[test]
+    fn refuses_journals_inside_the_tree_by_identity() {
+        let (dir, root) = tree();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let link = elsewhere.path().join("link-to-tree");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        for path in [dir.path().join("j"), link.join("sub/j"), link.join("j")] {
+            assert!(
+                matches!(
+                    Journal::open(&path, &root, &map()),
+                    Err(JournalError::InsideTree { .. })
+                ),
+                "{}",
+                path.display()
+            );
+        }
+        assert!(!dir.path().join("j").exists() && !dir.path().join("sub/j").exists());
     }
 
     #[test]

@@ -63,6 +63,13 @@ impl Counters {
         }
     }
 
+    /// Counts errors found by an earlier walk of the same run (the scan's).
+    pub fn absorb_errors(&self, errors: &[PathError]) {
+        for e in errors {
+            self.error(e.path.clone(), e.message.clone());
+        }
+    }
+
     pub fn mount_point(&self, path: PathBuf) {
         self.mount_points_skipped.fetch_add(1, Ordering::Relaxed);
         self.mount_points.lock().expect("mounts lock").push(path);

@@ -1,16 +1,19 @@
 //! One shift of a tree: checks, then a read-only scan that records durably what a
 //! chown would destroy, then the parallel apply walk. Both walks share one
-//! mechanism: `plan` decides each inode's target from its record or its stat.
+//! mechanism: `plan` decides each inode's target from its record or its metadata.
+//! A resumed run scans again too, so whatever changed since the interrupted scan
+//! (a new capability, a new ACL) is recorded like on a first run.
 
 use super::hardlinks::SeenInodes;
 use super::idmap::{Direction, IdMap};
 use super::inode::{self, InodeError};
-use super::journal::{self, Journal, JournalError, Line, Record, Writer};
+use super::journal::{self, Identity, Journal, JournalError, Line, Record, Writer};
 use super::meta::{Meta, Shifted};
 use super::report::{bump, Counters, PathError, Summary};
-use super::safety::{self, TreeError};
-use super::sys::{self, Stat};
+use super::safety::{self, Tree, TreeError};
+use super::sys::{self, Inode, KernelPaths};
 use super::walk::{self, DirNode, Visitor};
+use rustix::fd::AsFd;
 use rustix::fd::BorrowedFd;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -70,6 +73,8 @@ pub struct ShiftReport {
     pub summary: Summary,
     pub error_paths: Vec<PathError>,
     pub mount_points: Vec<PathBuf>,
+    /// Which kernel interfaces did the work (old kernels take the fallbacks).
+    pub kernel: KernelPaths,
     /// Why nothing was done, when nothing was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -80,17 +85,18 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
     if !options.dry_run && !sys::is_root() {
         return Err(RunError::NotRoot);
     }
-    let root = safety::check_tree(&options.root)?;
+    let tree = safety::open_tree(&options.root)?;
     let journal_path = options
         .journal
         .clone()
-        .unwrap_or_else(|| journal::default_path(&root));
+        .unwrap_or_else(|| journal::default_path(&tree.path));
     let pool = walk::thread_pool(options.threads).map_err(|source| RunError::Io {
-        path: root.clone(),
+        path: tree.path.clone(),
         source,
     })?;
     let run = RunContext {
-        root: &root,
+        tree: &tree,
+        root: &tree.path,
         map: &options.map,
         direction: options.direction,
         pool: &pool,
@@ -99,12 +105,14 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
     if options.dry_run {
         return run.dry_run(&journal_path);
     }
-    let journal = Journal::open(&journal_path, &root, &options.map)?;
+    tree.lock()?;
+    let journal = Journal::open(&journal_path, &tree, &options.map)?;
     run.journaled(journal)
 }
 
 /// What every phase of one run needs.
 struct RunContext<'a> {
+    tree: &'a Tree,
     root: &'a Path,
     map: &'a IdMap,
     direction: Direction,
@@ -120,9 +128,26 @@ impl<'a> RunContext<'a> {
         }
     }
 
+    /// Every phase walks from the root fd opened (and checked) once.
     fn walk<V: Visitor>(&self, visitor: &V) -> Result<(), RunError> {
-        let fd = sys::open_dir_path(self.root).map_err(|e| self.io_error(e))?;
+        let fd = self.tree.dup_fd().map_err(|e| self.io_error(e))?;
         walk::walk(self.pool, fd, visitor).map_err(|e| self.io_error(e))
+    }
+
+    fn report(&self, counters: &Counters, seconds: f64) -> ShiftReport {
+        ShiftReport {
+            root: self.root.to_path_buf(),
+            direction: self.direction,
+            dry_run: false,
+            resumed: false,
+            journal: None,
+            journal_archived: false,
+            summary: counters.summary(seconds),
+            error_paths: counters.errors(),
+            mount_points: counters.mount_points(),
+            kernel: sys::kernel_paths(),
+            note: None,
+        }
     }
 
     fn journaled(&self, journal: Journal) -> Result<ShiftReport, RunError> {
@@ -135,27 +160,23 @@ impl<'a> RunContext<'a> {
         }
         let started = Instant::now();
         let writer = journal.writer()?;
-        let resume = journal
+        let resumed = journal
             .state
             .unfinished_run(self.direction)
-            .and_then(|r| r.scanned);
-        let (plan, total) = match resume {
-            Some(total) => (Plan::recorded(&journal.state), total),
-            None => self.durable_scan(&journal, &writer)?,
-        };
+            .is_some_and(|r| r.scanned.is_some());
+        let (plan, total) = self.durable_scan(&journal, &writer, resumed)?;
         let apply = Apply::new(self, &plan, &writer);
         self.progress.phase("shifting", Some(total));
         self.walk(&apply)?;
         self.progress.finish();
         let counters = &apply.base.counters;
-        let summary = counters.summary(started.elapsed().as_secs_f64());
-        let clean = summary.errors == 0;
+        counters.absorb_errors(&plan.scan_errors);
+        let clean = counters.errors.load(Ordering::Relaxed) == 0;
         if clean {
             // "Done" must never reach the disk before the tree's own changes do.
-            sys::sync_file_system(self.root).map_err(|e| self.io_error(e))?;
-            writer.send(Line::Done {
-                summary: summary.clone(),
-            });
+            sys::sync_file_system(self.tree.fd.as_fd()).map_err(|e| self.io_error(e))?;
+            let summary = counters.summary(started.elapsed().as_secs_f64());
+            writer.send(Line::Done { summary });
         }
         writer
             .finish()
@@ -168,40 +189,37 @@ impl<'a> RunContext<'a> {
             journal.archive()?;
         }
         Ok(ShiftReport {
-            root: self.root.to_path_buf(),
-            direction: self.direction,
-            dry_run: false,
-            resumed: resume.is_some(),
+            resumed,
             journal: Some(journal_path),
             journal_archived,
-            summary,
-            error_paths: counters.errors(),
-            mount_points: counters.mount_points(),
-            note: None,
+            ..self.report(counters, started.elapsed().as_secs_f64())
         })
     }
 
-    /// A new run's scan, made durable before the apply walk may write anything.
-    fn durable_scan(&self, journal: &Journal, writer: &Writer) -> Result<(Plan, u64), RunError> {
+    /// A run's scan, made durable before the apply walk may write anything. A new
+    /// run starts a run line; a resumed one adds to its records (what changed since
+    /// its first scan), never taking ids it already shifted for original ones.
+    fn durable_scan(
+        &self,
+        journal: &Journal,
+        writer: &Writer,
+        resumed: bool,
+    ) -> Result<(Plan, u64), RunError> {
         let state = &journal.state;
-        let first = !state.runs.iter().any(|r| r.scanned.is_some());
-        writer.send(Line::Run {
-            direction: self.direction,
-            first,
-            started: unix_now(),
-        });
+        let first = !resumed && !state.runs.iter().any(|r| r.scanned.is_some());
+        if !resumed {
+            writer.send(Line::Run {
+                direction: self.direction,
+                first,
+                started: unix_now(),
+            });
+        }
         let scan = self.scan(
             &state.records,
             first,
             state.last_run_finished(),
             Some(writer),
         )?;
-        let xattr_inodes: Vec<u64> = scan.plan.xattr_inodes.iter().copied().collect();
-        for chunk in xattr_inodes.chunks(4096) {
-            writer.send(Line::Xattrs {
-                inos: chunk.to_vec(),
-            });
-        }
         // The records on disk first, then the mark that the scan is complete.
         writer
             .sync()
@@ -250,16 +268,9 @@ impl<'a> RunContext<'a> {
 
     fn unchanged(&self, journal: PathBuf, note: &str) -> ShiftReport {
         ShiftReport {
-            root: self.root.to_path_buf(),
-            direction: self.direction,
-            dry_run: false,
-            resumed: false,
             journal: Some(journal),
-            journal_archived: false,
-            summary: Summary::default(),
-            error_paths: Vec::new(),
-            mount_points: Vec::new(),
             note: Some(note.to_string()),
+            ..self.report(&Counters::default(), 0.0)
         }
     }
 
@@ -270,19 +281,14 @@ impl<'a> RunContext<'a> {
             true => journal::State::read(journal_path)?,
             false => journal::State::default(),
         };
-        let first = !state.runs.iter().any(|r| r.scanned.is_some());
+        let resumed = state
+            .unfinished_run(self.direction)
+            .is_some_and(|r| r.scanned.is_some());
+        let first = !resumed && !state.runs.iter().any(|r| r.scanned.is_some());
         let scan = self.scan(&state.records, first, state.last_run_finished(), None)?;
         Ok(ShiftReport {
-            root: self.root.to_path_buf(),
-            direction: self.direction,
             dry_run: true,
-            resumed: false,
-            journal: None,
-            journal_archived: false,
-            summary: scan.counters.summary(started.elapsed().as_secs_f64()),
-            error_paths: scan.counters.errors(),
-            mount_points: scan.counters.mount_points(),
-            note: None,
+            ..self.report(&scan.counters, started.elapsed().as_secs_f64())
         })
     }
 
@@ -306,9 +312,11 @@ impl<'a> RunContext<'a> {
         self.progress.finish();
         let inodes = scan.base.counters.inodes_seen.load(Ordering::Relaxed)
             + scan.base.counters.hardlinks.load(Ordering::Relaxed);
+        let mut plan = scan.kept.into_inner().expect("plan lock");
+        plan.scan_errors = scan.base.counters.errors();
         Ok(ScanResult {
             inodes,
-            plan: scan.kept.into_inner().expect("plan lock"),
+            plan,
             counters: scan.base.counters,
         })
     }
@@ -332,18 +340,11 @@ fn unix_now() -> u64 {
 #[derive(Debug, Default)]
 struct Plan {
     records: HashMap<u64, Record>,
-    /// Inodes with ACLs or capabilities that need no record: read their xattrs.
-    xattr_inodes: HashSet<u64>,
-}
-
-impl Plan {
-    /// The plan of an interrupted run, as its journal recorded it.
-    fn recorded(state: &journal::State) -> Plan {
-        Plan {
-            records: state.records.clone(),
-            xattr_inodes: state.xattr_inodes.clone(),
-        }
-    }
+    /// Inodes the scan could not read or understand (an unreadable or unparseable
+    /// ACL or capability): the apply walk leaves them exactly as they are.
+    failed: HashSet<u64>,
+    /// The scan's errors, reported with the apply walk's.
+    scan_errors: Vec<PathError>,
 }
 
 struct ScanResult {
@@ -389,8 +390,8 @@ impl<'a> Base<'a> {
     }
 
     /// Counts the inode; false for a further name of an inode already handled.
-    fn first_visit(&self, stat: &Stat) -> bool {
-        let first = self.seen.first_visit(stat);
+    fn first_visit(&self, inode: &Inode) -> bool {
+        let first = self.seen.first_visit(&inode.stat);
         bump(&self.counters.hardlinks, !first);
         bump(&self.counters.inodes_seen, first);
         first
@@ -404,11 +405,39 @@ impl<'a> Base<'a> {
         self.counters.error(self.path(dir, name), e.to_string());
     }
 
-    /// Counts what a planned change does; `problems` become errors.
-    fn count(&self, dir: &DirNode, name: &CStr, shifted: &Shifted) {
+    /// Counts what a planned change does. An inode with problems (an xattr that
+    /// does not parse) is reported and must be left alone: false.
+    fn count(&self, dir: &DirNode, name: &CStr, shifted: &Shifted) -> bool {
         bump(&self.counters.unmapped, shifted.unmapped);
         for problem in &shifted.problems {
-            self.counters.error(self.path(dir, name), problem.clone());
+            let message = format!("{problem}; the inode was left as it is");
+            self.counters.error(self.path(dir, name), message);
+        }
+        shifted.problems.is_empty()
+    }
+
+    /// The record that belongs to this inode, if any. A record whose identity cannot
+    /// be proven is never applied: the inode is shifted from what it holds now and
+    /// reported, so that its mode and capabilities get a look.
+    fn matching<'r>(
+        &self,
+        record: Option<&'r Record>,
+        dir: &DirNode,
+        name: &CStr,
+        inode: &Inode,
+    ) -> Option<&'r Record> {
+        let record = record?;
+        match record.matches(inode) {
+            Identity::Same => Some(record),
+            Identity::Other => None,
+            Identity::Unproven => {
+                let message = "its journal record cannot be proven to be this inode's (the \
+                    file system keeps no birth time or generation for it, and it changed); \
+                    shifted from what it holds now: check its mode and capabilities";
+                self.counters
+                    .error(self.path(dir, name), message.to_string());
+                None
+            }
         }
     }
 }
@@ -424,79 +453,61 @@ struct Scan<'a> {
     validate_ctime: bool,
     writer: Option<&'a Writer>,
     /// The records this run relies on (still valid ones and new ones), and the
-    /// inodes whose xattrs the apply walk must read.
+    /// inodes the apply walk must leave alone.
     kept: Mutex<Plan>,
 }
 
 impl Scan<'_> {
-    fn valid_record(&self, stat: &Stat) -> Option<&Record> {
-        let record = self.known.get(&stat.ino)?;
-        let same_inode = record.btime == stat.btime;
-        let unchanged =
-            !self.validate_ctime || record.applied_ctime.is_none_or(|c| c == stat.ctime);
-        if same_inode && unchanged {
-            return Some(record);
+    fn valid_record(&self, dir: &DirNode, name: &CStr, inode: &Inode) -> Option<&Record> {
+        let stat = &inode.stat;
+        let known = self.known.get(&stat.ino);
+        let record = self.base.matching(known, dir, name, inode);
+        let unchanged = !self.validate_ctime
+            || record.is_some_and(|r| r.applied_ctime.is_none_or(|c| c == stat.ctime));
+        if record.is_some() && unchanged {
+            return record;
         }
-        if let Some(writer) = self.writer {
+        if let (Some(writer), Some(_)) = (self.writer, known) {
             writer.send(Line::Forget { ino: stat.ino });
         }
         None
     }
 
-    /// What a re-walk could not reconstruct: what a chown destroys, and on the
-    /// journal's first run, ids already where the shift moves ids to. ACL entries
-    /// otherwise shift idempotently, so ACLs alone need no record.
-    fn needs_record(&self, meta: &Meta, stat: &Stat) -> bool {
-        (!stat.is_symlink() && meta.chown_destroys(stat.is_dir()))
+    /// What a re-walk could not reconstruct: what a chown destroys (setuid/setgid,
+    /// a capability, on symlinks too), and on the journal's first run, ids already
+    /// where the shift moves ids to. ACL entries shift idempotently: no record.
+    fn needs_record(&self, meta: &Meta, inode: &Inode) -> bool {
+        meta.chown_destroys(inode.stat.is_dir())
             || (self.first && meta.has_target_ids(self.base.map, self.base.direction))
     }
 
-    fn keep(&self, ino: u64, record: Option<Record>, has_xattrs: bool) {
-        if record.is_none() && !has_xattrs {
-            return;
-        }
-        let mut plan = self.kept.lock().expect("plan lock");
-        match record {
-            Some(record) => drop(plan.records.insert(ino, record)),
-            None => drop(plan.xattr_inodes.insert(ino)),
+    fn new_record(&self, dir: &DirNode, name: &CStr, inode: &Inode, source: &Meta) -> Record {
+        let stat = &inode.stat;
+        Record {
+            ino: stat.ino,
+            btime: stat.btime,
+            generation: stat.btime.is_none().then(|| inode.generation()).flatten(),
+            ctime: stat.ctime,
+            direction: self.base.direction,
+            source: source.clone(),
+            path: dir.entry_path(name).to_string_lossy().into_owned(),
+            applied_ctime: None,
         }
     }
-}
 
-impl Visitor for Scan<'_> {
-    fn visit(&self, dir: &DirNode, fd: BorrowedFd<'_>, name: &CStr, stat: &Stat) {
-        let base = &self.base;
-        if !base.first_visit(stat) {
-            return;
-        }
-        let current = match inode::read_meta(fd, name, stat) {
-            Ok(meta) => meta,
-            Err(e) => return base.inode_error(dir, name, e),
-        };
-        let record = match self.valid_record(stat) {
-            Some(record) => Some(record.clone()),
-            None if self.needs_record(&current, stat) => {
-                let record = Record {
-                    ino: stat.ino,
-                    btime: stat.btime,
-                    direction: base.direction,
-                    source: current.clone(),
-                    path: dir.entry_path(name).to_string_lossy().into_owned(),
-                    applied_ctime: None,
-                };
-                if let Some(writer) = self.writer {
-                    writer.send(Line::Rec(record.clone()));
-                }
-                Some(record)
-            }
-            None => None,
-        };
-        let shifted = plan(record.as_ref(), &current, base.map, base.direction);
-        base.count(dir, name, &shifted);
-        let target = &shifted.meta;
+    fn fail(&self, inode: &Inode) {
+        self.kept
+            .lock()
+            .expect("plan lock")
+            .failed
+            .insert(inode.stat.ino);
+    }
+
+    fn count_predicted(&self, inode: &Inode, current: &Meta, target: &Meta) {
+        let stat = &inode.stat;
         let chowned = (current.uid, current.gid) != (target.uid, target.gid);
-        let c = &base.counters;
-        bump(&c.changed, current != *target);
+        let c = &self.base.counters;
+        bump(&c.changed, current != target);
         bump(
             &c.acls,
             (&current.acl_access, &current.acl_default)
@@ -510,7 +521,45 @@ impl Visitor for Scan<'_> {
             &c.setid_restored,
             chowned && !stat.is_dir() && !stat.is_symlink() && target.perm & 0o6000 != 0,
         );
-        self.keep(stat.ino, record, current.has_id_xattrs());
+    }
+}
+
+impl Visitor for Scan<'_> {
+    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: &Inode) {
+        let base = &self.base;
+        if !base.first_visit(inode) {
+            return;
+        }
+        let current = match inode::read_meta(dir_fd, name, inode) {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.fail(inode);
+                return base.inode_error(dir, name, e);
+            }
+        };
+        let record = match self.valid_record(dir, name, inode) {
+            Some(record) => Some(record.clone()),
+            None if self.needs_record(&current, inode) => {
+                let record = self.new_record(dir, name, inode, &current);
+                if let Some(writer) = self.writer {
+                    writer.send(Line::Rec(record.clone()));
+                }
+                Some(record)
+            }
+            None => None,
+        };
+        let shifted = plan(record.as_ref(), &current, base.map, base.direction);
+        if !base.count(dir, name, &shifted) {
+            return self.fail(inode);
+        }
+        self.count_predicted(inode, &current, &shifted.meta);
+        if let Some(record) = record {
+            self.kept
+                .lock()
+                .expect("plan lock")
+                .records
+                .insert(inode.stat.ino, record);
+        }
     }
 
     fn report(&self) -> (&Path, &Counters) {
@@ -543,36 +592,33 @@ impl<'a> Apply<'a> {
         }
     }
 
+    /// Reads the inode again (it may have changed since the scan) and makes it its
+    /// target, from its record if one belongs to it.
     fn shift_inode(
         &self,
         dir: &DirNode,
-        fd: BorrowedFd<'_>,
+        dir_fd: BorrowedFd<'_>,
         name: &CStr,
-        stat: &Stat,
+        inode: &Inode,
     ) -> Result<(), InodeError> {
         let base = &self.base;
-        let record = self
-            .plan
-            .records
-            .get(&stat.ino)
-            .filter(|r| r.btime == stat.btime);
-        // Other inodes had no id-bearing xattrs at the scan: the stat says it all.
-        let current = match record.is_some() || self.plan.xattr_inodes.contains(&stat.ino) {
-            true => inode::read_meta(fd, name, stat)?,
-            false => inode::meta_from_stat(stat),
-        };
+        let known = self.plan.records.get(&inode.stat.ino);
+        let record = base.matching(known, dir, name, inode);
+        let current = inode::read_meta(dir_fd, name, inode)?;
         let shifted = plan(record, &current, base.map, base.direction);
-        base.count(dir, name, &shifted);
-        let applied = inode::apply(fd, name, stat, &current, &shifted.meta)?;
+        if !base.count(dir, name, &shifted) {
+            return Ok(());
+        }
+        let applied = inode::apply(inode, &current, &shifted.meta)?;
         let c = &base.counters;
         bump(&c.changed, applied.changed);
         bump(&c.acls, applied.acls);
         bump(&c.capabilities, applied.caps);
         bump(&c.setid_restored, applied.setid_restored);
         if record.is_some() {
-            if let Ok(after) = sys::stat_at(fd, name) {
+            if let Ok(after) = inode.restat() {
                 self.writer.send(Line::Applied {
-                    ino: stat.ino,
+                    ino: inode.stat.ino,
                     ctime: after.ctime,
                 });
             }
@@ -582,11 +628,11 @@ impl<'a> Apply<'a> {
 }
 
 impl Visitor for Apply<'_> {
-    fn visit(&self, dir: &DirNode, fd: BorrowedFd<'_>, name: &CStr, stat: &Stat) {
-        if !self.base.first_visit(stat) {
+    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: &Inode) {
+        if !self.base.first_visit(inode) || self.plan.failed.contains(&inode.stat.ino) {
             return;
         }
-        if let Err(e) = self.shift_inode(dir, fd, name, stat) {
+        if let Err(e) = self.shift_inode(dir, dir_fd, name, inode) {
             self.base.inode_error(dir, name, e);
         }
     }

@@ -22,7 +22,7 @@ pub struct StatusReport {
 
 /// Reads the journal (or the archived one) of the tree at `root`.
 pub fn status(root: &Path, journal_path: Option<&Path>) -> Result<StatusReport, RunError> {
-    let root = safety::check_tree(root)?;
+    let root = safety::open_tree(root)?.path;
     let path = journal_path
         .map(Path::to_path_buf)
         .unwrap_or_else(|| journal::default_path(&root));

@@ -1,13 +1,20 @@
 //! Every system call the engine makes, behind a small safe API. All `unsafe` of the
-//! project lives here: the `*xattrat` syscalls (Linux 6.13+) and `fchmodat2` (6.6+),
-//! which libc and rustix do not wrap, each with a fallback for older kernels.
+//! project lives here.
+//!
+//! Every per-inode operation goes through an [`Inode`]: an `O_PATH|O_NOFOLLOW` handle
+//! opened once per directory entry, stat'ed through itself. What is changed is
+//! therefore always the inode that was stat'ed, even when the tree is renamed under
+//! the walk, and never anything a symlink points to. Kernel paths (see
+//! [`kernel_paths`]): `fchmodat2` (Linux 6.6+) or chmod through `/proc/self/fd/N`;
+//! `listxattrat` (6.13+) for the cheap by-name xattr hint, otherwise the handle alone.
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
+use serde::Serialize;
 use std::ffi::{CStr, CString};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use rustix::fs::FileType;
 
@@ -46,20 +53,26 @@ impl Stat {
     pub fn perm(&self) -> u32 {
         self.mode & 0o7777
     }
+
+    /// Whether `other` is the same inode (maybe seen through another mount).
+    pub fn same_inode(&self, other: &Stat) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
 }
 
 fn err(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-/// `statx` of `name` in `dir`, never following a symlink. `name` "." is the dir itself.
-pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+fn statx_flags() -> (AtFlags, StatxFlags) {
     let wanted = StatxFlags::BASIC_STATS | StatxFlags::BTIME | StatxFlags::MNT_ID;
-    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC;
-    let st = rustix::fs::statx(dir, name, flags, wanted).map_err(err)?;
+    (AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC, wanted)
+}
+
+fn to_stat(st: &rustix::fs::Statx) -> Stat {
     let btime = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
         .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
-    Ok(Stat {
+    Stat {
         ino: st.stx_ino,
         dev: (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor),
         mnt_id: st.stx_mnt_id,
@@ -72,113 +85,100 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
         nlink: st.stx_nlink,
         btime,
         ctime: (st.stx_ctime.tv_sec, st.stx_ctime.tv_nsec),
-    })
+    }
+}
+
+/// `statx` of `name` in `dir`, never following a symlink. `name` "." is the dir itself.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    let (flags, wanted) = statx_flags();
+    rustix::fs::statx(dir, name, flags, wanted)
+        .map(|st| to_stat(&st))
+        .map_err(err)
+}
+
+/// `statx` of the inode an fd refers to (any fd, O_PATH included).
+pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    let (flags, wanted) = statx_flags();
+    rustix::fs::statx(fd, c"", flags | AtFlags::EMPTY_PATH, wanted)
+        .map(|st| to_stat(&st))
+        .map_err(err)
+}
+
+/// Opens a directory for reading without touching its atime where allowed (root,
+/// or the owner; a dry run as another user falls back to a plain open).
+fn open_dir_flags(dir: BorrowedFd<'_>, name: &CStr, extra: OFlags) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | extra;
+    match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err),
+        other => other.map_err(err),
+    }
 }
 
 /// Opens a directory given by the user (it may be reached through symlinks).
 pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    rustix::fs::open(path, flags, Mode::empty()).map_err(err)
+    let path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    open_dir_flags(rustix::fs::CWD, &path, OFlags::empty())
 }
 
 /// Opens subdirectory `name` of `dir`; fails with ELOOP/ENOTDIR rather than follow a symlink.
 pub fn open_subdir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err)
+    open_dir_flags(dir, name, OFlags::NOFOLLOW)
 }
 
-/// `fchownat(AT_SYMLINK_NOFOLLOW)`.
-pub fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
-    // The callers never pass u32::MAX ("no change"): maps are validated against it.
-    let (uid, gid) = (
-        rustix::fs::Uid::from_raw(uid),
-        rustix::fs::Gid::from_raw(gid),
-    );
-    rustix::fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW).map_err(err)
+/// Which kernel interfaces this process uses (probed once; see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KernelPaths {
+    /// chmod through the handle with `fchmodat2` (else through /proc/self/fd).
+    pub fchmodat2: bool,
+    /// the by-name xattr hint with `listxattrat` (else every list through /proc/self/fd).
+    pub xattrat: bool,
 }
 
-static NO_FCHMODAT2: AtomicBool = AtomicBool::new(false);
+const UNKNOWN: u8 = 0;
+const PRESENT: u8 = 1;
+const ABSENT: u8 = 2;
+static FCHMODAT2: AtomicU8 = AtomicU8::new(UNKNOWN);
+static XATTRAT: AtomicU8 = AtomicU8::new(UNKNOWN);
 
-/// Sets the permission bits of a non-symlink, without following a symlink where the
-/// kernel allows it (fchmodat2, Linux 6.6+).
-pub fn chmod_at(dir: BorrowedFd<'_>, name: &CStr, perm: u32) -> io::Result<()> {
-    if !NO_FCHMODAT2.load(Ordering::Relaxed) {
-        // SAFETY: name is a valid NUL-terminated string; the fd is borrowed for the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_fchmodat2,
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                perm as libc::c_uint,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if ret == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOSYS) {
-            return Err(e);
-        }
-        NO_FCHMODAT2.store(true, Ordering::Relaxed);
-    }
-    let mode = Mode::from_raw_mode(perm);
-    rustix::fs::chmodat(dir, name, mode, AtFlags::empty()).map_err(err)
-}
-
-/// `struct xattr_args` of the *xattrat syscalls.
-#[repr(C)]
-struct XattrArgs {
-    value: u64,
-    size: u32,
-    flags: u32,
-}
-
-const SYS_SETXATTRAT: libc::c_long = 463;
-const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_FCHMODAT2: libc::c_long = 452;
 const SYS_LISTXATTRAT: libc::c_long = 465;
-const SYS_REMOVEXATTRAT: libc::c_long = 466;
 
-static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
-
-/// Result of a raw syscall: Ok(n), or None when the kernel lacks it (use the fallback).
-fn syscall_result(ret: libc::c_long) -> Option<io::Result<usize>> {
-    if ret >= 0 {
-        return Some(Ok(ret as usize));
+/// Whether syscall `nr` exists: called with an invalid fd it fails with EBADF,
+/// or ENOSYS on a kernel (or under a seccomp filter) without it.
+fn probe(state: &AtomicU8, nr: libc::c_long) -> bool {
+    match state.load(Ordering::Relaxed) {
+        PRESENT => return true,
+        ABSENT => return false,
+        _ => {}
     }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ENOSYS) {
-        NO_XATTRAT.store(true, Ordering::Relaxed);
+    // SAFETY: an invalid fd and a NULL path/buffer: the kernel only validates them.
+    let ret = unsafe { libc::syscall(nr, -1, std::ptr::null::<u8>(), 0, 0, 0, 0) };
+    let present = !(ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS));
+    state.store(if present { PRESENT } else { ABSENT }, Ordering::Relaxed);
+    present
+}
+
+pub fn kernel_paths() -> KernelPaths {
+    KernelPaths {
+        fchmodat2: probe(&FCHMODAT2, SYS_FCHMODAT2),
+        xattrat: probe(&XATTRAT, SYS_LISTXATTRAT),
+    }
+}
+
+/// The names of the xattrs of `name` in `dir`, NUL-separated, into `buf`, by name
+/// (`listxattrat`, never following a symlink). Only a hint of what the inode holds:
+/// the name may be renamed to another inode meanwhile, so whatever the hint shows is
+/// then read through the [`Inode`] itself. None on kernels without `listxattrat`.
+pub fn list_xattrs_hint(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    buf: &mut Vec<u8>,
+) -> Option<io::Result<()>> {
+    if !probe(&XATTRAT, SYS_LISTXATTRAT) {
         return None;
     }
-    Some(Err(e))
-}
-
-/// Path of `name` in `dir` through /proc, for the l*xattr fallbacks: the last
-/// component is still never followed.
-fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
-    let mut bytes = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-    bytes.extend_from_slice(name.to_bytes());
-    CString::new(bytes).expect("a C string has no interior NUL")
-}
-
-/// Names of the xattrs of `name` in `dir`, NUL-separated, into `buf`.
-pub fn list_xattrs_at(dir: BorrowedFd<'_>, name: &CStr, buf: &mut Vec<u8>) -> io::Result<()> {
-    loop {
-        buf.resize(buf.capacity().max(256), 0);
-        match list_xattrs_once(dir, name, buf) {
-            Ok(len) => {
-                buf.truncate(len);
-                return Ok(());
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => buf.reserve(buf.len() * 4),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn list_xattrs_once(dir: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
-    if !NO_XATTRAT.load(Ordering::Relaxed) {
+    Some(fill_list(buf, |buf| {
         // SAFETY: buf is writable for buf.len() bytes; name is NUL-terminated.
         let ret = unsafe {
             libc::syscall(
@@ -190,108 +190,159 @@ fn list_xattrs_once(dir: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Res
                 buf.len(),
             )
         };
-        if let Some(result) = syscall_result(ret) {
-            return result;
+        match ret {
+            n if n >= 0 => Ok(n as usize),
+            _ => Err(io::Error::last_os_error()),
         }
-    }
-    rustix::fs::llistxattr(proc_path(dir, name).as_c_str(), buf).map_err(err)
+    }))
 }
 
-/// Value of xattr `attr` of `name` in `dir`; None when it does not exist.
-pub fn get_xattr_at(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = vec![0u8; 256];
+/// Runs a listxattr-like call into `buf`, growing it on ERANGE.
+fn fill_list(
+    buf: &mut Vec<u8>,
+    mut call: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<()> {
     loop {
-        match get_xattr_once(dir, name, attr, &mut buf) {
+        buf.resize(buf.capacity().max(256), 0);
+        match call(buf) {
             Ok(len) => {
                 buf.truncate(len);
-                return Ok(Some(buf));
+                return Ok(());
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => buf.resize(buf.len() * 4, 0),
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => buf.reserve(buf.len() * 4),
             Err(e) => return Err(e),
         }
     }
 }
 
-fn get_xattr_once(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    attr: &CStr,
-    buf: &mut [u8],
-) -> io::Result<usize> {
-    let value = buf.as_mut_ptr() as u64;
-    if let Some(result) = xattrat(SYS_GETXATTRAT, dir, name, attr, value, buf.len()) {
-        return result;
-    }
-    rustix::fs::lgetxattr(proc_path(dir, name).as_c_str(), attr, buf).map_err(err)
+/// One inode of the tree, held by an `O_PATH|O_NOFOLLOW` fd: no device is opened, no
+/// symlink followed, and every change reaches exactly the inode `stat` describes.
+pub struct Inode {
+    fd: OwnedFd,
+    pub stat: Stat,
 }
 
-/// Sets xattr `attr` of `name` in `dir` to `value` (creating or replacing it).
-pub fn set_xattr_at(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, value: &[u8]) -> io::Result<()> {
-    let pointer = value.as_ptr() as u64;
-    if let Some(result) = xattrat(SYS_SETXATTRAT, dir, name, attr, pointer, value.len()) {
-        return result.map(drop);
+impl Inode {
+    /// Opens entry `name` of `dir` ("." for `dir` itself) and stats it.
+    pub fn open_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Inode> {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err)?;
+        let stat = stat_fd(fd.as_fd())?;
+        Ok(Inode { fd, stat })
     }
-    let flags = rustix::fs::XattrFlags::empty();
-    rustix::fs::lsetxattr(proc_path(dir, name).as_c_str(), attr, value, flags).map_err(err)
-}
 
-/// getxattrat/setxattrat on a value buffer at `value` of `size` bytes; None when the
-/// kernel lacks them (use the fallback).
-fn xattrat(
-    nr: libc::c_long,
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    attr: &CStr,
-    value: u64,
-    size: usize,
-) -> Option<io::Result<usize>> {
-    if NO_XATTRAT.load(Ordering::Relaxed) {
-        return None;
+    /// `/proc/self/fd/N`: following it reaches this very inode (a symlink itself,
+    /// not its target), which is how the path-based calls act on an O_PATH fd.
+    fn proc_path(&self) -> CString {
+        CString::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).expect("no NUL in a number")
     }
-    let mut args = XattrArgs {
-        value,
-        size: u32::try_from(size).unwrap_or(u32::MAX),
-        flags: 0,
-    };
-    // SAFETY: the callers pass a buffer valid for `size` bytes (writable for get);
-    // strings are NUL-terminated; the fd is borrowed for the call.
-    let ret = unsafe {
-        libc::syscall(
-            nr,
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-            attr.as_ptr(),
-            &mut args as *mut XattrArgs,
-            std::mem::size_of::<XattrArgs>(),
-        )
-    };
-    syscall_result(ret)
-}
 
-/// Removes xattr `attr` of `name` in `dir`; absent already is fine.
-pub fn remove_xattr_at(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr) -> io::Result<()> {
-    let removed = match NO_XATTRAT.load(Ordering::Relaxed) {
-        true => None,
-        // SAFETY: strings are NUL-terminated; the fd is borrowed for the call.
-        false => syscall_result(unsafe {
-            libc::syscall(
-                SYS_REMOVEXATTRAT,
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-                attr.as_ptr(),
-            )
-        }),
-    };
-    let result = match removed {
-        Some(result) => result.map(drop),
-        None => rustix::fs::lremovexattr(proc_path(dir, name).as_c_str(), attr).map_err(err),
-    };
-    match result {
-        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
-        other => other,
+    /// The inode's current stat (through the handle).
+    pub fn restat(&self) -> io::Result<Stat> {
+        stat_fd(self.fd.as_fd())
+    }
+
+    /// `fchownat(fd, "", AT_EMPTY_PATH)`: a symlink's own owner, never its target's.
+    pub fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        // The callers never pass u32::MAX ("no change"): maps are validated against it.
+        let (uid, gid) = (
+            rustix::fs::Uid::from_raw(uid),
+            rustix::fs::Gid::from_raw(gid),
+        );
+        rustix::fs::chownat(&self.fd, c"", Some(uid), Some(gid), AtFlags::EMPTY_PATH).map_err(err)
+    }
+
+    /// Sets the permission bits of this (non-symlink) inode.
+    pub fn chmod(&self, perm: u32) -> io::Result<()> {
+        if self.stat.is_symlink() {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        if probe(&FCHMODAT2, SYS_FCHMODAT2) {
+            // SAFETY: "" is NUL-terminated; the fd is borrowed for the call.
+            let ret = unsafe {
+                libc::syscall(
+                    SYS_FCHMODAT2,
+                    self.fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    perm as libc::c_uint,
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            if ret == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL)) {
+                return Err(e);
+            }
+        }
+        let mode = Mode::from_raw_mode(perm);
+        rustix::fs::chmod(self.proc_path().as_c_str(), mode).map_err(err)
+    }
+
+    /// Names of this inode's xattrs, NUL-separated, into `buf`.
+    pub fn list_xattrs(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let path = self.proc_path();
+        fill_list(buf, |buf| {
+            rustix::fs::listxattr(path.as_c_str(), buf).map_err(err)
+        })
+    }
+
+    /// Value of xattr `attr`; None when it does not exist.
+    pub fn get_xattr(&self, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
+        let path = self.proc_path();
+        let mut buf = vec![0u8; 256];
+        loop {
+            match rustix::fs::getxattr(path.as_c_str(), attr, &mut buf[..]) {
+                Ok(len) => {
+                    buf.truncate(len);
+                    return Ok(Some(buf));
+                }
+                Err(Errno::NODATA) => return Ok(None),
+                Err(Errno::RANGE) => buf.resize(buf.len() * 4, 0),
+                Err(e) => return Err(err(e)),
+            }
+        }
+    }
+
+    /// Sets xattr `attr` to `value` (creating or replacing it).
+    pub fn set_xattr(&self, attr: &CStr, value: &[u8]) -> io::Result<()> {
+        let flags = rustix::fs::XattrFlags::empty();
+        rustix::fs::setxattr(self.proc_path().as_c_str(), attr, value, flags).map_err(err)
+    }
+
+    /// Removes xattr `attr`; absent already is fine.
+    pub fn remove_xattr(&self, attr: &CStr) -> io::Result<()> {
+        match rustix::fs::removexattr(self.proc_path().as_c_str(), attr) {
+            Err(Errno::NODATA) | Ok(()) => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// The inode's generation number (`FS_IOC_GETVERSION`): with the inode number it
+    /// identifies the inode where the file system records no birth time. Only regular
+    /// files and directories are opened for it (never a device or a FIFO); None
+    /// where the type or the file system gives none.
+    pub fn generation(&self) -> Option<u32> {
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let opened = match self.stat.file_type() {
+            FileType::Directory => rustix::fs::openat(&self.fd, c".", flags, Mode::empty()),
+            FileType::RegularFile => {
+                rustix::fs::open(self.proc_path().as_c_str(), flags, Mode::empty())
+            }
+            _ => return None,
+        };
+        let file = opened.ok()?;
+        // The reopened file must still be this inode (the /proc link cannot change,
+        // but a check costs one statx on a rare path).
+        if !stat_fd(file.as_fd()).ok()?.same_inode(&self.stat) {
+            return None;
+        }
+        const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+        let mut version: libc::c_long = 0;
+        // SAFETY: the ioctl writes one long into `version`; the fd is open.
+        let ret = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETVERSION, &mut version) };
+        (ret == 0).then_some(version as u32)
     }
 }
 
@@ -348,9 +399,8 @@ impl DirReader {
 }
 
 /// Commits every change made on the file system holding `dir` (syncfs).
-pub fn sync_file_system(dir: &std::path::Path) -> io::Result<()> {
-    let fd = open_dir_path(dir)?;
-    rustix::fs::syncfs(&fd).map_err(err)
+pub fn sync_file_system(dir: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::fs::syncfs(dir).map_err(err)
 }
 
 /// Raises the soft open-file limit to the hard limit; returns the limit in force.
@@ -366,10 +416,11 @@ pub fn raise_fd_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(1 << 20)
 }
 
-/// Takes an exclusive lock on an open file without waiting; false when another holds it.
-pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+/// Takes an exclusive flock on an open file or directory without waiting; false
+/// when another open file description holds it.
+pub fn try_lock_exclusive(fd: impl AsFd) -> io::Result<bool> {
     use rustix::fs::{flock, FlockOperation};
-    match flock(file, FlockOperation::NonBlockingLockExclusive) {
+    match flock(fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(true),
         Err(Errno::WOULDBLOCK) => Ok(false),
         Err(e) => Err(err(e)),
@@ -385,61 +436,88 @@ pub fn is_root() -> bool {
 mod tests {
     use super::*;
 
-    /// Both ways to reach xattrs, the *xattrat syscalls and the /proc/self/fd
-    /// fallback for kernels before 6.13, read and write the same values.
+    fn inode(dir: &OwnedFd, name: &CStr) -> Inode {
+        Inode::open_at(dir.as_fd(), name).unwrap()
+    }
+
+    /// Through the handle, xattrs are those of the inode itself, a symlink's own
+    /// included; the by-name hint sees the same names.
     #[test]
-    fn xattr_calls_agree_with_and_without_xattrat() {
+    fn xattrs_through_the_handle_are_the_inodes_own() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), b"").unwrap();
         let fd = open_dir_path(dir.path()).unwrap();
-        let (name, attr) = (c"f", c"user.test");
-        for fallback in [false, true] {
-            NO_XATTRAT.store(fallback, Ordering::Relaxed);
-            let value = format!("value-{fallback}");
-            set_xattr_at(fd.as_fd(), name, attr, value.as_bytes()).unwrap();
-            assert_eq!(
-                get_xattr_at(fd.as_fd(), name, attr).unwrap(),
-                Some(value.into_bytes())
-            );
-            let mut list = Vec::new();
-            list_xattrs_at(fd.as_fd(), name, &mut list).unwrap();
-            assert!(
-                list.split(|b| *b == 0).any(|n| n == b"user.test"),
-                "{fallback}"
-            );
-            remove_xattr_at(fd.as_fd(), name, attr).unwrap();
-            assert_eq!(get_xattr_at(fd.as_fd(), name, attr).unwrap(), None);
-            remove_xattr_at(fd.as_fd(), name, attr).unwrap();
+        let file = inode(&fd, c"f");
+        let attr = c"user.test";
+        file.set_xattr(attr, b"value").unwrap();
+        assert_eq!(file.get_xattr(attr).unwrap(), Some(b"value".to_vec()));
+        let mut list = Vec::new();
+        file.list_xattrs(&mut list).unwrap();
+        assert!(list.split(|b| *b == 0).any(|n| n == b"user.test"));
+        if let Some(hint) = list_xattrs_hint(fd.as_fd(), c"f", &mut list) {
+            hint.unwrap();
+            assert!(list.split(|b| *b == 0).any(|n| n == b"user.test"));
         }
-        NO_XATTRAT.store(false, Ordering::Relaxed);
+        file.remove_xattr(attr).unwrap();
+        assert_eq!(file.get_xattr(attr).unwrap(), None);
+        file.remove_xattr(attr).unwrap();
     }
 
     #[test]
-    fn chmod_and_chown_at_do_not_follow_symlinks() {
+    fn handles_never_reach_through_a_symlink() {
         if !is_root() {
-            eprintln!("SKIPPED: chmod_and_chown_at_do_not_follow_symlinks needs root");
+            crate::skip_test("handles_never_reach_through_a_symlink needs root");
             return;
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("target"), b"").unwrap();
         std::os::unix::fs::symlink("target", dir.path().join("link")).unwrap();
         let fd = open_dir_path(dir.path()).unwrap();
-        chown_at(fd.as_fd(), c"link", 1234, 5678).unwrap();
+        let link = inode(&fd, c"link");
+        assert!(link.stat.is_symlink());
+        link.chown(1234, 5678).unwrap();
+        // trusted.* is allowed on symlinks (user.* is not): it lands on the link.
+        link.set_xattr(c"trusted.t", b"x").unwrap();
         let target = stat_at(fd.as_fd(), c"target").unwrap();
-        assert_eq!(
-            (target.uid, target.gid),
-            (0, 0),
-            "the target was not touched"
-        );
-        let link = stat_at(fd.as_fd(), c"link").unwrap();
-        assert_eq!((link.uid, link.gid), (1234, 5678));
-        assert!(
-            chmod_at(fd.as_fd(), c"link", 0o600).is_err(),
-            "no chmod through a symlink"
-        );
-        assert!(
-            open_subdir(fd.as_fd(), c"link").is_err(),
-            "no descent through a symlink"
-        );
+        assert_eq!((target.uid, target.gid), (0, 0), "target untouched");
+        let target_xattr = inode(&fd, c"target").get_xattr(c"trusted.t").unwrap();
+        assert_eq!(target_xattr, None, "no xattr on the target");
+        assert_eq!(link.get_xattr(c"trusted.t").unwrap(), Some(b"x".to_vec()));
+        let after = link.restat().unwrap();
+        assert_eq!((after.uid, after.gid), (1234, 5678));
+        assert!(link.chmod(0o600).is_err(), "no chmod of a symlink");
+        assert!(open_subdir(fd.as_fd(), c"link").is_err(), "no descent");
+    }
+
+    /// chmod through the handle (fchmodat2) and through /proc/self/fd (the fallback
+    /// of kernels before 6.6) both reach the inode, setuid bits included.
+    #[test]
+    fn chmod_reaches_the_inode_on_both_kernel_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        let fd = open_dir_path(dir.path()).unwrap();
+        let file = inode(&fd, c"f");
+        let before = FCHMODAT2.load(Ordering::Relaxed);
+        for (state, perm) in [(ABSENT, 0o4755), (PRESENT, 0o2711)] {
+            if state == PRESENT && !probe(&AtomicU8::new(UNKNOWN), SYS_FCHMODAT2) {
+                continue;
+            }
+            FCHMODAT2.store(state, Ordering::Relaxed);
+            file.chmod(perm).unwrap();
+            assert_eq!(file.restat().unwrap().perm(), perm, "state {state}");
+        }
+        FCHMODAT2.store(before, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn generation_identifies_files_and_directories_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("l")).unwrap();
+        let fd = open_dir_path(dir.path()).unwrap();
+        assert_eq!(inode(&fd, c"l").generation(), None);
+        // tmpfs and ext4 give one; some file systems do not: then both are None.
+        let file = inode(&fd, c"f").generation();
+        assert_eq!(file, inode(&fd, c"f").generation(), "stable");
     }
 }

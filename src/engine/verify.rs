@@ -9,7 +9,7 @@ use super::inode;
 use super::report::Counters;
 use super::run::RunError;
 use super::safety;
-use super::sys::{self, Stat};
+use super::sys::Inode;
 use super::walk::{self, DirNode, Visitor};
 use rustix::fd::BorrowedFd;
 use serde::Serialize;
@@ -105,13 +105,13 @@ impl Verifier<'_> {
 }
 
 impl Visitor for Verifier<'_> {
-    fn visit(&self, dir: &DirNode, fd: BorrowedFd<'_>, name: &CStr, stat: &Stat) {
-        if !self.seen.first_visit(stat) {
+    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: &Inode) {
+        if !self.seen.first_visit(&inode.stat) {
             return;
         }
         self.counters.inodes_seen.fetch_add(1, Ordering::Relaxed);
         let path = || walk::display_path(self.root, &dir.entry_path(name));
-        let meta = match inode::read_meta(fd, name, stat) {
+        let meta = match inode::read_meta(dir_fd, name, inode) {
             Ok(meta) => meta,
             Err(e) => return self.counters.error(path(), e.to_string()),
         };
@@ -136,7 +136,8 @@ impl Visitor for Verifier<'_> {
 
 /// Checks that every id in the tree lies on the host side of `map`.
 pub fn verify(root: &Path, map: &IdMap, threads: Option<usize>) -> Result<VerifyReport, RunError> {
-    let root = safety::check_tree(root)?;
+    let tree = safety::open_tree(root)?;
+    let root = tree.path.clone();
     let io = |source| RunError::Io {
         path: root.clone(),
         source,
@@ -152,7 +153,7 @@ pub fn verify(root: &Path, map: &IdMap, threads: Option<usize>) -> Result<Verify
         acl: Tally::default(),
         capability: Tally::default(),
     };
-    let fd = sys::open_dir_path(&root).map_err(io)?;
+    let fd = tree.dup_fd().map_err(io)?;
     walk::walk(&pool, fd, &verifier).map_err(io)?;
     let summary = verifier.counters.summary(0.0);
     Ok(VerifyReport {

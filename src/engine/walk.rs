@@ -9,7 +9,7 @@
 //! holds one (checking its identity).
 
 use super::report::Counters;
-use super::sys::{self, DirEntry, DirReader, Stat};
+use super::sys::{self, DirEntry, DirReader, Inode, Stat};
 use rayon::prelude::*;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ffi::{CStr, CString};
@@ -29,7 +29,8 @@ const GETDENTS_BUFFER: usize = 256 * 1024;
 pub struct DirNode {
     parent: Option<Arc<DirNode>>,
     name: CString,
-    ino: u64,
+    /// What the directory was when visited: a reopen must find the same inode.
+    stat: Stat,
     fd: Mutex<Option<Arc<OwnedFd>>>,
     /// Who still needs `fd`: the directory's reader and its children not yet opened.
     users: AtomicUsize,
@@ -104,8 +105,8 @@ impl DirNode {
         };
         for node in chain.iter().rev() {
             let child = sys::open_subdir(fd.as_fd(), &node.name)?;
-            let stat = sys::stat_at(child.as_fd(), c".")?;
-            if stat.ino != node.ino {
+            let stat = sys::stat_fd(child.as_fd())?;
+            if !stat.same_inode(&node.stat) || stat.mnt_id != node.stat.mnt_id {
                 return Err(io::Error::other(
                     "directory was replaced during the walk; re-run to finish",
                 ));
@@ -130,11 +131,11 @@ impl DirNode {
         }
     }
 
-    fn child(self: &Arc<Self>, name: CString, ino: u64) -> Arc<DirNode> {
+    fn child(self: &Arc<Self>, name: CString, stat: Stat) -> Arc<DirNode> {
         Arc::new(DirNode {
             parent: Some(self.clone()),
             name,
-            ino,
+            stat,
             fd: Mutex::new(None),
             users: AtomicUsize::new(1),
             budget: self.budget.clone(),
@@ -154,9 +155,11 @@ impl DirNode {
 
 /// What the walker asks of its user for every inode.
 pub trait Visitor: Sync {
-    /// Called once for every inode (the root as "." of itself), never for the
-    /// contents of another file system. Errors are the visitor's to record.
-    fn visit(&self, dir: &DirNode, fd: BorrowedFd<'_>, name: &CStr, stat: &Stat);
+    /// Called once for every name of every inode (the root as "." of itself), with
+    /// the inode's handle, never for anything on another mount. `dir_fd` and `name`
+    /// may only serve as a hint: the name can be renamed meanwhile, the handle not.
+    /// Errors are the visitor's to record.
+    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: &Inode);
     /// The tree's root and the counters where failures and mount points are noted.
     fn report(&self) -> (&Path, &Counters);
     /// A failure to stat, open or read something: the walk goes on.
@@ -164,7 +167,8 @@ pub trait Visitor: Sync {
         let (root, counters) = self.report();
         counters.error(display_path(root, &path), format!("{what} failed: {error}"));
     }
-    /// A mount point inside the tree, reported and not entered.
+    /// A mount point inside the tree (a directory, or a file bind-mounted over one),
+    /// reported and left alone.
     fn mount_point(&self, path: PathBuf) {
         let (root, counters) = self.report();
         counters.mount_point(display_path(root, &path));
@@ -193,7 +197,8 @@ struct Walk<'a, V: Visitor> {
 /// Walks the tree under `root` (an open directory) on `pool`, calling `visitor` for
 /// every inode, in parallel.
 pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) -> io::Result<()> {
-    let stat = sys::stat_at(root.as_fd(), c".")?;
+    let root_inode = Inode::open_at(root.as_fd(), c".")?;
+    let stat = root_inode.stat;
     let limit = sys::raise_fd_limit() as usize;
     let budget = Arc::new(FdBudget {
         open: AtomicUsize::new(1),
@@ -202,7 +207,7 @@ pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) ->
     let node = Arc::new(DirNode {
         parent: None,
         name: CString::from(c"."),
-        ino: stat.ino,
+        stat,
         fd: Mutex::new(Some(Arc::new(root))),
         users: AtomicUsize::new(1),
         budget,
@@ -215,7 +220,8 @@ pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) ->
         },
     };
     let root_fd = node.open_fd()?;
-    visitor.visit(&node, root_fd.as_fd(), c".", &stat);
+    visitor.visit(&node, root_fd.as_fd(), c".", &root_inode);
+    drop(root_inode);
     drop(root_fd);
     pool.scope(|scope| walk.directory(scope, node));
     Ok(())
@@ -280,20 +286,22 @@ impl<'a, V: Visitor> Walk<'a, V> {
         fd: BorrowedFd<'_>,
         entry: DirEntry,
     ) -> Option<Arc<DirNode>> {
-        let stat = match sys::stat_at(fd, &entry.name) {
-            Ok(stat) => stat,
+        let inode = match Inode::open_at(fd, &entry.name) {
+            Ok(inode) => inode,
             Err(e) => {
                 self.visitor
-                    .walk_error(node.entry_path(&entry.name), "stat", e);
+                    .walk_error(node.entry_path(&entry.name), "open", e);
                 return None;
             }
         };
-        if stat.is_dir() && !self.bounds.contains(&stat) {
+        let stat = inode.stat;
+        if !self.bounds.contains(&stat) {
             self.visitor.mount_point(node.entry_path(&entry.name));
             return None;
         }
-        self.visitor.visit(node, fd, &entry.name, &stat);
-        stat.is_dir().then(|| node.child(entry.name, stat.ino))
+        self.visitor.visit(node, fd, &entry.name, &inode);
+        drop(inode);
+        stat.is_dir().then(|| node.child(entry.name, stat))
     }
 }
 

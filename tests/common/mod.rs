@@ -19,12 +19,21 @@ pub const CONTAINER_FIRST: u32 = 0;
 pub const HOST_FIRST: u32 = 1_000_000;
 pub const COUNT: u32 = 65_536;
 
+/// Says LOUDLY that a test (or part of one) could not run. Under `CI=true` a skip
+/// is a failure: CI must run every test.
+pub fn skip(what: &str) {
+    let message = format!("SKIPPED: {what}");
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    assert!(!ci, "{message} (CI=true: every test must run)");
+    eprintln!("\n!!!!!!!! {message} !!!!!!!!\n");
+}
+
 /// True when running as root; otherwise says so LOUDLY, so a skip is never silent.
 pub fn require_root(test: &str) -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    eprintln!("\n!!!!!!!! SKIPPED: {test} needs root (run the tests as root) !!!!!!!!\n");
+    skip(&format!("{test} needs root (run the tests as root)"));
     false
 }
 
@@ -35,9 +44,84 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lxc-idshift")))
 }
 
+/// `LXC_IDSHIFT_TEST_KERNEL=old`: every process the tests start runs as on a kernel
+/// before 6.6 (Debian 12's 6.1, Ubuntu 22.04's 5.15, RHEL 9's 5.14): `fchmodat2`
+/// and the `*xattrat` calls fail with ENOSYS, so the fallbacks do the work.
+pub fn old_kernel() -> bool {
+    std::env::var("LXC_IDSHIFT_TEST_KERNEL").as_deref() == Ok("old")
+}
+
+/// A command for `program` (the binary, or a wrapper that execs it), with the old
+/// kernel emulated when asked for.
+pub fn command(program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new(program);
+    if old_kernel() {
+        // SAFETY: prctl only, async-signal-safe, on a filter built before the fork.
+        unsafe { command.pre_exec(seccomp::deny_new_syscalls) };
+    }
+    command
+}
+
+/// A seccomp filter that answers ENOSYS for the syscalls old kernels lack. Filters
+/// are inherited across exec, so a wrapper (prlimit) passes it on.
+mod seccomp {
+    #[repr(C)]
+    struct SockFilter {
+        code: u16,
+        jt: u8,
+        jf: u8,
+        k: u32,
+    }
+
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const SockFilter,
+    }
+
+    const fn op(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
+        SockFilter { code, jt, jf, k }
+    }
+    const LOAD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15;
+    const JGE: u16 = 0x35;
+    const JGT: u16 = 0x25;
+    const RET: u16 = 0x06;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const ALLOW: u32 = 0x7fff_0000;
+    const ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+    /// fchmodat2 (452, Linux 6.6) and setxattrat..removexattrat (463-466, 6.13).
+    static FILTER: [SockFilter; 8] = [
+        op(LOAD, 0, 0, 4),
+        op(JEQ, 0, 4, AUDIT_ARCH_X86_64),
+        op(LOAD, 0, 0, 0),
+        op(JEQ, 3, 0, 452),
+        op(JGE, 0, 1, 463),
+        op(JGT, 0, 1, 466),
+        op(RET, 0, 0, ALLOW),
+        op(RET, 0, 0, ENOSYS),
+    ];
+
+    pub fn deny_new_syscalls() -> std::io::Result<()> {
+        let program = SockFprog {
+            len: FILTER.len() as u16,
+            filter: FILTER.as_ptr(),
+        };
+        // SAFETY: the program points at a static filter; prctl copies it.
+        let failed = unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, 2, &program as *const SockFprog) != 0
+        };
+        match failed {
+            true => Err(std::io::Error::last_os_error()),
+            false => Ok(()),
+        }
+    }
+}
+
 /// Runs the binary with `args` and returns its output.
 pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
-    Command::new(bin())
+    command(bin())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -47,7 +131,7 @@ pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
 /// Like `run`, but kills the process and fails after `limit` (for cases where a
 /// broken refusal could otherwise walk the whole host).
 pub fn run_with_timeout<S: AsRef<OsStr>>(args: &[S], limit: Duration) -> Output {
-    let mut child = Command::new(bin())
+    let mut child = command(bin())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -126,7 +210,7 @@ impl Tool {
 /// Runs the binary with `args` and SIGKILLs it after `delay`; true when it was
 /// still running then (really killed mid-way).
 pub fn kill_after<S: AsRef<OsStr>>(args: &[S], delay: Duration) -> bool {
-    let mut child = Command::new(bin())
+    let mut child = command(bin())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -308,10 +392,7 @@ impl MountGuard {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED: cannot mount {source:?} at {} !!!!!!!!\n",
-                at.display()
-            );
+            skip(&format!("cannot mount {source:?} at {}", at.display()));
         }
         ok.then(|| MountGuard(at.to_path_buf()))
     }
@@ -323,6 +404,70 @@ impl Drop for MountGuard {
     }
 }
 
+/// A loop-mounted image of a fresh file system, unmounted on drop.
+pub struct LoopFs {
+    pub mount: PathBuf,
+    pub image: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    /// `mkfs.<fstype> -q <mkfs_args>` on a 320 MiB image, mounted; None (with a loud
+    /// message) when the mkfs tool is missing.
+    pub fn new(fstype: &str, mkfs_args: &[&str]) -> Option<LoopFs> {
+        let mkfs = format!("mkfs.{fstype}");
+        let found = Command::new("which").arg(&mkfs).output();
+        if !found.map(|o| o.status.success()).unwrap_or(false) {
+            skip(&format!("{fstype} tests need {mkfs} (.ci/run installs it)"));
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(320 << 20)
+            .unwrap();
+        run_ok(Command::new(&mkfs).arg("-q").args(mkfs_args).arg(&image));
+        let fs = LoopFs {
+            mount,
+            image,
+            _dir: dir,
+        };
+        fs.mount();
+        Some(fs)
+    }
+
+    pub fn mount(&self) {
+        let mut mount = Command::new("mount");
+        run_ok(mount.args(["-o", "loop"]).arg(&self.image).arg(&self.mount));
+    }
+
+    pub fn unmount(&self) {
+        run_ok(Command::new("umount").arg(&self.mount));
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+/// Runs a command that must succeed.
+pub fn run_ok(command: &mut Command) -> Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Clears the immutable flag on drop, so the temporary tree can be removed.
 pub struct ImmutableGuard(pub PathBuf);
 
@@ -331,10 +476,7 @@ impl ImmutableGuard {
     pub fn set(path: &Path) -> Option<ImmutableGuard> {
         let ok = chattr("+i", path);
         if !ok {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED: chattr +i fails on {} !!!!!!!!\n",
-                path.display()
-            );
+            skip(&format!("chattr +i fails on {}", path.display()));
         }
         ok.then(|| ImmutableGuard(path.to_path_buf()))
     }
