@@ -86,9 +86,12 @@ pub enum Identity {
 
 impl Record {
     /// A record applies only to the inode it was taken from: proven by the birth
-    /// time, else by the generation, else (symlinks and device nodes on file systems
-    /// without birth times) by an unchanged ctime since it was recorded or applied.
-    pub fn matches(&self, inode: &Inode) -> Identity {
+    /// time, else by the generation. Symlinks and device nodes on file systems
+    /// without birth times have neither; their ctime may be of whole seconds, so it
+    /// proves identity only where nothing else could have happened: unchanged since
+    /// this run's own scan (`fresh`: the record was made or checked by this
+    /// process), or since a finished run applied it.
+    pub fn matches(&self, inode: &Inode, fresh: bool) -> Identity {
         let stat = &inode.stat;
         let same = |yes: bool| if yes { Identity::Same } else { Identity::Other };
         if self.ino != stat.ino {
@@ -100,7 +103,8 @@ impl Record {
         if let Some(generation) = self.generation {
             return same(inode.generation() == Some(generation));
         }
-        if self.ctime == stat.ctime || self.applied_ctime == Some(stat.ctime) {
+        let unchanged_since_scan = fresh && self.ctime == stat.ctime;
+        if unchanged_since_scan || self.applied_ctime == Some(stat.ctime) {
             return Identity::Same;
         }
         Identity::Unproven

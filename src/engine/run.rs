@@ -422,12 +422,12 @@ impl<'a> Base<'a> {
     fn matching<'r>(
         &self,
         record: Option<&'r Record>,
-        dir: &DirNode,
-        name: &CStr,
+        fresh: bool,
+        (dir, name): (&DirNode, &CStr),
         inode: &Inode,
     ) -> Option<&'r Record> {
         let record = record?;
-        match record.matches(inode) {
+        match record.matches(inode, fresh) {
             Identity::Same => Some(record),
             Identity::Other => None,
             Identity::Unproven => {
@@ -461,7 +461,7 @@ impl Scan<'_> {
     fn valid_record(&self, dir: &DirNode, name: &CStr, inode: &Inode) -> Option<&Record> {
         let stat = &inode.stat;
         let known = self.known.get(&stat.ino);
-        let record = self.base.matching(known, dir, name, inode);
+        let record = self.base.matching(known, false, (dir, name), inode);
         let unchanged = !self.validate_ctime
             || record.is_some_and(|r| r.applied_ctime.is_none_or(|c| c == stat.ctime));
         if record.is_some() && unchanged {
@@ -603,7 +603,8 @@ impl<'a> Apply<'a> {
     ) -> Result<(), InodeError> {
         let base = &self.base;
         let known = self.plan.records.get(&inode.stat.ino);
-        let record = base.matching(known, dir, name, inode);
+        // The plan's records were all made or checked by this run's scan.
+        let record = base.matching(known, true, (dir, name), inode);
         let current = inode::read_meta(dir_fd, name, inode)?;
         let shifted = plan(record, &current, base.map, base.direction);
         if !base.count(dir, name, &shifted) {
