@@ -956,3 +956,50 @@ fn auto_respects_login_defs_bounds() {
     );
     assert_eq!(f.plan("web", Target::HostId(5_000_000)).to, Some(5_000_000));
 }
+
+/// Owners beyond the container range (a privileged rootfs may hold files of 100000
+/// or 4294967294): the plan counts them per id, says they will show as nobody, and
+/// offers the `--range` that maps them; with that range they are shifted.
+#[test]
+fn ids_beyond_the_range_are_counted_and_a_wider_range_offered() {
+    if !require_root("ids_beyond_the_range_are_counted_and_a_wider_range_offered") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("web");
+    let srv = rootfs.join("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    for (name, uid, gid) in [("a", 100_000, 100_000), ("b", 100_000, 4_294_967_294)] {
+        std::fs::write(srv.join(name), "").unwrap();
+        std::os::unix::fs::lchown(srv.join(name), Some(uid), Some(gid)).unwrap();
+    }
+    let planned = f.plan("web", Target::HostId(HOST_FIRST));
+    // The sample's own strays: var/lib/stray 70000:70000, var/lib/mixed group 70000.
+    let uids: Vec<(u32, u64)> = planned.unmapped.uids.clone().into_iter().collect();
+    let gids: Vec<(u32, u64)> = planned.unmapped.gids.clone().into_iter().collect();
+    assert_eq!(uids, [(70_000, 1), (100_000, 2)]);
+    assert_eq!(gids, [(70_000, 2), (100_000, 1), (4_294_967_294, 1)]);
+    let text = describe(&planned);
+    for wanted in [
+        "ids outside the container's range 0..65535, left as they are: inside the container they show as nobody (65534)\n",
+        "  uid 100000: 2 inodes\n",
+        "  gid 4294967294: 1 inode\n",
+        "  --range 131072 would map them (container ids 0..131071), except 4294967294, which no range can reach\n",
+    ] {
+        assert!(text.contains(wanted), "missing {wanted:?} in:\n{text}");
+    }
+
+    let mut wider = f.options("web", Target::HostId(HOST_FIRST));
+    wider.range = 131_072;
+    let planned = plan(&wider).unwrap();
+    assert!(planned.unmapped.uids.is_empty(), "{:?}", planned.unmapped);
+    let gids: Vec<(u32, u64)> = planned.unmapped.gids.clone().into_iter().collect();
+    assert_eq!(gids, [(4_294_967_294, 1)]);
+    assert!(!describe(&planned).contains("--range"));
+    execute(planned, Some(2), &Quiet).unwrap();
+    assert_eq!(owner(&srv.join("a")).0, 1_100_000);
+    assert_eq!(owner(&srv.join("b")).1, 4_294_967_294);
+    // Already unprivileged: nothing left out, nothing offered.
+    let again = f.plan("web", Target::HostId(HOST_FIRST));
+    assert!(again.unmapped.uids.is_empty());
+}

@@ -11,6 +11,7 @@ use super::lock::{self, ShadowLock};
 use super::perms::{self, Ownership, PermChange};
 use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
+use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
 use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
 use std::path::{Path, PathBuf};
@@ -179,6 +180,9 @@ pub struct Plan {
     /// `execute` applies it to the files as they are once locked.
     pub subids: Option<SubIdChange>,
     pub host: Host,
+    /// Owners and groups in the rootfs that the shift leaves alone (they show as
+    /// nobody inside), per id; empty unless the rootfs shifts from container ids 0..
+    pub unmapped: UnmappedIds,
 }
 
 /// What a conversion did.
@@ -219,6 +223,13 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         perms: record_perms,
     });
     let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, course.to)?;
+    // Towards a container from privileged ids (0..): what its map leaves out.
+    let unmapped = match &course.shift {
+        Some((map, Direction::Forward)) if map.entries().iter().all(|e| e.container_first == 0) => {
+            unmapped::scan(&rootfs, map, Direction::Forward, options.threads)?
+        }
+        _ => UnmappedIds::default(),
+    };
     Ok(Plan {
         container,
         rootfs,
@@ -238,6 +249,7 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         device_owners,
         subids,
         host: options.host.clone(),
+        unmapped,
     })
 }
 
@@ -795,6 +807,11 @@ pub fn describe(plan: &Plan) -> String {
             )
         }
         None => text += &format!("rootfs {}: nothing to shift\n", plan.rootfs.display()),
+    }
+    if let Some(host_first) = plan.to {
+        // Only a privileged rootfs can take a wider range: an unprivileged one keeps its own.
+        let offer = plan.from.is_none();
+        text += &unmapped::describe(&plan.unmapped, plan.range, host_first, offer);
     }
     for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
         let (old, new) = (edit.old.as_deref(), edit.new.as_deref());

@@ -4,7 +4,8 @@
 //! `udev` handle the directory permissions and passed-through devices, `host`
 //! makes every host path redirectable for tests, `accounts` knows the host's users,
 //! groups and login.defs bounds, `lock` serializes conversions and takes shadow's
-//! locks on /etc/subuid and /etc/subgid, and `convert` plans and runs it all.
+//! locks on /etc/subuid and /etc/subgid, `unmapped` counts the rootfs ids a map
+//! leaves out, and `convert` plans and runs it all.
 
 pub mod accounts;
 pub mod config;
@@ -15,3 +16,4 @@ pub mod lock;
 pub mod perms;
 pub mod subid;
 pub mod udev;
+pub mod unmapped;
