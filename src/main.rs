@@ -92,6 +92,17 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
     if !options.dry_run && !lxc_idshift::engine::sys::is_root() {
         anyhow::bail!("converting a container needs root: run as root (or use --dry-run)");
     }
+    // Held from choosing the range to the last write (dropped on return).
+    let _lock = match options.dry_run {
+        true => None,
+        false => Some(lxc_idshift::lxc::lock::ConversionLock::acquire(
+            &options.host,
+            |holder| {
+                let pid = holder.map_or("unknown pid".into(), |pid| format!("pid {pid}"));
+                eprintln!("waiting for another lxc-idshift conversion ({pid}) to finish...");
+            },
+        )?),
+    };
     let plan = convert::plan(&options)?;
     if !options.dry_run {
         plan.container.ensure_stopped()?;

@@ -693,3 +693,313 @@ fn an_interrupted_conversion_must_be_finished_or_undone_first() {
         ("b:0:1000000:65536".into(), Direction::Reverse)
     );
 }
+
+/// `lxc.idmap = u 0 FIRST COUNT` of a converted container: its FIRST.
+fn host_first(f: &Fixture, name: &str) -> u32 {
+    let config = f.config(name);
+    let line = config
+        .lines()
+        .find(|l| l.starts_with("lxc.idmap = u 0 "))
+        .unwrap_or_else(|| panic!("{name} has no uid map:\n{config}"));
+    line.split_whitespace().nth(4).unwrap().parse().unwrap()
+}
+
+/// The lines of a file, sorted, for comparing what is there whatever the order.
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+/// Starts the CLI conversions of `names` at once (processes) and waits for them all.
+fn convert_at_once(f: &Fixture, names: &[String], to: &str) {
+    let children: Vec<_> = names
+        .iter()
+        .map(|name| {
+            std::process::Command::new(bin())
+                .args(convert_args(f, name, to))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("cannot start lxc-idshift")
+        })
+        .collect();
+    for (name, child) in names.iter().zip(children) {
+        let out = child.wait_with_output().unwrap();
+        assert_exit(&out, 0, &format!("{name} --to {to}"));
+    }
+}
+
+/// Several `--to auto` started at the same moment: the host-wide lock makes them
+/// choose one after the other, so the ranges are disjoint and subuid/subgid end up
+/// with every line.
+#[test]
+fn simultaneous_auto_conversions_get_disjoint_ranges() {
+    if !require_root("simultaneous_auto_conversions_get_disjoint_ranges") {
+        return;
+    }
+    let f = Fixture::new();
+    let names: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        f.container(name);
+    }
+    convert_at_once(&f, &names, "auto");
+    let mut firsts: Vec<u32> = names.iter().map(|n| host_first(&f, n)).collect();
+    firsts.sort();
+    // alice and bob hold 100000..231071: the free aligned ranges start at 262144.
+    let expected: Vec<u32> = (0..4).map(|i| 262_144 + i * 65_536).collect();
+    assert_eq!(firsts, expected, "one range each, disjoint");
+    let mut lines = sorted_lines(SUBIDS);
+    lines.extend(firsts.iter().map(|first| format!("root:{first}:65536")));
+    lines.sort();
+    assert_eq!(sorted_lines(&f.subuid()), lines);
+    assert_eq!(sorted_lines(&f.subgid()), lines);
+    for name in &names {
+        let first = host_first(&f, name);
+        assert_eq!(owner(&f.rootfs(name).join(paths::ROOT_FILE)).0, first);
+    }
+}
+
+/// A conversion started while another holds the host lock says so, waits, and
+/// finishes once the lock is released.
+#[test]
+fn a_conversion_waits_for_the_one_before_and_says_so() {
+    if !require_root("a_conversion_waits_for_the_one_before_and_says_so") {
+        return;
+    }
+    use std::io::BufRead;
+    let f = Fixture::new();
+    f.container("web");
+    let lock_path = Host::under(f.root()).conversion_lock();
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let held = std::fs::File::create(&lock_path).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    std::fs::write(&lock_path, format!("{}\n", std::process::id())).unwrap();
+
+    let mut child = std::process::Command::new(bin())
+        .args(convert_args(&f, "web", "auto"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let wanted = format!(
+        "waiting for another lxc-idshift conversion (pid {}) to finish...\n",
+        std::process::id()
+    );
+    assert_eq!(line, wanted);
+    assert_eq!(f.subuid(), SUBIDS, "nothing is written while it waits");
+    assert!(!f.state_file("web").exists());
+    drop(held);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {rest}");
+    assert_eq!(host_first(&f, "web"), 262_144);
+}
+
+/// The prefix's account databases (as `usermod -P` wants them) with one user.
+fn with_test_user(f: &Fixture, user: &str) {
+    let etc = f.root().join("etc");
+    let files = [
+        ("passwd", format!("root:x:0:0:root:/root:/bin/bash\n{user}:x:1500:1500::/nonexistent:/usr/sbin/nologin\n")),
+        ("shadow", format!("root:*:19000:0:99999:7:::\n{user}:*:19000:0:99999:7:::\n")),
+        ("group", format!("root:x:0:\n{user}:x:1500:\n")),
+        ("gshadow", format!("root:*::\n{user}:!::\n")),
+    ];
+    for (name, text) in files {
+        std::fs::write(etc.join(name), text).unwrap();
+    }
+}
+
+/// Conversions (there and back, several at once) while `usermod --add-subuids
+/// --add-subgids` adds ranges to a user in a loop: shadow's locks keep the two from
+/// overwriting each other, so every line usermod added is still there at the end.
+#[test]
+fn usermod_adding_ranges_meanwhile_loses_no_line() {
+    if !require_root("usermod_adding_ranges_meanwhile_loses_no_line") {
+        return;
+    }
+    if std::process::Command::new("usermod")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("\n!!!!!!!! SKIPPED: usermod not found (Debian package passwd) !!!!!!!!\n");
+        return;
+    }
+    let f = Fixture::new();
+    with_test_user(&f, "loopuser");
+    let names: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
+    for name in &names {
+        f.container(name);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let root = f.root().to_path_buf();
+    let looper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut added = Vec::new();
+            // Far above the containers' ranges; 10 ids each.
+            let mut first = 50_000_000u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || added.len() < 5 {
+                let range = format!("{first}-{}", first + 9);
+                let out = std::process::Command::new("usermod")
+                    .arg("-P")
+                    .arg(&root)
+                    .args(["-v", &range, "-w", &range, "loopuser"])
+                    .output()
+                    .unwrap();
+                assert_exit(&out, 0, &format!("usermod -v {range}"));
+                added.push(format!("loopuser:{first}:10"));
+                first += 10;
+            }
+            added
+        })
+    };
+    convert_at_once(&f, &names, "auto");
+    let firsts: Vec<u32> = names.iter().map(|n| host_first(&f, n)).collect();
+    convert_at_once(&f, &names, "0"); // with --release-range
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let added = looper.join().unwrap();
+
+    let mut lines = sorted_lines(SUBIDS);
+    lines.extend(added.iter().cloned());
+    lines.sort();
+    assert_eq!(sorted_lines(&f.subuid()), lines, "subuid");
+    assert_eq!(sorted_lines(&f.subgid()), lines, "subgid");
+    let mut sorted = firsts.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), names.len(), "disjoint ranges: {firsts:?}");
+    let etc = f.root().join("etc");
+    for lock in ["subuid.lock", "subgid.lock", "passwd.lock", "shadow.lock"] {
+        assert!(!etc.join(lock).exists(), "{lock} is left");
+    }
+}
+
+/// A host account whose uid or gid lies in a range: `--to auto` skips the range,
+/// an explicit `--to` is refused and names the account.
+#[test]
+fn ranges_holding_a_host_account_are_skipped_or_refused() {
+    if !require_root("ranges_holding_a_host_account_are_skipped_or_refused") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let etc = f.root().join("etc");
+    // alice and bob end at 231071; svc sits in the next aligned range (262144..),
+    // the group builders in the one after (327680..).
+    std::fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nsvc:x:270000:100::/srv:/usr/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\nbuilders:x:330000:\n").unwrap();
+    let before = f.snapshot("web");
+
+    let e = f.refused(&f.options("web", Target::HostId(262_144)));
+    assert_eq!(
+        e.to_string(),
+        "range 262144..327679 holds the host's user svc (uid 270000): container ids would be that account on the host; choose another --to (--to auto skips host accounts)"
+    );
+    let e = f.refused(&f.options("web", Target::HostId(300_000)));
+    assert!(e.to_string().contains("group builders (gid 330000)"), "{e}");
+    assert_unchanged(&before, &f.snapshot("web"), "after the refusals");
+
+    let outcome = f.convert("web", Target::Auto);
+    assert_eq!(outcome.plan.to, Some(393_216));
+    // Where the container is, an account added later does not stop a re-run.
+    std::fs::write(etc.join("group"), "root:x:0:\nlate:x:393300:\n").unwrap();
+    let again = f.plan("web", Target::HostId(393_216));
+    assert!(again.edits.is_empty());
+}
+
+/// `--to auto` stays within SUB_UID_MIN..SUB_UID_MAX and SUB_GID_MIN..SUB_GID_MAX
+/// of the host's /etc/login.defs; an explicit `--to` is the user's choice.
+#[test]
+fn auto_respects_login_defs_bounds() {
+    if !require_root("auto_respects_login_defs_bounds") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let defs = f.root().join("etc/login.defs");
+    std::fs::write(
+        &defs,
+        "# subordinate ids\nSUB_UID_MIN\t\t 1000000\nSUB_UID_MAX\t\t 3000000\nSUB_GID_MIN 2000000\nSUB_GID_MAX 600100000\n",
+    )
+    .unwrap();
+    // The higher minimum (gids: 2000000) aligned up to 65536.
+    assert_eq!(f.plan("web", Target::Auto).to, Some(2_031_616));
+    // 2031616..2097151 is the last range ending at or below SUB_UID_MAX 2100000.
+    std::fs::write(
+        &defs,
+        "SUB_UID_MIN 2000000\nSUB_UID_MAX 2100000\nSUB_GID_MIN 2000000\nSUB_GID_MAX 2100000\n",
+    )
+    .unwrap();
+    f.config_only(
+        "other",
+        "lxc.rootfs.path = dir:/srv/other\nlxc.idmap = u 0 2031616 65536\nlxc.idmap = g 0 2031616 65536\n",
+    );
+    let e = f.refused(&f.options("web", Target::Auto));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "no free range of 65536 ids between 2000000 and 2100000 (SUB_UID_MIN/SUB_GID_MIN and SUB_UID_MAX/SUB_GID_MAX in {}); raise those bounds or pass --to HOSTID explicitly",
+            defs.display()
+        )
+    );
+    assert_eq!(f.plan("web", Target::HostId(5_000_000)).to, Some(5_000_000));
+}
+
+/// Owners beyond the container range (a privileged rootfs may hold files of 100000
+/// or 4294967294): the plan counts them per id, says they will show as nobody, and
+/// offers the `--range` that maps them; with that range they are shifted.
+#[test]
+fn ids_beyond_the_range_are_counted_and_a_wider_range_offered() {
+    if !require_root("ids_beyond_the_range_are_counted_and_a_wider_range_offered") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("web");
+    let srv = rootfs.join("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    for (name, uid, gid) in [("a", 100_000, 100_000), ("b", 100_000, 4_294_967_294)] {
+        std::fs::write(srv.join(name), "").unwrap();
+        std::os::unix::fs::lchown(srv.join(name), Some(uid), Some(gid)).unwrap();
+    }
+    let planned = f.plan("web", Target::HostId(HOST_FIRST));
+    // The sample's own strays: var/lib/stray 70000:70000, var/lib/mixed group 70000.
+    let uids: Vec<(u32, u64)> = planned.unmapped.uids.clone().into_iter().collect();
+    let gids: Vec<(u32, u64)> = planned.unmapped.gids.clone().into_iter().collect();
+    assert_eq!(uids, [(70_000, 1), (100_000, 2)]);
+    assert_eq!(gids, [(70_000, 2), (100_000, 1), (4_294_967_294, 1)]);
+    let text = describe(&planned);
+    for wanted in [
+        "ids outside the container's range 0..65535, left as they are: inside the container they show as nobody (65534)\n",
+        "  uid 100000: 2 inodes\n",
+        "  gid 4294967294: 1 inode\n",
+        "  --range 131072 would map them (container ids 0..131071), except 4294967294, which no range can reach\n",
+    ] {
+        assert!(text.contains(wanted), "missing {wanted:?} in:\n{text}");
+    }
+
+    let mut wider = f.options("web", Target::HostId(HOST_FIRST));
+    wider.range = 131_072;
+    let planned = plan(&wider).unwrap();
+    assert!(planned.unmapped.uids.is_empty(), "{:?}", planned.unmapped);
+    let gids: Vec<(u32, u64)> = planned.unmapped.gids.clone().into_iter().collect();
+    assert_eq!(gids, [(4_294_967_294, 1)]);
+    assert!(!describe(&planned).contains("--range"));
+    execute(planned, Some(2), &Quiet).unwrap();
+    assert_eq!(owner(&srv.join("a")).0, 1_100_000);
+    assert_eq!(owner(&srv.join("b")).1, 4_294_967_294);
+    // Already unprivileged: nothing left out, nothing offered.
+    let again = f.plan("web", Target::HostId(HOST_FIRST));
+    assert!(again.unmapped.uids.is_empty());
+}

@@ -3,20 +3,21 @@
 //! is idempotent, and the rootfs shift is journaled, so running the same command
 //! again after an interruption finishes the job.
 
+use super::accounts::{self, HostAccounts, SubIdBounds};
 use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::host::Host;
+use super::lock::{self, ShadowLock};
 use super::perms::{self, Ownership, PermChange};
-use super::subid::{self, SubIds};
+use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
+use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
 use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
 use std::path::{Path, PathBuf};
 
 /// The user that owns the subordinate ids of system containers.
 const ROOT_USER: &str = "root";
-/// `--to auto` takes the lowest free range at or above this id, aligned to its size.
-const AUTO_MIN: u32 = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -64,6 +65,10 @@ pub enum ConvertError {
     Shift(#[from] run::RunError),
     #[error(transparent)]
     Map(#[from] crate::engine::idmap::IdMapError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Accounts(#[from] accounts::AccountError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -91,8 +96,19 @@ pub enum ConvertError {
         other_first: u32,
         other_last: u32,
     },
-    #[error("no free range of {0} ids found; pass --to HOSTID explicitly")]
-    NoFreeRange(u32),
+    #[error("no free range of {count} ids between {min} and {max} (SUB_UID_MIN/SUB_GID_MIN and SUB_UID_MAX/SUB_GID_MAX in {login_defs}); raise those bounds or pass --to HOSTID explicitly")]
+    NoFreeRange {
+        count: u32,
+        min: u32,
+        max: u32,
+        login_defs: PathBuf,
+    },
+    #[error("range {first}..{last} holds the host's {account}: container ids would be that account on the host; choose another --to (--to auto skips host accounts)")]
+    HostAccountInRange {
+        first: u32,
+        last: u32,
+        account: String,
+    },
     #[error("--range must be at least 1")]
     EmptyRange,
     #[error("a conversion from {origin} to {target} was interrupted: finish it (--to {target_arg}) or undo it (--to {origin_arg}) first")]
@@ -160,6 +176,13 @@ pub struct Plan {
     pub host_files: Vec<PathBuf>,
     pub udev_rules: Option<FileEdit>,
     pub device_owners: Vec<DeviceOwner>,
+    /// What happens to root's subordinate ids; the edits above show it, but
+    /// `execute` applies it to the files as they are once locked.
+    pub subids: Option<SubIdChange>,
+    pub host: Host,
+    /// Owners and groups in the rootfs that the shift leaves alone (they show as
+    /// nobody inside), per id; empty unless the rootfs shifts from container ids 0..
+    pub unmapped: UnmappedIds,
 }
 
 /// What a conversion did.
@@ -169,7 +192,9 @@ pub struct Outcome {
     pub udev_reloaded: Option<bool>,
 }
 
-/// Plans the conversion: checks everything, changes nothing.
+/// Plans the conversion: checks everything, changes nothing. A caller that goes on
+/// to `execute` takes [`lock::ConversionLock`] before planning and holds it until
+/// `execute` returns, so that no other conversion chooses the same range meanwhile.
 pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     if options.range == 0 {
         return Err(ConvertError::EmptyRange);
@@ -180,7 +205,11 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     let config = ContainerConfig::parse(&config_text);
     let rootfs = shiftable_rootfs(&config, &config_path)?;
     let course = course(options, &container, &config)?;
-    let mut edits = subid_plan(options, &container, &course)?;
+    let subids = subid_change(options, &container, &course)?;
+    let mut edits = match subids {
+        Some(change) => subid_edits(&options.host, change)?,
+        None => Vec::new(),
+    };
     edits.push(FileEdit {
         new: Some(new_config(options, &config, &course).to_text()),
         path: config_path,
@@ -194,6 +223,13 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         perms: record_perms,
     });
     let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, course.to)?;
+    // Towards a container from privileged ids (0..): what its map leaves out.
+    let unmapped = match &course.shift {
+        Some((map, Direction::Forward)) if map.entries().iter().all(|e| e.container_first == 0) => {
+            unmapped::scan(&rootfs, map, Direction::Forward, options.threads)?
+        }
+        _ => UnmappedIds::default(),
+    };
     Ok(Plan {
         container,
         rootfs,
@@ -211,6 +247,9 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         ],
         udev_rules,
         device_owners,
+        subids,
+        host: options.host.clone(),
+        unmapped,
     })
 }
 
@@ -245,6 +284,11 @@ fn course(
         (Some(state), Target::Auto) => state.target,
         _ => target_host_id(options, container, range)?,
     };
+    // A range the container already has is where it is; a new one must not hold
+    // a host account.
+    if let Some(first) = to.filter(|&to| Some(to) != from) {
+        check_no_account(&options.host, first, range)?;
+    }
     let shift = match &interrupted {
         None => shift_for(from, to, range)?,
         Some(state) => resume_or_undo(state, to)?,
@@ -260,23 +304,24 @@ fn course(
 }
 
 /// Root gets the target range; `--release-range` on the way back gives it up.
-fn subid_plan(
+fn subid_change(
     options: &ConvertOptions,
     container: &Container,
     course: &Course,
-) -> Result<Vec<FileEdit>, ConvertError> {
-    if let Some(host_first) = course.to {
-        check_range_free(container, host_first, course.range)?;
-        return subid_edits(&options.host, host_first, course.range);
+) -> Result<Option<SubIdChange>, ConvertError> {
+    let count = course.range;
+    if let Some(first) = course.to {
+        check_range_free(container, first, count)?;
+        return Ok(Some(SubIdChange::Grant { first, count }));
     }
     let held = course
         .interrupted
         .as_ref()
         .map_or(course.from, |s| s.target);
-    match (options.release_range, held) {
-        (true, Some(old)) => subid_release(&options.host, old, course.range),
-        _ => Ok(Vec::new()),
-    }
+    Ok(match (options.release_range, held) {
+        (true, Some(first)) => Some(SubIdChange::Release { first, count }),
+        _ => None,
+    })
 }
 
 fn new_config(
@@ -344,11 +389,31 @@ fn target_host_id(
         Target::Privileged => Ok(None),
         Target::HostId(id) => Ok(Some(id)),
         Target::Auto => {
-            let taken = taken_ranges(&options.host, container)?;
-            subid::lowest_free(range, range.max(65536), AUTO_MIN, &taken)
+            let mut taken = taken_ranges(&options.host, container)?;
+            taken.extend(HostAccounts::load(&options.host)?.taken());
+            let (min, max) = SubIdBounds::load(&options.host)?.both();
+            subid::lowest_free(range, range.max(65536), min, &taken)
+                .filter(|&first| u64::from(first) + u64::from(range) - 1 <= u64::from(max))
                 .map(Some)
-                .ok_or(ConvertError::NoFreeRange(range))
+                .ok_or_else(|| ConvertError::NoFreeRange {
+                    count: range,
+                    min,
+                    max,
+                    login_defs: options.host.login_defs(),
+                })
         }
+    }
+}
+
+/// Refuses a range holding the uid or gid of a host account.
+fn check_no_account(host: &Host, first: u32, count: u32) -> Result<(), ConvertError> {
+    match HostAccounts::load(host)?.first_in(first, count) {
+        Some(account) => Err(ConvertError::HostAccountInRange {
+            first,
+            last: first.saturating_add(count - 1),
+            account: account.to_string(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -449,40 +514,55 @@ fn resume_or_undo(
 }
 
 fn read_subids(path: &Path) -> Result<SubIds, ConvertError> {
+    Ok(SubIds::parse(&read_subid_text(path)?.unwrap_or_default()))
+}
+
+/// The file's text; None when it does not exist.
+fn read_subid_text(path: &Path) -> Result<Option<String>, ConvertError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(SubIds::parse(&text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SubIds::parse("")),
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(path)(e)),
     }
 }
 
-fn subid_edits(host: &Host, first: u32, count: u32) -> Result<Vec<FileEdit>, ConvertError> {
+/// The change as the files are now (for the plan and `--dry-run`).
+fn subid_edits(host: &Host, change: SubIdChange) -> Result<Vec<FileEdit>, ConvertError> {
     [host.subuid(), host.subgid()]
         .into_iter()
         .map(|path| {
             let ids = read_subids(&path)?;
-            let new = ids.with_range(ROOT_USER, first, count)?.to_text();
             Ok(FileEdit {
-                path,
+                new: Some(change.apply(ROOT_USER, &ids)?.to_text()),
                 old: Some(ids.to_text()),
-                new: Some(new),
+                path,
             })
         })
         .collect()
 }
 
-fn subid_release(host: &Host, first: u32, count: u32) -> Result<Vec<FileEdit>, ConvertError> {
-    [host.subuid(), host.subgid()]
-        .into_iter()
-        .map(|path| {
-            let ids = read_subids(&path)?;
-            Ok(FileEdit {
-                new: Some(ids.without_range(ROOT_USER, first, count).to_text()),
-                old: Some(ids.to_text()),
-                path,
-            })
-        })
-        .collect()
+/// Applies the change to /etc/subuid and /etc/subgid under shadow's locks, to the
+/// files as they are then: a line `useradd` or `usermod` added since the plan stays,
+/// and a range given to another user meanwhile is refused.
+fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
+    let Some(change) = plan.subids else {
+        return Ok(());
+    };
+    let files = [plan.host.subuid(), plan.host.subgid()];
+    for dir in files.iter().filter_map(|f| f.parent()) {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    let _lock = ShadowLock::acquire(&plan.host, &files)?;
+    for path in &files {
+        let old = read_subid_text(path)?;
+        let ids = SubIds::parse(old.as_deref().unwrap_or_default());
+        let new = change.apply(ROOT_USER, &ids)?;
+        if new != ids || old.is_none() {
+            subid::write_with_backup(path, old.as_deref(), &new.to_text())
+                .map_err(io_error(path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Permission changes, and the ownerships to record before making them.
@@ -622,10 +702,7 @@ pub fn execute(
     if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
         write_state(&plan.container, &plan.state)?;
     }
-    let is_subid = |e: &&FileEdit| e.path != plan.container.config();
-    for edit in plan.edits.iter().filter(is_subid) {
-        write_edit(edit)?;
-    }
+    apply_subids(&plan)?;
     let shift = match &plan.shift {
         Some((map, direction)) => Some(run::shift(
             &ShiftOptions {
@@ -648,7 +725,8 @@ pub fn execute(
             udev_reloaded: None,
         });
     }
-    for edit in plan.edits.iter().filter(|e| !is_subid(e)) {
+    let config = plan.container.config();
+    for edit in plan.edits.iter().filter(|e| e.path == config) {
         write_edit(edit)?;
     }
     perms::apply(&plan.perms).map_err(io_error(&plan.container.dir()))?;
@@ -729,6 +807,11 @@ pub fn describe(plan: &Plan) -> String {
             )
         }
         None => text += &format!("rootfs {}: nothing to shift\n", plan.rootfs.display()),
+    }
+    if let Some(host_first) = plan.to {
+        // Only a privileged rootfs can take a wider range: an unprivileged one keeps its own.
+        let offer = plan.from.is_none();
+        text += &unmapped::describe(&plan.unmapped, plan.range, host_first, offer);
     }
     for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
         let (old, new) = (edit.old.as_deref(), edit.new.as_deref());

@@ -44,6 +44,35 @@ impl Host {
     pub fn sys(&self) -> PathBuf {
         self.path("/sys")
     }
+
+    /// Whether this is the real host: its accounts are then looked up through NSS
+    /// (`getent`), not read from `etc/passwd` under the prefix.
+    pub fn is_system(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    pub fn passwd(&self) -> PathBuf {
+        self.path("/etc/passwd")
+    }
+
+    pub fn group(&self) -> PathBuf {
+        self.path("/etc/group")
+    }
+
+    pub fn login_defs(&self) -> PathBuf {
+        self.path("/etc/login.defs")
+    }
+
+    /// The lock `lckpwdf()` takes (an fcntl lock) before shadow's tools edit
+    /// /etc/passwd, /etc/subuid and the like.
+    pub fn pwd_lock(&self) -> PathBuf {
+        self.path("/etc/.pwd.lock")
+    }
+
+    /// The host-wide lock that serializes conversions (a flock).
+    pub fn conversion_lock(&self) -> PathBuf {
+        self.path("/run/lock/lxc-idshift.lock")
+    }
 }
 
 #[cfg(test)]
@@ -57,6 +86,10 @@ mod tests {
         assert_eq!(h.subgid(), Path::new("/etc/subgid"));
         assert_eq!(h.udev_rules_dir(), Path::new("/etc/udev/rules.d"));
         assert_eq!(h.sys(), Path::new("/sys"));
+        assert_eq!(h.pwd_lock(), Path::new("/etc/.pwd.lock"));
+        assert_eq!(h.conversion_lock(), Path::new("/run/lock/lxc-idshift.lock"));
+        assert!(h.is_system());
+        assert!(!Host::under("/tmp/fake").is_system());
     }
 
     #[test]

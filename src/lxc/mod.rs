@@ -2,12 +2,18 @@
 //! finds a container, `config` and `subid` edit its config and the host's
 //! subordinate id files (keeping every untouched line byte-identical), `perms` and
 //! `udev` handle the directory permissions and passed-through devices, `host`
-//! makes every host path redirectable for tests, and `convert` plans and runs it all.
+//! makes every host path redirectable for tests, `accounts` knows the host's users,
+//! groups and login.defs bounds, `lock` serializes conversions and takes shadow's
+//! locks on /etc/subuid and /etc/subgid, `unmapped` counts the rootfs ids a map
+//! leaves out, and `convert` plans and runs it all.
 
+pub mod accounts;
 pub mod config;
 pub mod container;
 pub mod convert;
 pub mod host;
+pub mod lock;
 pub mod perms;
 pub mod subid;
 pub mod udev;
+pub mod unmapped;

@@ -231,6 +231,25 @@ impl SubIds {
     }
 }
 
+/// What a conversion does to an owner's subordinate ids; applied to the file as it
+/// is when the lock is held, so lines others added since the plan stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubIdChange {
+    /// `with_range`: the owner gets first..first+count (unless it has them).
+    Grant { first: u32, count: u32 },
+    /// `without_range`: the line `owner:first:count` goes.
+    Release { first: u32, count: u32 },
+}
+
+impl SubIdChange {
+    pub fn apply(&self, owner: &str, ids: &SubIds) -> Result<SubIds, SubIdError> {
+        match *self {
+            SubIdChange::Grant { first, count } => ids.with_range(owner, first, count),
+            SubIdChange::Release { first, count } => Ok(ids.without_range(owner, first, count)),
+        }
+    }
+}
+
 /// The lowest start >= `min` that is a multiple of `align` (0 counts as 1) and
 /// begins `count` ids free of every `(first, count)` in `taken`; the ids stay below
 /// 4294967295. Callers use min = 100000 to stay clear of regular users.
@@ -296,6 +315,46 @@ pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
         let _ = fs::remove_file(&temp); // best effort: the error that matters is the first
         return result;
     }
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| at_path(&dir, e))
+}
+
+/// Replaces a shadow file (/etc/subuid, /etc/subgid) as shadow's tools do, to be
+/// called with its lock held ([`super::lock::ShadowLock`]): the old contents go to
+/// `F-` (the backup `useradd` and `usermod` keep), the new ones to `F+`, fsynced and
+/// renamed over `F`, then the directory is fsynced. Both keep the original's owner
+/// and mode (0644 root:root for a new file); a symlink's target is replaced.
+pub fn write_with_backup(path: &Path, old: Option<&str>, text: &str) -> io::Result<()> {
+    let target = real_target(path).map_err(|e| at_path(path, e))?;
+    let (mode, uid, gid) = match fs::metadata(&target) {
+        Ok(meta) => (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (0o644, 0, 0),
+        Err(e) => return Err(at_path(&target, e)),
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let sibling = |suffix: &str| {
+        let mut name = target.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let replace = |file: &Path, text: &str| {
+        // Whatever a killed writer left there goes; create_new never follows a link.
+        match fs::remove_file(file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at_path(file, e)),
+            _ => {}
+        }
+        write_temp(file, text, mode, uid, gid).map_err(|e| at_path(file, e))
+    };
+    if let Some(old) = old {
+        replace(&sibling("-"), old)?;
+    }
+    let new = sibling("+");
+    replace(&new, text)?;
+    fs::rename(&new, &target).map_err(|e| at_path(&target, e))?;
     fs::File::open(&dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| at_path(&dir, e))
@@ -511,6 +570,46 @@ broken line
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn write_with_backup_keeps_the_old_file_as_shadow_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subuid");
+        fs::write(&path, "a:1:2\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        fs::write(dir.path().join("subuid+"), "left by a killed writer").unwrap();
+        write_with_backup(&path, Some("a:1:2\n"), "a:1:2\nroot:5:6\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a:1:2\nroot:5:6\n");
+        let backup = dir.path().join("subuid-");
+        assert_eq!(fs::read_to_string(&backup).unwrap(), "a:1:2\n");
+        for file in [&path, &backup] {
+            assert_eq!(fs::metadata(file).unwrap().mode() & 0o7777, 0o640);
+        }
+        assert_eq!(files_in(dir.path()), ["subuid", "subuid-"]);
+        let new = dir.path().join("subgid");
+        write_with_backup(&new, None, "b:1:2\n").unwrap();
+        assert_eq!(fs::read_to_string(&new).unwrap(), "b:1:2\n");
+        assert!(!dir.path().join("subgid-").exists(), "no backup of nothing");
+    }
+
+    #[test]
+    fn changes_apply_to_the_file_as_it_is_now() {
+        let grant = SubIdChange::Grant {
+            first: 1000000,
+            count: 65536,
+        };
+        let now = SubIds::parse("u:300000:10\n");
+        let granted = grant.apply("root", &now).unwrap();
+        assert_eq!(granted.to_text(), "u:300000:10\nroot:1000000:65536\n");
+        assert_eq!(grant.apply("root", &granted).unwrap(), granted);
+        let release = SubIdChange::Release {
+            first: 1000000,
+            count: 65536,
+        };
+        assert_eq!(release.apply("root", &granted).unwrap(), now);
+        let taken = SubIds::parse("u:1000005:1\n");
+        assert!(grant.apply("root", &taken).is_err());
     }
 
     #[test]
