@@ -8,7 +8,7 @@ use crate::engine::idmap::{Direction, IdKind, IdMap, Shift};
 use crate::engine::report::Counters;
 use crate::engine::run::RunError;
 use crate::engine::safety;
-use crate::engine::sys::{self, Stat};
+use crate::engine::sys::Inode;
 use crate::engine::walk::{self, DirNode, Visitor};
 use rustix::fd::BorrowedFd;
 use std::collections::BTreeMap;
@@ -58,7 +58,8 @@ pub fn scan(
     direction: Direction,
     threads: Option<usize>,
 ) -> Result<UnmappedIds, RunError> {
-    let root = safety::check_tree(root)?;
+    let tree = safety::open_tree(root)?;
+    let root = tree.path.clone();
     let io = |source| RunError::Io {
         path: root.clone(),
         source,
@@ -72,7 +73,7 @@ pub fn scan(
         counters: Counters::default(),
         found: Mutex::default(),
     };
-    let fd = sys::open_dir_path(&root).map_err(io)?;
+    let fd = tree.dup_fd().map_err(io)?;
     walk::walk(&pool, fd, &scanner).map_err(io)?;
     Ok(scanner.found.into_inner().expect("unmapped ids lock"))
 }
@@ -87,7 +88,8 @@ struct Scanner<'a> {
 }
 
 impl Visitor for Scanner<'_> {
-    fn visit(&self, _dir: &DirNode, _fd: BorrowedFd<'_>, _name: &CStr, stat: &Stat) {
+    fn visit(&self, _dir: &DirNode, _fd: BorrowedFd<'_>, _name: &CStr, inode: &Inode) {
+        let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
             return;
         }
