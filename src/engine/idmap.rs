@@ -466,7 +466,10 @@ mod tests {
         let both = r#"{"users":false,"groups":false,"container_first":0,"host_first":9,"count":1}"#;
         assert!(read(&format!(r#"{{"entries":[{both}]}}"#)).is_err());
         let good = map(&["b:0:1000000:65536"]);
-        assert_eq!(read(&serde_json::to_string(&good).unwrap()), Ok(good.clone()));
+        assert_eq!(
+            read(&serde_json::to_string(&good).unwrap()),
+            Ok(good.clone())
+        );
         assert!(IdMap::new(vec![MapEntry {
             count: 0,
             ..good.entries[0]
