@@ -1,7 +1,8 @@
 //! Replays the fuzz seed corpus through the fuzz targets' properties, so that every
 //! `cargo test` checks them on stable Rust without libFuzzer.
 
-use lxc_idshift::engine::{acl, caps};
+use lxc_idshift::engine::{acl, caps, idmap, journal};
+use lxc_idshift::lxc::{config, subid};
 use std::fs;
 use std::path::PathBuf;
 
@@ -32,4 +33,28 @@ fn acl_corpus_holds_properties() {
 fn caps_corpus_holds_properties() {
     let n = replay("caps", caps::fuzz_roundtrip);
     assert!(n >= 5, "only {n} caps seeds");
+}
+
+#[test]
+fn idmap_corpus_holds_properties() {
+    let n = replay("idmap", idmap::fuzz_parse);
+    assert!(n >= 6, "only {n} idmap seeds");
+}
+
+#[test]
+fn journal_corpus_holds_properties() {
+    let n = replay("journal", journal::fuzz_read);
+    assert!(n >= 6, "only {n} journal seeds");
+}
+
+#[test]
+fn config_corpus_holds_properties() {
+    let n = replay("config", config::fuzz_edit);
+    assert!(n >= 6, "only {n} config seeds");
+}
+
+#[test]
+fn subid_corpus_holds_properties() {
+    let n = replay("subid", subid::fuzz_edit);
+    assert!(n >= 6, "only {n} subid seeds");
 }

@@ -97,16 +97,24 @@ impl MapEntry {
             host_first: number(host)?,
             count: number(count)?,
         };
-        if entry.count == 0 {
+        entry.checked(text)
+    }
+
+    /// The entry if its range is valid; errors quote `text`.
+    fn checked(self, text: &str) -> Result<MapEntry, IdMapError> {
+        if !self.users && !self.groups {
+            return Err(IdMapError::Syntax(text.to_string()));
+        }
+        if self.count == 0 {
             return Err(IdMapError::EmptyRange(text.to_string()));
         }
-        let last = |first: u32| u64::from(first) + u64::from(entry.count) - 1;
-        if last(entry.container_first) >= u64::from(u32::MAX)
-            || last(entry.host_first) >= u64::from(u32::MAX)
+        let last = |first: u32| u64::from(first) + u64::from(self.count) - 1;
+        if last(self.container_first) >= u64::from(u32::MAX)
+            || last(self.host_first) >= u64::from(u32::MAX)
         {
             return Err(IdMapError::ReachesInvalidId(text.to_string()));
         }
-        Ok(entry)
+        Ok(self)
     }
 
     fn applies_to(&self, kind: IdKind) -> bool {
@@ -168,10 +176,26 @@ pub enum Shift {
     Unmapped,
 }
 
-/// A validated set of map entries.
+/// A validated set of map entries; validated when deserialized too (a journal or
+/// state file is read back through `IdMap::new`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedIdMap")]
 pub struct IdMap {
     entries: Vec<MapEntry>,
+}
+
+/// The serialized form of an `IdMap`, before validation.
+#[derive(Deserialize)]
+struct UncheckedIdMap {
+    entries: Vec<MapEntry>,
+}
+
+impl TryFrom<UncheckedIdMap> for IdMap {
+    type Error = IdMapError;
+
+    fn try_from(unchecked: UncheckedIdMap) -> Result<IdMap, IdMapError> {
+        IdMap::new(unchecked.entries)
+    }
 }
 
 impl IdMap {
@@ -179,6 +203,9 @@ impl IdMap {
     pub fn new(entries: Vec<MapEntry>) -> Result<IdMap, IdMapError> {
         if entries.is_empty() {
             return Err(IdMapError::NoMap);
+        }
+        for e in &entries {
+            e.checked(&e.to_string())?;
         }
         for (i, a) in entries.iter().enumerate() {
             for b in &entries[i..] {
@@ -266,6 +293,68 @@ impl fmt::Display for IdMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let texts: Vec<String> = self.entries.iter().map(|e| e.to_string()).collect();
         f.write_str(&texts.join(" "))
+    }
+}
+
+/// The properties the `idmap` fuzz target checks; panics on the first one violated.
+/// The input is read as up to 8 map texts, one a line. A map that parses has no
+/// entry reaching 4294967295, no overlap, a Display form that parses back to it,
+/// and every id a shift moves is moved back by the opposite shift.
+#[doc(hidden)]
+pub fn fuzz_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let texts: Vec<&str> = text.lines().take(8).collect();
+    for t in &texts {
+        if let Ok(e) = MapEntry::parse(t) {
+            assert_eq!(MapEntry::parse(&e.to_string()), Ok(e), "entry reparse");
+        }
+    }
+    let Ok(map) = IdMap::parse(&texts) else {
+        return;
+    };
+    let shown = map.to_string();
+    let again: Vec<&str> = shown.split(' ').collect();
+    assert_eq!(IdMap::parse(&again).as_ref(), Ok(&map), "Display reparse");
+    let mut ids = vec![0, 1, u32::MAX - 1, u32::MAX];
+    for (i, a) in map.entries.iter().enumerate() {
+        let last = |first: u32| u64::from(first) + u64::from(a.count) - 1;
+        assert!(a.count > 0 && (a.users || a.groups), "empty entry {a}");
+        assert!(
+            last(a.container_first) < u64::from(u32::MAX),
+            "{a} reaches -1"
+        );
+        assert!(last(a.host_first) < u64::from(u32::MAX), "{a} reaches -1");
+        for b in map.entries[i..].iter().filter(|b| a.kinds_overlap(b)) {
+            let overlap = |x: u32, y: u32| ranges_overlap(x, y, a.count, b.count);
+            let crosses = overlap(a.container_first, b.host_first)
+                || overlap(a.host_first, b.container_first);
+            let same = std::ptr::eq(a, b);
+            assert!(!crosses, "{a} and {b}: container range meets host range");
+            assert!(
+                same || !overlap(a.container_first, b.container_first),
+                "{a}, {b}"
+            );
+            assert!(same || !overlap(a.host_first, b.host_first), "{a}, {b}");
+        }
+        for first in [a.container_first, a.host_first] {
+            let end = first.saturating_add(a.count);
+            ids.extend([first.saturating_sub(1), first, end - 1, end, first ^ 0x5555]);
+        }
+    }
+    let directions = [Direction::Forward, Direction::Reverse];
+    for (kind, direction) in [IdKind::User, IdKind::Group]
+        .into_iter()
+        .flat_map(|k| directions.map(|d| (k, d)))
+    {
+        for &id in &ids {
+            let Shift::Mapped(new) = map.shift(kind, id, direction) else {
+                assert_eq!(map.map(kind, id, direction), id, "unmapped id moved");
+                continue;
+            };
+            assert_ne!(new, u32::MAX, "{id} shifted to 4294967295");
+            let back = map.shift(kind, new, direction.opposite());
+            assert_eq!(back, Shift::Mapped(id), "{id} -> {new} does not come back");
+        }
     }
 }
 
@@ -357,5 +446,34 @@ mod tests {
         assert_eq!(m.map(IdKind::User, 7, Direction::Forward), 1000007);
         assert_eq!(m.map(IdKind::Group, 7, Direction::Forward), 2000007);
         assert_eq!(m.map(IdKind::Group, 2000007, Direction::Reverse), 7);
+    }
+
+    #[test]
+    fn deserialized_maps_are_validated() {
+        // Found by the `idmap`/`journal` fuzz seeds: a journal header's map skipped
+        // every check, so 4294967290 + 5 wrapped past 4294967295 in `shift`.
+        let json = |host: u32, count: u32| {
+            format!(
+                r#"{{"entries":[{{"users":true,"groups":false,"container_first":0,"host_first":{host},"count":{count}}}]}}"#
+            )
+        };
+        let read = |text: &str| serde_json::from_str::<IdMap>(text).map_err(|e| e.to_string());
+        assert!(read(&json(4294967290, 100))
+            .unwrap_err()
+            .contains("4294967295"));
+        assert!(read(&json(1000000, 0)).unwrap_err().contains("at least 1"));
+        assert!(read(r#"{"entries":[]}"#).unwrap_err().contains("no map"));
+        let both = r#"{"users":false,"groups":false,"container_first":0,"host_first":9,"count":1}"#;
+        assert!(read(&format!(r#"{{"entries":[{both}]}}"#)).is_err());
+        let good = map(&["b:0:1000000:65536"]);
+        assert_eq!(
+            read(&serde_json::to_string(&good).unwrap()),
+            Ok(good.clone())
+        );
+        assert!(IdMap::new(vec![MapEntry {
+            count: 0,
+            ..good.entries[0]
+        }])
+        .is_err());
     }
 }

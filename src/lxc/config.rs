@@ -452,7 +452,8 @@ impl ContainerConfig {
         let ends_open = self.lines.last().is_some_and(|l| l.eol.is_empty());
         let last = lines.len().saturating_sub(1);
         for (i, line) in lines.iter_mut().enumerate() {
-            if i == last && ends_open {
+            // A blank line left without its ending would vanish: it keeps it.
+            if i == last && ends_open && !line.text.is_empty() {
                 line.eol.clear();
             } else if line.eol.is_empty() {
                 line.eol.clone_from(&eol);
@@ -477,13 +478,23 @@ fn split_line(raw: &str) -> Line {
     }
 }
 
+/// `value` as written after `key = `, so that it reads back as itself: quoted when
+/// LXC would otherwise trim its outer spaces or drop quotes around it.
+fn written_value(value: &str) -> String {
+    if value.trim() != value || unquote(value) != value {
+        format!("\"{value}\"")
+    } else {
+        value.to_string()
+    }
+}
+
 /// `lines` with `lxc.include = <include>` present (see `with_unprivileged`).
 fn with_include(lines: &[Line], include: &Path) -> Vec<Line> {
     let mut out = lines.to_vec();
     if out.iter().any(|l| l.include() == Some(include)) {
         return out;
     }
-    let value = include.to_string_lossy();
+    let value = written_value(&include.to_string_lossy());
     if let Some(i) = out
         .iter()
         .position(|l| l.include().is_some_and(is_userns_include))
@@ -635,6 +646,61 @@ fn render_hunk(out: &mut String, ops: &[Op], a: &[&str], b: &[&str], at: (usize,
         }
         out.push('\n');
     }
+}
+
+/// The properties the `config` fuzz target checks; panics on the first one violated.
+/// Any text is made unprivileged as a conversion does, then moved to another range,
+/// then made privileged again. Each edit is idempotent, its result reads back with
+/// exactly the intended idmap lines and userns include (or none), and every line that
+/// is neither an idmap line nor a userns include keeps its bytes and order.
+#[doc(hidden)]
+pub fn fuzz_edit(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let config = ContainerConfig::parse(&text);
+    assert_eq!(config.to_text(), text, "parse loses bytes");
+    let seed = (data.iter()).fold(7u32, |h, &b| h.wrapping_mul(31).wrapping_add(b.into()));
+    let include = (config.userns_include(|_| seed & 1 == 0))
+        .unwrap_or_else(|| PathBuf::from("/usr/share/lxc/config/userns.conf"));
+    let kept = |c: &ContainerConfig| -> Vec<String> {
+        let involved = |l: &Line| l.is_idmap() || l.include().is_some_and(is_userns_include);
+        let lines = c.lines.iter().filter(|l| !involved(l));
+        lines.map(|l| format!("{}{}", l.text, l.eol)).collect()
+    };
+    // Only the last line may gain or lose its line ending.
+    let same_kept = |c: &ContainerConfig, want: &[String]| {
+        let got = kept(&ContainerConfig::parse(&c.to_text()));
+        let bare = |l: &String| l.trim_end_matches(['\r', '\n']).to_string();
+        let last = |v: &[String]| v.split_last().map(|(l, rest)| (bare(l), rest.to_vec()));
+        got == want || last(&got) == last(want)
+    };
+    let original = kept(&config);
+    let (count, mut current) = (1 + (seed >> 8) % 70000, config);
+    for host in [100_000 + (seed % 4096) * 65536, 300_000_000] {
+        let next = current.with_unprivileged(host, count, &include);
+        assert_eq!(next.with_unprivileged(host, count, &include), next);
+        let reread = ContainerConfig::parse(&next.to_text());
+        let map = |users| MapEntry {
+            users,
+            groups: !users,
+            container_first: 0,
+            host_first: host,
+            count,
+        };
+        // Either order: existing u and g lines are rewritten where they stand.
+        let mut maps = reread.idmaps().expect("the idmap lines read back");
+        maps.sort_by_key(|m| m.groups);
+        assert_eq!(maps, [map(true), map(false)]);
+        assert!(reread.includes().contains(&include), "include missing");
+        assert!(same_kept(&next, &original), "a line changed: {next:?}");
+        current = next;
+    }
+    let privileged = current.with_privileged();
+    assert_eq!(privileged.with_privileged(), privileged);
+    let reread = ContainerConfig::parse(&privileged.to_text());
+    assert_eq!(reread.idmaps().ok(), Some(vec![]), "idmap left");
+    assert!(!reread.includes().iter().any(|p| is_userns_include(p)));
+    assert!(same_kept(&privileged, &original), "a line changed");
+    assert_eq!(reread.lines.len(), original.len(), "a line added");
 }
 
 #[cfg(test)]
@@ -1081,5 +1147,36 @@ lxc.arch = amd64
             diff.contains("@@ -16,5 +16,5 @@\n 16\n 17\n 18\n-19\n+nineteen\n 20\n"),
             "{diff}"
         );
+    }
+
+    #[test]
+    fn an_include_with_outer_spaces_is_quoted_so_it_reads_back() {
+        // Found by the `config` fuzz seeds: `/x/userns.conf` was written unquoted
+        // after a quoted ` /x/debian.common.conf`, read back as another path, and a
+        // second conversion added the include again.
+        let config = parse("lxc.include = \" /x/debian.common.conf\"\n");
+        let include = config.userns_include(|_| false).unwrap();
+        assert_eq!(include, Path::new(" /x/userns.conf"));
+        let once = config.with_unprivileged(100000, 65536, &include);
+        assert!(once
+            .to_text()
+            .contains("lxc.include = \" /x/userns.conf\"\n"));
+        assert!(parse(&once.to_text()).includes().contains(&include));
+        assert_eq!(once.with_unprivileged(100000, 65536, &include), once);
+        assert_eq!(written_value("/a/userns.conf"), "/a/userns.conf");
+        assert_eq!(written_value("'/a'"), "\"'/a'\"");
+    }
+
+    #[test]
+    fn a_blank_line_before_a_removed_open_last_line_stays() {
+        // Found by the `config` fuzzer: removing a userns include that ended the file
+        // without a newline took the ending of the blank line before it, so the blank
+        // line vanished.
+        let config = parse("a = 1\n\nlxc.include = /a/b.userns.conf");
+        assert_eq!(config.with_privileged().to_text(), "a = 1\n\n");
+        let open = parse("a = 1\nlxc.include = /a/b.userns.conf");
+        assert_eq!(open.with_privileged().to_text(), "a = 1");
+        let added = parse("a = 1").with_unprivileged(100000, 65536, Path::new(USERNS));
+        assert_eq!(added.with_privileged().to_text(), "a = 1");
     }
 }

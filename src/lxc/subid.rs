@@ -411,6 +411,52 @@ fn write_temp(temp: &Path, text: &str, mode: u32, uid: u32, gid: u32) -> io::Res
     file.sync_all()
 }
 
+/// The properties the `subid` fuzz target checks; panics on the first one violated.
+/// Any text keeps its bytes; giving root a range (picked near the file's own ranges)
+/// covers it, is refused exactly when another owner holds one of its ids, appends
+/// one line, and removing that range gives the text back (its last line ended).
+#[doc(hidden)]
+pub fn fuzz_edit(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let ids = SubIds::parse(&text);
+    assert_eq!(ids.to_text(), text, "parse loses bytes");
+    let seed = (data.iter()).fold(7u32, |h, &b| h.wrapping_mul(31).wrapping_add(b.into()));
+    let taken = ids.all_ranges();
+    let (near, size) = taken
+        .get(seed as usize % taken.len().max(1))
+        .copied()
+        .unwrap_or((100_000, 65_536));
+    let first = near.wrapping_add(seed % 5).wrapping_sub(2);
+    let count = [size, 65_536, 1, seed % 3][(seed >> 4) as usize % 4];
+    let other = ids.overlapping_other("root", first, count);
+    let added = match ids.with_range("root", first, count) {
+        Ok(added) => added,
+        Err(SubIdError::InvalidRange { .. }) => {
+            assert!(count == 0 || end(first, count) >= u64::from(u32::MAX));
+            return;
+        }
+        Err(SubIdError::Overlap { owner, line, .. }) => {
+            assert!(other.is_some_and(|(o, _, _)| o == owner) && line >= 1);
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert!(
+        added.covers("root", first, count),
+        "added range not covered"
+    );
+    if added == ids {
+        return;
+    }
+    assert_eq!(other, None, "overlap with another owner created silently");
+    let mut ended = text.into_owned();
+    if !ended.is_empty() && !ended.ends_with('\n') {
+        ended.push('\n');
+    }
+    assert_eq!(added.to_text(), format!("{ended}root:{first}:{count}\n"));
+    assert_eq!(added.without_range("root", first, count).to_text(), ended);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
