@@ -287,13 +287,10 @@ fn a_second_run_on_the_same_tree_is_refused_whatever_its_journal() {
             scope.spawn(|| run::shift(&options(&root, &first, Direction::Forward), &pause));
         started_rx.recv().unwrap();
         let second = Tool::new().shift(&root, &[]);
-        assert_exit(&second, 2, "a second run with another journal");
-        assert!(
-            text(&second.stderr).contains("another lxc-idshift run"),
-            "{}",
-            text(&second.stderr)
-        );
         resume_tx.send(()).unwrap();
+        assert_exit(&second, 2, "a second run with another journal");
+        let stderr = text(&second.stderr);
+        assert!(stderr.contains("another lxc-idshift run"), "{stderr}");
         let report = running.join().unwrap().unwrap();
         assert_eq!(report.summary.errors, 0);
     });
