@@ -428,9 +428,22 @@ fn open_outside(path: &Path, tree: &Tree) -> io::Result<Option<File>> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "names no file"))?;
+    // Checked before anything is created (the nearest existing directory), and
+    // again once the directory exists.
+    let existing = dir
+        .ancestors()
+        .find(|d| d.as_os_str().is_empty() || d.is_dir());
+    let existing = match existing {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let inside = |fd: &rustix::fd::OwnedFd| tree.contains_dir(rustix::fd::AsFd::as_fd(fd));
+    if inside(&sys::open_dir_path(existing)?)? {
+        return Ok(None);
+    }
     std::fs::create_dir_all(dir)?;
     let dir_fd = sys::open_dir_path(dir)?;
-    if tree.contains_dir(rustix::fd::AsFd::as_fd(&dir_fd))? {
+    if inside(&dir_fd)? {
         return Ok(None);
     }
     let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -697,7 +710,13 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         let link = elsewhere.path().join("link-to-tree");
         std::os::unix::fs::symlink(dir.path(), &link).unwrap();
-        for path in [dir.path().join("j"), link.join("sub/j"), link.join("j")] {
+        let new_dirs = link.join("new/dirs/j");
+        for path in [
+            dir.path().join("j"),
+            link.join("sub/j"),
+            link.join("j"),
+            new_dirs,
+        ] {
             assert!(
                 matches!(
                     Journal::open(&path, &root, &map()),
@@ -708,6 +727,10 @@ mod tests {
             );
         }
         assert!(!dir.path().join("j").exists() && !dir.path().join("sub/j").exists());
+        assert!(
+            !dir.path().join("new").exists(),
+            "no directory made in the tree"
+        );
     }
 
     #[test]
