@@ -340,6 +340,10 @@ fn unix_now() -> u64 {
 #[derive(Debug, Default)]
 struct Plan {
     records: HashMap<u64, Record>,
+    /// Inodes whose ACLs or capability the scan found: the apply walk reads the
+    /// xattrs of these (and of recorded ones) only; the others shift from their stat.
+    /// A resumed run scans again, so what was added since an interruption is listed.
+    xattr_inodes: HashSet<u64>,
     /// Inodes the scan could not read or understand (an unreadable or unparseable
     /// ACL or capability): the apply walk leaves them exactly as they are.
     failed: HashSet<u64>,
@@ -553,12 +557,13 @@ impl Visitor for Scan<'_> {
             return self.fail(inode);
         }
         self.count_predicted(inode, &current, &shifted.meta);
-        if let Some(record) = record {
-            self.kept
-                .lock()
-                .expect("plan lock")
-                .records
-                .insert(inode.stat.ino, record);
+        if record.is_none() && !current.has_id_xattrs() {
+            return;
+        }
+        let mut kept = self.kept.lock().expect("plan lock");
+        match record {
+            Some(record) => drop(kept.records.insert(inode.stat.ino, record)),
+            None => drop(kept.xattr_inodes.insert(inode.stat.ino)),
         }
     }
 
@@ -592,8 +597,9 @@ impl<'a> Apply<'a> {
         }
     }
 
-    /// Reads the inode again (it may have changed since the scan) and makes it its
-    /// target, from its record if one belongs to it.
+    /// Makes the inode its target, from its record if one belongs to it. Its owner
+    /// and mode come from the handle's stat, its xattrs are read again where the scan
+    /// found any.
     fn shift_inode(
         &self,
         dir: &DirNode,
@@ -605,7 +611,10 @@ impl<'a> Apply<'a> {
         let known = self.plan.records.get(&inode.stat.ino);
         // The plan's records were all made or checked by this run's scan.
         let record = base.matching(known, true, (dir, name), inode);
-        let current = inode::read_meta(dir_fd, name, inode)?;
+        let current = match known.is_some() || self.plan.xattr_inodes.contains(&inode.stat.ino) {
+            true => inode::read_meta(dir_fd, name, inode)?,
+            false => inode::meta_from_stat(&inode.stat),
+        };
         let shifted = plan(record, &current, base.map, base.direction);
         if !base.count(dir, name, &shifted) {
             return Ok(());
