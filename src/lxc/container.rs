@@ -8,7 +8,7 @@ pub const DEFAULT_LXCPATH: &str = "/var/lib/lxc";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    #[error("no container {name} under {lxcpath}: {config} does not exist (see `lxc-ls -P {lxcpath}`, or pass --lxcpath)")]
+    #[error("no container {name} under {lxcpath}: {config} does not exist (`lxc-idshift list -P {lxcpath}` lists the containers there; -P DIR names another lxcpath)")]
     NotFound {
         name: String,
         lxcpath: PathBuf,

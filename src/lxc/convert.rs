@@ -74,7 +74,7 @@ pub enum ConvertError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{config}: no lxc.rootfs.path; is this an LXC container config?")]
+    #[error("{config}: no lxc.rootfs.path, so this is no LXC container config; `lxc-idshift list` shows the containers there (-P DIR names another lxcpath)")]
     NoRootfs { config: PathBuf },
     #[error("rootfs {rootfs} uses the {backend} backend, which lxc-idshift cannot shift in place: {why}")]
     UnsupportedRootfs {
@@ -590,7 +590,7 @@ fn perm_plan(
 }
 
 /// The state recorded by an earlier conversion, if any.
-fn read_state(container: &Container) -> Result<Option<ConversionState>, ConvertError> {
+pub fn read_state(container: &Container) -> Result<Option<ConversionState>, ConvertError> {
     let path = container.state_file();
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
