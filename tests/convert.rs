@@ -364,7 +364,10 @@ fn refusals_change_nothing() {
 
     let mut zero = f.options("web", Target::HostId(2_000_000));
     zero.range = 0;
-    assert_eq!(f.refused(&zero).to_string(), "--range must be at least 1");
+    assert_eq!(
+        f.refused(&zero).to_string(),
+        "--range must be at least 1; leave it out for the default, 65536"
+    );
 
     assert_unchanged(&before, &f.snapshot("web"), "after the refusals");
 }

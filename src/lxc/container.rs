@@ -14,7 +14,7 @@ pub enum ContainerError {
         lxcpath: PathBuf,
         config: PathBuf,
     },
-    #[error("container name {0:?} is not a plain directory name")]
+    #[error("container name {0:?} is not a plain directory name; `lxc-idshift list` shows the containers' names")]
     BadName(String),
     #[error("container {name} is {state}: stop it first (lxc-stop -n {name}); shifting a running container races its writes")]
     NotStopped { name: String, state: String },

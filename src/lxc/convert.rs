@@ -69,7 +69,7 @@ pub enum ConvertError {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Accounts(#[from] accounts::AccountError),
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}; fix that, then run the same command again")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -109,7 +109,7 @@ pub enum ConvertError {
         last: u32,
         account: String,
     },
-    #[error("--range must be at least 1")]
+    #[error("--range must be at least 1; leave it out for the default, 65536")]
     EmptyRange,
     #[error("a conversion from {origin} to {target} was interrupted: finish it (--to {target_arg}) or undo it (--to {origin_arg}) first")]
     Interrupted {
