@@ -14,6 +14,9 @@ capability rootids, keeping setuid/setgid bits and hardlinks. Every run is journ
 after an interruption, run the same command again to finish, or with --reverse to undo."
 )]
 pub struct Cli {
+    /// Print nothing but errors (and what --json asks for): no plan, report or progress.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -27,12 +30,34 @@ pub enum Command {
     /// Show what the journal of DIR records: unfinished or finished runs, maps, progress.
     Status(StatusArgs),
     /// Convert container NAME: `--to 1000000` makes it unprivileged with that host id
-    /// range, `--to 0` privileged again (`lxc-idshift NAME --to ...` is the same).
+    /// range, `--to 0` privileged again (`lxc-idshift NAME --to ...` and
+    /// `lxc-idshift -n NAME --to ...` are the same).
+    #[command(after_long_help = CONVERT_NOTES)]
     Convert(ConvertArgs),
+    /// List the containers under the lxcpath: state, privileged or not, id range,
+    /// rootfs method, and whether a conversion is unfinished (like `lxc-ls -f`).
+    #[command(after_long_help = LIST_NOTES)]
+    List(ListArgs),
     /// Build a sample rootfs in a temporary directory, shift it to 1000000 and back,
     /// and show that nothing was lost.
     Demo(DemoArgs),
+    /// Write the man page or the shell completions (used to build the package).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
+
+const CONVERT_NOTES: &str = "The container must be stopped (lxc-stop -n NAME). Checked first, \
+changing nothing if a check fails: the container, its rootfs backend (dir, or mounted btrfs/zfs), \
+the range (free of other users' subordinate ids, other containers' maps and host accounts). \
+Then: /etc/subuid and /etc/subgid, the rootfs shift (journaled), the config, permissions, \
+udev rules for passed-through devices. Interrupted, the same command finishes it and \
+--to the old value undoes it; `lxc-idshift list` shows unfinished conversions.";
+
+const LIST_NOTES: &str = "Columns: NAME; STATE as lxc-info says it (RUNNING, STOPPED...); \
+UNPRIVILEGED true or false; RANGE the host id of container root and the count (1000000:65536); \
+METHOD the rootfs backing store (dir, btrfs, zfs convert in place; overlay, lvm, loop... are \
+refused, with the way out); UNFINISHED FROM->TO of a conversion left unfinished (0: privileged), \
+with the command that finishes it on stderr.";
 
 #[derive(Debug, Args)]
 pub struct MapArgs {
@@ -52,7 +77,7 @@ pub struct ShiftArgs {
     #[arg(long, short = 'r')]
     pub reverse: bool,
     /// Walk and report what would change; change nothing.
-    #[arg(long, short = 'n')]
+    #[arg(long)]
     pub dry_run: bool,
     /// Worker threads (default: one per core).
     #[arg(long, short = 'j', value_name = "N")]
@@ -93,8 +118,16 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The container's name.
-    pub name: String,
+    /// The container's name (the same as -n NAME).
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "name_opt",
+        conflicts_with = "name_opt"
+    )]
+    pub name: Option<String>,
+    /// The container's name, as every lxc-* tool takes it.
+    #[arg(long = "name", short = 'n', value_name = "NAME", id = "name_opt")]
+    pub name_opt: Option<String>,
     /// Host id of the container's root: 0 (privileged), a host id such as 1000000,
     /// or auto (the lowest free range).
     #[arg(long, value_name = "HOSTID|0|auto")]
@@ -106,7 +139,7 @@ pub struct ConvertArgs {
     #[arg(long, short = 'P', value_name = "DIR")]
     pub lxcpath: Option<PathBuf>,
     /// Print the whole plan (file diffs, permission changes, inode counts); change nothing.
-    #[arg(long, short = 'n')]
+    #[arg(long)]
     pub dry_run: bool,
     /// A device node passed into the container, besides its lxc.mount.entry lines.
     #[arg(long = "device", value_name = "/dev/X")]
@@ -117,9 +150,49 @@ pub struct ConvertArgs {
     /// Worker threads (default: one per core).
     #[arg(long, short = 'j', value_name = "N")]
     pub threads: Option<usize>,
+    /// Print the plan and the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
     /// Where the host's /etc, /sys and /dev are found (tests use a temporary root).
     #[arg(long, hide = true, default_value = "/", value_name = "DIR")]
     pub host_root: PathBuf,
+}
+
+impl ConvertArgs {
+    /// The name, given as `NAME` or `-n NAME` (clap requires exactly one).
+    pub fn container_name(&self) -> String {
+        self.name_opt
+            .clone()
+            .or_else(|| self.name.clone())
+            .expect("clap requires NAME or -n NAME")
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Where the containers live (default: `lxc-config lxc.lxcpath`, else /var/lib/lxc).
+    #[arg(long, short = 'P', value_name = "DIR")]
+    pub lxcpath: Option<PathBuf>,
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only the names, one a line (for shell completion; fast, runs nothing).
+    #[arg(long, conflicts_with = "json")]
+    pub names: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(subcommand)]
+    pub what: Generate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// lxc-idshift.1 in DIR.
+    Man { dir: PathBuf },
+    /// lxc-idshift (bash), _lxc-idshift (zsh) and lxc-idshift.fish in DIR.
+    Completions { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]

@@ -2,12 +2,14 @@
 
 mod cli;
 mod demo;
+mod generate;
 mod output;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use lxc_idshift::engine::idmap::{Direction, IdMap};
 use lxc_idshift::engine::{run, status, verify};
+use output::say;
 use std::process::ExitCode;
 
 /// Finished, but some inodes could not be shifted (or verify found problems).
@@ -17,21 +19,47 @@ const EXIT_REFUSED: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(with_convert_shorthand(std::env::args_os().collect()));
+    output::set_quiet(cli.quiet);
     match execute(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("lxc-idshift: {e:#}");
+            eprintln!("lxc-idshift: {}", error_text(&e));
             ExitCode::from(EXIT_REFUSED)
         }
     }
 }
 
-/// `lxc-idshift NAME --to ...` means `lxc-idshift convert NAME --to ...`.
+/// The error and its causes, each said once: a cause whose text the message
+/// already holds (`{path}: {source}; ...`) is not repeated.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
+/// `lxc-idshift NAME --to ...` and `lxc-idshift -n NAME --to ...` mean
+/// `lxc-idshift convert ...`: anything but a subcommand, help or version (after
+/// `-q`) starts a conversion.
 fn with_convert_shorthand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const COMMANDS: [&str; 7] = ["shift", "verify", "status", "convert", "demo", "help", "-h"];
-    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("-");
-    if !first.starts_with('-') && !COMMANDS.contains(&first) {
-        args.insert(1, "convert".into());
+    let command = Cli::command();
+    let subcommands: Vec<&str> = command.get_subcommands().map(|c| c.get_name()).collect();
+    let at = args
+        .iter()
+        .skip(1)
+        .position(|a| a != "-q" && a != "--quiet")
+        .map(|i| i + 1);
+    let Some(at) = at else {
+        return args;
+    };
+    let first = args[at].to_str().unwrap_or("");
+    let keep = ["help", "-h", "--help", "-V", "--version"];
+    if !keep.contains(&first) && !subcommands.contains(&first) {
+        args.insert(at, "convert".into());
     }
     args
 }
@@ -72,15 +100,31 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Convert(args) => convert(args),
+        Command::List(args) => list(args),
         Command::Demo(args) => demo::run(args.keep),
+        Command::Generate(args) => generate::run(args.what),
     }
+}
+
+fn list(args: cli::ListArgs) -> anyhow::Result<u8> {
+    use lxc_idshift::lxc::{container, list};
+    if args.names {
+        let lxcpath = args.lxcpath.unwrap_or_else(container::default_lxcpath);
+        for name in list::names(&lxcpath)? {
+            println!("{name}");
+        }
+        return Ok(0);
+    }
+    let (lxcpath, entries) = list::list(args.lxcpath.as_deref())?;
+    output::list_report(&lxcpath, &entries, args.json)?;
+    Ok(0)
 }
 
 fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
     use lxc_idshift::lxc::convert::{self, ConvertOptions};
     let options = ConvertOptions {
         to: args.to.parse().map_err(anyhow::Error::msg)?,
-        name: args.name,
+        name: args.container_name(),
         range: args.range,
         lxcpath: args.lxcpath,
         dry_run: args.dry_run,
@@ -90,7 +134,9 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         host: lxc_idshift::lxc::host::Host::under(args.host_root),
     };
     if !options.dry_run && !lxc_idshift::engine::sys::is_root() {
-        anyhow::bail!("converting a container needs root: run as root (or use --dry-run)");
+        anyhow::bail!(
+            "converting a container needs root: run it as root (sudo lxc-idshift ...), or see the plan with --dry-run"
+        );
     }
     // Held from choosing the range to the last write (dropped on return).
     let _lock = match options.dry_run {
@@ -107,31 +153,69 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
     if !options.dry_run {
         plan.container.ensure_stopped()?;
     }
-    print!("{}", convert::describe(&plan));
-    if options.dry_run {
-        return dry_run_counts(&plan, options.threads);
+    if !args.json && !output::quiet() {
+        print!("{}", convert::describe(&plan));
     }
-    let bar = output::Bar::new(true);
-    let outcome = convert::execute(plan, options.threads, &bar)?;
-    if let Some(report) = &outcome.shift {
-        output::shift_report(report, &report_map(&outcome.plan), false)?;
-        if report.summary.errors > 0 {
-            eprintln!("The rootfs shift is unfinished, so the config was left as it was: fix the errors above and run the same command again.");
-            return Ok(EXIT_INCOMPLETE);
+    if options.dry_run {
+        let report = dry_run_counts(&plan, options.threads)?;
+        if args.json {
+            output::print_json(&output::ConvertReport::new(&plan, true, report.as_ref()))?;
+        } else if let Some(report) = &report {
+            output::shift_report(report, &report_map(&plan), false)?;
         }
+        return Ok(0);
+    }
+    let bar = output::Bar::new(!args.json);
+    let outcome = convert::execute(plan, options.threads, &bar)?;
+    let unfinished = outcome.shift.as_ref().is_some_and(|r| r.summary.errors > 0);
+    let again = again_command(&outcome.plan);
+    if args.json {
+        let mut report = output::ConvertReport::new(&outcome.plan, false, outcome.shift.as_ref());
+        report.udev_reloaded = outcome.udev_reloaded;
+        if unfinished {
+            report.result = "unfinished";
+            report.next = Some(again.clone());
+        }
+        output::print_json(&report)?;
+    } else if let Some(report) = &outcome.shift {
+        output::shift_report(report, &report_map(&outcome.plan), false)?;
+    }
+    if unfinished {
+        let report = outcome.shift.as_ref().expect("unfinished means a shift");
+        if args.json {
+            // The human report lists them; the JSON one carries them.
+            let listed = report.error_paths.iter().take(5);
+            for e in listed {
+                eprintln!("  error: {}: {}", e.path.display(), e.message);
+            }
+        }
+        eprintln!("The rootfs shift is unfinished, so the config was left as it was: fix the errors above and run `{again}` again.");
+        return Ok(EXIT_INCOMPLETE);
     }
     if outcome.udev_reloaded == Some(false) {
-        eprintln!("warning: udevadm not found: the udev rule takes effect at the next boot or udev reload");
+        eprintln!("warning: udevadm not found: the udev rule takes effect at the next boot or `udevadm control --reload`");
     }
-    println!(
-        "Done: container {} is now {}.",
-        outcome.plan.container.name,
-        match outcome.plan.to {
-            Some(id) => format!("unprivileged (root = host uid {id})"),
-            None => "privileged".into(),
-        }
-    );
+    if !args.json {
+        say!(
+            "Done: container {} is now {}.",
+            outcome.plan.container.name,
+            match outcome.plan.to {
+                Some(id) => format!("unprivileged (root = host uid {id})"),
+                None => "privileged".into(),
+            }
+        );
+    }
     Ok(0)
+}
+
+/// The command that continues this conversion.
+fn again_command(plan: &lxc_idshift::lxc::convert::Plan) -> String {
+    format!(
+        "lxc-idshift -n {} -P {} --to {}",
+        plan.container.name,
+        plan.container.lxcpath.display(),
+        plan.to.unwrap_or(0)
+    )
 }
 
 fn report_map(plan: &lxc_idshift::lxc::convert::Plan) -> IdMap {
@@ -145,9 +229,9 @@ fn report_map(plan: &lxc_idshift::lxc::convert::Plan) -> IdMap {
 fn dry_run_counts(
     plan: &lxc_idshift::lxc::convert::Plan,
     threads: Option<usize>,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<Option<run::ShiftReport>> {
     let Some((map, direction)) = &plan.shift else {
-        return Ok(0);
+        return Ok(None);
     };
     let options = run::ShiftOptions {
         root: plan.rootfs.clone(),
@@ -157,7 +241,5 @@ fn dry_run_counts(
         threads,
         journal: Some(plan.container.journal_for(map)),
     };
-    let report = run::shift(&options, &run::Quiet)?;
-    output::shift_report(&report, map, false)?;
-    Ok(0)
+    Ok(Some(run::shift(&options, &run::Quiet)?))
 }

@@ -6,7 +6,29 @@ use lxc_idshift::engine::run::{Progress, ShiftReport};
 use lxc_idshift::engine::status::StatusReport;
 use lxc_idshift::engine::verify::{Finding, VerifyReport};
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `-q`: human reports and progress are not printed; errors and `--json` are.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// `println!` unless `-q`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !$crate::output::quiet() {
+            println!($($arg)*);
+        }
+    };
+}
+pub(crate) use say;
 
 /// A progress bar on stderr, drawn only on a terminal; updated once per batch.
 pub struct Bar {
@@ -17,7 +39,7 @@ pub struct Bar {
 impl Bar {
     pub fn new(wanted: bool) -> Bar {
         Bar {
-            enabled: wanted && std::io::stderr().is_terminal(),
+            enabled: wanted && !quiet() && std::io::stderr().is_terminal(),
             bar: Mutex::new(None),
         }
     }
@@ -60,7 +82,7 @@ impl Progress for Bar {
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -82,16 +104,16 @@ pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Re
     } else {
         "Shifted"
     };
-    println!(
+    say!(
         "{verb} {} ({way}, {map}) in {:.2} s",
         report.root.display(),
         s.seconds
     );
     if let Some(note) = &report.note {
-        println!("  {note}");
+        say!("  {note}");
     }
     if report.resumed {
-        println!("  (continued an interrupted run)");
+        say!("  (continued an interrupted run)");
     }
     let rows = [
         (
@@ -126,10 +148,10 @@ pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Re
         } else {
             format!("  ({note})")
         };
-        println!("  {label:<24}{value:>10}{note}");
+        say!("  {label:<24}{value:>10}{note}");
     }
     for mount in &report.mount_points {
-        println!(
+        say!(
             "  skipped mount point {} (another file system: shift it separately)",
             mount.display()
         );
@@ -140,7 +162,7 @@ pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Re
         } else {
             ""
         };
-        println!("  journal {}{aside}", journal.display());
+        say!("  journal {}{aside}", journal.display());
     }
     print_errors(&report.error_paths, s.errors);
     if s.errors > 0 && !report.dry_run {
@@ -162,7 +184,7 @@ pub fn verify_report(report: &VerifyReport, map: &IdMap, json: bool) -> anyhow::
     if json {
         return print_json(report);
     }
-    println!(
+    say!(
         "Verified {} inodes of {} against the host side of {map}",
         report.inodes_seen,
         report.root.display()
@@ -174,13 +196,13 @@ pub fn verify_report(report: &VerifyReport, map: &IdMap, json: bool) -> anyhow::
         ("capability rootid", &report.capability),
     ];
     for (kind, finding) in kinds {
-        println!("  {kind:<20}{:>10} outside", finding.count);
+        say!("  {kind:<20}{:>10} outside", finding.count);
         for path in &finding.first_paths {
-            println!("      {}", path.display());
+            say!("      {}", path.display());
         }
     }
     print_errors(&report.error_paths, report.errors);
-    println!(
+    say!(
         "{}",
         if report.clean() {
             "OK: every id lies on the host side."
@@ -195,13 +217,13 @@ pub fn status_report(report: &StatusReport, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(report);
     }
-    println!("{}: {}", report.root.display(), report.state);
-    println!("  journal {}", report.journal.display());
+    say!("{}: {}", report.root.display(), report.state);
+    say!("  journal {}", report.journal.display());
     if report.running {
-        println!("  a run is in progress right now");
+        say!("  a run is in progress right now");
     }
     if let Some(maps) = &report.maps {
-        println!("  maps {maps}; {} inodes recorded", report.records);
+        say!("  maps {maps}; {} inodes recorded", report.records);
     }
     for (i, run) in report.runs.iter().enumerate() {
         let state = match (&run.done, run.scanned) {
@@ -215,10 +237,136 @@ pub fn status_report(report: &StatusReport, json: bool) -> anyhow::Result<()> {
             ),
             (None, None) => "unfinished: interrupted while scanning (nothing changed yet)".into(),
         };
-        println!("  run {}: {}, {state}", i + 1, run.direction);
+        say!("  run {}: {}, {state}", i + 1, run.direction);
     }
     if report.state == "unfinished" {
-        println!("  Run the same shift command again to finish it, or with the other direction to undo it.");
+        say!("  Run the same shift command again to finish it, or with the other direction to undo it.");
     }
     Ok(())
+}
+
+/// `list`: the table of `lxc-ls -f` style, then a line per container that needs
+/// attention, naming the command to run (on stderr: problems).
+pub fn list_report(
+    lxcpath: &std::path::Path,
+    entries: &[lxc_idshift::lxc::list::Entry],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        #[derive(serde::Serialize)]
+        struct Listing<'a> {
+            lxcpath: &'a std::path::Path,
+            containers: &'a [lxc_idshift::lxc::list::Entry],
+        }
+        return print_json(&Listing {
+            lxcpath,
+            containers: entries,
+        });
+    }
+    if !entries.is_empty() {
+        say!("{}", lxc_idshift::lxc::list::table(entries).trim_end());
+    }
+    for entry in entries {
+        if let Some(unfinished) = &entry.unfinished {
+            eprintln!(
+                "{}: a conversion is unfinished: run {}",
+                entry.name, unfinished.next
+            );
+        }
+        if let Some(problem) = &entry.problem {
+            eprintln!("{}: {problem}", entry.name);
+        }
+    }
+    Ok(())
+}
+
+/// `convert --json`: the plan, and what was done.
+#[derive(serde::Serialize)]
+pub struct ConvertReport<'a> {
+    pub container: &'a str,
+    pub lxcpath: &'a std::path::Path,
+    pub rootfs: &'a std::path::Path,
+    pub dry_run: bool,
+    /// "planned" (--dry-run), "done", or "unfinished" (see `next`).
+    pub result: &'static str,
+    /// Host id of container root before and after; null: privileged.
+    pub from: Option<u32>,
+    pub to: Option<u32>,
+    pub range: u32,
+    /// The rootfs shift: its map and direction; null when nothing shifts.
+    pub map: Option<String>,
+    pub direction: Option<String>,
+    /// Each file written (or that --dry-run would write), with its diff.
+    pub edits: Vec<EditReport>,
+    pub permissions: Vec<String>,
+    pub devices: Vec<DeviceReport>,
+    /// Rootfs owners and groups beyond the range: id -> inodes.
+    pub unmapped: &'a lxc_idshift::lxc::unmapped::UnmappedIds,
+    pub shift: Option<&'a ShiftReport>,
+    pub udev_reloaded: Option<bool>,
+    /// The command to run next, when one is needed.
+    pub next: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+pub struct EditReport {
+    pub path: std::path::PathBuf,
+    pub diff: String,
+}
+
+#[derive(serde::Serialize)]
+pub struct DeviceReport {
+    pub node: std::path::PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl<'a> ConvertReport<'a> {
+    pub fn new(
+        plan: &'a lxc_idshift::lxc::convert::Plan,
+        dry_run: bool,
+        shift: Option<&'a ShiftReport>,
+    ) -> ConvertReport<'a> {
+        use lxc_idshift::lxc::{config, perms};
+        let edits = plan
+            .edits
+            .iter()
+            .chain(plan.udev_rules.iter())
+            .map(|e| EditReport {
+                path: e.path.clone(),
+                diff: config::render_diff(
+                    &e.path,
+                    e.old.as_deref().unwrap_or(""),
+                    e.new.as_deref().unwrap_or(""),
+                ),
+            })
+            .collect();
+        ConvertReport {
+            container: &plan.container.name,
+            lxcpath: &plan.container.lxcpath,
+            rootfs: &plan.rootfs,
+            dry_run,
+            result: if dry_run { "planned" } else { "done" },
+            from: plan.from,
+            to: plan.to,
+            range: plan.range,
+            map: plan.shift.as_ref().map(|(map, _)| map.to_string()),
+            direction: plan.shift.as_ref().map(|(_, d)| d.to_string()),
+            edits,
+            permissions: plan.perms.iter().map(perms::describe).collect(),
+            devices: plan
+                .device_owners
+                .iter()
+                .map(|(node, uid, gid)| DeviceReport {
+                    node: node.clone(),
+                    uid: *uid,
+                    gid: *gid,
+                })
+                .collect(),
+            unmapped: &plan.unmapped,
+            shift,
+            udev_reloaded: None,
+            next: None,
+        }
+    }
 }

@@ -126,3 +126,80 @@ fn demo_round_trip_loses_nothing() {
     assert!(stdout.contains("Nothing lost"), "{stdout}");
     assert!(stdout.contains("caps v3 rootid 1000000"), "{stdout}");
 }
+
+/// An error says each thing once, and names the next step: no `...: ENOENT; ...:
+/// ENOENT` from a cause repeated after the message that already holds it.
+#[test]
+fn errors_say_each_thing_once() {
+    if !require_root("errors_say_each_thing_once") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nonexist");
+    let tool = Tool::new();
+    let out = tool.shift(&missing, &[]);
+    assert_exit(&out, 2, "shift of a missing directory");
+    let stderr = common::text(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("ls -ld"), "no next command in: {stderr}");
+    let out = common::run(&["list", "-P", missing.to_str().unwrap()]);
+    assert_exit(&out, 2, "list of a missing lxcpath");
+    let stderr = common::text(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("-P DIR"), "no next command in: {stderr}");
+}
+
+/// `-n` names a container as in every lxc-* tool; `--dry-run` has no short form.
+#[test]
+fn dash_n_names_the_container() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lxcpath = tmp.path().to_str().unwrap();
+    for args in [
+        vec![
+            "-n",
+            "jeedom1",
+            "-P",
+            lxcpath,
+            "--to",
+            "1000000",
+            "--dry-run",
+        ],
+        vec![
+            "-P",
+            lxcpath,
+            "-n",
+            "jeedom1",
+            "--to",
+            "1000000",
+            "--dry-run",
+        ],
+        vec![
+            "convert",
+            "-n",
+            "jeedom1",
+            "-P",
+            lxcpath,
+            "--to",
+            "0",
+            "--dry-run",
+        ],
+        vec!["-q", "jeedom1", "-P", lxcpath, "--to", "0", "--dry-run"],
+    ] {
+        let out = common::run(&args);
+        assert_exit(&out, 2, &format!("{args:?}"));
+        let stderr = common::text(&out.stderr);
+        let wanted = format!("no container jeedom1 under {lxcpath}");
+        assert!(stderr.contains(&wanted), "{args:?}: {stderr}");
+    }
+    let out = common::run(&["shift", lxcpath, "--map", MAP, "-n"]);
+    assert_exit(&out, 2, "shift -n");
+    assert!(common::text(&out.stderr).contains("unexpected argument '-n'"));
+}

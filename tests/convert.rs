@@ -364,7 +364,10 @@ fn refusals_change_nothing() {
 
     let mut zero = f.options("web", Target::HostId(2_000_000));
     zero.range = 0;
-    assert_eq!(f.refused(&zero).to_string(), "--range must be at least 1");
+    assert_eq!(
+        f.refused(&zero).to_string(),
+        "--range must be at least 1; leave it out for the default, 65536"
+    );
 
     assert_unchanged(&before, &f.snapshot("web"), "after the refusals");
 }
@@ -537,6 +540,149 @@ fn cli_shorthand_dry_run_and_bad_target() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The lxc-* conventions: `-n NAME` and `-P DIR`; `--json` reports of the plan
+/// (`--dry-run`) and of the conversion, with nothing on stderr off a terminal (no
+/// progress); `list` shows the result and an unfinished conversion with the command
+/// that finishes it.
+#[test]
+fn lxc_style_options_json_reports_and_list() {
+    if !require_root("lxc_style_options_json_reports_and_list") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    f.container("db");
+    let before = f.snapshot("web");
+    let lxc = f.lxc().into_os_string();
+    let host_root = f.root().as_os_str().to_owned();
+    let convert = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec!["-n".into(), "web".into()];
+        args.extend([
+            "-P".into(),
+            lxc.clone(),
+            "--host-root".into(),
+            host_root.clone(),
+        ]);
+        args.extend(extra.iter().map(Into::into));
+        run(&args)
+    };
+    let json = |out: &std::process::Output, what: &str| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{what}: stdout is not one JSON object ({e}): {}",
+                text(&out.stdout)
+            )
+        })
+    };
+
+    let out = convert(&["--to", "1000000", "--dry-run", "--json"]);
+    assert_exit(&out, 0, "-n web --dry-run --json");
+    let plan = json(&out, "--dry-run --json");
+    assert_eq!(plan["result"], "planned", "{plan}");
+    assert_eq!(plan["container"], "web");
+    assert_eq!(plan["from"], serde_json::Value::Null);
+    assert_eq!(plan["to"], 1_000_000);
+    assert_eq!(plan["map"], "b:0:1000000:65536");
+    let config = f.config_path("web");
+    let edits = plan["edits"].as_array().expect("edits");
+    let config_edit = edits
+        .iter()
+        .find(|e| e["path"] == config.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no edit of the config in {plan}"));
+    let diff = config_edit["diff"].as_str().unwrap();
+    assert!(diff.contains("+lxc.idmap = u 0 1000000 65536"), "{diff}");
+    assert!(counter(&plan["shift"], "changed") > 0, "{plan}");
+    assert_unchanged(&before, &f.snapshot("web"), "after --dry-run --json");
+
+    let out = convert(&["--to", "1000000", "--json"]);
+    assert_exit(&out, 0, "-n web --to 1000000 --json");
+    let report = json(&out, "--json");
+    assert_eq!(report["result"], "done", "{report}");
+    assert_eq!(report["dry_run"], false);
+    assert!(counter(&report["shift"], "changed") > 0, "{report}");
+    assert_eq!(counter(&report["shift"], "errors"), 0, "{report}");
+    assert!(
+        out.stderr.is_empty(),
+        "stderr is no terminal: no progress, nothing else: {}",
+        text(&out.stderr)
+    );
+    assert!(f.config("web").contains("lxc.idmap = u 0 1000000 65536"));
+
+    // db: a conversion to 2000000 recorded, its config never written.
+    let state = r#"{"origin": null, "target": 2000000, "range": 65536, "perms": []}"#;
+    std::fs::write(f.state_file("db"), state).unwrap();
+    let out = run(&[
+        std::ffi::OsStr::new("list"),
+        "-P".as_ref(),
+        &lxc,
+        "--json".as_ref(),
+    ]);
+    assert_exit(&out, 0, "list --json");
+    let listing = json(&out, "list --json");
+    let containers = listing["containers"].as_array().expect("containers");
+    let names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db", "web"], "{listing}");
+    let (db, web) = (&containers[0], &containers[1]);
+    assert_eq!(web["unprivileged"], true, "{listing}");
+    assert_eq!(web["range"]["host_first"], 1_000_000, "{listing}");
+    assert_eq!(web["range"]["count"], 65536, "{listing}");
+    assert_eq!(web["method"], "dir", "{listing}");
+    assert_eq!(web["unfinished"], serde_json::Value::Null, "{listing}");
+    assert_eq!(db["unprivileged"], false, "{listing}");
+    assert_eq!(db["unfinished"]["to"], 2_000_000, "{listing}");
+    let has_lxc_info = std::process::Command::new("which")
+        .arg("lxc-info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_lxc_info {
+        assert_eq!(web["state"], "STOPPED", "{listing}");
+    }
+
+    let out = run(&[std::ffi::OsStr::new("list"), "-P".as_ref(), &lxc]);
+    assert_exit(&out, 0, "list");
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    let heading: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        heading,
+        [
+            "NAME",
+            "STATE",
+            "UNPRIVILEGED",
+            "RANGE",
+            "METHOD",
+            "UNFINISHED"
+        ],
+        "{table}"
+    );
+    let web_row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(web_row[0], "web", "{table}");
+    assert_eq!(
+        web_row[2..],
+        ["true", "1000000:65536", "dir", "-"],
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("db ") && lines[1].ends_with("0->2000000"),
+        "{table}"
+    );
+    let next = format!("lxc-idshift -n db -P {} --to 2000000", f.lxc().display());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&next), "no {next:?} in: {stderr}");
+
+    let out = run(&[
+        std::ffi::OsStr::new("list"),
+        "--names".as_ref(),
+        "-P".as_ref(),
+        &lxc,
+    ]);
+    assert_exit(&out, 0, "list --names");
+    assert_eq!(text(&out.stdout), "db\nweb\n");
 }
 
 /// A USB serial adapter passed in with `lxc.mount.entry`: the udev rule matches its

@@ -1,11 +1,12 @@
 //! End to end with real LXC, as a sysadmin would do it: create a Debian container,
 //! convert it to unprivileged, start it and look inside, convert it back, start it
-//! again. The only test that touches host files (/etc/subuid, /etc/subgid,
-//! /var/lib/lxc); it restores them and destroys its container.
+//! again, with `lxc-idshift list` looking on. The only test that touches host files
+//! (/etc/subuid, /etc/subgid, /var/lib/lxc); it restores them and destroys its
+//! container. CI runs it against the installed package: LXC_IDSHIFT_BIN=/usr/bin/lxc-idshift.
 
 mod common;
 
-use common::{assert_exit, require_root, run, skip, text};
+use common::{assert_exit, bin, require_root, run, skip, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -100,10 +101,30 @@ fn without_network(config: &Path) {
     .unwrap();
 }
 
+/// What `lxc-idshift list --json` says of the test container.
+fn listed() -> serde_json::Value {
+    let out = run(&["list", "--json"]);
+    assert_exit(&out, 0, "lxc-idshift list --json");
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let containers = listing["containers"].as_array().expect("containers");
+    containers
+        .iter()
+        .find(|c| c["name"] == NAME)
+        .unwrap_or_else(|| panic!("{NAME} not listed: {listing}"))
+        .clone()
+}
+
 #[test]
 fn convert_a_real_container_and_back() {
     if !require_root("convert_a_real_container_and_back") {
         return;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        assert_eq!(
+            bin(),
+            Path::new("/usr/bin/lxc-idshift"),
+            "CI runs the end-to-end test against the installed package"
+        );
     }
     if sh("which", &["lxc-create", "debootstrap"]).status.code() != Some(0) {
         skip("convert_a_real_container_and_back needs lxc and debootstrap (.ci/run installs them)");
@@ -138,8 +159,12 @@ fn convert_a_real_container_and_back() {
     );
     std::fs::copy("/usr/sbin/getcap", rootfs.join("usr/local/bin/getcap")).unwrap();
 
-    let out = run(&[NAME, "--to", "1000000"]);
-    assert_exit(&out, 0, "lxc-idshift jeedom1 --to 1000000");
+    let before = listed();
+    assert_eq!(before["state"], "STOPPED", "{before}");
+    assert_eq!(before["unprivileged"], false, "{before}");
+    assert_eq!(before["method"], "dir", "{before}");
+    let out = run(&["-n", NAME, "--to", "1000000"]);
+    assert_exit(&out, 0, "lxc-idshift -n jeedom1 --to 1000000");
     assert!(std::fs::read_to_string("/etc/subuid")
         .unwrap()
         .contains("root:1000000:65536"));
@@ -148,6 +173,12 @@ fn convert_a_real_container_and_back() {
     assert!(config.contains("userns.conf"), "{config}");
 
     start_and_wait();
+    let running = listed();
+    assert_eq!(running["state"], "RUNNING", "{running}");
+    assert_eq!(running["unprivileged"], true, "{running}");
+    assert_eq!(running["range"]["host_first"], 1_000_000, "{running}");
+    assert_eq!(running["range"]["count"], 65536, "{running}");
+    assert_eq!(running["unfinished"], serde_json::Value::Null, "{running}");
     assert_eq!(
         init_uid(),
         1_000_000,
@@ -190,4 +221,8 @@ fn convert_a_real_container_and_back() {
 
     let again = run(&[NAME, "--to", "0"]);
     assert_exit(&again, 0, "second --to 0 (idempotent)");
+    let after = listed();
+    assert_eq!(after["state"], "STOPPED", "{after}");
+    assert_eq!(after["unprivileged"], false, "{after}");
+    assert_eq!(after["range"], serde_json::Value::Null, "{after}");
 }

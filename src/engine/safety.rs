@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
-    #[error("{path}: {source}; check the path")]
+    #[error("{path}: {source}; name the container's root directory (`ls -ld {path}` shows what is there)")]
     Unreadable {
         path: PathBuf,
         source: std::io::Error,

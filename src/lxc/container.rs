@@ -8,13 +8,13 @@ pub const DEFAULT_LXCPATH: &str = "/var/lib/lxc";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    #[error("no container {name} under {lxcpath}: {config} does not exist (see `lxc-ls -P {lxcpath}`, or pass --lxcpath)")]
+    #[error("no container {name} under {lxcpath}: {config} does not exist (`lxc-idshift list -P {lxcpath}` lists the containers there; -P DIR names another lxcpath)")]
     NotFound {
         name: String,
         lxcpath: PathBuf,
         config: PathBuf,
     },
-    #[error("container name {0:?} is not a plain directory name")]
+    #[error("container name {0:?} is not a plain directory name; `lxc-idshift list` shows the containers' names")]
     BadName(String),
     #[error("container {name} is {state}: stop it first (lxc-stop -n {name}); shifting a running container races its writes")]
     NotStopped { name: String, state: String },

@@ -69,12 +69,12 @@ pub enum ConvertError {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Accounts(#[from] accounts::AccountError),
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}; fix that, then run the same command again")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{config}: no lxc.rootfs.path; is this an LXC container config?")]
+    #[error("{config}: no lxc.rootfs.path, so this is no LXC container config; `lxc-idshift list` shows the containers there (-P DIR names another lxcpath)")]
     NoRootfs { config: PathBuf },
     #[error("rootfs {rootfs} uses the {backend} backend, which lxc-idshift cannot shift in place: {why}")]
     UnsupportedRootfs {
@@ -109,7 +109,7 @@ pub enum ConvertError {
         last: u32,
         account: String,
     },
-    #[error("--range must be at least 1")]
+    #[error("--range must be at least 1; leave it out for the default, 65536")]
     EmptyRange,
     #[error("a conversion from {origin} to {target} was interrupted: finish it (--to {target_arg}) or undo it (--to {origin_arg}) first")]
     Interrupted {
@@ -590,7 +590,7 @@ fn perm_plan(
 }
 
 /// The state recorded by an earlier conversion, if any.
-fn read_state(container: &Container) -> Result<Option<ConversionState>, ConvertError> {
+pub fn read_state(container: &Container) -> Result<Option<ConversionState>, ConvertError> {
     let path = container.state_file();
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)

@@ -5,13 +5,15 @@
 //! makes every host path redirectable for tests, `accounts` knows the host's users,
 //! groups and login.defs bounds, `lock` serializes conversions and takes shadow's
 //! locks on /etc/subuid and /etc/subgid, `unmapped` counts the rootfs ids a map
-//! leaves out, and `convert` plans and runs it all.
+//! leaves out, `convert` plans and runs it all, and `list` shows every container
+//! of an lxcpath.
 
 pub mod accounts;
 pub mod config;
 pub mod container;
 pub mod convert;
 pub mod host;
+pub mod list;
 pub mod lock;
 pub mod perms;
 pub mod subid;

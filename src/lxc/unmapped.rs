@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// How many inodes own or group each unmapped id.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UnmappedIds {
     pub uids: BTreeMap<u32, u64>,
     pub gids: BTreeMap<u32, u64>,
