@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Debian package target/debian/lxc-idshift_VERSION_ARCH.deb with dpkg-deb
+# Builds the Debian package ${CARGO_TARGET_DIR:-target}/debian/lxc-idshift_VERSION_ARCH.deb with dpkg-deb
 # (no build dependency beyond cargo and dpkg): the release binary in /usr/bin, the
 # man page and the bash/zsh/fish completions generated from the clap definitions by
 # the binary itself (`lxc-idshift generate`), so they always follow the command line.
@@ -11,10 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked --bin lxc-idshift >&2
-bin=target/release/lxc-idshift
+target=${CARGO_TARGET_DIR:-target}
+bin=$target/release/lxc-idshift
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 arch=$(dpkg --print-architecture)
-out=target/debian
+out=$target/debian
 root=$out/root
 rm -rf "$root"
 install -d "$root/DEBIAN" "$root/usr/bin" "$root/usr/share/man/man1" \

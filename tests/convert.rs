@@ -631,7 +631,13 @@ fn lxc_style_options_json_reports_and_list() {
     assert_eq!(web["unprivileged"], true, "{listing}");
     assert_eq!(web["range"]["host_first"], 1_000_000, "{listing}");
     assert_eq!(web["range"]["count"], 65536, "{listing}");
-    assert_eq!(web["method"], "dir", "{listing}");
+    assert_eq!(web["method"], "shift", "{listing}");
+    assert_eq!(web["store"], "dir", "{listing}");
+    assert_eq!(
+        containers[0]["method"],
+        serde_json::Value::Null,
+        "{listing}"
+    );
     assert_eq!(web["unfinished"], serde_json::Value::Null, "{listing}");
     assert_eq!(db["unprivileged"], false, "{listing}");
     assert_eq!(db["unfinished"]["to"], 2_000_000, "{listing}");
@@ -664,7 +670,7 @@ fn lxc_style_options_json_reports_and_list() {
     assert_eq!(web_row[0], "web", "{table}");
     assert_eq!(
         web_row[2..],
-        ["true", "1000000:65536", "dir", "-"],
+        ["true", "1000000:65536", "shift", "-"],
         "{table}"
     );
     assert!(

@@ -162,7 +162,8 @@ fn convert_a_real_container_and_back() {
     let before = listed();
     assert_eq!(before["state"], "STOPPED", "{before}");
     assert_eq!(before["unprivileged"], false, "{before}");
-    assert_eq!(before["method"], "dir", "{before}");
+    assert_eq!(before["method"], serde_json::Value::Null, "{before}");
+    assert_eq!(before["store"], "dir", "{before}");
     let out = run(&["-n", NAME, "--to", "1000000"]);
     assert_exit(&out, 0, "lxc-idshift -n jeedom1 --to 1000000");
     assert!(std::fs::read_to_string("/etc/subuid")
@@ -179,6 +180,7 @@ fn convert_a_real_container_and_back() {
     assert_eq!(running["range"]["host_first"], 1_000_000, "{running}");
     assert_eq!(running["range"]["count"], 65536, "{running}");
     assert_eq!(running["unfinished"], serde_json::Value::Null, "{running}");
+    assert_eq!(running["method"], "shift", "{running}");
     assert_eq!(
         init_uid(),
         1_000_000,

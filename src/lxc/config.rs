@@ -278,6 +278,13 @@ impl ContainerConfig {
         Some(Rootfs::parse(raw, self.last_value(&["lxc.rootfs.backend"])))
     }
 
+    /// Whether the rootfs is mounted idmapped (`lxc.rootfs.options` holding
+    /// `idmap=container`): the rootfs stays unshifted on disk.
+    pub fn rootfs_idmapped(&self) -> bool {
+        self.last_value(&["lxc.rootfs.options"])
+            .is_some_and(|options| options.split(',').any(|o| o.trim() == "idmap=container"))
+    }
+
     /// The `lxc.idmap` / `lxc.id_map` entries in effect (u lines have `users`, g lines
     /// `groups`). A line LXC would reject is an error rather than silently skipped.
     pub fn idmaps(&self) -> Result<Vec<MapEntry>, ConfigError> {

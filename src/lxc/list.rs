@@ -1,6 +1,6 @@
 //! `lxc-idshift list`: every container under an lxcpath, in the manner of `lxc-ls -f`,
 //! with what a conversion needs to know: privileged or not, the id range, the rootfs
-//! method (backing store), and whether a conversion was left unfinished.
+//! method (shift or idmap), its backing store, and whether a conversion was left unfinished.
 
 use super::config::{Backend, ContainerConfig};
 use super::container::{default_lxcpath, Container};
@@ -49,9 +49,13 @@ pub struct Entry {
     pub unprivileged: Option<bool>,
     /// The range its config maps container root to (None: privileged).
     pub range: Option<IdRange>,
+    /// How an unprivileged container's rootfs fits its range: `shift` (its ids
+    /// shifted on disk) or `idmap` (an idmapped mount of an unshifted rootfs);
+    /// None for a privileged one.
+    pub method: Option<String>,
     /// The rootfs backing store: dir, btrfs, zfs (converted in place), overlay, lvm,
     /// loop... (refused by `convert`, with the way out).
-    pub method: Option<String>,
+    pub store: Option<String>,
     pub unfinished: Option<Unfinished>,
     /// What is wrong, and the command to run next.
     pub problem: Option<String>,
@@ -105,6 +109,7 @@ fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
         unprivileged: None,
         range: None,
         method: None,
+        store: None,
         unfinished: None,
         problem: None,
     };
@@ -119,7 +124,7 @@ fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
             return entry;
         }
     };
-    entry.method = config.rootfs().map(|r| backend_name(&r.backend));
+    entry.store = config.rootfs().map(|r| backend_name(&r.backend));
     let maps = match config.idmaps() {
         Ok(maps) => maps,
         Err(e) => {
@@ -132,6 +137,12 @@ fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
     };
     let root = maps.iter().find(|m| m.users && m.container_first == 0);
     entry.unprivileged = Some(!maps.is_empty());
+    let method = if config.rootfs_idmapped() {
+        "idmap"
+    } else {
+        "shift"
+    };
+    entry.method = (!maps.is_empty()).then(|| method.to_string());
     entry.range = root.map(|m| IdRange {
         host_first: m.host_first,
         count: m.count,
@@ -291,7 +302,8 @@ mod tests {
         let privileged = by_name("priv");
         assert_eq!(privileged.unprivileged, Some(false));
         assert_eq!(privileged.range, None);
-        assert_eq!(privileged.method.as_deref(), Some("dir"));
+        assert_eq!(privileged.method, None);
+        assert_eq!(privileged.store.as_deref(), Some("dir"));
         assert_eq!(privileged.unfinished, None);
         let unprivileged = by_name("unpriv");
         assert_eq!(unprivileged.unprivileged, Some(true));
@@ -300,7 +312,8 @@ mod tests {
             count: 65536,
         };
         assert_eq!(unprivileged.range, Some(range));
-        assert_eq!(unprivileged.method.as_deref(), Some("btrfs"));
+        assert_eq!(unprivileged.method.as_deref(), Some("shift"));
+        assert_eq!(unprivileged.store.as_deref(), Some("btrfs"));
         let half = by_name("half").unfinished.expect("half is unfinished");
         assert_eq!((half.from, half.to), (None, Some(1_065_536)));
         let finish = format!("lxc-idshift -n half -P {} --to 1065536", p.display());
