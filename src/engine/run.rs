@@ -110,6 +110,24 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
     run.journaled(journal)
 }
 
+/// Opens the tree at `root` (with every refusal) and walks it once, read-only, with
+/// the visitor `make` builds from the tree's canonical path; returns the visitor.
+pub fn read_only_walk<V: Visitor>(
+    root: &Path,
+    threads: Option<usize>,
+    make: impl FnOnce(PathBuf) -> V,
+) -> Result<V, RunError> {
+    let tree = safety::open_tree(root)?;
+    let io = |source| RunError::Io {
+        path: tree.path.clone(),
+        source,
+    };
+    let pool = walk::thread_pool(threads).map_err(io)?;
+    let visitor = make(tree.path.clone());
+    walk::walk(&pool, tree.dup_fd().map_err(io)?, &visitor).map_err(io)?;
+    Ok(visitor)
+}
+
 /// What every phase of one run needs.
 struct RunContext<'a> {
     tree: &'a Tree,

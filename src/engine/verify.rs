@@ -7,8 +7,7 @@ use super::hardlinks::SeenInodes;
 use super::idmap::{Direction, IdKind, IdMap};
 use super::inode;
 use super::report::Counters;
-use super::run::RunError;
-use super::safety;
+use super::run::{self, RunError};
 use super::sys::Inode;
 use super::walk::{self, DirNode, Visitor};
 use rustix::fd::BorrowedFd;
@@ -73,7 +72,7 @@ impl Tally {
 }
 
 struct Verifier<'a> {
-    root: &'a Path,
+    root: PathBuf,
     map: &'a IdMap,
     seen: SeenInodes,
     counters: Counters,
@@ -110,7 +109,7 @@ impl Visitor for Verifier<'_> {
             return;
         }
         self.counters.inodes_seen.fetch_add(1, Ordering::Relaxed);
-        let path = || walk::display_path(self.root, &dir.entry_path(name));
+        let path = || walk::display_path(&self.root, &dir.entry_path(name));
         let meta = match inode::read_meta(dir_fd, name, inode) {
             Ok(meta) => meta,
             Err(e) => return self.counters.error(path(), e.to_string()),
@@ -130,21 +129,14 @@ impl Visitor for Verifier<'_> {
     }
 
     fn report(&self) -> (&Path, &Counters) {
-        (self.root, &self.counters)
+        (&self.root, &self.counters)
     }
 }
 
 /// Checks that every id in the tree lies on the host side of `map`.
 pub fn verify(root: &Path, map: &IdMap, threads: Option<usize>) -> Result<VerifyReport, RunError> {
-    let tree = safety::open_tree(root)?;
-    let root = tree.path.clone();
-    let io = |source| RunError::Io {
-        path: root.clone(),
-        source,
-    };
-    let pool = walk::thread_pool(threads).map_err(io)?;
-    let verifier = Verifier {
-        root: &root,
+    let verifier = run::read_only_walk(root, threads, |root| Verifier {
+        root,
         map,
         seen: SeenInodes::default(),
         counters: Counters::default(),
@@ -152,12 +144,10 @@ pub fn verify(root: &Path, map: &IdMap, threads: Option<usize>) -> Result<Verify
         group: Tally::default(),
         acl: Tally::default(),
         capability: Tally::default(),
-    };
-    let fd = tree.dup_fd().map_err(io)?;
-    walk::walk(&pool, fd, &verifier).map_err(io)?;
+    })?;
     let summary = verifier.counters.summary(0.0);
     Ok(VerifyReport {
-        root: root.clone(),
+        root: verifier.root.clone(),
         inodes_seen: summary.inodes_seen,
         errors: summary.errors,
         error_paths: verifier.counters.errors(),

@@ -291,13 +291,11 @@ fn real_target(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// Replaces a file's contents atomically: a temp file in the same directory with
-/// the original's owner and mode (0644 root:root for a new file) is written,
-/// fsynced and renamed over it, then the directory is fsynced. Readers see the old
-/// or the new contents, never a mix; errors name the path.
-pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+/// The file a replacement lands on (a symlink's target), its directory, and the
+/// mode and owner the new file keeps (0644 root:root for a new file).
+fn replaced(path: &Path) -> io::Result<(PathBuf, PathBuf, (u32, u32, u32))> {
     let target = real_target(path).map_err(|e| at_path(path, e))?;
-    let (mode, uid, gid) = match fs::metadata(&target) {
+    let keep = match fs::metadata(&target) {
         Ok(meta) => (meta.mode() & 0o7777, meta.uid(), meta.gid()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => (0o644, 0, 0),
         Err(e) => return Err(at_path(&target, e)),
@@ -306,6 +304,22 @@ pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    Ok((target, dir, keep))
+}
+
+/// fsyncs a directory, so that a rename in it is durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| at_path(dir, e))
+}
+
+/// Replaces a file's contents atomically: a temp file in the same directory with
+/// the original's owner and mode (0644 root:root for a new file) is written,
+/// fsynced and renamed over it, then the directory is fsynced. Readers see the old
+/// or the new contents, never a mix; errors name the path.
+pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    let (target, dir, (mode, uid, gid)) = replaced(path)?;
     remove_stale_temps(&target);
     let temp = temp_path(&dir, &target);
     let result = write_temp(&temp, text, mode, uid, gid)
@@ -315,9 +329,7 @@ pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
         let _ = fs::remove_file(&temp); // best effort: the error that matters is the first
         return result;
     }
-    fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| at_path(&dir, e))
+    sync_dir(&dir)
 }
 
 /// Replaces a shadow file (/etc/subuid, /etc/subgid) as shadow's tools do, to be
@@ -326,16 +338,7 @@ pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
 /// renamed over `F`, then the directory is fsynced. Both keep the original's owner
 /// and mode (0644 root:root for a new file); a symlink's target is replaced.
 pub fn write_with_backup(path: &Path, old: Option<&str>, text: &str) -> io::Result<()> {
-    let target = real_target(path).map_err(|e| at_path(path, e))?;
-    let (mode, uid, gid) = match fs::metadata(&target) {
-        Ok(meta) => (meta.mode() & 0o7777, meta.uid(), meta.gid()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (0o644, 0, 0),
-        Err(e) => return Err(at_path(&target, e)),
-    };
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let (target, dir, (mode, uid, gid)) = replaced(path)?;
     let sibling = |suffix: &str| {
         let mut name = target.as_os_str().to_owned();
         name.push(suffix);
@@ -355,9 +358,7 @@ pub fn write_with_backup(path: &Path, old: Option<&str>, text: &str) -> io::Resu
     let new = sibling("+");
     replace(&new, text)?;
     fs::rename(&new, &target).map_err(|e| at_path(&target, e))?;
-    fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| at_path(&dir, e))
+    sync_dir(&dir)
 }
 
 /// `.<name>.lxc-idshift.<pid>.<n>` next to the target: same filesystem, so the

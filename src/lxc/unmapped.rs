@@ -6,10 +6,9 @@
 use crate::engine::hardlinks::SeenInodes;
 use crate::engine::idmap::{Direction, IdKind, IdMap, Shift};
 use crate::engine::report::Counters;
-use crate::engine::run::RunError;
-use crate::engine::safety;
+use crate::engine::run::{self, RunError};
 use crate::engine::sys::Inode;
-use crate::engine::walk::{self, DirNode, Visitor};
+use crate::engine::walk::{DirNode, Visitor};
 use rustix::fd::BorrowedFd;
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -58,28 +57,19 @@ pub fn scan(
     direction: Direction,
     threads: Option<usize>,
 ) -> Result<UnmappedIds, RunError> {
-    let tree = safety::open_tree(root)?;
-    let root = tree.path.clone();
-    let io = |source| RunError::Io {
-        path: root.clone(),
-        source,
-    };
-    let pool = walk::thread_pool(threads).map_err(io)?;
-    let scanner = Scanner {
-        root: &root,
+    let scanner = run::read_only_walk(root, threads, |root| Scanner {
+        root,
+        counters: Counters::default(),
         map,
         direction,
         seen: SeenInodes::default(),
-        counters: Counters::default(),
         found: Mutex::default(),
-    };
-    let fd = tree.dup_fd().map_err(io)?;
-    walk::walk(&pool, fd, &scanner).map_err(io)?;
+    })?;
     Ok(scanner.found.into_inner().expect("unmapped ids lock"))
 }
 
 struct Scanner<'a> {
-    root: &'a PathBuf,
+    root: PathBuf,
     map: &'a IdMap,
     direction: Direction,
     seen: SeenInodes,
@@ -111,7 +101,7 @@ impl Visitor for Scanner<'_> {
     }
 
     fn report(&self) -> (&Path, &Counters) {
-        (self.root, &self.counters)
+        (&self.root, &self.counters)
     }
 }
 
