@@ -29,6 +29,10 @@ pub enum Command {
     /// Convert container NAME: `--to 1000000` makes it unprivileged with that host id
     /// range, `--to 0` privileged again (`lxc-idshift NAME --to ...` is the same).
     Convert(ConvertArgs),
+    /// Check container NAME, privileged or not (read-only): its mode, range and
+    /// method, and every problem that would keep it from starting or working, each
+    /// with the command that fixes it. Exit 0: fine; 1: problems; 2: cannot check.
+    Check(CheckArgs),
     /// Build a sample rootfs in a temporary directory, shift it to 1000000 and back,
     /// and show that nothing was lost.
     Demo(DemoArgs),
@@ -127,4 +131,22 @@ pub struct DemoArgs {
     /// Keep the sample rootfs instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The container's name.
+    pub name: String,
+    /// Where the containers live (default: `lxc-config lxc.lxcpath`, else /var/lib/lxc).
+    #[arg(long, short = 'P', value_name = "DIR")]
+    pub lxcpath: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads for the scans (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub threads: Option<usize>,
+    /// Where the host's /etc, /sys and /dev are found (tests use a temporary root).
+    #[arg(long, hide = true, default_value = "/", value_name = "DIR")]
+    pub host_root: PathBuf,
 }

@@ -28,7 +28,9 @@ fn main() -> ExitCode {
 
 /// `lxc-idshift NAME --to ...` means `lxc-idshift convert NAME --to ...`.
 fn with_convert_shorthand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const COMMANDS: [&str; 7] = ["shift", "verify", "status", "convert", "demo", "help", "-h"];
+    const COMMANDS: [&str; 8] = [
+        "shift", "verify", "status", "convert", "check", "demo", "help", "-h",
+    ];
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("-");
     if !first.starts_with('-') && !COMMANDS.contains(&first) {
         args.insert(1, "convert".into());
@@ -72,6 +74,7 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Convert(args) => convert(args),
+        Command::Check(args) => check(args),
         Command::Demo(args) => demo::run(args.keep),
     }
 }
@@ -132,6 +135,20 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         }
     );
     Ok(0)
+}
+
+/// `check NAME`: 0 when the container should start and work, 1 with problems (each
+/// printed with its fix), 2 (an error) when it cannot be checked.
+fn check(args: cli::CheckArgs) -> anyhow::Result<u8> {
+    use lxc_idshift::lxc::check::{self, CheckOptions};
+    let report = check::check(&CheckOptions {
+        name: args.name,
+        lxcpath: args.lxcpath,
+        threads: args.threads,
+        host: lxc_idshift::lxc::host::Host::under(args.host_root),
+    })?;
+    output::check_report(&report, args.json)?;
+    Ok(if report.ok() { 0 } else { EXIT_INCOMPLETE })
 }
 
 fn report_map(plan: &lxc_idshift::lxc::convert::Plan) -> IdMap {

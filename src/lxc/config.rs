@@ -205,7 +205,7 @@ impl Rootfs {
 
 /// One `lxc.mount.entry = SOURCE TARGET FSTYPE OPTIONS [DUMP PASS]`, fields as
 /// written (fstab escapes such as `\040` are left alone).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MountEntry {
     pub source: String,
     pub target: String,
@@ -214,6 +214,29 @@ pub struct MountEntry {
 }
 
 impl MountEntry {
+    /// `SOURCE TARGET FSTYPE OPTIONS [DUMP PASS]` (an `lxc.mount.entry` value or an
+    /// fstab line); None when the fields are too few or too many.
+    pub fn parse(value: &str) -> Option<MountEntry> {
+        let fields: Vec<&str> = value.split_whitespace().collect();
+        let [source, target, fstype, options, ..] = fields[..] else {
+            return None;
+        };
+        if fields.len() > 6 {
+            return None;
+        }
+        Some(MountEntry {
+            source: source.to_string(),
+            target: target.to_string(),
+            fstype: fstype.to_string(),
+            options: options.to_string(),
+        })
+    }
+
+    /// Whether `option` (e.g. `optional`, `idmap=container`) is among the options.
+    pub fn has_option(&self, option: &str) -> bool {
+        self.options.split(',').any(|o| o == option)
+    }
+
     /// A bind mount of a host path: its files keep host ownership after a shift.
     pub fn is_bind(&self) -> bool {
         self.options.split(',').any(|o| o == "bind" || o == "rbind")
@@ -343,21 +366,24 @@ impl ContainerConfig {
                 mounts.clear(); // an empty assignment clears the entries before it
                 continue;
             }
-            let fields: Vec<&str> = value.split_whitespace().collect();
-            let [source, target, fstype, options, ..] = fields[..] else {
-                return Err(self.bad_mount(index));
-            };
-            if fields.len() > 6 {
-                return Err(self.bad_mount(index));
-            }
-            mounts.push(MountEntry {
-                source: source.to_string(),
-                target: target.to_string(),
-                fstype: fstype.to_string(),
-                options: options.to_string(),
-            });
+            mounts.push(MountEntry::parse(value).ok_or_else(|| self.bad_mount(index))?);
         }
         Ok(mounts)
+    }
+
+    /// `(line number from 1, key, value)` of every assignment, in file order.
+    pub fn assignments(&self) -> Vec<(usize, &str, &str)> {
+        self.entries().map(|(i, k, v)| (i + 1, k, v)).collect()
+    }
+
+    /// The value LXC uses for a single-valued key (its last assignment).
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.last_value(&[key])
+    }
+
+    /// The error for a mount line (1-based `line`) that does not parse.
+    pub fn bad_mount_line(&self, line: usize) -> ConfigError {
+        self.bad_mount(line - 1)
     }
 
     fn bad_mount(&self, index: usize) -> ConfigError {
