@@ -1003,3 +1003,81 @@ fn ids_beyond_the_range_are_counted_and_a_wider_range_offered() {
     let again = f.plan("web", Target::HostId(HOST_FIRST));
     assert!(again.unmapped.uids.is_empty());
 }
+
+/// A bind mount of host files (www-data's, 33): the plan lists it with what the
+/// container will see as nobody and a plain warning with the entry to write; the
+/// conversion leaves its files alone both ways.
+#[test]
+fn bind_mounts_are_listed_in_the_plan_and_left_alone() {
+    if !require_root("bind_mounts_are_listed_in_the_plan_and_left_alone") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = f.root().join("srv/data");
+    std::fs::create_dir_all(&data).unwrap();
+    for name in ["a", "b", "c"] {
+        std::fs::write(data.join(name), name).unwrap();
+        std::os::unix::fs::chown(data.join(name), Some(33), Some(33)).unwrap();
+    }
+    std::os::unix::fs::chown(&data, Some(33), Some(33)).unwrap();
+    let entry = "lxc.mount.entry = /srv/data srv/data none bind,create=dir 0 0\n\
+                 lxc.mount.entry = /dev/null dev/null none bind,optional,create=file 0 0\n";
+    f.container_with("www", |rootfs| debian_config("www", rootfs) + entry);
+    let before = collect(&data);
+
+    let plan = f.plan("www", Target::HostId(1_000_000));
+    assert_eq!(plan.mounts.len(), 1, "only /srv/data, not the device");
+    let (mount, scan) = &plan.mounts[0];
+    assert_eq!(mount.source, Path::new("/srv/data"));
+    let scan = scan.as_ref().unwrap();
+    assert_eq!((scan.inodes, scan.nobody), (4, 4));
+    let text = describe(&plan);
+    assert!(text.contains("bind mounts of host paths"), "{text}");
+    assert!(
+        text.contains("4 inodes, 4 of them seen as nobody (65534) inside: uid 33 (4 inodes), gid 33 (4 inodes)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: the container cannot write these files"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "lxc.mount.entry = /srv/data srv/data none bind,create=dir,idmap=container 0 0"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("`lxc-idshift shift /srv/data --map b:0:1000000:65536`"),
+        "{text}"
+    );
+
+    let out = run(&[convert_args(&f, "www", "1000000"), vec!["--dry-run".into()]].concat());
+    assert_exit(&out, 0, "--dry-run");
+    assert!(
+        text_of(&out).contains("warning: the container cannot write these files"),
+        "{}",
+        text_of(&out)
+    );
+
+    f.convert("www", Target::HostId(1_000_000));
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 1000000",
+    );
+    let back = f.plan("www", Target::Privileged);
+    let scan = back.mounts[0].1.as_ref().unwrap();
+    assert_eq!((scan.inodes, scan.nobody), (4, 0));
+    assert!(!describe(&back).contains("warning"), "{}", describe(&back));
+    f.convert("www", Target::Privileged);
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 0",
+    );
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    text(&out.stdout)
+}

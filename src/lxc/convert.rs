@@ -8,6 +8,7 @@ use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::host::Host;
 use super::lock::{self, ShadowLock};
+use super::mounts::{self, ScannedMount, View};
 use super::perms::{self, Ownership, PermChange};
 use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
@@ -183,6 +184,11 @@ pub struct Plan {
     /// Owners and groups in the rootfs that the shift leaves alone (they show as
     /// nobody inside), per id; empty unless the rootfs shifts from container ids 0..
     pub unmapped: UnmappedIds,
+    /// The bind mounts of host paths, each with what it holds as the container
+    /// will see it (or why it could not be scanned). Their files are not shifted.
+    pub mounts: Vec<ScannedMount>,
+    /// Why the bind mounts could not be listed, if they could not.
+    pub mounts_unlisted: Option<String>,
 }
 
 /// What a conversion did.
@@ -230,6 +236,8 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         }
         _ => UnmappedIds::default(),
     };
+    let (mounts, mounts_unlisted) =
+        mount_plan(options, &container, &config, course.to, course.range);
     Ok(Plan {
         container,
         rootfs,
@@ -250,7 +258,52 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         subids,
         host: options.host.clone(),
         unmapped,
+        mounts,
+        mounts_unlisted,
     })
+}
+
+/// The bind mounts and what each holds, seen as the container will see it after
+/// the conversion. Reads only; a config whose mounts cannot be listed (an unreadable
+/// include, a missing fstab) is said in the plan, not refused: LXC reports it at start.
+fn mount_plan(
+    options: &ConvertOptions,
+    container: &Container,
+    config: &ContainerConfig,
+    to: Option<u32>,
+    range: u32,
+) -> (Vec<ScannedMount>, Option<String>) {
+    let found = match mounts::list(&options.host, &container.dir(), &container.config(), config) {
+        Ok(found) => found,
+        Err(e) => return (Vec::new(), Some(e.to_string())),
+    };
+    let maps = match to {
+        Some(host_first) => vec![
+            MapEntry::parse(&format!("u 0 {host_first} {range}")),
+            MapEntry::parse(&format!("g 0 {host_first} {range}")),
+        ]
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect(),
+        None => Vec::new(),
+    };
+    let scanned = found
+        .binds
+        .into_iter()
+        .map(|bind| {
+            let view = View {
+                maps: maps.clone(),
+                idmapped: bind.idmapped(),
+            };
+            let scan = match bind.host_source.exists() {
+                true => mounts::scan(&bind.host_source, &view, options.threads)
+                    .map_err(|e| e.to_string()),
+                false => Err(format!("{} does not exist", bind.source.display())),
+            };
+            (bind, scan)
+        })
+        .collect();
+    (scanned, None)
 }
 
 /// Where the container is, where it goes, and the shift that takes its rootfs there.
@@ -812,6 +865,11 @@ pub fn describe(plan: &Plan) -> String {
         // Only a privileged rootfs can take a wider range: an unprivileged one keeps its own.
         let offer = plan.from.is_none();
         text += &unmapped::describe(&plan.unmapped, plan.range, host_first, offer);
+    }
+    let map = plan.to.map(|first| format!("b:0:{first}:{}", plan.range));
+    text += &mounts::describe(&plan.mounts, map.as_deref());
+    if let Some(why) = &plan.mounts_unlisted {
+        text += &format!("warning: the bind mounts could not be listed: {why}\n");
     }
     for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
         let (old, new) = (edit.old.as_deref(), edit.new.as_deref());

@@ -127,6 +127,9 @@ impl BindMount {
     }
 }
 
+/// A bind mount with what it holds, or why it could not be scanned.
+pub type ScannedMount = (BindMount, Result<Scan, String>);
+
 /// What a container's config mounts from the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mounts {
@@ -515,8 +518,9 @@ impl Visitor for Scanner<'_> {
 }
 
 /// The plan's paragraph about bind mounts, each with its scan (or why it has none);
-/// the warnings only for a container heading to unprivileged.
-pub fn describe(mounts: &[(BindMount, Result<Scan, String>)], to_unprivileged: bool) -> String {
+/// the warnings for a container heading to unprivileged with `map` (as `shift
+/// --map` takes it), or to privileged (None).
+pub fn describe(mounts: &[ScannedMount], map: Option<&str>) -> String {
     if mounts.is_empty() {
         return String::new();
     }
@@ -531,7 +535,7 @@ pub fn describe(mounts: &[(BindMount, Result<Scan, String>)], to_unprivileged: b
             if mount.idmapped() { ", idmapped" } else { "" }
         );
         match scan {
-            Ok(scan) if scan.nobody > 0 && to_unprivileged => {
+            Ok(scan) if scan.nobody > 0 && map.is_some() => {
                 text += &format!(
                     "    {} inodes, {} of them seen as nobody (65534) inside: {}\n",
                     scan.inodes,
@@ -539,13 +543,21 @@ pub fn describe(mounts: &[(BindMount, Result<Scan, String>)], to_unprivileged: b
                     scan.hidden_summary(6)
                 );
                 text += &format!(
-                    "    warning: the container cannot write these files. Add {IDMAP_OPTION} to the entry's options ({}), or shift the directory with `lxc-idshift shift {} --map ...` if only this container uses it\n",
+                    "    warning: the container cannot write these files. Add {IDMAP_OPTION} to the entry's options ({}), or, if only this container uses the directory, shift it: `lxc-idshift shift {} --map {}` (and back with --reverse before going privileged)\n",
                     mount.with_idmap_line(),
-                    mount.source.display()
+                    mount.source.display(),
+                    map.unwrap_or_default()
                 );
             }
             Ok(scan) => text += &format!("    {} inodes, none seen as nobody\n", scan.inodes),
             Err(why) => text += &format!("    not scanned: {why}\n"),
+        }
+        if mount.idmapped() && map.is_none() {
+            text += &format!(
+                "    warning: {IDMAP_OPTION} in a privileged container's config makes lxc-start abort: remove it from the options ({}:{})\n",
+                mount.origin.file.display(),
+                mount.origin.line
+            );
         }
     }
     text
@@ -694,6 +706,51 @@ mod tests {
         let config = ContainerConfig::parse("lxc.include = /loop.conf\n");
         let err = list(&host, tmp.path(), Path::new("c"), &config).unwrap_err();
         assert!(matches!(err, MountError::TooDeep { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_plan_warns_about_nobody_going_unprivileged_and_idmap_going_privileged() {
+        let config = "lxc.mount.entry = /srv/a srv/a none bind,idmap=container 0 0\n";
+        let tmp = tempfile::tempdir().unwrap();
+        let host = Host::under(tmp.path());
+        let found = list(
+            &host,
+            tmp.path(),
+            Path::new("/c"),
+            &ContainerConfig::parse(config),
+        )
+        .unwrap();
+        let hidden = Scan {
+            inodes: 2,
+            nobody: 1,
+            hidden_uids: BTreeMap::from([(70_000, 1)]),
+            ..Scan::default()
+        };
+        let mounts = vec![(found.binds[0].clone(), Ok(hidden))];
+        let going = describe(&mounts, Some("b:0:1000000:65536"));
+        assert!(
+            going.contains("/srv/a -> srv/a (/c:1), idmapped"),
+            "{going}"
+        );
+        assert!(
+            going
+                .contains("2 inodes, 1 of them seen as nobody (65534) inside: uid 70000 (1 inode)"),
+            "{going}"
+        );
+        assert!(going.contains("--map b:0:1000000:65536"), "{going}");
+        assert!(!going.contains("lxc-start abort"), "{going}");
+        let back = describe(&mounts, None);
+        assert!(back.contains("2 inodes, none seen as nobody"), "{back}");
+        assert!(
+            back.contains("makes lxc-start abort: remove it from the options (/c:1)"),
+            "{back}"
+        );
+        let missing = vec![(
+            found.binds[0].clone(),
+            Err("/srv/a does not exist".to_string()),
+        )];
+        assert!(describe(&missing, None).contains("not scanned: /srv/a does not exist"));
+        assert_eq!(describe(&[], None), "");
     }
 
     #[test]
