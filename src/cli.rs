@@ -115,6 +115,11 @@ pub struct ConvertArgs {
     /// A device node passed into the container, besides its lxc.mount.entry lines.
     #[arg(long = "device", value_name = "/dev/X")]
     pub devices: Vec<PathBuf>,
+    /// Bind mounts of host paths, going unprivileged: `idmap` adds idmap=container to
+    /// their entries (nothing on disk changes), `keep` leaves them (their owners may
+    /// show as nobody). Default: idmap where an idmapped mount works, else keep.
+    #[arg(long, value_name = "idmap|keep", value_parser = ["idmap", "keep"])]
+    pub mounts: Option<String>,
     /// With --to 0: also remove root's subordinate id range from /etc/subuid and /etc/subgid.
     #[arg(long)]
     pub release_range: bool,

@@ -91,6 +91,10 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         release_range: args.release_range,
         threads: args.threads,
         host: lxc_idshift::lxc::host::Host::under(args.host_root),
+        mounts: match args.mounts.as_deref() {
+            Some(choice) => choice.parse().map_err(anyhow::Error::msg)?,
+            None => convert::MountsChoice::Auto,
+        },
     };
     if !options.dry_run && !lxc_idshift::engine::sys::is_root() {
         anyhow::bail!("converting a container needs root: run as root (or use --dry-run)");

@@ -8,7 +8,7 @@ use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::host::Host;
 use super::lock::{self, ShadowLock};
-use super::mounts::{self, ScannedMount, View};
+use super::mounts::{self, ScannedMount, View, IDMAP_OPTION};
 use super::perms::{self, Ownership, PermChange};
 use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
@@ -40,6 +40,31 @@ impl std::str::FromStr for Target {
     }
 }
 
+/// What `--mounts` asks for the bind mounts of host paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MountsChoice {
+    /// `idmap` where an idmapped mount of the source works and shows fewer owners
+    /// as nobody, else `keep` with the warning.
+    #[default]
+    Auto,
+    /// `idmap=container` added to each entry; refused where it does not work.
+    Idmap,
+    /// Left as they are; the plan says what the container will see as nobody.
+    Keep,
+}
+
+impl std::str::FromStr for MountsChoice {
+    type Err = String;
+    fn from_str(text: &str) -> Result<MountsChoice, String> {
+        match text {
+            "idmap" => Ok(MountsChoice::Idmap),
+            "keep" => Ok(MountsChoice::Keep),
+            "auto" => Ok(MountsChoice::Auto),
+            other => Err(format!("--mounts {other:?}: expected idmap or keep")),
+        }
+    }
+}
+
 pub struct ConvertOptions {
     pub name: String,
     pub to: Target,
@@ -50,6 +75,8 @@ pub struct ConvertOptions {
     pub release_range: bool,
     pub threads: Option<usize>,
     pub host: Host,
+    /// `--mounts`: what happens to bind mounts of host paths.
+    pub mounts: MountsChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +136,12 @@ pub enum ConvertError {
         first: u32,
         last: u32,
         account: String,
+    },
+    #[error("bind mount {mount} cannot be idmapped: {why}; convert with --mounts keep (the container sees its files' owners as nobody) or fix the cause, then run `lxc-idshift {name} --to ...` again")]
+    IdmapUnsupported {
+        mount: PathBuf,
+        why: String,
+        name: String,
     },
     #[error("--range must be at least 1")]
     EmptyRange,
@@ -189,6 +222,8 @@ pub struct Plan {
     pub mounts: Vec<ScannedMount>,
     /// Why the bind mounts could not be listed, if they could not.
     pub mounts_unlisted: Option<String>,
+    /// What `--mounts` decided for each bind mount, in words.
+    pub mount_notes: Vec<String>,
 }
 
 /// What a conversion did.
@@ -216,8 +251,18 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         Some(change) => subid_edits(&options.host, change)?,
         None => Vec::new(),
     };
+    let mount_plan = mount_plan(options, &container, &config, course.to, course.range)?;
+    let with_mounts = match course.to {
+        Some(_) => mount_plan
+            .idmap_lines
+            .iter()
+            .fold(config.clone(), |c, &line| {
+                c.with_mount_option(line, IDMAP_OPTION, true)
+            }),
+        None => config.without_mount_option(IDMAP_OPTION),
+    };
     edits.push(FileEdit {
-        new: Some(new_config(options, &config, &course).to_text()),
+        new: Some(new_config(options, &with_mounts, &course).to_text()),
         path: config_path,
         old: Some(config_text),
     });
@@ -236,8 +281,6 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         }
         _ => UnmappedIds::default(),
     };
-    let (mounts, mounts_unlisted) =
-        mount_plan(options, &container, &config, course.to, course.range);
     Ok(Plan {
         container,
         rootfs,
@@ -258,52 +301,160 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         subids,
         host: options.host.clone(),
         unmapped,
-        mounts,
-        mounts_unlisted,
+        mounts: mount_plan.mounts,
+        mounts_unlisted: mount_plan.unlisted,
+        mount_notes: mount_plan.notes,
     })
 }
 
-/// The bind mounts and what each holds, seen as the container will see it after
-/// the conversion. Reads only; a config whose mounts cannot be listed (an unreadable
-/// include, a missing fstab) is said in the plan, not refused: LXC reports it at start.
+/// What happens to the bind mounts: each with what it holds as the container will
+/// see it after the conversion (its entry as it will read), the config lines that
+/// gain `idmap=container`, and what was decided, in words.
+struct MountPlan {
+    mounts: Vec<ScannedMount>,
+    unlisted: Option<String>,
+    idmap_lines: Vec<usize>,
+    notes: Vec<String>,
+}
+
+/// Decides, per bind mount, between idmap and keep (`--mounts`); reads only. A
+/// config whose mounts cannot be listed (an unreadable include, a missing fstab) is
+/// said in the plan, not refused: LXC reports it at start. Going privileged, the
+/// entries of the container's config lose `idmap=container` (lxc-start aborts on it
+/// without a user namespace).
 fn mount_plan(
     options: &ConvertOptions,
     container: &Container,
     config: &ContainerConfig,
     to: Option<u32>,
     range: u32,
-) -> (Vec<ScannedMount>, Option<String>) {
-    let found = match mounts::list(&options.host, &container.dir(), &container.config(), config) {
-        Ok(found) => found,
-        Err(e) => return (Vec::new(), Some(e.to_string())),
+) -> Result<MountPlan, ConvertError> {
+    let mut plan = MountPlan {
+        mounts: Vec::new(),
+        unlisted: None,
+        idmap_lines: Vec::new(),
+        notes: Vec::new(),
     };
-    let maps = match to {
-        Some(host_first) => vec![
-            MapEntry::parse(&format!("u 0 {host_first} {range}")),
-            MapEntry::parse(&format!("g 0 {host_first} {range}")),
-        ]
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect(),
+    let config_path = container.config();
+    let found = match mounts::list(&options.host, &container.dir(), &config_path, config) {
+        Ok(found) => found,
+        Err(e) => {
+            plan.unlisted = Some(e.to_string());
+            return Ok(plan);
+        }
+    };
+    let maps: Vec<MapEntry> = match to {
+        Some(host_first) => ["u", "g"]
+            .iter()
+            .filter_map(|kind| MapEntry::parse(&format!("{kind} 0 {host_first} {range}")).ok())
+            .collect(),
         None => Vec::new(),
     };
-    let scanned = found
-        .binds
-        .into_iter()
-        .map(|bind| {
-            let view = View {
+    let scan = |bind: &mounts::BindMount, idmapped: bool| match bind.host_source.exists() {
+        true => mounts::scan(
+            &bind.host_source,
+            &View {
                 maps: maps.clone(),
-                idmapped: bind.idmapped(),
-            };
-            let scan = match bind.host_source.exists() {
-                true => mounts::scan(&bind.host_source, &view, options.threads)
-                    .map_err(|e| e.to_string()),
-                false => Err(format!("{} does not exist", bind.source.display())),
-            };
-            (bind, scan)
-        })
-        .collect();
-    (scanned, None)
+                idmapped,
+            },
+            options.threads,
+        )
+        .map_err(|e| e.to_string()),
+        false => Err(format!("{} does not exist", bind.source.display())),
+    };
+    for mut bind in found.binds {
+        let editable = !bind.origin.fstab && bind.origin.file == config_path;
+        let Some(host_first) = to else {
+            if bind.idmapped() && editable {
+                bind.entry = without_option(&bind.entry, IDMAP_OPTION);
+            }
+            let scanned = scan(&bind, bind.idmapped());
+            plan.mounts.push((bind, scanned));
+            continue;
+        };
+        let plain = scan(&bind, bind.idmapped());
+        let wanted = match (options.mounts, &plain) {
+            _ if bind.idmapped() => false,
+            (MountsChoice::Keep, _) => false,
+            (MountsChoice::Idmap, _) => true,
+            // Idmapped only where that shows fewer owners as nobody than a plain bind.
+            (MountsChoice::Auto, Ok(scan)) if scan.nobody > 0 => {
+                matches!(scan_idmapped(&bind, &scan, &maps, options.threads), Some(true))
+            }
+            (MountsChoice::Auto, _) => false,
+        };
+        if !wanted || !bind.host_source.exists() {
+            plan.mounts.push((bind, plain));
+            continue;
+        }
+        let works = match editable {
+            true => mounts::idmap_works(&bind.host_source, host_first, range),
+            false => Err(format!(
+                "the entry is in {} line {}, which lxc-idshift does not edit: add {IDMAP_OPTION} there",
+                bind.origin.file.display(),
+                bind.origin.line
+            )),
+        };
+        match (works, options.mounts) {
+            (Ok(()), _) => {
+                plan.idmap_lines.push(bind.origin.line);
+                bind.entry = with_option(&bind.entry, IDMAP_OPTION);
+                plan.notes.push(format!(
+                    "{}: {IDMAP_OPTION} added to its entry: the container sees its files with their own owners; nothing on disk changes",
+                    bind.source.display()
+                ));
+                let scanned = scan(&bind, true);
+                plan.mounts.push((bind, scanned));
+            }
+            (Err(why), MountsChoice::Idmap) => {
+                return Err(ConvertError::IdmapUnsupported {
+                    mount: bind.source.clone(),
+                    why,
+                    name: options.name.clone(),
+                })
+            }
+            (Err(why), _) => {
+                plan.notes.push(format!(
+                    "{}: kept as it is: an idmapped mount does not work here ({why})",
+                    bind.source.display()
+                ));
+                plan.mounts.push((bind, plain));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Whether the bind would show fewer owners as nobody idmapped than plain (None
+/// when the idmapped view cannot be scanned).
+fn scan_idmapped(
+    bind: &mounts::BindMount,
+    plain: &mounts::Scan,
+    maps: &[MapEntry],
+    threads: Option<usize>,
+) -> Option<bool> {
+    let view = View {
+        maps: maps.to_vec(),
+        idmapped: true,
+    };
+    let idmapped = mounts::scan(&bind.host_source, &view, threads).ok()?;
+    Some(idmapped.nobody < plain.nobody)
+}
+
+fn with_option(entry: &config::MountEntry, option: &str) -> config::MountEntry {
+    let mut entry = entry.clone();
+    entry.options = format!("{},{option}", entry.options);
+    entry
+}
+
+fn without_option(entry: &config::MountEntry, option: &str) -> config::MountEntry {
+    let mut entry = entry.clone();
+    let kept: Vec<&str> = entry.options.split(',').filter(|o| *o != option).collect();
+    entry.options = match kept.is_empty() {
+        true => "defaults".to_string(),
+        false => kept.join(","),
+    };
+    entry
 }
 
 /// Where the container is, where it goes, and the shift that takes its rootfs there.
@@ -868,6 +1019,9 @@ pub fn describe(plan: &Plan) -> String {
     }
     let map = plan.to.map(|first| format!("b:0:{first}:{}", plan.range));
     text += &mounts::describe(&plan.mounts, map.as_deref());
+    for note in &plan.mount_notes {
+        text += &format!("  {note}\n");
+    }
     if let Some(why) = &plan.mounts_unlisted {
         text += &format!("warning: the bind mounts could not be listed: {why}\n");
     }
