@@ -407,6 +407,13 @@ fn a_bind_mount_whose_owners_show_as_nobody_is_found() {
     assert!(message.contains("uid 33 (2 inodes)"), "{message}");
     assert!(message.contains(":6)"), "{message}");
     assert!(
+        fix.starts_with(&format!(
+            "lxc-idshift {NAME} --lxcpath {} --to 1000000 --mounts idmap",
+            host.lxc().display()
+        )),
+        "{fix}"
+    );
+    assert!(
         fix.contains(&format!("lxc.mount.entry = {idmapped}")),
         "{fix}"
     );
@@ -433,6 +440,34 @@ fn a_bind_mount_whose_owners_show_as_nobody_is_found() {
     let report = host.report(1);
     let (_, _, _, fix) = only_problem(&report, "mount_source_missing");
     assert!(fix.starts_with("mkdir -p /srv/gone"), "{fix}");
+}
+
+#[test]
+fn an_idmapped_mount_that_cannot_work_is_found() {
+    if !require_root("an_idmapped_mount_that_cannot_work_is_found") {
+        return;
+    }
+    let host = Machine::new();
+    host.correct();
+    // ramfs cannot be idmapped: LXC would fail to mount /srv/data.
+    let data = host.root().join("srv/data");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t ramfs");
+    let _unmount = MountGuard(data.clone());
+    set(&data, 33, 33, 0o755);
+    let report = host.report(1);
+    let (_, path, message, fix) = only_problem(&report, "idmap_unsupported");
+    assert_eq!(path, data.to_str().unwrap());
+    assert!(message.contains("cannot be idmapped"), "{message}");
+    assert!(
+        fix.contains("remove idmap=container")
+            && fix.contains("lxc-idshift shift /srv/data --map b:0:1000000:65536"),
+        "{fix}"
+    );
 }
 
 #[test]

@@ -1067,7 +1067,10 @@ fn bind_mounts_kept_are_listed_with_a_warning_and_left_alone() {
         text.contains("4 inodes, 4 of them seen as nobody (65534) inside: uid 33 (4 inodes), gid 33 (4 inodes)"),
         "{text}"
     );
-    assert!(text.contains("warning: the container cannot write these files"), "{text}");
+    assert!(
+        text.contains("warning: the container cannot write these files"),
+        "{text}"
+    );
     assert!(text.contains(DATA_IDMAPPED.trim_end()), "{text}");
     assert!(
         text.contains("`lxc-idshift shift /srv/data --map b:0:1000000:65536`"),
@@ -1086,13 +1089,21 @@ fn bind_mounts_kept_are_listed_with_a_warning_and_left_alone() {
 
     convert_with(&f, Target::HostId(1_000_000), MountsChoice::Keep);
     assert!(f.config("www").contains(DATA_ENTRY), "{}", f.config("www"));
-    assert_same(&before, &collect(&data), "the bind mount source after --to 1000000");
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 1000000",
+    );
     let back = f.plan("www", Target::Privileged);
     let scan = back.mounts[0].1.as_ref().unwrap();
     assert_eq!((scan.inodes, scan.nobody), (4, 0));
     assert!(!describe(&back).contains("warning"), "{}", describe(&back));
     f.convert("www", Target::Privileged);
-    assert_same(&before, &collect(&data), "the bind mount source after --to 0");
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 0",
+    );
     assert_eq!(f.config("www"), config_before);
 }
 
@@ -1115,7 +1126,10 @@ fn bind_mounts_are_idmapped_by_default_and_back() {
     assert!(mount.idmapped());
     assert_eq!(scan.as_ref().unwrap().nobody, 0);
     let text = describe(&planned);
-    assert!(text.contains("/srv/data: idmap=container added to its entry"), "{text}");
+    assert!(
+        text.contains("/srv/data: idmap=container added to its entry"),
+        "{text}"
+    );
     assert!(text.contains(&format!("+{}", DATA_IDMAPPED)), "{text}");
     assert!(!text.contains("warning"), "{text}");
 
@@ -1123,7 +1137,11 @@ fn bind_mounts_are_idmapped_by_default_and_back() {
     let config = f.config("www");
     assert!(config.contains(DATA_IDMAPPED), "{config}");
     assert_eq!(config.matches("idmap=container").count(), 1, "{config}");
-    assert_same(&before, &collect(&data), "the bind mount source after --to 1000000");
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 1000000",
+    );
     // Idempotent: converting again changes nothing.
     f.convert("www", Target::HostId(1_000_000));
     assert_eq!(f.config("www"), config);
@@ -1132,7 +1150,11 @@ fn bind_mounts_are_idmapped_by_default_and_back() {
     assert!(!back.mounts[0].0.idmapped());
     f.convert("www", Target::Privileged);
     assert_eq!(f.config("www"), config_before);
-    assert_same(&before, &collect(&data), "the bind mount source after --to 0");
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 0",
+    );
 }
 
 /// Where an idmapped mount does not work (ramfs cannot be idmapped), the default
@@ -1159,10 +1181,15 @@ fn bind_mounts_that_cannot_be_idmapped_are_kept_or_refused() {
     assert!(!planned.mounts[0].0.idmapped());
     let text = describe(&planned);
     assert!(
-        text.contains("/srv/data: kept as it is: an idmapped mount does not work here (the file system of"),
+        text.contains(
+            "/srv/data: kept as it is: an idmapped mount does not work here (the file system of"
+        ),
         "{text}"
     );
-    assert!(text.contains("warning: the container cannot write these files"), "{text}");
+    assert!(
+        text.contains("warning: the container cannot write these files"),
+        "{text}"
+    );
     assert!(!text.contains(&format!("+{}", DATA_IDMAPPED)), "{text}");
 
     let err = f.refused(&ConvertOptions {
@@ -1170,7 +1197,10 @@ fn bind_mounts_that_cannot_be_idmapped_are_kept_or_refused() {
         ..f.options("www", Target::HostId(1_000_000))
     });
     let message = err.to_string();
-    assert!(message.contains("bind mount /srv/data cannot be idmapped"), "{message}");
+    assert!(
+        message.contains("bind mount /srv/data cannot be idmapped"),
+        "{message}"
+    );
     assert!(message.contains("--mounts keep"), "{message}");
     assert_unchanged(&snapshot, &f.snapshot("www"), "a refused --mounts idmap");
 }

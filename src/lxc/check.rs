@@ -75,6 +75,9 @@ pub enum ProblemKind {
     MountSourceMissing,
     /// A bind mount holds files the container sees as nobody.
     MountShowsNobody,
+    /// An `idmap=container` mount (bind or rootfs) that this kernel, file system or
+    /// LXC cannot make: the container does not start.
+    IdmapUnsupported,
     /// A passed-through device node's owner or group shows as nobody.
     DeviceShowsNobody,
     /// A passed-through device has no udev rule giving it the container's ids.
@@ -90,6 +93,7 @@ impl ProblemKind {
             ProblemKind::ParentNotTraversable => "parent_not_traversable",
             ProblemKind::MountSourceMissing => "mount_source_missing",
             ProblemKind::MountShowsNobody => "mount_shows_nobody",
+            ProblemKind::IdmapUnsupported => "idmap_unsupported",
             ProblemKind::DeviceShowsNobody => "device_shows_nobody",
             ProblemKind::DeviceWithoutUdevRule => "device_without_udev_rule",
         }
@@ -215,6 +219,15 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
         checker.range()?;
         if rootfs.backend == config::Backend::Dir || rootfs.location.is_dir() {
             checker.rootfs(&rootfs.location, method == "idmap")?;
+            if method == "idmap" {
+                let fix = format!(
+                    "remove {IDMAP_OPTION} from lxc.rootfs.options in {} and shift the rootfs instead: lxc-idshift {} --to 0, then lxc-idshift {} --to HOSTID",
+                    config_path.display(),
+                    container.name,
+                    container.name
+                );
+                checker.idmap_works(&rootfs.location, fix);
+            }
         } else {
             checker.report.notes.push(format!(
                 "rootfs {} is not a directory here: its owners were not checked",
@@ -583,7 +596,43 @@ impl Checker<'_> {
         }
         check.scan = Some(scan);
         self.report.mounts.push(check);
+        if bind.idmapped() && !self.maps.is_empty() {
+            let fix = format!(
+                "in {} line {}, remove {IDMAP_OPTION} from the options and shift the directory instead: lxc-idshift shift {} --map b:0:{}:{}",
+                bind.origin.file.display(),
+                bind.origin.line,
+                bind.source.display(),
+                self.root_host_id(IdKind::User).unwrap_or(0),
+                self.maps.iter().map(|m| m.count).max().unwrap_or(65536)
+            );
+            self.idmap_works(&bind.host_source, fix);
+        }
         Ok(())
+    }
+
+    /// An idmapped mount of `path` with the container's map must be possible (tried
+    /// in a scratch user namespace, as root only; nothing is attached).
+    fn idmap_works(&mut self, path: &Path, fix: String) {
+        let (Some(first), Some(map)) = (
+            self.root_host_id(IdKind::User),
+            self.maps.iter().find(|m| m.users && m.container_first == 0),
+        ) else {
+            return;
+        };
+        if !crate::engine::sys::is_root() {
+            self.report.notes.push(format!(
+                "{}: whether an idmapped mount works is tried as root only",
+                path.display()
+            ));
+            return;
+        }
+        if let Err(why) = mounts::idmap_works(path, first, map.count) {
+            let message = format!(
+                "{} is mounted with {IDMAP_OPTION}, which cannot work here: {why}; the container does not start",
+                path.display()
+            );
+            self.problem(ProblemKind::IdmapUnsupported, path, message, fix);
+        }
     }
 
     /// A plain bind mount: idmap it (the ids on disk stay; kernel 5.12+ and a file
@@ -604,12 +653,20 @@ impl Checker<'_> {
                 range.count - 1
             );
         }
-        format!(
+        let by_hand = format!(
             "in {} line {}, add {IDMAP_OPTION} to the options: `{}`",
             bind.origin.file.display(),
             bind.origin.line,
             bind.with_idmap_line()
-        )
+        );
+        match !bind.origin.fstab && bind.origin.file == self.container.config() {
+            true => format!(
+                "{} --to {} --mounts idmap   (adds {IDMAP_OPTION} where an idmapped mount works; or {by_hand})",
+                self.command(),
+                range.uid_first
+            ),
+            false => by_hand,
+        }
     }
 
     fn device(&mut self, node: &Path) {

@@ -379,7 +379,10 @@ fn mount_plan(
             (MountsChoice::Idmap, _) => true,
             // Idmapped only where that shows fewer owners as nobody than a plain bind.
             (MountsChoice::Auto, Ok(scan)) if scan.nobody > 0 => {
-                matches!(scan_idmapped(&bind, &scan, &maps, options.threads), Some(true))
+                matches!(
+                    scan_idmapped(&bind, scan, &maps, options.threads),
+                    Some(true)
+                )
             }
             (MountsChoice::Auto, _) => false,
         };

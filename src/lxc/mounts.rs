@@ -380,8 +380,13 @@ pub fn idmap_works(source: &Path, host_first: u32, count: u32) -> Result<(), Str
     lxc_knows_idmap()?;
     crate::engine::sys::probe_idmapped_mount(source, host_first, count).map_err(|e| {
         match e.raw_os_error() {
-            Some(libc::ENOSYS) => "this kernel has no idmapped mounts (Linux 5.12 and later have them)".to_string(),
-            Some(libc::EINVAL) => format!("the file system of {} cannot be idmapped on this kernel", source.display()),
+            Some(libc::ENOSYS) => {
+                "this kernel has no idmapped mounts (Linux 5.12 and later have them)".to_string()
+            }
+            Some(libc::EINVAL) => format!(
+                "the file system of {} cannot be idmapped on this kernel",
+                source.display()
+            ),
             Some(libc::EPERM) => "creating an idmapped mount needs root".to_string(),
             _ => format!("an idmapped mount of {} failed: {e}", source.display()),
         }
@@ -393,12 +398,18 @@ fn lxc_knows_idmap() -> Result<(), String> {
     let out = std::process::Command::new("lxc-start")
         .arg("--version")
         .output()
-        .map_err(|e| format!("cannot run lxc-start --version ({e}) to learn whether LXC takes {IDMAP_OPTION}"))?;
+        .map_err(|e| {
+            format!(
+                "cannot run lxc-start --version ({e}) to learn whether LXC takes {IDMAP_OPTION}"
+            )
+        })?;
     let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let major: Option<u32> = version.split('.').next().and_then(|m| m.parse().ok());
     match major {
         Some(major) if major >= 5 => Ok(()),
-        _ => Err(format!("LXC {version} may not take {IDMAP_OPTION} (LXC 5.0 and later do)")),
+        _ => Err(format!(
+            "LXC {version} may not take {IDMAP_OPTION} (LXC 5.0 and later do)"
+        )),
     }
 }
 
