@@ -116,9 +116,10 @@ pub struct ConvertArgs {
     #[arg(long = "device", value_name = "/dev/X")]
     pub devices: Vec<PathBuf>,
     /// Bind mounts of host paths, going unprivileged: `idmap` adds idmap=container to
-    /// their entries (nothing on disk changes), `keep` leaves them (their owners may
-    /// show as nobody). Default: idmap where an idmapped mount works, else keep.
-    #[arg(long, value_name = "idmap|keep", value_parser = ["idmap", "keep"])]
+    /// their entries (nothing on disk changes), `shift` shifts their directories with
+    /// the rootfs (undone by --to 0), `keep` leaves them (their owners may show as
+    /// nobody). Default: idmap where an idmapped mount works, else keep.
+    #[arg(long, value_name = "idmap|shift|keep", value_parser = ["idmap", "shift", "keep"])]
     pub mounts: Option<String>,
     /// With --to 0: also remove root's subordinate id range from /etc/subuid and /etc/subgid.
     #[arg(long)]

@@ -127,6 +127,13 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_INCOMPLETE);
         }
     }
+    for report in &outcome.mount_shifts {
+        output::shift_report(report, &report_map(&outcome.plan), false)?;
+        if report.summary.errors > 0 {
+            eprintln!("The shift of bind mount source {} is unfinished, so the config was left as it was: fix the errors above and run the same command again.", report.root.display());
+            return Ok(EXIT_INCOMPLETE);
+        }
+    }
     if outcome.udev_reloaded == Some(false) {
         eprintln!("warning: udevadm not found: the udev rule takes effect at the next boot or udev reload");
     }

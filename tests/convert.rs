@@ -1157,6 +1157,77 @@ fn bind_mounts_are_idmapped_by_default_and_back() {
     );
 }
 
+/// `--mounts shift`: the source directory is shifted with the rootfs's map,
+/// journaled in the container's directory; a second conversion keeps it shifted;
+/// `--to 0` shifts it back exactly.
+#[test]
+fn bind_mounts_shifted_with_the_rootfs_and_back() {
+    if !require_root("bind_mounts_shifted_with_the_rootfs_and_back") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = www_with_bind_mount(&f);
+    let before = collect(&data);
+    let config_before = f.config("www");
+
+    let options = ConvertOptions {
+        mounts: MountsChoice::Shift,
+        ..f.options("www", Target::HostId(1_000_000))
+    };
+    let planned = plan(&options).unwrap();
+    assert_eq!(planned.mount_shifts, std::slice::from_ref(&data));
+    assert_eq!(planned.mounts[0].1.as_ref().unwrap().nobody, 0);
+    let text = describe(&planned);
+    assert!(
+        text.contains(&format!(
+            "bind mount source {}: shift forward with b:0:1000000:65536",
+            data.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("/srv/data: shifted with the rootfs's map"),
+        "{text}"
+    );
+    assert!(!text.contains("warning"), "{text}");
+    let outcome = execute(planned, Some(2), &Quiet).unwrap();
+    assert_eq!(outcome.mount_shifts.len(), 1);
+    assert_eq!(outcome.mount_shifts[0].summary.errors, 0);
+    assert_eq!(owner(&data.join("a")), (1_000_033, 1_000_033, 0o644));
+    assert_eq!(
+        f.config("www"),
+        unprivileged(&config_before, USERNS, "lxc.idmap", 1_000_000)
+    );
+    let state = std::fs::read_to_string(f.state_file("www")).unwrap();
+    assert!(state.contains("shifted_mounts"), "{state}");
+
+    // Again, even asking for idmap: the shifted source stays shifted, no idmap is
+    // added (it would show the shifted owners as nobody).
+    let again = execute(
+        plan(&ConvertOptions {
+            mounts: MountsChoice::Idmap,
+            ..f.options("www", Target::HostId(1_000_000))
+        })
+        .unwrap(),
+        Some(2),
+        &Quiet,
+    )
+    .unwrap();
+    assert_eq!(again.plan.mount_shifts, std::slice::from_ref(&data));
+    assert!(!f.config("www").contains("idmap=container"));
+    assert_eq!(owner(&data.join("a")).0, 1_000_033);
+
+    let back = f.convert("www", Target::Privileged);
+    assert_eq!(back.mount_shifts.len(), 1);
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 0",
+    );
+    assert_eq!(f.config("www"), config_before);
+    assert!(!f.state_file("www").exists());
+}
+
 /// Where an idmapped mount does not work (ramfs cannot be idmapped), the default
 /// keeps the entry and says why; `--mounts idmap` refuses before any write.
 #[test]

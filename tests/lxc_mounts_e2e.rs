@@ -1,6 +1,6 @@
 //! End to end with real LXC: a Debian container with a bind mount holding files of
-//! several owners (root, www-data, a user), converted with `--mounts idmap` and with
-//! `--mounts keep`, started, written into as root and as www-data, checked from the
+//! several owners (root, www-data, a user), converted with `--mounts idmap`, `keep`
+//! and `shift`, started, written into as root and as www-data, checked from the
 //! host and with `lxc-idshift check`, converted back and started again; the mount's
 //! full metadata ends as it began. Touches /etc/subuid and /etc/subgid (restored)
 //! and creates and destroys its own container.
@@ -128,12 +128,12 @@ fn check_json() -> (i32, serde_json::Value) {
 }
 
 #[test]
-fn bind_mounts_idmapped_and_kept_in_a_real_container() {
-    if !require_root("bind_mounts_idmapped_and_kept_in_a_real_container") {
+fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
+    if !require_root("bind_mounts_idmapped_kept_and_shifted_in_a_real_container") {
         return;
     }
     if sh("which", &["lxc-create", "debootstrap"]).status.code() != Some(0) {
-        skip("bind_mounts_idmapped_and_kept_in_a_real_container needs lxc and debootstrap (.ci/run installs them)");
+        skip("bind_mounts_idmapped_kept_and_shifted_in_a_real_container needs lxc and debootstrap (.ci/run installs them)");
         return;
     }
     let dir = Path::new("/var/lib/lxc").join(NAME);
@@ -268,4 +268,39 @@ fn bind_mounts_idmapped_and_kept_in_a_real_container() {
     inside_ok("root", &rewrite("/srv/data/root-file"));
     ok("lxc-stop", &["-n", NAME]);
     assert_same(&original, &collect(&data), "the mount after keep and back");
+
+    // --mounts shift: the directory is shifted with the rootfs and back.
+    let out = run(&[NAME, "--to", "1000000", "--mounts", "shift"]);
+    assert_exit(&out, 0, "--to 1000000 --mounts shift");
+    assert_eq!(owner(&data.join("root-file")).0, 1_000_000);
+    assert_eq!(owner(&data.join("www-file")).0, 1_000_033);
+    assert_eq!(owner(&data.join("user-file")).0, 1_001_000);
+    assert_eq!(owner(&data.join("www")), (1_000_033, 1_000_033, 0o2775));
+    start_and_wait();
+    let seen = inside_ok("root", "stat -c '%n %u:%g' /srv/data/*");
+    assert!(seen.contains("/srv/data/www-file 33:33"), "{seen}");
+    assert!(seen.contains("/srv/data/user-file 1000:1000"), "{seen}");
+    inside_ok("root", &rewrite("/srv/data/root-file"));
+    inside_ok("www-data", &rewrite("/srv/data/www-file"));
+    inside_ok("root", "echo new > /srv/data/new-root");
+    inside_ok("www-data", "echo new > /srv/data/www/new-www");
+    assert_eq!(owner(&data.join("new-root")).0, 1_000_000);
+    let (uid, gid, _) = owner(&data.join("www/new-www"));
+    assert_eq!((uid, gid), (1_000_033, 1_000_033));
+    let (code, report) = check_json();
+    assert_eq!(code, 0, "check of the shifted mount: {report:#}");
+    ok("lxc-stop", &["-n", NAME]);
+    std::fs::remove_file(data.join("new-root")).unwrap();
+    std::fs::remove_file(data.join("www/new-www")).unwrap();
+
+    let out = run(&[NAME, "--to", "0"]);
+    assert_exit(&out, 0, "--to 0 after shift");
+    assert_eq!(
+        std::fs::read_to_string(&config_path).unwrap(),
+        original_config
+    );
+    start_and_wait();
+    inside_ok("root", &rewrite("/srv/data/root-file"));
+    ok("lxc-stop", &["-n", NAME]);
+    assert_same(&original, &collect(&data), "the mount after shift and back");
 }

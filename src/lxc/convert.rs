@@ -49,6 +49,9 @@ pub enum MountsChoice {
     Auto,
     /// `idmap=container` added to each entry; refused where it does not work.
     Idmap,
+    /// The source directories shifted with the rootfs (journaled in the container's
+    /// directory, shifted back by `--to 0`): for directories only this container uses.
+    Shift,
     /// Left as they are; the plan says what the container will see as nobody.
     Keep,
 }
@@ -59,8 +62,9 @@ impl std::str::FromStr for MountsChoice {
         match text {
             "idmap" => Ok(MountsChoice::Idmap),
             "keep" => Ok(MountsChoice::Keep),
+            "shift" => Ok(MountsChoice::Shift),
             "auto" => Ok(MountsChoice::Auto),
-            other => Err(format!("--mounts {other:?}: expected idmap or keep")),
+            other => Err(format!("--mounts {other:?}: expected idmap, shift or keep")),
         }
     }
 }
@@ -173,6 +177,10 @@ pub struct ConversionState {
     pub range: u32,
     /// Ownerships before the first conversion to unprivileged, restored by `--to 0`.
     pub perms: Vec<Ownership>,
+    /// Bind mount sources shifted with the rootfs (`--mounts shift`), shifted back
+    /// by `--to 0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shifted_mounts: Vec<PathBuf>,
 }
 
 /// A device node and the host owner and group it gets.
@@ -224,12 +232,16 @@ pub struct Plan {
     pub mounts_unlisted: Option<String>,
     /// What `--mounts` decided for each bind mount, in words.
     pub mount_notes: Vec<String>,
+    /// Bind mount sources shifted with the rootfs's map and direction.
+    pub mount_shifts: Vec<PathBuf>,
 }
 
 /// What a conversion did.
 pub struct Outcome {
     pub plan: Plan,
     pub shift: Option<ShiftReport>,
+    /// The shifts of bind mount sources (`--mounts shift`), in plan order.
+    pub mount_shifts: Vec<ShiftReport>,
     pub udev_reloaded: Option<bool>,
 }
 
@@ -251,7 +263,18 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         Some(change) => subid_edits(&options.host, change)?,
         None => Vec::new(),
     };
-    let mount_plan = mount_plan(options, &container, &config, course.to, course.range)?;
+    let mount_plan = mount_plan(
+        options,
+        &container,
+        &config,
+        (course.from, course.to),
+        course.range,
+        &course
+            .interrupted
+            .as_ref()
+            .unwrap_or(&course.recorded)
+            .shifted_mounts,
+    )?;
     let with_mounts = match course.to {
         Some(_) => mount_plan
             .idmap_lines
@@ -267,11 +290,25 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         old: Some(config_text),
     });
     let (perms, record_perms) = perm_plan(&container, course.to, &course.recorded.perms)?;
+    let mount_shifts = match &course.interrupted {
+        Some(state) => state.shifted_mounts.clone(),
+        None if course.to.is_none() => course.recorded.shifted_mounts.clone(),
+        None => {
+            let mut all = course.recorded.shifted_mounts.clone();
+            for source in &mount_plan.shift_sources {
+                if !all.contains(source) {
+                    all.push(source.clone());
+                }
+            }
+            all
+        }
+    };
     let state = course.interrupted.clone().unwrap_or(ConversionState {
         origin: course.from,
         target: course.to,
         range: course.range,
         perms: record_perms,
+        shifted_mounts: mount_shifts.clone(),
     });
     let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, course.to)?;
     // Towards a container from privileged ids (0..): what its map leaves out.
@@ -304,6 +341,7 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         mounts: mount_plan.mounts,
         mounts_unlisted: mount_plan.unlisted,
         mount_notes: mount_plan.notes,
+        mount_shifts,
     })
 }
 
@@ -314,6 +352,8 @@ struct MountPlan {
     mounts: Vec<ScannedMount>,
     unlisted: Option<String>,
     idmap_lines: Vec<usize>,
+    /// Sources newly chosen for shifting (`--mounts shift`).
+    shift_sources: Vec<PathBuf>,
     notes: Vec<String>,
 }
 
@@ -326,13 +366,15 @@ fn mount_plan(
     options: &ConvertOptions,
     container: &Container,
     config: &ContainerConfig,
-    to: Option<u32>,
+    (from, to): (Option<u32>, Option<u32>),
     range: u32,
+    shifted: &[PathBuf],
 ) -> Result<MountPlan, ConvertError> {
     let mut plan = MountPlan {
         mounts: Vec::new(),
         unlisted: None,
         idmap_lines: Vec::new(),
+        shift_sources: Vec::new(),
         notes: Vec::new(),
     };
     let config_path = container.config();
@@ -373,9 +415,33 @@ fn mount_plan(
             continue;
         };
         let plain = scan(&bind, bind.idmapped());
+        let recorded = shifted.contains(&bind.host_source);
+        let shift = options.mounts == MountsChoice::Shift
+            && !bind.idmapped()
+            && bind.host_source.is_dir()
+            && (from.is_none() || from == to);
+        if recorded {
+            // Shifted by an earlier conversion: it moves with the rootfs.
+            let scanned = scan(&bind, false);
+            plan.mounts.push((bind, scanned));
+            continue;
+        }
+        if shift {
+            // After the shift its container ids 0..range are host ids: what an
+            // idmapped view of it shows now.
+            plan.notes.push(format!(
+                "{}: shifted with the rootfs's map (journaled in {}; --to 0 shifts it back)",
+                bind.source.display(),
+                container.dir().display()
+            ));
+            plan.shift_sources.push(bind.host_source.clone());
+            let scanned = scan(&bind, true);
+            plan.mounts.push((bind, scanned));
+            continue;
+        }
         let wanted = match (options.mounts, &plain) {
             _ if bind.idmapped() => false,
-            (MountsChoice::Keep, _) => false,
+            (MountsChoice::Keep | MountsChoice::Shift, _) => false,
             (MountsChoice::Idmap, _) => true,
             // Idmapped only where that shows fewer owners as nobody than a plain bind.
             (MountsChoice::Auto, Ok(scan)) if scan.nobody > 0 => {
@@ -924,11 +990,33 @@ pub fn execute(
         )?),
         None => None,
     };
-    if shift.as_ref().is_some_and(|s| s.summary.errors > 0) {
-        // The config keeps saying what the rootfs was: finish the shift first.
+    let mut mount_shifts = Vec::new();
+    if let (Some((map, direction)), false) = (&plan.shift, failed(&shift)) {
+        for source in &plan.mount_shifts {
+            let report = run::shift(
+                &ShiftOptions {
+                    root: source.clone(),
+                    map: map.clone(),
+                    direction: *direction,
+                    dry_run: false,
+                    threads,
+                    journal: Some(mount_journal(&plan.container, source, map)),
+                },
+                progress,
+            )?;
+            let stop = report.summary.errors > 0;
+            mount_shifts.push(report);
+            if stop {
+                break;
+            }
+        }
+    }
+    if failed(&shift) || mount_shifts.iter().any(|s| s.summary.errors > 0) {
+        // The config keeps saying what the rootfs was: finish the shifts first.
         return Ok(Outcome {
             plan,
             shift,
+            mount_shifts,
             udev_reloaded: None,
         });
     }
@@ -942,8 +1030,27 @@ pub fn execute(
     Ok(Outcome {
         plan,
         shift,
+        mount_shifts,
         udev_reloaded,
     })
+}
+
+fn failed(shift: &Option<ShiftReport>) -> bool {
+    shift.as_ref().is_some_and(|s| s.summary.errors > 0)
+}
+
+/// The journal of a bind mount source's shift: in the container's directory, named
+/// after the source and the map.
+pub fn mount_journal(container: &Container, source: &Path, map: &IdMap) -> PathBuf {
+    let tag = map.to_string().replace([':', ' '], "-");
+    let name: String = source
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    container
+        .dir()
+        .join(format!("lxc-idshift.mount{name}.{tag}.journal"))
 }
 
 /// A finished conversion to unprivileged keeps the recorded ownerships for the way
@@ -958,6 +1065,7 @@ fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
                 target: plan.to,
                 range: plan.range,
                 perms: plan.state.perms.clone(),
+                shifted_mounts: plan.mount_shifts.clone(),
             },
         ),
         None if path.exists() => std::fs::remove_file(&path).map_err(io_error(&path)),
@@ -1014,6 +1122,14 @@ pub fn describe(plan: &Plan) -> String {
             )
         }
         None => text += &format!("rootfs {}: nothing to shift\n", plan.rootfs.display()),
+    }
+    if let Some((map, direction)) = &plan.shift {
+        for source in &plan.mount_shifts {
+            text += &format!(
+                "bind mount source {}: shift {direction} with {map}\n",
+                source.display()
+            );
+        }
     }
     if let Some(host_first) = plan.to {
         // Only a privileged rootfs can take a wider range: an unprivileged one keeps its own.
