@@ -273,6 +273,17 @@ fn a_privileged_container_is_checked_too() {
     assert_eq!(report["range"], Value::Null);
     assert_eq!(report["mounts"][0]["scan"]["inodes"], 4);
     assert_eq!(report["mounts"][0]["scan"]["nobody"], 0);
+
+    // idmap=container left in a privileged config: lxc-start aborts.
+    host.set_config(&config.replace("none bind 0 0", "none bind,idmap=container 0 0"));
+    let report = host.report(1);
+    let (_, path, message, fix) = only_problem(&report, "idmap_unsupported");
+    assert_eq!(path, "/srv/data");
+    assert!(message.contains("makes lxc-start abort"), "{message}");
+    assert!(
+        fix.ends_with("line 2, remove idmap=container from the options"),
+        "{fix}"
+    );
 }
 
 #[test]

@@ -596,6 +596,20 @@ impl Checker<'_> {
         }
         check.scan = Some(scan);
         self.report.mounts.push(check);
+        if bind.idmapped() && self.maps.is_empty() {
+            let message = format!(
+                "bind mount {} ({}:{}) has {IDMAP_OPTION}, which makes lxc-start abort in a privileged container",
+                bind.source.display(),
+                bind.origin.file.display(),
+                bind.origin.line
+            );
+            let fix = format!(
+                "in {} line {}, remove {IDMAP_OPTION} from the options",
+                bind.origin.file.display(),
+                bind.origin.line
+            );
+            self.problem(ProblemKind::IdmapUnsupported, &bind.source, message, fix);
+        }
         if bind.idmapped() && !self.maps.is_empty() {
             let fix = format!(
                 "in {} line {}, remove {IDMAP_OPTION} from the options and shift the directory instead: lxc-idshift shift {} --map b:0:{}:{}",
