@@ -38,6 +38,10 @@ pub enum Command {
     /// rootfs method, and whether a conversion is unfinished (like `lxc-ls -f`).
     #[command(after_long_help = LIST_NOTES)]
     List(ListArgs),
+    /// Check container NAME, privileged or not (read-only): its mode, range and
+    /// method, and every problem that would keep it from starting or working, each
+    /// with the command that fixes it. Exit 0: fine; 1: problems; 2: cannot check.
+    Check(CheckArgs),
     /// Build a sample rootfs in a temporary directory, shift it to 1000000 and back,
     /// and show that nothing was lost.
     Demo(DemoArgs),
@@ -144,6 +148,12 @@ pub struct ConvertArgs {
     /// A device node passed into the container, besides its lxc.mount.entry lines.
     #[arg(long = "device", value_name = "/dev/X")]
     pub devices: Vec<PathBuf>,
+    /// Bind mounts of host paths, going unprivileged: `idmap` adds idmap=container to
+    /// their entries (nothing on disk changes), `shift` shifts their directories with
+    /// the rootfs (undone by --to 0), `keep` leaves them (their owners may show as
+    /// nobody). Default: idmap where an idmapped mount works, else keep.
+    #[arg(long, value_name = "idmap|shift|keep", value_parser = ["idmap", "shift", "keep"])]
+    pub mounts: Option<String>,
     /// With --to 0: also remove root's subordinate id range from /etc/subuid and /etc/subgid.
     #[arg(long)]
     pub release_range: bool,
@@ -158,13 +168,23 @@ pub struct ConvertArgs {
     pub host_root: PathBuf,
 }
 
+/// The name, given as `NAME` or `-n NAME` (clap requires exactly one).
+fn one_name(positional: &Option<String>, option: &Option<String>) -> String {
+    option
+        .clone()
+        .or_else(|| positional.clone())
+        .expect("clap requires NAME or -n NAME")
+}
+
 impl ConvertArgs {
-    /// The name, given as `NAME` or `-n NAME` (clap requires exactly one).
     pub fn container_name(&self) -> String {
-        self.name_opt
-            .clone()
-            .or_else(|| self.name.clone())
-            .expect("clap requires NAME or -n NAME")
+        one_name(&self.name, &self.name_opt)
+    }
+}
+
+impl CheckArgs {
+    pub fn container_name(&self) -> String {
+        one_name(&self.name, &self.name_opt)
     }
 }
 
@@ -200,4 +220,30 @@ pub struct DemoArgs {
     /// Keep the sample rootfs instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The container's name (the same as -n NAME).
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "name_opt",
+        conflicts_with = "name_opt"
+    )]
+    pub name: Option<String>,
+    /// The container's name, as every lxc-* tool takes it.
+    #[arg(long = "name", short = 'n', value_name = "NAME", id = "name_opt")]
+    pub name_opt: Option<String>,
+    /// Where the containers live (default: `lxc-config lxc.lxcpath`, else /var/lib/lxc).
+    #[arg(long, short = 'P', value_name = "DIR")]
+    pub lxcpath: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads for the scans (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub threads: Option<usize>,
+    /// Where the host's /etc, /sys and /dev are found (tests use a temporary root).
+    #[arg(long, hide = true, default_value = "/", value_name = "DIR")]
+    pub host_root: PathBuf,
 }

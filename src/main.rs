@@ -101,6 +101,7 @@ fn execute(command: Command) -> anyhow::Result<u8> {
         }
         Command::Convert(args) => convert(args),
         Command::List(args) => list(args),
+        Command::Check(args) => check(args),
         Command::Demo(args) => demo::run(args.keep),
         Command::Generate(args) => generate::run(args.what),
     }
@@ -132,6 +133,10 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         release_range: args.release_range,
         threads: args.threads,
         host: lxc_idshift::lxc::host::Host::under(args.host_root),
+        mounts: match args.mounts.as_deref() {
+            Some(choice) => choice.parse().map_err(anyhow::Error::msg)?,
+            None => convert::MountsChoice::Auto,
+        },
     };
     if !options.dry_run && !lxc_idshift::engine::sys::is_root() {
         anyhow::bail!(
@@ -192,6 +197,13 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         eprintln!("The rootfs shift is unfinished, so the config was left as it was: fix the errors above and run `{again}` again.");
         return Ok(EXIT_INCOMPLETE);
     }
+    for report in &outcome.mount_shifts {
+        output::shift_report(report, &report_map(&outcome.plan), false)?;
+        if report.summary.errors > 0 {
+            eprintln!("The shift of bind mount source {} is unfinished, so the config was left as it was: fix the errors above and run the same command again.", report.root.display());
+            return Ok(EXIT_INCOMPLETE);
+        }
+    }
     if outcome.udev_reloaded == Some(false) {
         eprintln!("warning: udevadm not found: the udev rule takes effect at the next boot or `udevadm control --reload`");
     }
@@ -216,6 +228,20 @@ fn again_command(plan: &lxc_idshift::lxc::convert::Plan) -> String {
         plan.container.lxcpath.display(),
         plan.to.unwrap_or(0)
     )
+}
+
+/// `check NAME`: 0 when the container should start and work, 1 with problems (each
+/// printed with its fix), 2 (an error) when it cannot be checked.
+fn check(args: cli::CheckArgs) -> anyhow::Result<u8> {
+    use lxc_idshift::lxc::check::{self, CheckOptions};
+    let report = check::check(&CheckOptions {
+        name: args.container_name(),
+        lxcpath: args.lxcpath,
+        threads: args.threads,
+        host: lxc_idshift::lxc::host::Host::under(args.host_root),
+    })?;
+    output::check_report(&report, args.json)?;
+    Ok(if report.ok() { 0 } else { EXIT_INCOMPLETE })
 }
 
 fn report_map(plan: &lxc_idshift::lxc::convert::Plan) -> IdMap {

@@ -5,6 +5,8 @@ use lxc_idshift::engine::idmap::{Direction, IdMap};
 use lxc_idshift::engine::run::{Progress, ShiftReport};
 use lxc_idshift::engine::status::StatusReport;
 use lxc_idshift::engine::verify::{Finding, VerifyReport};
+use lxc_idshift::lxc::check::CheckReport;
+use lxc_idshift::lxc::mounts::Scan;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -369,4 +371,96 @@ impl<'a> ConvertReport<'a> {
             next: None,
         }
     }
+}
+
+pub fn check_report(report: &CheckReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(report);
+    }
+    println!(
+        "Container {} ({})",
+        report.container,
+        report.config.display()
+    );
+    match &report.range {
+        Some(range) => println!(
+            "  mode        unprivileged: root is host uid {}, gid {} ({})",
+            range.uid_first,
+            range.gid_first,
+            report.maps.join(", ")
+        ),
+        None => println!("  mode        privileged: the container's root is the host's root"),
+    }
+    let method = match report.method {
+        "idmap" => "idmap (the rootfs keeps container ids and is mounted idmapped)",
+        _ => "shift (the rootfs holds the ids the container runs with)",
+    };
+    println!("  method      {method}");
+    if let Some(range) = &report.range {
+        let owned = |yes: bool| {
+            if yes {
+                "owned by root"
+            } else {
+                "NOT owned by root"
+            }
+        };
+        println!(
+            "  range       {} ids: /etc/subuid {}, /etc/subgid {}",
+            range.count,
+            owned(range.subuid_owned),
+            owned(range.subgid_owned)
+        );
+    }
+    let scanned = |scan: &Scan| {
+        let mut text = format!("{} inodes, {} seen as nobody", scan.inodes, scan.nobody);
+        if scan.errors > 0 {
+            text += &format!(", {} unreadable", scan.errors);
+        }
+        text
+    };
+    match &report.rootfs_scan {
+        Some(scan) => println!(
+            "  rootfs      {}: {}",
+            report.rootfs.display(),
+            scanned(scan)
+        ),
+        None => println!("  rootfs      {}", report.rootfs.display()),
+    }
+    for mount in &report.mounts {
+        let state = match &mount.scan {
+            Some(scan) => scanned(scan),
+            None => "source missing".into(),
+        };
+        println!(
+            "  bind mount  {} -> {}{} ({}:{}): {state}",
+            mount.source.display(),
+            mount.target,
+            if mount.idmapped { " (idmapped)" } else { "" },
+            mount.file.display(),
+            mount.line
+        );
+    }
+    for device in &report.devices {
+        println!(
+            "  device      {} {}:{}{}, udev rule: {}",
+            device.node.display(),
+            device.uid,
+            device.gid,
+            if device.seen { "" } else { " (nobody inside)" },
+            device.udev_rule.as_deref().unwrap_or("none")
+        );
+    }
+    for note in &report.notes {
+        println!("  note: {note}");
+    }
+    if report.ok() {
+        println!("OK: no problem found; the container should start and work.");
+        return Ok(());
+    }
+    println!("{} problem(s):", report.problems.len());
+    for (i, problem) in report.problems.iter().enumerate() {
+        println!("  {}. [{}] {}", i + 1, problem.kind.name(), problem.message);
+        println!("     fix: {}", problem.fix);
+    }
+    Ok(())
 }

@@ -8,13 +8,14 @@ use common::*;
 use lxc_idshift::engine::idmap::Direction;
 use lxc_idshift::engine::run::Quiet;
 use lxc_idshift::lxc::convert::{
-    describe, execute, plan, ConvertError, ConvertOptions, Outcome, Plan, Target,
+    describe, execute, plan, ConvertError, ConvertOptions, MountsChoice, Outcome, Plan, Target,
 };
 use lxc_idshift::lxc::host::Host;
 use lxc_idshift::manifest::Manifest;
 use lxc_idshift::sample::paths;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 const SUBIDS: &str = "# other users of this host\nalice:100000:65536\nbob:165536:65536\n";
 const COMMON: &str = "lxc.include = /usr/share/lxc/config/debian.common.conf\n";
@@ -152,6 +153,7 @@ impl Fixture {
             release_range: false,
             threads: Some(2),
             host: Host::under(self.root()),
+            mounts: MountsChoice::Auto,
         }
     }
 
@@ -1154,4 +1156,278 @@ fn ids_beyond_the_range_are_counted_and_a_wider_range_offered() {
     // Already unprivileged: nothing left out, nothing offered.
     let again = f.plan("web", Target::HostId(HOST_FIRST));
     assert!(again.unmapped.uids.is_empty());
+}
+
+/// A container "www" with `/srv/data` bind-mounted: three files and their directory
+/// of www-data (33) under the fixture root; returns the source.
+fn www_with_bind_mount(f: &Fixture) -> PathBuf {
+    let data = f.root().join("srv/data");
+    std::fs::create_dir_all(&data).unwrap();
+    for name in ["a", "b", "c"] {
+        std::fs::write(data.join(name), name).unwrap();
+        std::os::unix::fs::chown(data.join(name), Some(33), Some(33)).unwrap();
+    }
+    std::os::unix::fs::chown(&data, Some(33), Some(33)).unwrap();
+    let entry = "lxc.mount.entry = /srv/data srv/data none bind,create=dir 0 0\n\
+                 lxc.mount.entry = /dev/null dev/null none bind,optional,create=file 0 0\n";
+    f.container_with("www", |rootfs| debian_config("www", rootfs) + entry);
+    data
+}
+
+const DATA_ENTRY: &str = "lxc.mount.entry = /srv/data srv/data none bind,create=dir 0 0\n";
+const DATA_IDMAPPED: &str =
+    "lxc.mount.entry = /srv/data srv/data none bind,create=dir,idmap=container 0 0\n";
+
+fn convert_with(f: &Fixture, to: Target, mounts: MountsChoice) -> Plan {
+    let options = ConvertOptions {
+        mounts,
+        ..f.options("www", to)
+    };
+    let planned = plan(&options).unwrap_or_else(|e| panic!("plan {to:?}: {e}"));
+    let text = describe(&planned);
+    assert!(text.contains("bind mounts of host paths"), "{text}");
+    let outcome = execute(planned, Some(2), &Quiet).unwrap();
+    assert_eq!(outcome.shift.as_ref().map_or(0, |s| s.summary.errors), 0);
+    outcome.plan
+}
+
+/// `--mounts keep`: the plan lists the bind mount with what the container will see
+/// as nobody and a plain warning with the entry to write; the conversion leaves the
+/// entry and the files alone both ways.
+#[test]
+fn bind_mounts_kept_are_listed_with_a_warning_and_left_alone() {
+    if !require_root("bind_mounts_kept_are_listed_with_a_warning_and_left_alone") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = www_with_bind_mount(&f);
+    let before = collect(&data);
+    let config_before = f.config("www");
+
+    let options = ConvertOptions {
+        mounts: MountsChoice::Keep,
+        ..f.options("www", Target::HostId(1_000_000))
+    };
+    let planned = plan(&options).unwrap();
+    assert_eq!(planned.mounts.len(), 1, "only /srv/data, not the device");
+    let (mount, scan) = &planned.mounts[0];
+    assert_eq!(mount.source, Path::new("/srv/data"));
+    let scan = scan.as_ref().unwrap();
+    assert_eq!((scan.inodes, scan.nobody), (4, 4));
+    let text = describe(&planned);
+    assert!(
+        text.contains("4 inodes, 4 of them seen as nobody (65534) inside: uid 33 (4 inodes), gid 33 (4 inodes)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: the container cannot write these files"),
+        "{text}"
+    );
+    assert!(text.contains(DATA_IDMAPPED.trim_end()), "{text}");
+    assert!(
+        text.contains("`lxc-idshift shift /srv/data --map b:0:1000000:65536`"),
+        "{text}"
+    );
+
+    let mut args = convert_args(&f, "www", "1000000");
+    args.extend(["--dry-run".into(), "--mounts".into(), "keep".into()]);
+    let out = run(&args);
+    assert_exit(&out, 0, "--dry-run --mounts keep");
+    assert!(
+        text_of(&out).contains("warning: the container cannot write these files"),
+        "{}",
+        text_of(&out)
+    );
+
+    convert_with(&f, Target::HostId(1_000_000), MountsChoice::Keep);
+    assert!(f.config("www").contains(DATA_ENTRY), "{}", f.config("www"));
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 1000000",
+    );
+    let back = f.plan("www", Target::Privileged);
+    let scan = back.mounts[0].1.as_ref().unwrap();
+    assert_eq!((scan.inodes, scan.nobody), (4, 0));
+    assert!(!describe(&back).contains("warning"), "{}", describe(&back));
+    f.convert("www", Target::Privileged);
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 0",
+    );
+    assert_eq!(f.config("www"), config_before);
+}
+
+/// By default an idmapped mount is tried (in a scratch user namespace) and, as it
+/// works on this file system, the entry gains `idmap=container`: the container sees
+/// www-data's files as www-data's, nothing on disk changes, and `--to 0` gives back
+/// the config byte for byte.
+#[test]
+fn bind_mounts_are_idmapped_by_default_and_back() {
+    if !require_root("bind_mounts_are_idmapped_by_default_and_back") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = www_with_bind_mount(&f);
+    let before = collect(&data);
+    let config_before = f.config("www");
+
+    let planned = f.plan("www", Target::HostId(1_000_000));
+    let (mount, scan) = &planned.mounts[0];
+    assert!(mount.idmapped());
+    assert_eq!(scan.as_ref().unwrap().nobody, 0);
+    let text = describe(&planned);
+    assert!(
+        text.contains("/srv/data: idmap=container added to its entry"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("+{}", DATA_IDMAPPED)), "{text}");
+    assert!(!text.contains("warning"), "{text}");
+
+    f.convert("www", Target::HostId(1_000_000));
+    let config = f.config("www");
+    assert!(config.contains(DATA_IDMAPPED), "{config}");
+    assert_eq!(config.matches("idmap=container").count(), 1, "{config}");
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 1000000",
+    );
+    // Idempotent: converting again changes nothing.
+    f.convert("www", Target::HostId(1_000_000));
+    assert_eq!(f.config("www"), config);
+
+    let back = f.plan("www", Target::Privileged);
+    assert!(!back.mounts[0].0.idmapped());
+    f.convert("www", Target::Privileged);
+    assert_eq!(f.config("www"), config_before);
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 0",
+    );
+}
+
+/// `--mounts shift`: the source directory is shifted with the rootfs's map,
+/// journaled in the container's directory; a second conversion keeps it shifted;
+/// `--to 0` shifts it back exactly.
+#[test]
+fn bind_mounts_shifted_with_the_rootfs_and_back() {
+    if !require_root("bind_mounts_shifted_with_the_rootfs_and_back") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = www_with_bind_mount(&f);
+    let before = collect(&data);
+    let config_before = f.config("www");
+
+    let options = ConvertOptions {
+        mounts: MountsChoice::Shift,
+        ..f.options("www", Target::HostId(1_000_000))
+    };
+    let planned = plan(&options).unwrap();
+    assert_eq!(planned.mount_shifts, std::slice::from_ref(&data));
+    assert_eq!(planned.mounts[0].1.as_ref().unwrap().nobody, 0);
+    let text = describe(&planned);
+    assert!(
+        text.contains(&format!(
+            "bind mount source {}: shift forward with b:0:1000000:65536",
+            data.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("/srv/data: shifted with the rootfs's map"),
+        "{text}"
+    );
+    assert!(!text.contains("warning"), "{text}");
+    let outcome = execute(planned, Some(2), &Quiet).unwrap();
+    assert_eq!(outcome.mount_shifts.len(), 1);
+    assert_eq!(outcome.mount_shifts[0].summary.errors, 0);
+    assert_eq!(owner(&data.join("a")), (1_000_033, 1_000_033, 0o644));
+    assert_eq!(
+        f.config("www"),
+        unprivileged(&config_before, USERNS, "lxc.idmap", 1_000_000)
+    );
+    let state = std::fs::read_to_string(f.state_file("www")).unwrap();
+    assert!(state.contains("shifted_mounts"), "{state}");
+
+    // Again, even asking for idmap: the shifted source stays shifted, no idmap is
+    // added (it would show the shifted owners as nobody).
+    let again = execute(
+        plan(&ConvertOptions {
+            mounts: MountsChoice::Idmap,
+            ..f.options("www", Target::HostId(1_000_000))
+        })
+        .unwrap(),
+        Some(2),
+        &Quiet,
+    )
+    .unwrap();
+    assert_eq!(again.plan.mount_shifts, std::slice::from_ref(&data));
+    assert!(!f.config("www").contains("idmap=container"));
+    assert_eq!(owner(&data.join("a")).0, 1_000_033);
+
+    let back = f.convert("www", Target::Privileged);
+    assert_eq!(back.mount_shifts.len(), 1);
+    assert_same(
+        &before,
+        &collect(&data),
+        "the bind mount source after --to 0",
+    );
+    assert_eq!(f.config("www"), config_before);
+    assert!(!f.state_file("www").exists());
+}
+
+/// Where an idmapped mount does not work (ramfs cannot be idmapped), the default
+/// keeps the entry and says why; `--mounts idmap` refuses before any write.
+#[test]
+fn bind_mounts_that_cannot_be_idmapped_are_kept_or_refused() {
+    if !require_root("bind_mounts_that_cannot_be_idmapped_are_kept_or_refused") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = www_with_bind_mount(&f);
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t ramfs");
+    let _unmount = MountGuard(data.clone());
+    std::fs::write(data.join("f"), "x").unwrap();
+    std::os::unix::fs::chown(data.join("f"), Some(33), Some(33)).unwrap();
+    let snapshot = f.snapshot("www");
+
+    let planned = f.plan("www", Target::HostId(1_000_000));
+    assert!(!planned.mounts[0].0.idmapped());
+    let text = describe(&planned);
+    assert!(
+        text.contains(
+            "/srv/data: kept as it is: an idmapped mount does not work here (the file system of"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: the container cannot write these files"),
+        "{text}"
+    );
+    assert!(!text.contains(&format!("+{}", DATA_IDMAPPED)), "{text}");
+
+    let err = f.refused(&ConvertOptions {
+        mounts: MountsChoice::Idmap,
+        ..f.options("www", Target::HostId(1_000_000))
+    });
+    let message = err.to_string();
+    assert!(
+        message.contains("bind mount /srv/data cannot be idmapped"),
+        "{message}"
+    );
+    assert!(message.contains("--mounts keep"), "{message}");
+    assert_unchanged(&snapshot, &f.snapshot("www"), "a refused --mounts idmap");
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    text(&out.stdout)
 }

@@ -205,7 +205,7 @@ impl Rootfs {
 
 /// One `lxc.mount.entry = SOURCE TARGET FSTYPE OPTIONS [DUMP PASS]`, fields as
 /// written (fstab escapes such as `\040` are left alone).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MountEntry {
     pub source: String,
     pub target: String,
@@ -214,6 +214,29 @@ pub struct MountEntry {
 }
 
 impl MountEntry {
+    /// `SOURCE TARGET FSTYPE OPTIONS [DUMP PASS]` (an `lxc.mount.entry` value or an
+    /// fstab line); None when the fields are too few or too many.
+    pub fn parse(value: &str) -> Option<MountEntry> {
+        let fields: Vec<&str> = value.split_whitespace().collect();
+        let [source, target, fstype, options, ..] = fields[..] else {
+            return None;
+        };
+        if fields.len() > 6 {
+            return None;
+        }
+        Some(MountEntry {
+            source: source.to_string(),
+            target: target.to_string(),
+            fstype: fstype.to_string(),
+            options: options.to_string(),
+        })
+    }
+
+    /// Whether `option` (e.g. `optional`, `idmap=container`) is among the options.
+    pub fn has_option(&self, option: &str) -> bool {
+        self.options.split(',').any(|o| o == option)
+    }
+
     /// A bind mount of a host path: its files keep host ownership after a shift.
     pub fn is_bind(&self) -> bool {
         self.options.split(',').any(|o| o == "bind" || o == "rbind")
@@ -350,21 +373,47 @@ impl ContainerConfig {
                 mounts.clear(); // an empty assignment clears the entries before it
                 continue;
             }
-            let fields: Vec<&str> = value.split_whitespace().collect();
-            let [source, target, fstype, options, ..] = fields[..] else {
-                return Err(self.bad_mount(index));
-            };
-            if fields.len() > 6 {
-                return Err(self.bad_mount(index));
-            }
-            mounts.push(MountEntry {
-                source: source.to_string(),
-                target: target.to_string(),
-                fstype: fstype.to_string(),
-                options: options.to_string(),
-            });
+            mounts.push(MountEntry::parse(value).ok_or_else(|| self.bad_mount(index))?);
         }
         Ok(mounts)
+    }
+
+    /// `(line number from 1, key, value)` of every assignment, in file order.
+    pub fn assignments(&self) -> Vec<(usize, &str, &str)> {
+        self.entries().map(|(i, k, v)| (i + 1, k, v)).collect()
+    }
+
+    /// The value LXC uses for a single-valued key (its last assignment).
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.last_value(&[key])
+    }
+
+    /// The config with `option` added to (`present`) or removed from the options of
+    /// the `lxc.mount.entry` at 1-based `line`; every other byte stays. Adding an
+    /// option already there, or removing one that is not, changes nothing.
+    pub fn with_mount_option(&self, line: usize, option: &str, present: bool) -> ContainerConfig {
+        let mut lines = self.lines.clone();
+        if let Some(l) = lines.get_mut(line.wrapping_sub(1)) {
+            if let Some(edited) = edited_mount_line(l, option, present) {
+                *l = edited;
+            }
+        }
+        ContainerConfig { lines }
+    }
+
+    /// The config with `option` removed from every `lxc.mount.entry`.
+    pub fn without_mount_option(&self, option: &str) -> ContainerConfig {
+        let lines = self
+            .lines
+            .iter()
+            .map(|l| edited_mount_line(l, option, false).unwrap_or_else(|| l.clone()))
+            .collect();
+        ContainerConfig { lines }
+    }
+
+    /// The error for a mount line (1-based `line`) that does not parse.
+    pub fn bad_mount_line(&self, line: usize) -> ConfigError {
+        self.bad_mount(line - 1)
     }
 
     fn bad_mount(&self, index: usize) -> ConfigError {
@@ -468,6 +517,51 @@ impl ContainerConfig {
         }
         ContainerConfig { lines }
     }
+}
+
+/// `line`, an `lxc.mount.entry`, with `option` added to or removed from its options
+/// field (the fourth), the spacing between fields kept; None when it is no mount
+/// entry or nothing changes.
+fn edited_mount_line(line: &Line, option: &str, present: bool) -> Option<Line> {
+    let value = line.value_of("lxc.mount.entry")?;
+    // Byte range of the fourth whitespace-separated field.
+    let mut fields = Vec::new();
+    let mut start = None;
+    for (i, c) in value.char_indices().chain([(value.len(), ' ')]) {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                fields.push(s..i);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    let range = fields.get(3)?.clone();
+    let options: Vec<&str> = value[range.clone()].split(',').collect();
+    let has = options.contains(&option);
+    let new_options = match (present, has) {
+        (true, false) => format!("{},{option}", &value[range.clone()]),
+        (false, true) => options
+            .iter()
+            .filter(|o| **o != option)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => return None,
+    };
+    // An options field cannot be empty: `defaults` stands for none.
+    let new_options = if new_options.is_empty() {
+        "defaults".to_string()
+    } else {
+        new_options
+    };
+    let new_value = format!(
+        "{}{new_options}{}",
+        &value[..range.start],
+        &value[range.end..]
+    );
+    Some(line.with_value(&written_value(&new_value)))
 }
 
 /// Splits one `split_inclusive` piece into text and line ending.
@@ -1078,6 +1172,38 @@ lxc.arch = amd64
             }
         );
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_mount_option_is_added_and_removed_in_place() {
+        let text = "# x\nlxc.mount.entry = /srv/data\tsrv/data none bind,create=dir 0 0\r\nlxc.mount.entry=/a a none bind\n";
+        let config = parse(text);
+        let added = config.with_mount_option(2, "idmap=container", true);
+        assert_eq!(
+            added.to_text(),
+            text.replace("bind,create=dir 0", "bind,create=dir,idmap=container 0")
+        );
+        assert_eq!(added.with_mount_option(2, "idmap=container", true), added);
+        assert_eq!(
+            added
+                .with_mount_option(2, "idmap=container", false)
+                .to_text(),
+            text
+        );
+        let both = added.with_mount_option(3, "idmap=container", true);
+        assert!(both
+            .to_text()
+            .ends_with("lxc.mount.entry=/a a none bind,idmap=container\n"));
+        assert_eq!(both.without_mount_option("idmap=container").to_text(), text);
+        // Not a mount entry, or out of range: nothing changes.
+        assert_eq!(config.with_mount_option(1, "x", true), config);
+        assert_eq!(config.with_mount_option(99, "x", true), config);
+        assert_eq!(config.with_mount_option(0, "x", true), config);
+        let only = parse("lxc.mount.entry = /a a none idmap=container 0 0\n");
+        assert_eq!(
+            only.without_mount_option("idmap=container").to_text(),
+            "lxc.mount.entry = /a a none defaults 0 0\n"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::host::Host;
 use super::lock::{self, ShadowLock};
+use super::mounts::{self, ScannedMount, View, IDMAP_OPTION};
 use super::perms::{self, Ownership, PermChange};
 use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
@@ -39,6 +40,35 @@ impl std::str::FromStr for Target {
     }
 }
 
+/// What `--mounts` asks for the bind mounts of host paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MountsChoice {
+    /// `idmap` where an idmapped mount of the source works and shows fewer owners
+    /// as nobody, else `keep` with the warning.
+    #[default]
+    Auto,
+    /// `idmap=container` added to each entry; refused where it does not work.
+    Idmap,
+    /// The source directories shifted with the rootfs (journaled in the container's
+    /// directory, shifted back by `--to 0`): for directories only this container uses.
+    Shift,
+    /// Left as they are; the plan says what the container will see as nobody.
+    Keep,
+}
+
+impl std::str::FromStr for MountsChoice {
+    type Err = String;
+    fn from_str(text: &str) -> Result<MountsChoice, String> {
+        match text {
+            "idmap" => Ok(MountsChoice::Idmap),
+            "keep" => Ok(MountsChoice::Keep),
+            "shift" => Ok(MountsChoice::Shift),
+            "auto" => Ok(MountsChoice::Auto),
+            other => Err(format!("--mounts {other:?}: expected idmap, shift or keep")),
+        }
+    }
+}
+
 pub struct ConvertOptions {
     pub name: String,
     pub to: Target,
@@ -49,6 +79,8 @@ pub struct ConvertOptions {
     pub release_range: bool,
     pub threads: Option<usize>,
     pub host: Host,
+    /// `--mounts`: what happens to bind mounts of host paths.
+    pub mounts: MountsChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +141,12 @@ pub enum ConvertError {
         last: u32,
         account: String,
     },
+    #[error("bind mount {mount} cannot be idmapped: {why}; convert with --mounts keep (the container sees its files' owners as nobody) or fix the cause, then run `lxc-idshift {name} --to ...` again")]
+    IdmapUnsupported {
+        mount: PathBuf,
+        why: String,
+        name: String,
+    },
     #[error("--range must be at least 1; leave it out for the default, 65536")]
     EmptyRange,
     #[error("a conversion from {origin} to {target} was interrupted: finish it (--to {target_arg}) or undo it (--to {origin_arg}) first")]
@@ -139,6 +177,10 @@ pub struct ConversionState {
     pub range: u32,
     /// Ownerships before the first conversion to unprivileged, restored by `--to 0`.
     pub perms: Vec<Ownership>,
+    /// Bind mount sources shifted with the rootfs (`--mounts shift`), shifted back
+    /// by `--to 0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shifted_mounts: Vec<PathBuf>,
 }
 
 /// A device node and the host owner and group it gets.
@@ -183,12 +225,23 @@ pub struct Plan {
     /// Owners and groups in the rootfs that the shift leaves alone (they show as
     /// nobody inside), per id; empty unless the rootfs shifts from container ids 0..
     pub unmapped: UnmappedIds,
+    /// The bind mounts of host paths, each with what it holds as the container
+    /// will see it (or why it could not be scanned). Their files are not shifted.
+    pub mounts: Vec<ScannedMount>,
+    /// Why the bind mounts could not be listed, if they could not.
+    pub mounts_unlisted: Option<String>,
+    /// What `--mounts` decided for each bind mount, in words.
+    pub mount_notes: Vec<String>,
+    /// Bind mount sources shifted with the rootfs's map and direction.
+    pub mount_shifts: Vec<PathBuf>,
 }
 
 /// What a conversion did.
 pub struct Outcome {
     pub plan: Plan,
     pub shift: Option<ShiftReport>,
+    /// The shifts of bind mount sources (`--mounts shift`), in plan order.
+    pub mount_shifts: Vec<ShiftReport>,
     pub udev_reloaded: Option<bool>,
 }
 
@@ -210,17 +263,52 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         Some(change) => subid_edits(&options.host, change)?,
         None => Vec::new(),
     };
+    let mount_plan = mount_plan(
+        options,
+        &container,
+        &config,
+        (course.from, course.to),
+        course.range,
+        &course
+            .interrupted
+            .as_ref()
+            .unwrap_or(&course.recorded)
+            .shifted_mounts,
+    )?;
+    let with_mounts = match course.to {
+        Some(_) => mount_plan
+            .idmap_lines
+            .iter()
+            .fold(config.clone(), |c, &line| {
+                c.with_mount_option(line, IDMAP_OPTION, true)
+            }),
+        None => config.without_mount_option(IDMAP_OPTION),
+    };
     edits.push(FileEdit {
-        new: Some(new_config(options, &config, &course).to_text()),
+        new: Some(new_config(options, &with_mounts, &course).to_text()),
         path: config_path,
         old: Some(config_text),
     });
     let (perms, record_perms) = perm_plan(&container, course.to, &course.recorded.perms)?;
+    let mount_shifts = match &course.interrupted {
+        Some(state) => state.shifted_mounts.clone(),
+        None if course.to.is_none() => course.recorded.shifted_mounts.clone(),
+        None => {
+            let mut all = course.recorded.shifted_mounts.clone();
+            for source in &mount_plan.shift_sources {
+                if !all.contains(source) {
+                    all.push(source.clone());
+                }
+            }
+            all
+        }
+    };
     let state = course.interrupted.clone().unwrap_or(ConversionState {
         origin: course.from,
         target: course.to,
         range: course.range,
         perms: record_perms,
+        shifted_mounts: mount_shifts.clone(),
     });
     let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, course.to)?;
     // Towards a container from privileged ids (0..): what its map leaves out.
@@ -250,7 +338,192 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         subids,
         host: options.host.clone(),
         unmapped,
+        mounts: mount_plan.mounts,
+        mounts_unlisted: mount_plan.unlisted,
+        mount_notes: mount_plan.notes,
+        mount_shifts,
     })
+}
+
+/// What happens to the bind mounts: each with what it holds as the container will
+/// see it after the conversion (its entry as it will read), the config lines that
+/// gain `idmap=container`, and what was decided, in words.
+struct MountPlan {
+    mounts: Vec<ScannedMount>,
+    unlisted: Option<String>,
+    idmap_lines: Vec<usize>,
+    /// Sources newly chosen for shifting (`--mounts shift`).
+    shift_sources: Vec<PathBuf>,
+    notes: Vec<String>,
+}
+
+/// Decides, per bind mount, between idmap and keep (`--mounts`); reads only. A
+/// config whose mounts cannot be listed (an unreadable include, a missing fstab) is
+/// said in the plan, not refused: LXC reports it at start. Going privileged, the
+/// entries of the container's config lose `idmap=container` (lxc-start aborts on it
+/// without a user namespace).
+fn mount_plan(
+    options: &ConvertOptions,
+    container: &Container,
+    config: &ContainerConfig,
+    (from, to): (Option<u32>, Option<u32>),
+    range: u32,
+    shifted: &[PathBuf],
+) -> Result<MountPlan, ConvertError> {
+    let mut plan = MountPlan {
+        mounts: Vec::new(),
+        unlisted: None,
+        idmap_lines: Vec::new(),
+        shift_sources: Vec::new(),
+        notes: Vec::new(),
+    };
+    let config_path = container.config();
+    let found = match mounts::list(&options.host, &container.dir(), &config_path, config) {
+        Ok(found) => found,
+        Err(e) => {
+            plan.unlisted = Some(e.to_string());
+            return Ok(plan);
+        }
+    };
+    let maps: Vec<MapEntry> = match to {
+        Some(host_first) => ["u", "g"]
+            .iter()
+            .filter_map(|kind| MapEntry::parse(&format!("{kind} 0 {host_first} {range}")).ok())
+            .collect(),
+        None => Vec::new(),
+    };
+    let scan = |bind: &mounts::BindMount, idmapped: bool| match bind.host_source.exists() {
+        true => mounts::scan(
+            &bind.host_source,
+            &View {
+                maps: maps.clone(),
+                idmapped,
+            },
+            options.threads,
+        )
+        .map_err(|e| e.to_string()),
+        false => Err(format!("{} does not exist", bind.source.display())),
+    };
+    for mut bind in found.binds {
+        let editable = !bind.origin.fstab && bind.origin.file == config_path;
+        let Some(host_first) = to else {
+            if bind.idmapped() && editable {
+                bind.entry = without_option(&bind.entry, IDMAP_OPTION);
+            }
+            let scanned = scan(&bind, bind.idmapped());
+            plan.mounts.push((bind, scanned));
+            continue;
+        };
+        let plain = scan(&bind, bind.idmapped());
+        let recorded = shifted.contains(&bind.host_source);
+        let shift = options.mounts == MountsChoice::Shift
+            && !bind.idmapped()
+            && bind.host_source.is_dir()
+            && (from.is_none() || from == to);
+        if recorded {
+            // Shifted by an earlier conversion: it moves with the rootfs.
+            let scanned = scan(&bind, false);
+            plan.mounts.push((bind, scanned));
+            continue;
+        }
+        if shift {
+            // After the shift its container ids 0..range are host ids: what an
+            // idmapped view of it shows now.
+            plan.notes.push(format!(
+                "{}: shifted with the rootfs's map (journaled in {}; --to 0 shifts it back)",
+                bind.source.display(),
+                container.dir().display()
+            ));
+            plan.shift_sources.push(bind.host_source.clone());
+            let scanned = scan(&bind, true);
+            plan.mounts.push((bind, scanned));
+            continue;
+        }
+        let wanted = match (options.mounts, &plain) {
+            _ if bind.idmapped() => false,
+            (MountsChoice::Keep | MountsChoice::Shift, _) => false,
+            (MountsChoice::Idmap, _) => true,
+            // Idmapped only where that shows fewer owners as nobody than a plain bind.
+            (MountsChoice::Auto, Ok(scan)) if scan.nobody > 0 => {
+                matches!(
+                    scan_idmapped(&bind, scan, &maps, options.threads),
+                    Some(true)
+                )
+            }
+            (MountsChoice::Auto, _) => false,
+        };
+        if !wanted || !bind.host_source.exists() {
+            plan.mounts.push((bind, plain));
+            continue;
+        }
+        let works = match editable {
+            true => mounts::idmap_works(&bind.host_source, host_first, range),
+            false => Err(format!(
+                "the entry is in {} line {}, which lxc-idshift does not edit: add {IDMAP_OPTION} there",
+                bind.origin.file.display(),
+                bind.origin.line
+            )),
+        };
+        match (works, options.mounts) {
+            (Ok(()), _) => {
+                plan.idmap_lines.push(bind.origin.line);
+                bind.entry = with_option(&bind.entry, IDMAP_OPTION);
+                plan.notes.push(format!(
+                    "{}: {IDMAP_OPTION} added to its entry: the container sees its files with their own owners; nothing on disk changes",
+                    bind.source.display()
+                ));
+                let scanned = scan(&bind, true);
+                plan.mounts.push((bind, scanned));
+            }
+            (Err(why), MountsChoice::Idmap) => {
+                return Err(ConvertError::IdmapUnsupported {
+                    mount: bind.source.clone(),
+                    why,
+                    name: options.name.clone(),
+                })
+            }
+            (Err(why), _) => {
+                plan.notes.push(format!(
+                    "{}: kept as it is: an idmapped mount does not work here ({why})",
+                    bind.source.display()
+                ));
+                plan.mounts.push((bind, plain));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Whether the bind would show fewer owners as nobody idmapped than plain (None
+/// when the idmapped view cannot be scanned).
+fn scan_idmapped(
+    bind: &mounts::BindMount,
+    plain: &mounts::Scan,
+    maps: &[MapEntry],
+    threads: Option<usize>,
+) -> Option<bool> {
+    let view = View {
+        maps: maps.to_vec(),
+        idmapped: true,
+    };
+    let idmapped = mounts::scan(&bind.host_source, &view, threads).ok()?;
+    Some(idmapped.nobody < plain.nobody)
+}
+
+fn with_option(entry: &config::MountEntry, option: &str) -> config::MountEntry {
+    let mut entry = entry.clone();
+    entry.options = format!("{},{option}", entry.options);
+    entry
+}
+
+fn without_option(entry: &config::MountEntry, option: &str) -> config::MountEntry {
+    let mut entry = entry.clone();
+    let kept: Vec<&str> = entry.options.split(',').filter(|o| *o != option).collect();
+    entry.options = match kept.is_empty() {
+        true => "defaults".to_string(),
+        false => kept.join(","),
+    };
+    entry
 }
 
 /// Where the container is, where it goes, and the shift that takes its rootfs there.
@@ -717,11 +990,33 @@ pub fn execute(
         )?),
         None => None,
     };
-    if shift.as_ref().is_some_and(|s| s.summary.errors > 0) {
-        // The config keeps saying what the rootfs was: finish the shift first.
+    let mut mount_shifts = Vec::new();
+    if let (Some((map, direction)), false) = (&plan.shift, failed(&shift)) {
+        for source in &plan.mount_shifts {
+            let report = run::shift(
+                &ShiftOptions {
+                    root: source.clone(),
+                    map: map.clone(),
+                    direction: *direction,
+                    dry_run: false,
+                    threads,
+                    journal: Some(mount_journal(&plan.container, source, map)),
+                },
+                progress,
+            )?;
+            let stop = report.summary.errors > 0;
+            mount_shifts.push(report);
+            if stop {
+                break;
+            }
+        }
+    }
+    if failed(&shift) || mount_shifts.iter().any(|s| s.summary.errors > 0) {
+        // The config keeps saying what the rootfs was: finish the shifts first.
         return Ok(Outcome {
             plan,
             shift,
+            mount_shifts,
             udev_reloaded: None,
         });
     }
@@ -735,8 +1030,27 @@ pub fn execute(
     Ok(Outcome {
         plan,
         shift,
+        mount_shifts,
         udev_reloaded,
     })
+}
+
+fn failed(shift: &Option<ShiftReport>) -> bool {
+    shift.as_ref().is_some_and(|s| s.summary.errors > 0)
+}
+
+/// The journal of a bind mount source's shift: in the container's directory, named
+/// after the source and the map.
+pub fn mount_journal(container: &Container, source: &Path, map: &IdMap) -> PathBuf {
+    let tag = map.to_string().replace([':', ' '], "-");
+    let name: String = source
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    container
+        .dir()
+        .join(format!("lxc-idshift.mount{name}.{tag}.journal"))
 }
 
 /// A finished conversion to unprivileged keeps the recorded ownerships for the way
@@ -751,6 +1065,7 @@ fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
                 target: plan.to,
                 range: plan.range,
                 perms: plan.state.perms.clone(),
+                shifted_mounts: plan.mount_shifts.clone(),
             },
         ),
         None if path.exists() => std::fs::remove_file(&path).map_err(io_error(&path)),
@@ -808,10 +1123,26 @@ pub fn describe(plan: &Plan) -> String {
         }
         None => text += &format!("rootfs {}: nothing to shift\n", plan.rootfs.display()),
     }
+    if let Some((map, direction)) = &plan.shift {
+        for source in &plan.mount_shifts {
+            text += &format!(
+                "bind mount source {}: shift {direction} with {map}\n",
+                source.display()
+            );
+        }
+    }
     if let Some(host_first) = plan.to {
         // Only a privileged rootfs can take a wider range: an unprivileged one keeps its own.
         let offer = plan.from.is_none();
         text += &unmapped::describe(&plan.unmapped, plan.range, host_first, offer);
+    }
+    let map = plan.to.map(|first| format!("b:0:{first}:{}", plan.range));
+    text += &mounts::describe(&plan.mounts, map.as_deref());
+    for note in &plan.mount_notes {
+        text += &format!("  {note}\n");
+    }
+    if let Some(why) = &plan.mounts_unlisted {
+        text += &format!("warning: the bind mounts could not be listed: {why}\n");
     }
     for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
         let (old, new) = (edit.old.as_deref(), edit.new.as_deref());

@@ -6,15 +6,19 @@
 //! groups and login.defs bounds, `lock` serializes conversions and takes shadow's
 //! locks on /etc/subuid and /etc/subgid, `unmapped` counts the rootfs ids a map
 //! leaves out, `convert` plans and runs it all, and `list` shows every container
-//! of an lxcpath.
+//! of an lxcpath. `mounts` finds the bind mounts of host paths a config sets up and
+//! scans what they hold; `check` says whether a container will start and work, and
+//! how to fix what would not.
 
 pub mod accounts;
+pub mod check;
 pub mod config;
 pub mod container;
 pub mod convert;
 pub mod host;
 pub mod list;
 pub mod lock;
+pub mod mounts;
 pub mod perms;
 pub mod subid;
 pub mod udev;

@@ -244,18 +244,32 @@ pub fn rules_text(container: &str, rules: &[DeviceRule]) -> String {
 /// another port (where the kernel name may change); anything else by kernel name.
 /// MODE is left alone: the node keeps the permissions udev already gives it.
 fn rule_line(rule: &DeviceRule) -> String {
-    let device = &rule.device;
-    let matcher = match &device.usb {
+    format!(
+        "{}, OWNER=\"{}\", GROUP=\"{}\"",
+        rule_matcher(&rule.device),
+        rule.owner,
+        rule.group
+    )
+}
+
+/// What a rule for `device` matches on (its USB ids, else its kernel name).
+fn rule_matcher(device: &Device) -> String {
+    match &device.usb {
         Some((vendor, product)) => format!(
             "SUBSYSTEM==\"{}\", ATTRS{{idVendor}}==\"{vendor}\", ATTRS{{idProduct}}==\"{product}\"",
             rule_subsystem(device)
         ),
         None => format!("KERNEL==\"{}\"", device.kernel_name),
-    };
-    format!(
-        "{matcher}, OWNER=\"{}\", GROUP=\"{}\"",
-        rule.owner, rule.group
-    )
+    }
+}
+
+/// The line of a rules file (as lxc-idshift writes them) that gives `device` its
+/// owner, if there is one.
+pub fn find_rule<'a>(rules_text: &'a str, device: &Device) -> Option<&'a str> {
+    let matcher = rule_matcher(device);
+    rules_text
+        .lines()
+        .find(|line| line.starts_with(&matcher) && line.contains("OWNER="))
 }
 
 /// The subsystem to match: without it, the USB ids would also match the raw USB
@@ -528,6 +542,19 @@ mod tests {
              SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"10c4\", ATTRS{idProduct}==\"ea60\", OWNER=\"1000000\", GROUP=\"1000020\"\n\
              KERNEL==\"ttyS0\", OWNER=\"1000000\", GROUP=\"1000020\"\n"
         );
+    }
+
+    #[test]
+    fn a_devices_rule_is_found_in_the_rules_text() {
+        let text = rules_text("web", &[usb_rule()]);
+        let line = find_rule(&text, &usb_rule().device).unwrap();
+        assert!(line.contains("OWNER=\"1000000\""), "{line}");
+        let mut other = usb_rule().device;
+        other.usb = Some(("10c4".into(), "ea61".into()));
+        assert_eq!(find_rule(&text, &other), None);
+        other.usb = None;
+        assert_eq!(find_rule(&text, &other), None);
+        assert_eq!(find_rule("", &usb_rule().device), None);
     }
 
     #[test]

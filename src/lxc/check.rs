@@ -1,0 +1,832 @@
+//! `lxc-idshift check NAME`: will this container start and work? Read-only, for any
+//! container, privileged or not.
+//!
+//! It reports the container's mode, id range and rootfs method, and looks for what
+//! breaks an unprivileged container: root not owning the range in /etc/subuid or
+//! /etc/subgid (LXC maps ids through newuidmap, which refuses), rootfs owners the
+//! container sees as nobody, a parent directory of the rootfs or of a bind mount
+//! source that the container's root cannot traverse, bind mounts and passed-through
+//! devices whose owners show as nobody, devices without a udev rule. Each problem
+//! carries the command that fixes it.
+
+use super::config::{self, ContainerConfig};
+use super::container::{Container, ContainerError};
+use super::convert::ConversionState;
+use super::host::Host;
+use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
+use super::subid::SubIds;
+use super::udev;
+use crate::engine::idmap::{IdKind, MapEntry};
+use serde::Serialize;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The owner of system containers' subordinate ids, by name and by uid.
+const ROOT_OWNERS: [&str; 2] = ["root", "0"];
+
+pub struct CheckOptions {
+    pub name: String,
+    pub lxcpath: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub host: Host,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error("{path}: {source}")]
+    Config {
+        path: PathBuf,
+        source: config::ConfigError,
+    },
+    #[error(transparent)]
+    Mounts(#[from] MountError),
+    #[error("cannot read {path}: {source}; check that it exists and is readable, then run `lxc-idshift check` again")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{config}: no lxc.rootfs.path; is this an LXC container config?")]
+    NoRootfs { config: PathBuf },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
+    move |source| CheckError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What is wrong, as a stable name (the `--json` field `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// A conversion was interrupted: the rootfs is half-way.
+    InterruptedConversion,
+    /// Root does not own the container's range in /etc/subuid or /etc/subgid.
+    RangeNotOwned,
+    /// Inodes of the rootfs have owners the container sees as nobody.
+    RootfsIdsOutsideMap,
+    /// The container's root cannot traverse a parent of its rootfs or of a bind
+    /// mount source.
+    ParentNotTraversable,
+    /// A bind mount's source does not exist (and the entry is not optional).
+    MountSourceMissing,
+    /// A bind mount holds files the container sees as nobody.
+    MountShowsNobody,
+    /// An `idmap=container` mount (bind or rootfs) that this kernel, file system or
+    /// LXC cannot make: the container does not start.
+    IdmapUnsupported,
+    /// A passed-through device node's owner or group shows as nobody.
+    DeviceShowsNobody,
+    /// A passed-through device has no udev rule giving it the container's ids.
+    DeviceWithoutUdevRule,
+}
+
+impl ProblemKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemKind::InterruptedConversion => "interrupted_conversion",
+            ProblemKind::RangeNotOwned => "range_not_owned",
+            ProblemKind::RootfsIdsOutsideMap => "rootfs_ids_outside_map",
+            ProblemKind::ParentNotTraversable => "parent_not_traversable",
+            ProblemKind::MountSourceMissing => "mount_source_missing",
+            ProblemKind::MountShowsNobody => "mount_shows_nobody",
+            ProblemKind::IdmapUnsupported => "idmap_unsupported",
+            ProblemKind::DeviceShowsNobody => "device_shows_nobody",
+            ProblemKind::DeviceWithoutUdevRule => "device_without_udev_rule",
+        }
+    }
+}
+
+/// One problem: what, where, and the command that fixes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub path: PathBuf,
+    pub message: String,
+    pub fix: String,
+}
+
+/// The container's id range: the host ids its root and first ids map to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Range {
+    pub uid_first: u32,
+    pub gid_first: u32,
+    pub count: u32,
+    /// Whether root's lines in /etc/subuid and /etc/subgid cover every map line.
+    pub subuid_owned: bool,
+    pub subgid_owned: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountCheck {
+    pub source: PathBuf,
+    pub target: String,
+    pub options: String,
+    pub file: PathBuf,
+    pub line: usize,
+    pub idmapped: bool,
+    /// None when the source does not exist.
+    pub scan: Option<Scan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceCheck {
+    pub node: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// Whether the container sees the node's owner and group (not nobody).
+    pub seen: bool,
+    /// The udev rule line lxc-idshift wrote for it, if any.
+    pub udev_rule: Option<String>,
+}
+
+/// Everything `check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub container: String,
+    pub config: PathBuf,
+    /// "privileged" or "unprivileged".
+    pub mode: &'static str,
+    /// The `lxc.idmap` lines in effect.
+    pub maps: Vec<String>,
+    pub range: Option<Range>,
+    /// "shift" (the rootfs holds host ids) or "idmap" (`lxc.rootfs.options =
+    /// idmap=container`: it holds container ids and is mounted idmapped).
+    pub method: &'static str,
+    pub rootfs: PathBuf,
+    /// Of the rootfs, for an unprivileged container.
+    pub rootfs_scan: Option<Scan>,
+    pub mounts: Vec<MountCheck>,
+    pub devices: Vec<DeviceCheck>,
+    pub problems: Vec<Problem>,
+    pub notes: Vec<String>,
+}
+
+impl CheckReport {
+    /// No problem: the container should start and work.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks the container; reads only. An error means it could not be checked.
+pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
+    let container = Container::find(&options.name, options.lxcpath.as_deref())?;
+    let config_path = container.config();
+    let text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
+    let config = ContainerConfig::parse(&text);
+    let bad_config = |source| CheckError::Config {
+        path: config_path.clone(),
+        source,
+    };
+    let maps = config.idmaps().map_err(bad_config)?;
+    let rootfs = config.rootfs().ok_or_else(|| CheckError::NoRootfs {
+        config: config_path.clone(),
+    })?;
+    let method = match rootfs_options(&config).any(|o| o == IDMAP_OPTION) {
+        true => "idmap",
+        false => "shift",
+    };
+    let found = mounts::list(&options.host, &container.dir(), &config_path, &config)?;
+    let mut checker = Checker {
+        options,
+        container: &container,
+        maps: &maps,
+        report: CheckReport {
+            container: container.name.clone(),
+            config: config_path.clone(),
+            mode: if maps.is_empty() {
+                "privileged"
+            } else {
+                "unprivileged"
+            },
+            maps: maps.iter().map(lxc_map).collect(),
+            range: None,
+            method,
+            rootfs: rootfs.location.clone(),
+            rootfs_scan: None,
+            mounts: Vec::new(),
+            devices: Vec::new(),
+            problems: Vec::new(),
+            notes: found.notes.clone(),
+        },
+    };
+    checker.interrupted()?;
+    if !maps.is_empty() {
+        checker.range()?;
+        if rootfs.backend == config::Backend::Dir || rootfs.location.is_dir() {
+            checker.rootfs(&rootfs.location, method == "idmap")?;
+            if method == "idmap" {
+                let fix = format!(
+                    "remove {IDMAP_OPTION} from lxc.rootfs.options in {} and shift the rootfs instead: lxc-idshift {} --to 0, then lxc-idshift {} --to HOSTID",
+                    config_path.display(),
+                    container.name,
+                    container.name
+                );
+                checker.idmap_works(&rootfs.location, fix);
+            }
+        } else {
+            checker.report.notes.push(format!(
+                "rootfs {} is not a directory here: its owners were not checked",
+                rootfs.raw
+            ));
+        }
+        let mut paths = vec![rootfs.location.clone()];
+        paths.extend(found.binds.iter().map(|b| b.host_source.clone()));
+        checker.traversal(&paths);
+    }
+    for bind in &found.binds {
+        checker.mount(bind)?;
+    }
+    for node in &found.devices {
+        checker.device(node);
+    }
+    Ok(checker.report)
+}
+
+/// `u 0 1000000 65536`, as the config writes it.
+fn lxc_map(m: &MapEntry) -> String {
+    let kind = if m.users { "u" } else { "g" };
+    format!("{kind} {} {} {}", m.container_first, m.host_first, m.count)
+}
+
+fn rootfs_options(config: &ContainerConfig) -> impl Iterator<Item = &str> {
+    config
+        .value("lxc.rootfs.options")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+}
+
+struct Checker<'a> {
+    options: &'a CheckOptions,
+    container: &'a Container,
+    maps: &'a [MapEntry],
+    report: CheckReport,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, kind: ProblemKind, path: &Path, message: String, fix: String) {
+        self.report.problems.push(Problem {
+            kind,
+            path: path.to_path_buf(),
+            message,
+            fix,
+        });
+    }
+
+    fn name(&self) -> &str {
+        &self.container.name
+    }
+
+    /// `lxc-idshift NAME [--lxcpath DIR]`: the start of a command for this container.
+    fn command(&self) -> String {
+        let mut command = format!("lxc-idshift {}", self.name());
+        if let Some(path) = &self.options.lxcpath {
+            command += &format!(" --lxcpath {}", path.display());
+        }
+        command
+    }
+
+    /// The host id of the container's root (first map line of container id 0).
+    fn root_host_id(&self, kind: IdKind) -> Option<u32> {
+        self.maps
+            .iter()
+            .find(|m| {
+                m.container_first == 0
+                    && match kind {
+                        IdKind::User => m.users,
+                        IdKind::Group => m.groups,
+                    }
+            })
+            .map(|m| m.host_first)
+    }
+
+    fn view(&self, idmapped: bool) -> View {
+        View {
+            maps: self.maps.to_vec(),
+            idmapped,
+        }
+    }
+
+    /// A conversion recorded as heading elsewhere than the config says.
+    fn interrupted(&mut self) -> Result<(), CheckError> {
+        let path = self.container.state_file();
+        let state: ConversionState = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| io_error(&path)(std::io::Error::other(e)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&path)(e)),
+        };
+        let now = self.root_host_id(IdKind::User);
+        if state.target == now {
+            return Ok(());
+        }
+        let side = |id: Option<u32>| id.map_or("privileged".to_string(), |id| id.to_string());
+        let message = format!(
+            "a conversion from {} to {} was interrupted: the rootfs is partly shifted",
+            side(state.origin),
+            side(state.target)
+        );
+        let fix = format!(
+            "{0} --to {1}   (to finish it; or {0} --to {2} to undo it)",
+            self.command(),
+            state.target.unwrap_or(0),
+            state.origin.unwrap_or(0)
+        );
+        self.problem(ProblemKind::InterruptedConversion, &path, message, fix);
+        Ok(())
+    }
+
+    /// Root must own every host id the maps use, in /etc/subuid and /etc/subgid.
+    fn range(&mut self) -> Result<(), CheckError> {
+        let host = &self.options.host;
+        let mut owned = [true, true];
+        let mut missing: [Vec<String>; 2] = Default::default();
+        let mut others: Vec<String> = Vec::new();
+        for (i, (path, kind)) in [
+            (host.subuid(), IdKind::User),
+            (host.subgid(), IdKind::Group),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(io_error(&path)(e)),
+            };
+            let ids = SubIds::parse(&text);
+            let lines = self.maps.iter().filter(|m| match kind {
+                IdKind::User => m.users,
+                IdKind::Group => m.groups,
+            });
+            for m in lines {
+                if ROOT_OWNERS
+                    .iter()
+                    .any(|owner| ids.covers(owner, m.host_first, m.count))
+                {
+                    continue;
+                }
+                owned[i] = false;
+                let span = format!(
+                    "{}-{}",
+                    m.host_first,
+                    u64::from(m.host_first) + u64::from(m.count) - 1
+                );
+                if let Some((owner, first, count)) =
+                    ids.overlapping_other("root", m.host_first, m.count)
+                {
+                    others.push(format!(
+                        "{} gives ids {first}-{} to {owner}",
+                        path.display(),
+                        u64::from(first) + u64::from(count) - 1
+                    ));
+                }
+                missing[i].push(span);
+            }
+        }
+        let count = self.maps.iter().map(|m| m.count).max().unwrap_or(0);
+        self.report.range = Some(Range {
+            uid_first: self.root_host_id(IdKind::User).unwrap_or(0),
+            gid_first: self.root_host_id(IdKind::Group).unwrap_or(0),
+            count,
+            subuid_owned: owned[0],
+            subgid_owned: owned[1],
+        });
+        if owned == [true, true] {
+            return Ok(());
+        }
+        let mut parts = Vec::new();
+        for (file, spans) in [("/etc/subuid", &missing[0]), ("/etc/subgid", &missing[1])] {
+            if !spans.is_empty() {
+                parts.push(format!("ids {} in {file}", spans.join(", ")));
+            }
+        }
+        let mut message = format!(
+            "root does not own {}: with newuidmap installed LXC refuses to start the container",
+            parts.join(" nor ")
+        );
+        let fix = if others.is_empty() {
+            let mut fix = String::from("usermod");
+            for span in &missing[0] {
+                fix += &format!(" --add-subuids {span}");
+            }
+            for span in &missing[1] {
+                fix += &format!(" --add-subgids {span}");
+            }
+            fix + " root"
+        } else {
+            message += &format!(
+                "; {}: two owners of the same ids could reach each other's files",
+                others.join("; ")
+            );
+            format!(
+                "{} --to auto   (moves the container to a free range)",
+                self.command()
+            )
+        };
+        let path = match owned[0] {
+            false => host.subuid(),
+            true => host.subgid(),
+        };
+        self.problem(ProblemKind::RangeNotOwned, &path, message, fix);
+        Ok(())
+    }
+
+    /// The rootfs's owners as the container sees them.
+    fn rootfs(&mut self, rootfs: &Path, idmapped: bool) -> Result<(), CheckError> {
+        let scan = mounts::scan(rootfs, &self.view(idmapped), self.options.threads)?;
+        if scan.nobody > 0 {
+            let message = format!(
+                "{} of {} inodes of the rootfs have owners or groups the container sees as nobody (65534): {}; e.g. {}",
+                scan.nobody,
+                scan.inodes,
+                scan.hidden_summary(6),
+                scan.examples[0].display()
+            );
+            let fix = self.rootfs_fix(rootfs, &scan, idmapped);
+            self.problem(ProblemKind::RootfsIdsOutsideMap, rootfs, message, fix);
+        }
+        self.report.rootfs_scan = Some(scan);
+        Ok(())
+    }
+
+    /// Unshifted container ids: the conversion again (idempotent) shifts them;
+    /// ids beyond the range: a wider range, or giving them an owner inside it.
+    fn rootfs_fix(&self, rootfs: &Path, scan: &Scan, idmapped: bool) -> String {
+        let range = self.report.range.as_ref().expect("range checked first");
+        let (first, count) = (range.uid_first, range.count);
+        let in_container_range = |id: &u32| *id < count;
+        let unshifted = !idmapped
+            && scan
+                .hidden_uids
+                .keys()
+                .chain(scan.hidden_gids.keys())
+                .any(in_container_range);
+        let mut fixes = Vec::new();
+        if unshifted {
+            fixes.push(format!(
+                "{} --to {first}   (shifts the container ids 0..{} it finds to host ids)",
+                self.command(),
+                count - 1
+            ));
+        }
+        let beyond: Vec<u32> = scan
+            .hidden_uids
+            .keys()
+            .chain(scan.hidden_gids.keys())
+            .copied()
+            .filter(|id| idmapped || !in_container_range(id))
+            .collect();
+        if !beyond.is_empty() {
+            let (owner, span) = match idmapped {
+                true => (0, format!("0..{}", count - 1)),
+                false => (
+                    first,
+                    format!("{first}..{}", u64::from(first) + u64::from(count) - 1),
+                ),
+            };
+            fixes.push(format!(
+                "{}   (gives them to the container's root; any owner in {span} will do)",
+                find_chown(rootfs, scan, owner, &beyond)
+            ));
+        }
+        fixes.join("; and ")
+    }
+
+    /// Every parent directory of each path must let the container's root through.
+    fn traversal(&mut self, paths: &[PathBuf]) {
+        let (Some(uid), Some(gid)) = (
+            self.root_host_id(IdKind::User),
+            self.root_host_id(IdKind::Group),
+        ) else {
+            return;
+        };
+        let view = self.view(false);
+        let mut seen: Vec<PathBuf> = Vec::new();
+        for path in paths {
+            let canonical = std::fs::canonicalize(path).ok();
+            let chains = std::iter::once(path.as_path()).chain(canonical.as_deref());
+            for dir in chains.flat_map(|p| p.ancestors().skip(1)) {
+                if dir.as_os_str().is_empty() || seen.iter().any(|s| s == dir) {
+                    continue;
+                }
+                seen.push(dir.to_path_buf());
+                let Ok(meta) = std::fs::symlink_metadata(dir) else {
+                    continue;
+                };
+                if meta.is_symlink() || traversable(&meta, uid, gid, &view) {
+                    continue;
+                }
+                let message = format!(
+                    "the container's root (host uid {uid}, gid {gid}) cannot traverse {} ({}:{} {:04o}), a parent of {}: the container {}",
+                    dir.display(),
+                    meta.uid(),
+                    meta.gid(),
+                    meta.mode() & 0o7777,
+                    path.display(),
+                    if paths.first() == Some(path) {
+                        "cannot start"
+                    } else {
+                        "cannot start with this bind mount"
+                    }
+                );
+                let fix = format!("chmod o+x {}", dir.display());
+                self.problem(ProblemKind::ParentNotTraversable, dir, message, fix);
+            }
+        }
+    }
+
+    fn mount(&mut self, bind: &BindMount) -> Result<(), CheckError> {
+        let mut check = MountCheck {
+            source: bind.source.clone(),
+            target: bind.entry.target.clone(),
+            options: bind.entry.options.clone(),
+            file: bind.origin.file.clone(),
+            line: bind.origin.line,
+            idmapped: bind.idmapped(),
+            scan: None,
+        };
+        if !bind.host_source.exists() {
+            match bind.optional() {
+                true => self.report.notes.push(format!(
+                    "bind mount source {} does not exist (optional: the container starts without it)",
+                    bind.source.display()
+                )),
+                false => {
+                    let message = format!(
+                        "bind mount source {} ({}:{}) does not exist: the container cannot start",
+                        bind.source.display(),
+                        bind.origin.file.display(),
+                        bind.origin.line
+                    );
+                    let fix = format!(
+                        "mkdir -p {}   (or add `optional` to the entry's options)",
+                        bind.source.display()
+                    );
+                    self.problem(ProblemKind::MountSourceMissing, &bind.source, message, fix);
+                }
+            }
+            self.report.mounts.push(check);
+            return Ok(());
+        }
+        let scan = mounts::scan(
+            &bind.host_source,
+            &self.view(bind.idmapped()),
+            self.options.threads,
+        )?;
+        if scan.nobody > 0 {
+            let message = format!(
+                "bind mount {} -> {} ({}:{}): {} of {} inodes show as nobody (65534) inside, which the container cannot write: {}; e.g. {}",
+                bind.source.display(),
+                bind.entry.target,
+                bind.origin.file.display(),
+                bind.origin.line,
+                scan.nobody,
+                scan.inodes,
+                scan.hidden_summary(6),
+                scan.examples[0].display()
+            );
+            let fix = self.mount_fix(bind, &scan);
+            self.problem(ProblemKind::MountShowsNobody, &bind.source, message, fix);
+        }
+        check.scan = Some(scan);
+        self.report.mounts.push(check);
+        if bind.idmapped() && self.maps.is_empty() {
+            let message = format!(
+                "bind mount {} ({}:{}) has {IDMAP_OPTION}, which makes lxc-start abort in a privileged container",
+                bind.source.display(),
+                bind.origin.file.display(),
+                bind.origin.line
+            );
+            let fix = format!(
+                "in {} line {}, remove {IDMAP_OPTION} from the options",
+                bind.origin.file.display(),
+                bind.origin.line
+            );
+            self.problem(ProblemKind::IdmapUnsupported, &bind.source, message, fix);
+        }
+        if bind.idmapped() && !self.maps.is_empty() {
+            let fix = format!(
+                "in {} line {}, remove {IDMAP_OPTION} from the options and shift the directory instead: lxc-idshift shift {} --map b:0:{}:{}",
+                bind.origin.file.display(),
+                bind.origin.line,
+                bind.source.display(),
+                self.root_host_id(IdKind::User).unwrap_or(0),
+                self.maps.iter().map(|m| m.count).max().unwrap_or(65536)
+            );
+            self.idmap_works(&bind.host_source, fix);
+        }
+        Ok(())
+    }
+
+    /// An idmapped mount of `path` with the container's map must be possible (tried
+    /// in a scratch user namespace, as root only; nothing is attached).
+    fn idmap_works(&mut self, path: &Path, fix: String) {
+        let (Some(first), Some(map)) = (
+            self.root_host_id(IdKind::User),
+            self.maps.iter().find(|m| m.users && m.container_first == 0),
+        ) else {
+            return;
+        };
+        if !crate::engine::sys::is_root() {
+            self.report.notes.push(format!(
+                "{}: whether an idmapped mount works is tried as root only",
+                path.display()
+            ));
+            return;
+        }
+        if let Err(why) = mounts::idmap_works(path, first, map.count) {
+            let message = format!(
+                "{} is mounted with {IDMAP_OPTION}, which cannot work here: {why}; the container does not start",
+                path.display()
+            );
+            self.problem(ProblemKind::IdmapUnsupported, path, message, fix);
+        }
+    }
+
+    /// A plain bind mount: idmap it (the ids on disk stay; kernel 5.12+ and a file
+    /// system that supports it). Already idmapped: the ids beyond the range need
+    /// owners inside it.
+    fn mount_fix(&self, bind: &BindMount, scan: &Scan) -> String {
+        let range = self.report.range.as_ref().expect("range checked first");
+        if bind.idmapped() {
+            let beyond: Vec<u32> = scan
+                .hidden_uids
+                .keys()
+                .chain(scan.hidden_gids.keys())
+                .copied()
+                .collect();
+            return format!(
+                "{}   (ids on an idmapped mount must lie in 0..{}; choose the owner each file should have)",
+                find_chown(&bind.source, scan, 0, &beyond),
+                range.count - 1
+            );
+        }
+        let by_hand = format!(
+            "in {} line {}, add {IDMAP_OPTION} to the options: `{}`",
+            bind.origin.file.display(),
+            bind.origin.line,
+            bind.with_idmap_line()
+        );
+        match !bind.origin.fstab && bind.origin.file == self.container.config() {
+            true => format!(
+                "{} --to {} --mounts idmap   (adds {IDMAP_OPTION} where an idmapped mount works; or {by_hand})",
+                self.command(),
+                range.uid_first
+            ),
+            false => by_hand,
+        }
+    }
+
+    fn device(&mut self, node: &Path) {
+        let Ok(meta) = std::fs::metadata(node) else {
+            return;
+        };
+        let view = self.view(false);
+        let mut check = DeviceCheck {
+            node: node.to_path_buf(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            seen: view.sees_both(meta.uid(), meta.gid()),
+            udev_rule: None,
+        };
+        let Some(uid) = self.root_host_id(IdKind::User) else {
+            self.report.devices.push(check);
+            return;
+        };
+        let rules_path = udev::rules_path(&self.options.host, self.name());
+        let rules = std::fs::read_to_string(&rules_path).unwrap_or_default();
+        match udev::probe(&self.options.host, node) {
+            Ok(device) => check.udev_rule = udev::find_rule(&rules, &device).map(str::to_string),
+            Err(e) => self
+                .report
+                .notes
+                .push(format!("device {}: {e}", node.display())),
+        }
+        let convert = format!(
+            "{} --to {uid}   (writes the udev rule and gives the node to the container now)",
+            self.command()
+        );
+        if check.udev_rule.is_none() {
+            let message = format!(
+                "device {} has no udev rule in {}: its owner goes back to the host's at the next replug or boot, and the container sees it as nobody",
+                node.display(),
+                rules_path.display()
+            );
+            self.problem(
+                ProblemKind::DeviceWithoutUdevRule,
+                node,
+                message,
+                convert.clone(),
+            );
+        }
+        if !check.seen {
+            let message = format!(
+                "device {} is owned by {}:{}, which the container sees as nobody: it cannot open it",
+                node.display(),
+                meta.uid(),
+                meta.gid()
+            );
+            let fix = match check.udev_rule {
+                Some(_) => format!(
+                    "udevadm control --reload && udevadm trigger {}   (applies the rule in {})",
+                    node.display(),
+                    rules_path.display()
+                ),
+                None => convert,
+            };
+            self.problem(ProblemKind::DeviceShowsNobody, node, message, fix);
+        }
+        self.report.devices.push(check);
+    }
+}
+
+/// Whether a process of host uid `uid`, gid `gid` (the container's root, with no
+/// supplementary groups) may search the directory. Its capabilities count only on
+/// inodes whose owner and group it maps. POSIX ACLs are not read: a directory that
+/// grants search by ACL only is reported, and `chmod o+x` is still the fix.
+fn traversable(meta: &std::fs::Metadata, uid: u32, gid: u32, view: &View) -> bool {
+    if view.sees_both(meta.uid(), meta.gid()) {
+        return true; // CAP_DAC_READ_SEARCH in its own user namespace
+    }
+    let mode = meta.mode();
+    let bit = if meta.uid() == uid {
+        0o100
+    } else if meta.gid() == gid {
+        0o010
+    } else {
+        0o001
+    };
+    mode & bit != 0
+}
+
+/// `find DIR -xdev \( -uid A -o -gid B \) -exec chown -h OWNER:OWNER {} +` for the
+/// hidden ids among `ids`.
+fn find_chown(dir: &Path, scan: &Scan, owner: u32, ids: &[u32]) -> String {
+    let mut tests = Vec::new();
+    for id in ids {
+        if scan.hidden_uids.contains_key(id) && !tests.contains(&format!("-uid {id}")) {
+            tests.push(format!("-uid {id}"));
+        }
+        if scan.hidden_gids.contains_key(id) && !tests.contains(&format!("-gid {id}")) {
+            tests.push(format!("-gid {id}"));
+        }
+    }
+    format!(
+        "find {} -xdev \\( {} \\) -exec chown -h {owner}:{owner} {{}} +",
+        dir.display(),
+        tests.join(" -o ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_find_command_names_each_hidden_id_once() {
+        let scan = Scan {
+            hidden_uids: BTreeMap::from([(33, 2), (100_000, 1)]),
+            hidden_gids: BTreeMap::from([(33, 2)]),
+            ..Scan::default()
+        };
+        assert_eq!(
+            find_chown(Path::new("/srv/data"), &scan, 0, &[33, 100_000, 33]),
+            "find /srv/data -xdev \\( -uid 33 -o -gid 33 -o -uid 100000 \\) -exec chown -h 0:0 {} +"
+        );
+    }
+
+    #[test]
+    fn traversal_by_owner_group_other_or_capability() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let view = View {
+            maps: vec![
+                MapEntry::parse("u 0 1000000 65536").unwrap(),
+                MapEntry::parse("g 0 1000000 65536").unwrap(),
+            ],
+            idmapped: false,
+        };
+        let me = rustix::process::geteuid().as_raw();
+        let my_gid = rustix::process::getegid().as_raw();
+        let set = |mode: u32| {
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+            std::fs::metadata(&dir).unwrap()
+        };
+        // Owned by us (not in the map): only our bits count for us...
+        assert!(traversable(&set(0o700), me, 1, &view));
+        assert!(!traversable(&set(0o070), me, my_gid, &view));
+        // ...the group's for our group, the others' for anyone else.
+        assert!(traversable(&set(0o710), me + 1, my_gid, &view));
+        assert!(!traversable(&set(0o770), me + 1, my_gid + 1, &view));
+        assert!(traversable(&set(0o701), me + 1, my_gid + 1, &view));
+    }
+}

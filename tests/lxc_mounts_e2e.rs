@@ -1,0 +1,306 @@
+//! End to end with real LXC: a Debian container with a bind mount holding files of
+//! several owners (root, www-data, a user), converted with `--mounts idmap`, `keep`
+//! and `shift`, started, written into as root and as www-data, checked from the
+//! host and with `lxc-idshift check`, converted back and started again; the mount's
+//! full metadata ends as it began. Touches /etc/subuid and /etc/subgid (restored)
+//! and creates and destroys its own container.
+
+mod common;
+
+use common::{assert_exit, assert_same, collect, owner, require_root, run, skip, text};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const NAME: &str = "idshift-mounts";
+
+fn sh(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+fn ok(program: &str, args: &[&str]) -> String {
+    let out = sh(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Restores the host files and removes the container, whatever happens.
+struct HostGuard {
+    saved: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl HostGuard {
+    fn new() -> HostGuard {
+        let saved = ["/etc/subuid", "/etc/subgid"]
+            .iter()
+            .map(|p| (PathBuf::from(p), std::fs::read(p).ok()))
+            .collect();
+        HostGuard { saved }
+    }
+}
+
+impl Drop for HostGuard {
+    fn drop(&mut self) {
+        let _ = sh("lxc-stop", &["-n", NAME, "-k"]);
+        let _ = sh("lxc-destroy", &["-n", NAME]);
+        for (path, content) in &self.saved {
+            match content {
+                Some(bytes) => drop(std::fs::write(path, bytes)),
+                None => drop(std::fs::remove_file(path)),
+            }
+        }
+    }
+}
+
+fn start_and_wait() {
+    ok("lxc-start", &["-n", NAME]);
+    let started = Instant::now();
+    while !ok("lxc-info", &["-n", NAME, "-s", "-H"]).contains("RUNNING") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "container did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// Runs a shell command inside as `user`; returns the output.
+fn inside_as(user: &str, script: &str) -> Output {
+    let args = ["-n", NAME, "--", "su", user, "-s", "/bin/sh", "-c", script];
+    sh("lxc-attach", &args)
+}
+
+fn inside_ok(user: &str, script: &str) -> String {
+    let out = inside_as(user, script);
+    assert!(
+        out.status.success(),
+        "as {user} inside: {script}: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The bind mount source: files of root, www-data (33) and user 1000, a setgid
+/// directory of www-data, modes that let each owner write only its own.
+fn data_dir(base: &Path) -> PathBuf {
+    let data = base.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let items: [(&str, u32, u32); 4] = [
+        ("root-file", 0, 0o644),
+        ("www-file", 33, 0o644),
+        ("user-file", 1000, 0o600),
+        ("www", 33, 0o2775),
+    ];
+    for (name, id, mode) in items {
+        let path = data.join(name);
+        match name {
+            "www" => std::fs::create_dir(&path).unwrap(),
+            _ => std::fs::write(&path, format!("{name}\n")).unwrap(),
+        }
+        std::os::unix::fs::chown(&path, Some(id), Some(id)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    data
+}
+
+/// Rewrites `file` with its own content (size kept) as `user`: a write that leaves
+/// the manifest as it was.
+fn rewrite(file: &str) -> String {
+    format!("c=$(cat {file}) && printf '%s\\n' \"$c\" > {file}")
+}
+
+fn check_json() -> (i32, serde_json::Value) {
+    let out = run(&["check", NAME, "--json"]);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check --json ({e}): {}", text(&out.stdout)));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+#[test]
+fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
+    if !require_root("bind_mounts_idmapped_kept_and_shifted_in_a_real_container") {
+        return;
+    }
+    if sh("which", &["lxc-create", "debootstrap"]).status.code() != Some(0) {
+        skip("bind_mounts_idmapped_kept_and_shifted_in_a_real_container needs lxc and debootstrap (.ci/run installs them)");
+        return;
+    }
+    let dir = Path::new("/var/lib/lxc").join(NAME);
+    if dir.exists() {
+        skip(&format!(
+            "a container {NAME} already exists; not touching it"
+        ));
+        return;
+    }
+    let _guard = HostGuard::new();
+    ok(
+        "lxc-create",
+        &["-n", NAME, "-t", "debian", "--", "-r", "bookworm"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = data_dir(tmp.path());
+    let original = collect(&data);
+    // No network (CI has no bridge), and the bind mount.
+    let config_path = dir.join("config");
+    let config: String = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("lxc.net.0."))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = format!(
+        "{config}lxc.net.0.type = empty\nlxc.mount.entry = {} srv/data none bind,create=dir 0 0\n",
+        data.display()
+    );
+    std::fs::write(&config_path, &config).unwrap();
+    let original_config = std::fs::read_to_string(&config_path).unwrap();
+
+    // --mounts idmap: the container sees each owner as itself and writes as it.
+    let out = run(&[NAME, "--to", "1000000", "--mounts", "idmap"]);
+    assert_exit(&out, 0, "--to 1000000 --mounts idmap");
+    assert!(
+        std::fs::read_to_string(&config_path)
+            .unwrap()
+            .contains("srv/data none bind,create=dir,idmap=container 0 0"),
+        "the entry is idmapped"
+    );
+    start_and_wait();
+    let seen = inside_ok("root", "stat -c '%n %u:%g' /srv/data/*");
+    for line in [
+        "/srv/data/root-file 0:0",
+        "/srv/data/www-file 33:33",
+        "/srv/data/user-file 1000:1000",
+        "/srv/data/www 33:33",
+    ] {
+        assert!(seen.contains(line), "{line} in {seen}");
+    }
+    inside_ok("root", &rewrite("/srv/data/root-file"));
+    inside_ok("www-data", &rewrite("/srv/data/www-file"));
+    inside_ok("root", "echo new > /srv/data/new-root");
+    inside_ok("www-data", "echo new > /srv/data/www/new-www");
+    // www-data may not write root's file, as on the host.
+    assert!(!inside_as("www-data", "echo x >> /srv/data/root-file")
+        .status
+        .success());
+    assert_eq!(
+        owner(&data.join("new-root")).0,
+        0,
+        "root's file is host uid 0"
+    );
+    let (uid, gid, _) = owner(&data.join("www/new-www"));
+    assert_eq!((uid, gid), (33, 33), "www-data's file is host 33:33");
+    let (code, report) = check_json();
+    assert_eq!(code, 0, "check of the idmapped container: {report:#}");
+    assert_eq!(report["mounts"][0]["idmapped"], true);
+    ok("lxc-stop", &["-n", NAME]);
+    std::fs::remove_file(data.join("new-root")).unwrap();
+    std::fs::remove_file(data.join("www/new-www")).unwrap();
+
+    let out = run(&[NAME, "--to", "0"]);
+    assert_exit(&out, 0, "--to 0 after idmap");
+    assert_eq!(
+        std::fs::read_to_string(&config_path).unwrap(),
+        original_config
+    );
+    start_and_wait();
+    inside_ok("root", &rewrite("/srv/data/root-file"));
+    ok("lxc-stop", &["-n", NAME]);
+    assert_same(&original, &collect(&data), "the mount after idmap and back");
+
+    // --mounts keep: the plan warns; inside, the files are nobody's and read-only.
+    let out = run(&[NAME, "--to", "1000000", "--mounts", "keep"]);
+    assert_exit(&out, 0, "--to 1000000 --mounts keep");
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("warning: the container cannot write these files"),
+        "{said}"
+    );
+    assert!(!std::fs::read_to_string(&config_path)
+        .unwrap()
+        .contains("idmap=container"));
+    start_and_wait();
+    let seen = inside_ok(
+        "root",
+        "stat -c '%n %u:%g' /srv/data/root-file /srv/data/www-file",
+    );
+    assert!(seen.contains("/srv/data/root-file 65534:65534"), "{seen}");
+    assert!(seen.contains("/srv/data/www-file 65534:65534"), "{seen}");
+    let denied = inside_as("root", "echo x >> /srv/data/root-file");
+    assert!(!denied.status.success(), "root wrote a nobody's file");
+    assert!(
+        text(&denied.stderr).contains("Permission denied"),
+        "{}",
+        text(&denied.stderr)
+    );
+    assert!(!inside_as("www-data", "echo x >> /srv/data/www-file")
+        .status
+        .success());
+    let (code, report) = check_json();
+    assert_eq!(code, 1, "check of the kept mount: {report:#}");
+    let kinds: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["mount_shows_nobody"], "{report:#}");
+    ok("lxc-stop", &["-n", NAME]);
+
+    let out = run(&[NAME, "--to", "0"]);
+    assert_exit(&out, 0, "--to 0 after keep");
+    assert_eq!(
+        std::fs::read_to_string(&config_path).unwrap(),
+        original_config
+    );
+    start_and_wait();
+    inside_ok("root", &rewrite("/srv/data/root-file"));
+    ok("lxc-stop", &["-n", NAME]);
+    assert_same(&original, &collect(&data), "the mount after keep and back");
+
+    // --mounts shift: the directory is shifted with the rootfs and back.
+    let out = run(&[NAME, "--to", "1000000", "--mounts", "shift"]);
+    assert_exit(&out, 0, "--to 1000000 --mounts shift");
+    assert_eq!(owner(&data.join("root-file")).0, 1_000_000);
+    assert_eq!(owner(&data.join("www-file")).0, 1_000_033);
+    assert_eq!(owner(&data.join("user-file")).0, 1_001_000);
+    assert_eq!(owner(&data.join("www")), (1_000_033, 1_000_033, 0o2775));
+    start_and_wait();
+    let seen = inside_ok("root", "stat -c '%n %u:%g' /srv/data/*");
+    assert!(seen.contains("/srv/data/www-file 33:33"), "{seen}");
+    assert!(seen.contains("/srv/data/user-file 1000:1000"), "{seen}");
+    inside_ok("root", &rewrite("/srv/data/root-file"));
+    inside_ok("www-data", &rewrite("/srv/data/www-file"));
+    inside_ok("root", "echo new > /srv/data/new-root");
+    inside_ok("www-data", "echo new > /srv/data/www/new-www");
+    assert_eq!(owner(&data.join("new-root")).0, 1_000_000);
+    let (uid, gid, _) = owner(&data.join("www/new-www"));
+    assert_eq!((uid, gid), (1_000_033, 1_000_033));
+    let (code, report) = check_json();
+    assert_eq!(code, 0, "check of the shifted mount: {report:#}");
+    ok("lxc-stop", &["-n", NAME]);
+    std::fs::remove_file(data.join("new-root")).unwrap();
+    std::fs::remove_file(data.join("www/new-www")).unwrap();
+
+    let out = run(&[NAME, "--to", "0"]);
+    assert_exit(&out, 0, "--to 0 after shift");
+    assert_eq!(
+        std::fs::read_to_string(&config_path).unwrap(),
+        original_config
+    );
+    start_and_wait();
+    inside_ok("root", &rewrite("/srv/data/root-file"));
+    ok("lxc-stop", &["-n", NAME]);
+    assert_same(&original, &collect(&data), "the mount after shift and back");
+}
