@@ -330,6 +330,39 @@ fn a_bind_mounted_file_is_left_alone() {
     assert_eq!((owner(&host_file), get_xattr(&host_file, CAPS)), before);
 }
 
+/// A file hard-linked from outside the tree (a link made on the host, as a
+/// deduplication across containers does) is the same inode as the outside file:
+/// it is reported and left alone, never shifted; links inside the tree still are.
+#[test]
+fn an_inode_linked_from_outside_the_tree_is_left_alone() {
+    if !require_root("an_inode_linked_from_outside_the_tree_is_left_alone") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("other-container-file");
+    file(&outside, 0, 0o4755, true);
+    let tree = tmp.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::hard_link(&outside, tree.join("shared")).unwrap();
+    file(&tree.join("inside"), 0, 0o644, false);
+    fs::hard_link(tree.join("inside"), tree.join("inside2")).unwrap();
+    let before = (owner(&outside), get_xattr(&outside, CAPS));
+    let tool = Tool::new();
+    let (out, report) = tool.shift_json(&tree, &[]);
+    assert_exit(&out, 1, "forward with a link from outside");
+    let errors = report["error_paths"].to_string();
+    assert!(
+        errors.contains("shared") && errors.contains("hard links"),
+        "{errors}"
+    );
+    assert_eq!((owner(&outside), get_xattr(&outside, CAPS)), before);
+    assert_eq!(
+        owner(&tree.join("inside2")).0,
+        HOST_FIRST,
+        "links inside shift"
+    );
+}
+
 /// `--journal` inside the tree through a symlink, or relative from inside it, is
 /// refused before anything is written.
 #[test]

@@ -325,9 +325,11 @@ impl<'a> RunContext<'a> {
             validate_ctime,
             writer,
             kept: Mutex::new(Plan::default()),
+            linked: Mutex::default(),
         };
         self.walk(&scan)?;
         self.progress.finish();
+        scan.fail_linked_from_outside();
         let inodes = scan.base.counters.inodes_seen.load(Ordering::Relaxed)
             + scan.base.counters.hardlinks.load(Ordering::Relaxed);
         let mut plan = scan.kept.into_inner().expect("plan lock");
@@ -477,6 +479,8 @@ struct Scan<'a> {
     /// The records this run relies on (still valid ones and new ones), and the
     /// inodes the apply walk must leave alone.
     kept: Mutex<Plan>,
+    /// The first path of each hardlinked inode, to name it in a report.
+    linked: Mutex<HashMap<u64, PathBuf>>,
 }
 
 impl Scan<'_> {
@@ -517,6 +521,25 @@ impl Scan<'_> {
         }
     }
 
+    /// An inode with names outside the tree (hard links made on the host, such as a
+    /// deduplication across containers) is left alone: shifting it would change the
+    /// files outside the tree too.
+    fn fail_linked_from_outside(&self) {
+        let linked = self.linked.lock().expect("links lock");
+        let mut kept = self.kept.lock().expect("plan lock");
+        for (ino, links, seen) in self.base.seen.linked_from_outside() {
+            kept.failed.insert(ino);
+            let path = linked.get(&ino).cloned().unwrap_or_default();
+            let message = format!(
+                "has {links} hard links but only {seen} inside the tree: the others are \
+                 outside it, so shifting it would change those files too; it was left as \
+                 it is. Give this name its own copy (cp -a FILE FILE.new && mv FILE.new \
+                 FILE), then run the same command again"
+            );
+            self.base.counters.error(path, message);
+        }
+    }
+
     fn fail(&self, inode: &Inode) {
         self.kept
             .lock()
@@ -551,6 +574,13 @@ impl Visitor for Scan<'_> {
         let base = &self.base;
         if !base.first_visit(inode) {
             return;
+        }
+        if inode.stat.nlink > 1 && !inode.stat.is_dir() {
+            let path = base.path(dir, name);
+            self.linked
+                .lock()
+                .expect("links lock")
+                .insert(inode.stat.ino, path);
         }
         let current = match inode::read_meta(dir_fd, name, inode) {
             Ok(meta) => meta,
