@@ -816,6 +816,71 @@ fn killed_conversions_finish_or_undo_exactly() {
     }
 }
 
+/// The same with a bind mount source shifted along (`--mounts shift`): SIGKILL at
+/// spread-out moments, then the same command finishes exactly, and `--to 0` returns
+/// the source's full metadata too.
+#[test]
+fn killed_conversions_with_a_shifted_mount_finish_or_undo_exactly() {
+    if !require_root("killed_conversions_with_a_shifted_mount_finish_or_undo_exactly") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = www_with_bind_mount(&f);
+    std::fs::create_dir(data.join("bulk")).unwrap();
+    lxc_idshift::sample::build_bulk_tree(&data.join("bulk"), 10_000).unwrap();
+    let state = |f: &Fixture| (outcome_of(f, "www"), collect(&data));
+    let args = |to: &str| {
+        let mut args = convert_args(&f, "www", to);
+        args.extend(["--mounts".into(), "shift".into()]);
+        args
+    };
+    let original = state(&f);
+    let started = std::time::Instant::now();
+    assert_exit(&run(&args("1000000")), 0, "uninterrupted");
+    let run_time = started.elapsed();
+    let converted = state(&f);
+    assert_eq!(
+        owner(&data.join("a")).0,
+        1_000_033,
+        "the source was shifted"
+    );
+    assert_exit(&run(&args("0")), 0, "back");
+    let same = |a: &(Snapshot, lxc_idshift::manifest::Manifest), b: &_, what: &str| {
+        let b: &(Snapshot, lxc_idshift::manifest::Manifest) = b;
+        assert_unchanged(&a.0, &b.0, what);
+        assert_same(&a.1, &b.1, what);
+    };
+    same(&original, &state(&f), "uninterrupted round trip");
+    let (mut killed, mut i, mut max_delay) = (0, 0u64, run_time);
+    while killed < 10 {
+        assert!(
+            i < 60,
+            "only {killed} of {i} conversions were killed mid-way"
+        );
+        let delay = max_delay.mul_f64(((i * 37) % 101) as f64 / 100.0);
+        if kill_after(&args("1000000"), delay) {
+            killed += 1;
+        } else {
+            max_delay = max_delay.mul_f64(0.8);
+        }
+        if i % 2 == 0 {
+            assert_exit(&run(&args("1000000")), 0, "finish");
+            same(
+                &converted,
+                &state(&f),
+                &format!("iteration {i}: finished after {delay:?}"),
+            );
+        }
+        assert_exit(&run(&args("0")), 0, "undo");
+        same(
+            &original,
+            &state(&f),
+            &format!("iteration {i}: undone after {delay:?}"),
+        );
+        i += 1;
+    }
+}
+
 /// An interrupted conversion (its state heads elsewhere than the config says) must
 /// be finished or undone before the container goes anywhere else.
 #[test]
