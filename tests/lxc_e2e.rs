@@ -6,58 +6,11 @@
 
 mod common;
 
+use common::lxc::{ok, sh, start_and_wait, HostGuard};
 use common::{assert_exit, bin, require_root, run, skip, text};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 const NAME: &str = "jeedom1";
-
-fn sh(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"))
-}
-
-fn ok(program: &str, args: &[&str]) -> String {
-    let out = sh(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Restores the host files and removes the container, whatever happens.
-struct HostGuard {
-    saved: Vec<(PathBuf, Option<Vec<u8>>)>,
-}
-
-impl HostGuard {
-    fn new() -> HostGuard {
-        let saved = ["/etc/subuid", "/etc/subgid"]
-            .iter()
-            .map(|p| (PathBuf::from(p), std::fs::read(p).ok()))
-            .collect();
-        HostGuard { saved }
-    }
-}
-
-impl Drop for HostGuard {
-    fn drop(&mut self) {
-        let _ = sh("lxc-stop", &["-n", NAME, "-k"]);
-        let _ = sh("lxc-destroy", &["-n", NAME]);
-        for (path, content) in &self.saved {
-            match content {
-                Some(bytes) => drop(std::fs::write(path, bytes)),
-                None => drop(std::fs::remove_file(path)),
-            }
-        }
-    }
-}
 
 /// The host uid of the container's init.
 fn init_uid() -> u32 {
@@ -65,20 +18,6 @@ fn init_uid() -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
     let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn start_and_wait() {
-    ok("lxc-start", &["-n", NAME]);
-    let started = Instant::now();
-    while !ok("lxc-info", &["-n", NAME, "-s", "-H"]).contains("RUNNING") {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "container did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // Give init a moment to settle before lxc-attach.
-    std::thread::sleep(Duration::from_secs(2));
 }
 
 fn inside(args: &[&str]) -> String {
@@ -137,7 +76,7 @@ fn convert_a_real_container_and_back() {
         ));
         return;
     }
-    let _guard = HostGuard::new();
+    let _guard = HostGuard::new(NAME);
     ok(
         "lxc-create",
         &["-n", NAME, "-t", "debian", "--", "-r", "bookworm"],
@@ -173,7 +112,7 @@ fn convert_a_real_container_and_back() {
     assert!(config.contains("lxc.idmap = u 0 1000000 65536"), "{config}");
     assert!(config.contains("userns.conf"), "{config}");
 
-    start_and_wait();
+    start_and_wait(NAME);
     let running = listed();
     assert_eq!(running["state"], "RUNNING", "{running}");
     assert_eq!(running["unprivileged"], true, "{running}");
@@ -212,7 +151,7 @@ fn convert_a_real_container_and_back() {
     assert_exit(&out, 0, "lxc-idshift jeedom1 --to 0");
     let config = std::fs::read_to_string(dir.join("config")).unwrap();
     assert!(!config.contains("lxc.idmap"), "{config}");
-    start_and_wait();
+    start_and_wait(NAME);
     assert_eq!(
         init_uid(),
         0,

@@ -7,72 +7,13 @@
 
 mod common;
 
+use common::lxc::{ok, sh, start_and_wait, HostGuard};
 use common::{assert_exit, assert_same, collect, owner, require_root, run, skip, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 const NAME: &str = "idshift-mounts";
-
-fn sh(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"))
-}
-
-fn ok(program: &str, args: &[&str]) -> String {
-    let out = sh(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Restores the host files and removes the container, whatever happens.
-struct HostGuard {
-    saved: Vec<(PathBuf, Option<Vec<u8>>)>,
-}
-
-impl HostGuard {
-    fn new() -> HostGuard {
-        let saved = ["/etc/subuid", "/etc/subgid"]
-            .iter()
-            .map(|p| (PathBuf::from(p), std::fs::read(p).ok()))
-            .collect();
-        HostGuard { saved }
-    }
-}
-
-impl Drop for HostGuard {
-    fn drop(&mut self) {
-        let _ = sh("lxc-stop", &["-n", NAME, "-k"]);
-        let _ = sh("lxc-destroy", &["-n", NAME]);
-        for (path, content) in &self.saved {
-            match content {
-                Some(bytes) => drop(std::fs::write(path, bytes)),
-                None => drop(std::fs::remove_file(path)),
-            }
-        }
-    }
-}
-
-fn start_and_wait() {
-    ok("lxc-start", &["-n", NAME]);
-    let started = Instant::now();
-    while !ok("lxc-info", &["-n", NAME, "-s", "-H"]).contains("RUNNING") {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "container did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(2));
-}
 
 /// Runs a shell command inside as `user`; returns the output.
 fn inside_as(user: &str, script: &str) -> Output {
@@ -143,7 +84,7 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
         ));
         return;
     }
-    let _guard = HostGuard::new();
+    let _guard = HostGuard::new(NAME);
     ok(
         "lxc-create",
         &["-n", NAME, "-t", "debian", "--", "-r", "bookworm"],
@@ -176,7 +117,7 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
             .contains("srv/data none bind,create=dir,idmap=container 0 0"),
         "the entry is idmapped"
     );
-    start_and_wait();
+    start_and_wait(NAME);
     let seen = inside_ok("root", "stat -c '%n %u:%g' /srv/data/*");
     for line in [
         "/srv/data/root-file 0:0",
@@ -214,7 +155,7 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
         std::fs::read_to_string(&config_path).unwrap(),
         original_config
     );
-    start_and_wait();
+    start_and_wait(NAME);
     inside_ok("root", &rewrite("/srv/data/root-file"));
     ok("lxc-stop", &["-n", NAME]);
     assert_same(&original, &collect(&data), "the mount after idmap and back");
@@ -230,7 +171,7 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
     assert!(!std::fs::read_to_string(&config_path)
         .unwrap()
         .contains("idmap=container"));
-    start_and_wait();
+    start_and_wait(NAME);
     let seen = inside_ok(
         "root",
         "stat -c '%n %u:%g' /srv/data/root-file /srv/data/www-file",
@@ -264,7 +205,7 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
         std::fs::read_to_string(&config_path).unwrap(),
         original_config
     );
-    start_and_wait();
+    start_and_wait(NAME);
     inside_ok("root", &rewrite("/srv/data/root-file"));
     ok("lxc-stop", &["-n", NAME]);
     assert_same(&original, &collect(&data), "the mount after keep and back");
@@ -276,7 +217,7 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
     assert_eq!(owner(&data.join("www-file")).0, 1_000_033);
     assert_eq!(owner(&data.join("user-file")).0, 1_001_000);
     assert_eq!(owner(&data.join("www")), (1_000_033, 1_000_033, 0o2775));
-    start_and_wait();
+    start_and_wait(NAME);
     let seen = inside_ok("root", "stat -c '%n %u:%g' /srv/data/*");
     assert!(seen.contains("/srv/data/www-file 33:33"), "{seen}");
     assert!(seen.contains("/srv/data/user-file 1000:1000"), "{seen}");
@@ -299,7 +240,7 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
         std::fs::read_to_string(&config_path).unwrap(),
         original_config
     );
-    start_and_wait();
+    start_and_wait(NAME);
     inside_ok("root", &rewrite("/srv/data/root-file"));
     ok("lxc-stop", &["-n", NAME]);
     assert_same(&original, &collect(&data), "the mount after shift and back");

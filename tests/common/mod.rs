@@ -2,6 +2,8 @@
 //! private journal, and an independent computation of the expected forward result.
 #![allow(dead_code)]
 
+pub mod lxc;
+
 use lxc_idshift::manifest::{self, Manifest};
 use std::ffi::OsStr;
 use std::io::{Read, Write};

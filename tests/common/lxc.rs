@@ -1,0 +1,71 @@
+//! Helpers of the end-to-end tests on real LXC containers: running the lxc-* tools,
+//! starting a container, and a guard that puts the host back whatever happens.
+
+use super::text;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Runs `program` and returns its output, whatever its exit status.
+pub fn sh(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+/// Runs `program`, which must succeed; returns its stdout.
+pub fn ok(program: &str, args: &[&str]) -> String {
+    let out = sh(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Restores /etc/subuid and /etc/subgid and removes the container, whatever happens.
+pub struct HostGuard {
+    name: &'static str,
+    saved: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl HostGuard {
+    pub fn new(name: &'static str) -> HostGuard {
+        let saved = ["/etc/subuid", "/etc/subgid"]
+            .iter()
+            .map(|p| (PathBuf::from(p), std::fs::read(p).ok()))
+            .collect();
+        HostGuard { name, saved }
+    }
+}
+
+impl Drop for HostGuard {
+    fn drop(&mut self) {
+        let _ = sh("lxc-stop", &["-n", self.name, "-k"]);
+        let _ = sh("lxc-destroy", &["-n", self.name]);
+        for (path, content) in &self.saved {
+            match content {
+                Some(bytes) => drop(std::fs::write(path, bytes)),
+                None => drop(std::fs::remove_file(path)),
+            }
+        }
+    }
+}
+
+/// Starts the container and waits until it runs, then gives init a moment to settle
+/// before lxc-attach.
+pub fn start_and_wait(name: &str) {
+    ok("lxc-start", &["-n", name]);
+    let started = Instant::now();
+    while !ok("lxc-info", &["-n", name, "-s", "-H"]).contains("RUNNING") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "container did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+}
