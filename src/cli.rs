@@ -122,16 +122,8 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The container's name (the same as -n NAME).
-    #[arg(
-        value_name = "NAME",
-        required_unless_present = "name_opt",
-        conflicts_with = "name_opt"
-    )]
-    pub name: Option<String>,
-    /// The container's name, as every lxc-* tool takes it.
-    #[arg(long = "name", short = 'n', value_name = "NAME", id = "name_opt")]
-    pub name_opt: Option<String>,
+    #[command(flatten)]
+    pub container: ContainerName,
     /// Host id of the container's root: 0 (privileged), a host id such as 1000000,
     /// or auto (the lowest free range).
     #[arg(long, value_name = "HOSTID|0|auto")]
@@ -168,23 +160,28 @@ pub struct ConvertArgs {
     pub host_root: PathBuf,
 }
 
-/// The name, given as `NAME` or `-n NAME` (clap requires exactly one).
-fn one_name(positional: &Option<String>, option: &Option<String>) -> String {
-    option
-        .clone()
-        .or_else(|| positional.clone())
-        .expect("clap requires NAME or -n NAME")
+/// A container named as `NAME` or as every lxc-* tool takes it, `-n NAME`.
+#[derive(Debug, Args)]
+pub struct ContainerName {
+    /// The container's name (the same as -n NAME).
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "name_opt",
+        conflicts_with = "name_opt"
+    )]
+    pub name: Option<String>,
+    /// The container's name, as every lxc-* tool takes it.
+    #[arg(long = "name", short = 'n', value_name = "NAME", id = "name_opt")]
+    pub name_opt: Option<String>,
 }
 
-impl ConvertArgs {
-    pub fn container_name(&self) -> String {
-        one_name(&self.name, &self.name_opt)
-    }
-}
-
-impl CheckArgs {
-    pub fn container_name(&self) -> String {
-        one_name(&self.name, &self.name_opt)
+impl ContainerName {
+    /// The name, however given (clap requires exactly one form).
+    pub fn get(&self) -> String {
+        self.name_opt
+            .clone()
+            .or_else(|| self.name.clone())
+            .expect("clap requires NAME or -n NAME")
     }
 }
 
@@ -224,16 +221,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The container's name (the same as -n NAME).
-    #[arg(
-        value_name = "NAME",
-        required_unless_present = "name_opt",
-        conflicts_with = "name_opt"
-    )]
-    pub name: Option<String>,
-    /// The container's name, as every lxc-* tool takes it.
-    #[arg(long = "name", short = 'n', value_name = "NAME", id = "name_opt")]
-    pub name_opt: Option<String>,
+    #[command(flatten)]
+    pub container: ContainerName,
     /// Where the containers live (default: `lxc-config lxc.lxcpath`, else /var/lib/lxc).
     #[arg(long, short = 'P', value_name = "DIR")]
     pub lxcpath: Option<PathBuf>,

@@ -125,7 +125,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
     use lxc_idshift::lxc::convert::{self, ConvertOptions};
     let options = ConvertOptions {
         to: args.to.parse().map_err(anyhow::Error::msg)?,
-        name: args.container_name(),
+        name: args.container.get(),
         range: args.range,
         lxcpath: args.lxcpath,
         dry_run: args.dry_run,
@@ -235,7 +235,7 @@ fn again_command(plan: &lxc_idshift::lxc::convert::Plan) -> String {
 fn check(args: cli::CheckArgs) -> anyhow::Result<u8> {
     use lxc_idshift::lxc::check::{self, CheckOptions};
     let report = check::check(&CheckOptions {
-        name: args.container_name(),
+        name: args.container.get(),
         lxcpath: args.lxcpath,
         threads: args.threads,
         host: lxc_idshift::lxc::host::Host::under(args.host_root),

@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::lxc::{ok, sh, start_and_wait, HostGuard};
-use common::{assert_exit, bin, require_root, run, skip, text};
+use common::lxc::{create_debian, ok, start_and_wait};
+use common::{assert_exit, bin, require_root, run, text};
 use std::path::Path;
 
 const NAME: &str = "jeedom1";
@@ -65,22 +65,10 @@ fn convert_a_real_container_and_back() {
             "CI runs the end-to-end test against the installed package"
         );
     }
-    if sh("which", &["lxc-create", "debootstrap"]).status.code() != Some(0) {
-        skip("convert_a_real_container_and_back needs lxc and debootstrap (.ci/run installs them)");
+    let Some(_guard) = create_debian("convert_a_real_container_and_back", NAME) else {
         return;
-    }
+    };
     let dir = Path::new("/var/lib/lxc").join(NAME);
-    if dir.exists() {
-        skip(&format!(
-            "a container {NAME} already exists; not touching it"
-        ));
-        return;
-    }
-    let _guard = HostGuard::new(NAME);
-    ok(
-        "lxc-create",
-        &["-n", NAME, "-t", "debian", "--", "-r", "bookworm"],
-    );
     without_network(&dir.join("config"));
     let rootfs = dir.join("rootfs");
     // A binary with a file capability, and getcap to see it from inside.

@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::lxc::{ok, sh, start_and_wait, HostGuard};
-use common::{assert_exit, assert_same, collect, owner, require_root, run, skip, text};
+use common::lxc::{create_debian, ok, sh, start_and_wait};
+use common::{assert_exit, assert_same, collect, owner, require_root, run, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -73,22 +73,13 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
     if !require_root("bind_mounts_idmapped_kept_and_shifted_in_a_real_container") {
         return;
     }
-    if sh("which", &["lxc-create", "debootstrap"]).status.code() != Some(0) {
-        skip("bind_mounts_idmapped_kept_and_shifted_in_a_real_container needs lxc and debootstrap (.ci/run installs them)");
+    let Some(_guard) = create_debian(
+        "bind_mounts_idmapped_kept_and_shifted_in_a_real_container",
+        NAME,
+    ) else {
         return;
-    }
+    };
     let dir = Path::new("/var/lib/lxc").join(NAME);
-    if dir.exists() {
-        skip(&format!(
-            "a container {NAME} already exists; not touching it"
-        ));
-        return;
-    }
-    let _guard = HostGuard::new(NAME);
-    ok(
-        "lxc-create",
-        &["-n", NAME, "-t", "debian", "--", "-r", "bookworm"],
-    );
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = data_dir(tmp.path());

@@ -1,8 +1,8 @@
 //! Helpers of the end-to-end tests on real LXC containers: running the lxc-* tools,
 //! starting a container, and a guard that puts the host back whatever happens.
 
-use super::text;
-use std::path::PathBuf;
+use super::{skip, text};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -68,4 +68,28 @@ pub fn start_and_wait(name: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
+}
+
+/// Creates a Debian bookworm container `name` for `test`, with a guard that removes
+/// it and restores the host files; None (a loud skip) without lxc and debootstrap,
+/// or when a container of that name exists already (it is never touched).
+pub fn create_debian(test: &str, name: &'static str) -> Option<HostGuard> {
+    if sh("which", &["lxc-create", "debootstrap"]).status.code() != Some(0) {
+        skip(&format!(
+            "{test} needs lxc and debootstrap (.ci/run installs them)"
+        ));
+        return None;
+    }
+    if Path::new("/var/lib/lxc").join(name).exists() {
+        skip(&format!(
+            "a container {name} already exists; not touching it"
+        ));
+        return None;
+    }
+    let guard = HostGuard::new(name);
+    ok(
+        "lxc-create",
+        &["-n", name, "-t", "debian", "--", "-r", "bookworm"],
+    );
+    Some(guard)
 }
