@@ -228,16 +228,16 @@ pub fn status_report(report: &StatusReport, json: bool) -> anyhow::Result<()> {
         say!("  maps {maps}; {} inodes recorded", report.records);
     }
     for (i, run) in report.runs.iter().enumerate() {
-        let state = match (&run.done, run.scanned) {
+        let state = match (&run.done, run.writing) {
             (Some(s), _) => format!(
                 "finished: {} inodes, {} changed, {} errors",
                 s.inodes_seen, s.changed, s.errors
             ),
-            (None, Some(total)) => format!(
-                "unfinished: {} of {total} inodes shifted at last note",
+            (None, true) => format!(
+                "unfinished: at least {} inodes walked at last note",
                 run.progress
             ),
-            (None, None) => "unfinished: interrupted while scanning (nothing changed yet)".into(),
+            (None, false) => "unfinished: interrupted before its first change".into(),
         };
         say!("  run {}: {}, {state}", i + 1, run.direction);
     }

@@ -270,7 +270,7 @@ fn a_second_run_on_the_same_tree_is_refused_whatever_its_journal() {
     struct Pause(Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>);
     impl Progress for Pause {
         fn phase(&self, name: &str, _total: Option<u64>) {
-            if name == "scanning" {
+            if name == "shifting" {
                 if let Some((started, resume)) = self.0.lock().unwrap().take() {
                     started.send(()).unwrap();
                     resume.recv().unwrap();

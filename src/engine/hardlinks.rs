@@ -1,5 +1,5 @@
-//! Hardlink dedupe: an inode with several names is shifted through the first one
-//! reached only. Memory grows with the hardlinked inodes alone. The names seen are
+//! Hardlink dedupe: an inode with several names is shifted once, through the last
+//! one reached. Memory grows with the hardlinked inodes alone. The names seen are
 //! counted too: an inode with fewer names in the tree than links has names outside
 //! it (links made on the host), and shifting it would change those files as well.
 
@@ -29,12 +29,25 @@ impl Default for SeenInodes {
     }
 }
 
+/// Where a name stands among its inode's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameSeen {
+    /// The first name of the inode reached (it counts the inode).
+    pub first: bool,
+    /// The last of its names: all its links are in the tree, so it may be changed.
+    pub last: bool,
+}
+
 impl SeenInodes {
-    /// True the first time an inode is offered; false for every further name of a
-    /// hardlinked inode. Directories and single-link inodes are always first.
-    pub fn first_visit(&self, stat: &Stat) -> bool {
+    /// Counts one name of the inode. Directories and single-link inodes have one
+    /// name, both first and last. A hardlinked inode is handled at its last name:
+    /// only then is it known that no name lies outside the tree.
+    pub fn name_seen(&self, stat: &Stat) -> NameSeen {
         if stat.nlink <= 1 || stat.is_dir() {
-            return true;
+            return NameSeen {
+                first: true,
+                last: true,
+            };
         }
         let shard = &self.shards[(stat.ino % SHARDS as u64) as usize];
         let mut shard = shard.lock().expect("hardlink shard lock");
@@ -43,7 +56,15 @@ impl SeenInodes {
             seen: 0,
         });
         names.seen += 1;
-        names.seen == 1
+        NameSeen {
+            first: names.seen == 1,
+            last: names.seen == names.links,
+        }
+    }
+
+    /// True the first time an inode is offered (for walks that only read).
+    pub fn first_visit(&self, stat: &Stat) -> bool {
+        self.name_seen(stat).first
     }
 
     /// The inodes with names outside the walked tree: (inode, links, names seen).

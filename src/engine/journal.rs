@@ -130,6 +130,15 @@ pub enum Line {
     Forget {
         ino: u64,
     },
+    /// The run writes to the tree from here on. On the journal's first writing run:
+    /// every inode it changes gets a ctime of `untouched_before` or later, every
+    /// inode changed before has an older one.
+    Writing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        untouched_before: Option<(i64, u32)>,
+    },
+    /// Written by versions that scanned the whole tree before writing (same meaning
+    /// as `Writing`, and that scan recorded every inode the first run needed).
     Scanned {
         inodes: u64,
     },
@@ -151,10 +160,19 @@ pub struct RunState {
     pub direction: Direction,
     pub first: bool,
     pub started: u64,
-    /// Inodes counted by the scan, once the scan is complete (and durable).
-    pub scanned: Option<u64>,
+    /// Whether the run may have written to the tree.
+    pub writing: bool,
+    /// What its `Writing` line says (None for a journal of a scanning version).
+    pub untouched_before: Option<(i64, u32)>,
     pub progress: u64,
     pub done: Option<Summary>,
+}
+
+/// The journal's first writing run, while none has finished: see [`State::first_run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstRun {
+    pub direction: Direction,
+    pub untouched_before: (i64, u32),
 }
 
 /// Everything a journal file holds, replayed.
@@ -181,7 +199,8 @@ impl State {
                 direction,
                 first,
                 started,
-                scanned: None,
+                writing: false,
+                untouched_before: None,
                 progress: 0,
                 done: None,
             }),
@@ -191,7 +210,11 @@ impl State {
             Line::Forget { ino } => {
                 self.records.remove(&ino);
             }
-            Line::Scanned { inodes } => self.with_last_run(|r| r.scanned = Some(inodes)),
+            Line::Writing { untouched_before } => self.with_last_run(|r| {
+                r.writing = true;
+                r.untouched_before = untouched_before;
+            }),
+            Line::Scanned { .. } => self.with_last_run(|r| r.writing = true),
             Line::Progress { inodes } => self.with_last_run(|r| r.progress = inodes),
             Line::Applied { ino, ctime } => {
                 if let Some(record) = self.records.get_mut(&ino) {
@@ -263,9 +286,28 @@ impl State {
     }
 
     /// Whether no run of this journal ever wrote to the tree (every one was
-    /// interrupted before its scan was complete, or none started).
+    /// interrupted before its first write, or none started).
     pub fn untouched(&self) -> bool {
-        self.runs.iter().all(|r| r.scanned.is_none())
+        self.runs.iter().all(|r| !r.writing)
+    }
+
+    /// While no run has finished: the journal's first writing run, whose records
+    /// of inodes already holding target ids may be incomplete (it was interrupted
+    /// before it reached them all). An inode whose ctime is older than its boundary
+    /// was never touched by any run of this journal: the kernel sets the ctime with
+    /// every change, in the same update as the change, so this holds across power
+    /// cuts too, and for every name of a hardlinked inode. None once a run finished
+    /// (its records are complete), and for journals of scanning versions (their
+    /// scan recorded everything before the first write).
+    pub fn first_run(&self) -> Option<FirstRun> {
+        if self.runs.iter().any(|r| r.done.is_some()) {
+            return None;
+        }
+        let first = self.runs.iter().find(|r| r.writing)?;
+        Some(FirstRun {
+            direction: first.direction,
+            untouched_before: first.untouched_before?,
+        })
     }
 
     /// Whether the last run finished cleanly (so the tree may have been used since).
@@ -532,26 +574,37 @@ impl Drop for Writer {
     }
 }
 
+/// Writes the lines as they come. A sync is a group commit: every sync request
+/// already queued behind it (with the lines sent before them) shares its fsync.
 fn write_lines(file: File, rx: crossbeam_channel::Receiver<Message>) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 16, file);
-    for message in rx {
-        match message {
+    let write = |out: &mut BufWriter<File>, line: &Line| -> io::Result<()> {
+        serde_json::to_writer(&mut *out, line).map_err(io::Error::other)?;
+        out.write_all(b"\n")
+    };
+    while let Ok(message) = rx.recv() {
+        let mut acks = match message {
             Message::Line(line) => {
-                serde_json::to_writer(&mut out, &line).map_err(io::Error::other)?;
-                out.write_all(b"\n")?;
+                write(&mut out, &line)?;
+                continue;
             }
-            Message::Sync(ack) => {
-                let result = out.flush().and_then(|()| out.get_ref().sync_data());
-                let failed = result
-                    .as_ref()
-                    .err()
-                    .map(|e| io::Error::new(e.kind(), e.to_string()));
-                let _ = ack.send(result);
-                if let Some(e) = failed {
-                    return Err(e);
-                }
+            Message::Sync(ack) => vec![ack],
+        };
+        while let Ok(message) = rx.try_recv() {
+            match message {
+                Message::Line(line) => write(&mut out, &line)?,
+                Message::Sync(ack) => acks.push(ack),
             }
         }
+        let result = out.flush().and_then(|()| out.get_ref().sync_data());
+        for ack in acks {
+            let copy = result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+            let _ = ack.send(copy);
+        }
+        result?;
     }
     out.flush()
 }
@@ -656,7 +709,9 @@ mod tests {
                 started: 1,
             });
             writer.send(Line::Rec(record(7)));
-            writer.send(Line::Scanned { inodes: 10 });
+            writer.send(Line::Writing {
+                untouched_before: Some((3, 4)),
+            });
             writer.send(Line::Applied {
                 ino: 7,
                 ctime: (5, 6),
@@ -670,7 +725,12 @@ mod tests {
         let journal = Journal::open(&path, &root, &map()).unwrap();
         let state = &journal.state;
         assert_eq!(state.runs.len(), 1);
-        assert_eq!(state.runs[0].scanned, Some(10));
+        assert!(state.runs[0].writing);
+        let first = FirstRun {
+            direction: Direction::Forward,
+            untouched_before: (3, 4),
+        };
+        assert_eq!(state.first_run(), Some(first));
         assert_eq!(state.records[&7].applied_ctime, Some((5, 6)));
         assert!(state.unfinished_run(Direction::Forward).is_some());
         assert!(state.unfinished_run(Direction::Reverse).is_none());

@@ -1,7 +1,8 @@
 //! Counters shared by the walker threads, and the summary a run ends with.
 
+use super::walk::{display_path, WalkError};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -63,14 +64,15 @@ impl Counters {
         }
     }
 
-    /// Counts errors found by an earlier walk of the same run (the scan's).
-    pub fn absorb_errors(&self, errors: &[PathError]) {
-        for e in errors {
-            self.error(e.path.clone(), e.message.clone());
-        }
+    /// Counts a failure of the walk over the tree at `root`.
+    pub fn walk_error(&self, root: &Path, e: WalkError) {
+        let message = format!("{} failed: {}", e.operation, e.source);
+        self.error(display_path(root, &e.path), message);
     }
 
-    pub fn mount_point(&self, path: PathBuf) {
+    /// Notes a mount point (relative to the tree at `root`) that was left alone.
+    pub fn mount_point(&self, root: &Path, relative: &Path) {
+        let path = display_path(root, relative);
         self.mount_points_skipped.fetch_add(1, Ordering::Relaxed);
         self.mount_points.lock().expect("mounts lock").push(path);
     }

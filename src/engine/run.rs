@@ -1,22 +1,26 @@
-//! One shift of a tree: checks, then a read-only scan that records durably what a
-//! chown would destroy, then the parallel apply walk. Both walks share one
-//! mechanism: `plan` decides each inode's target from its record or its metadata.
-//! A resumed run scans again too, so whatever changed since the interrupted scan
-//! (a new capability, a new ACL) is recorded like on a first run.
+//! One shift of a tree: checks, then one parallel walk. Per batch of directory
+//! entries, each inode's target is decided (`plan`, from its journal record or its
+//! metadata); what a re-walk could not reconstruct is recorded, and the inodes whose
+//! records must be on disk before they change wait for one group commit at the end
+//! of their batch; all others change at once. A resumed run walks again, so
+//! whatever changed since the interruption (a new capability, a new ACL) is
+//! recorded like on a first run.
 
 use super::hardlinks::SeenInodes;
 use super::idmap::{Direction, IdMap};
-use super::inode::{self, InodeError};
-use super::journal::{self, Identity, Journal, JournalError, Line, Record, Writer};
+use super::inode;
+use super::journal::{
+    self, FirstRun, Identity, Journal, JournalError, Line, Record, State, Writer,
+};
 use super::meta::{Meta, Shifted};
 use super::report::{bump, Counters, PathError, Summary};
 use super::safety::{self, Tree, TreeError};
 use super::sys::{self, Inode, KernelPaths};
-use super::walk::{self, DirNode, Visitor};
+use super::walk::{self, DirNode, Visitor, WalkError};
 use rustix::fd::AsFd;
 use rustix::fd::BorrowedFd;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,7 +150,7 @@ impl<'a> RunContext<'a> {
         }
     }
 
-    /// Every phase walks from the root fd opened (and checked) once.
+    /// The walk starts from the root fd opened (and checked) once.
     fn walk<V: Visitor>(&self, visitor: &V) -> Result<(), RunError> {
         let fd = self.tree.dup_fd().map_err(|e| self.io_error(e))?;
         walk::walk(self.pool, fd, visitor).map_err(|e| self.io_error(e))
@@ -178,17 +182,18 @@ impl<'a> RunContext<'a> {
         }
         let started = Instant::now();
         let writer = journal.writer()?;
-        let resumed = journal
-            .state
+        let state = &journal.state;
+        let resumed = state
             .unfinished_run(self.direction)
-            .is_some_and(|r| r.scanned.is_some());
-        let (plan, total) = self.durable_scan(&journal, &writer, resumed)?;
-        let apply = Apply::new(self, &plan, &writer);
-        self.progress.phase("shifting", Some(total));
-        self.walk(&apply)?;
+            .is_some_and(|r| r.writing);
+        let history = self.history(state);
+        self.start_writing(&journal, &writer, &history, resumed)?;
+        let shift = ShiftWalk::new(self, history, Some(&writer));
+        self.progress.phase("shifting", None);
+        self.walk(&shift)?;
         self.progress.finish();
-        let counters = &apply.base.counters;
-        counters.absorb_errors(&plan.scan_errors);
+        shift.report_linked_from_outside();
+        let counters = &shift.base.counters;
         let clean = counters.errors.load(Ordering::Relaxed) == 0;
         if clean {
             // "Done" must never reach the disk before the tree's own changes do.
@@ -200,7 +205,7 @@ impl<'a> RunContext<'a> {
             .finish()
             .map_err(|source| journal_io(&journal, source))?;
         let back_at_start =
-            journal.state.runs.first().map(|r| r.direction) == Some(self.direction.opposite());
+            state.runs.first().map(|r| r.direction) == Some(self.direction.opposite());
         let journal_path = journal.path.clone();
         let journal_archived = clean && back_at_start;
         if journal_archived {
@@ -214,17 +219,34 @@ impl<'a> RunContext<'a> {
         })
     }
 
-    /// A run's scan, made durable before the apply walk may write anything. A new
-    /// run starts a run line; a resumed one adds to its records (what changed since
-    /// its first scan), never taking ids it already shifted for original ones.
-    fn durable_scan(
+    /// What the journal's earlier runs mean for this one.
+    fn history<'s>(&self, state: &'s State) -> History<'s> {
+        let untouched = match state.first_run() {
+            Some(first) => Untouched::Before(first),
+            // No run ever wrote: this one is the first, and finds everything as it was.
+            None if state.untouched() => Untouched::All,
+            None => Untouched::Unknown,
+        };
+        History {
+            known: &state.records,
+            validate_ctime: state.last_run_finished(),
+            untouched,
+        }
+    }
+
+    /// Notes durably, before the first write, that this run writes. The journal's
+    /// first writing run also notes the ctime boundary that tells, after an
+    /// interruption, the inodes it never reached from those it changed; it waits
+    /// until the file system's clock has passed that boundary (a few milliseconds,
+    /// up to a second where ctimes keep whole seconds only).
+    fn start_writing(
         &self,
         journal: &Journal,
         writer: &Writer,
+        history: &History,
         resumed: bool,
-    ) -> Result<(Plan, u64), RunError> {
-        let state = &journal.state;
-        let first = !resumed && !state.runs.iter().any(|r| r.scanned.is_some());
+    ) -> Result<(), RunError> {
+        let first = matches!(history.untouched, Untouched::All);
         if !resumed {
             writer.send(Line::Run {
                 direction: self.direction,
@@ -232,23 +254,10 @@ impl<'a> RunContext<'a> {
                 started: unix_now(),
             });
         }
-        let scan = self.scan(
-            &state.records,
-            first,
-            state.last_run_finished(),
-            Some(writer),
-        )?;
-        // The records on disk first, then the mark that the scan is complete.
-        writer
-            .sync()
-            .map_err(|source| journal_io(journal, source))?;
-        writer.send(Line::Scanned {
-            inodes: scan.inodes,
-        });
-        writer
-            .sync()
-            .map_err(|source| journal_io(journal, source))?;
-        Ok((scan.plan, scan.inodes))
+        let whole_seconds = self.tree.stat.ctime.1 == 0;
+        let untouched_before = first.then(|| sys::ctime_boundary(whole_seconds));
+        writer.send(Line::Writing { untouched_before });
+        writer.sync().map_err(|source| journal_io(journal, source))
     }
 
     /// Nothing is to be done when this journal never touched the tree and the run
@@ -292,52 +301,22 @@ impl<'a> RunContext<'a> {
         }
     }
 
-    /// A scan that writes nothing: its predicted counts are the report.
+    /// The same walk, deciding everything and writing nothing: its predicted counts
+    /// are the report.
     fn dry_run(&self, journal_path: &Path) -> Result<ShiftReport, RunError> {
         let started = Instant::now();
         let state = match journal_path.exists() {
             true => journal::State::read(journal_path)?,
             false => journal::State::default(),
         };
-        let resumed = state
-            .unfinished_run(self.direction)
-            .is_some_and(|r| r.scanned.is_some());
-        let first = !resumed && !state.runs.iter().any(|r| r.scanned.is_some());
-        let scan = self.scan(&state.records, first, state.last_run_finished(), None)?;
+        let shift = ShiftWalk::new(self, self.history(&state), None);
+        self.progress.phase("scanning", None);
+        self.walk(&shift)?;
+        self.progress.finish();
+        shift.report_linked_from_outside();
         Ok(ShiftReport {
             dry_run: true,
-            ..self.report(&scan.counters, started.elapsed().as_secs_f64())
-        })
-    }
-
-    fn scan(
-        &self,
-        known: &HashMap<u64, Record>,
-        first: bool,
-        validate_ctime: bool,
-        writer: Option<&Writer>,
-    ) -> Result<ScanResult, RunError> {
-        self.progress.phase("scanning", None);
-        let scan = Scan {
-            base: Base::new(self),
-            known,
-            first,
-            validate_ctime,
-            writer,
-            kept: Mutex::new(Plan::default()),
-            linked: Mutex::default(),
-        };
-        self.walk(&scan)?;
-        self.progress.finish();
-        scan.fail_linked_from_outside();
-        let inodes = scan.base.counters.inodes_seen.load(Ordering::Relaxed)
-            + scan.base.counters.hardlinks.load(Ordering::Relaxed);
-        let mut plan = scan.kept.into_inner().expect("plan lock");
-        plan.scan_errors = scan.base.counters.errors();
-        Ok(ScanResult {
-            inodes,
-            plan,
-            counters: scan.base.counters,
+            ..self.report(&shift.base.counters, started.elapsed().as_secs_f64())
         })
     }
 }
@@ -356,27 +335,6 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// What the apply walk needs from the scan.
-#[derive(Debug, Default)]
-struct Plan {
-    records: HashMap<u64, Record>,
-    /// Inodes whose ACLs or capability the scan found: the apply walk reads the
-    /// xattrs of these (and of recorded ones) only; the others shift from their stat.
-    /// A resumed run scans again, so what was added since an interruption is listed.
-    xattr_inodes: HashSet<u64>,
-    /// Inodes the scan could not read or understand (an unreadable or unparseable
-    /// ACL or capability): the apply walk leaves them exactly as they are.
-    failed: HashSet<u64>,
-    /// The scan's errors, reported with the apply walk's.
-    scan_errors: Vec<PathError>,
-}
-
-struct ScanResult {
-    inodes: u64,
-    plan: Plan,
-    counters: Counters,
-}
-
 /// The target of one inode. A record made by a run in the same direction gives the
 /// source to shift; one made by a run in the other direction is undone exactly.
 pub fn plan(record: Option<&Record>, current: &Meta, map: &IdMap, direction: Direction) -> Shifted {
@@ -391,7 +349,59 @@ pub fn plan(record: Option<&Record>, current: &Meta, map: &IdMap, direction: Dir
     }
 }
 
-/// What both walks share: the map, the counters, hardlink dedupe and progress.
+/// What the journal's earlier runs tell this run.
+struct History<'a> {
+    known: &'a HashMap<u64, Record>,
+    /// After a finished run the tree may have been used: a record whose inode
+    /// changed since it was applied no longer describes it.
+    validate_ctime: bool,
+    untouched: Untouched,
+}
+
+/// Which inodes no run of the journal has touched yet, while none has finished.
+///
+/// The journal's first run must record the inodes that already hold ids where it
+/// moves ids to (`has_target_ids`): afterwards, nothing else tells them from the
+/// ones it moved there. It records each one when it reaches it, before it changes
+/// it. Interrupted, it has not reached them all, so a later run must tell an
+/// untouched inode from one the first run changed: the ctime does (see
+/// [`State::first_run`]). Such an untouched inode is what the first run would have
+/// found: a run in the first run's direction records it as the first would have;
+/// one in the other direction (an undo) leaves it exactly as it is. Hardlinks need
+/// nothing more: the ctime belongs to the inode, whichever name reaches it first.
+enum Untouched {
+    /// This run is the journal's first writing run: every inode is as it was.
+    All,
+    /// An earlier run started writing and none finished.
+    Before(FirstRun),
+    /// A run finished (its records are complete), or the journal comes from a
+    /// version that recorded everything before writing.
+    Unknown,
+}
+
+/// The record an inode is shifted with, and whether it is new.
+enum Decision<'r> {
+    /// No record: shift what the inode holds.
+    Plain,
+    /// A record of an earlier run that still describes this inode.
+    Journaled(&'r Record),
+    /// A record this run makes: journaled, and on disk before the inode changes.
+    New(Record),
+    /// An inode no run has touched, met by a run undoing the first: as it was.
+    AsFound(Record),
+}
+
+impl Decision<'_> {
+    fn record(&self) -> Option<&Record> {
+        match self {
+            Decision::Plain => None,
+            Decision::Journaled(record) => Some(record),
+            Decision::New(record) | Decision::AsFound(record) => Some(record),
+        }
+    }
+}
+
+/// What every visit shares: the map, the counters, hardlink dedupe and progress.
 struct Base<'a> {
     root: &'a Path,
     map: &'a IdMap,
@@ -402,150 +412,237 @@ struct Base<'a> {
 }
 
 impl<'a> Base<'a> {
-    fn new(run: &RunContext<'a>) -> Base<'a> {
-        Base {
-            root: run.root,
-            map: run.map,
-            direction: run.direction,
-            progress: run.progress,
-            counters: Counters::default(),
-            seen: SeenInodes::default(),
-        }
-    }
-
-    /// Counts the inode; false for a further name of an inode already handled.
-    fn first_visit(&self, inode: &Inode) -> bool {
-        let first = self.seen.first_visit(&inode.stat);
-        bump(&self.counters.hardlinks, !first);
-        bump(&self.counters.inodes_seen, first);
-        first
-    }
-
     fn path(&self, dir: &DirNode, name: &CStr) -> PathBuf {
         walk::display_path(self.root, &dir.entry_path(name))
     }
 
-    fn inode_error(&self, dir: &DirNode, name: &CStr, e: InodeError) {
-        self.counters.error(self.path(dir, name), e.to_string());
-    }
-
     /// Counts what a planned change does. An inode with problems (an xattr that
     /// does not parse) is reported and must be left alone: false.
-    fn count(&self, dir: &DirNode, name: &CStr, shifted: &Shifted) -> bool {
+    fn count(&self, path: impl Fn() -> PathBuf, shifted: &Shifted) -> bool {
         bump(&self.counters.unmapped, shifted.unmapped);
         for problem in &shifted.problems {
             let message = format!("{problem}; the inode was left as it is");
-            self.counters.error(self.path(dir, name), message);
+            self.counters.error(path(), message);
         }
         shifted.problems.is_empty()
     }
-
-    /// The record that belongs to this inode, if any. A record whose identity cannot
-    /// be proven is never applied: the inode is shifted from what it holds now and
-    /// reported, so that its mode and capabilities get a look.
-    fn matching<'r>(
-        &self,
-        record: Option<&'r Record>,
-        fresh: bool,
-        (dir, name): (&DirNode, &CStr),
-        inode: &Inode,
-    ) -> Option<&'r Record> {
-        let record = record?;
-        match record.matches(inode, fresh) {
-            Identity::Same => Some(record),
-            Identity::Other => None,
-            Identity::Unproven => {
-                let message = "its journal record cannot be proven to be this inode's (the \
-                    file system keeps no birth time or generation for it, and it changed); \
-                    shifted from what it holds now: check its mode and capabilities";
-                self.counters
-                    .error(self.path(dir, name), message.to_string());
-                None
-            }
-        }
-    }
 }
 
-/// The read-only first walk: records what a re-walk could not reconstruct.
-struct Scan<'a> {
+/// How often (in inodes) the walk notes its progress in the journal.
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// The one walk of a run: decides, records and applies; or, without a journal
+/// writer (--dry-run), decides and counts.
+struct ShiftWalk<'a> {
     base: Base<'a>,
-    known: &'a HashMap<u64, Record>,
-    /// The journal's first run also records inodes already holding target ids.
-    first: bool,
-    /// After a finished run the tree may have been used: a record whose inode
-    /// changed since it was applied no longer describes it.
-    validate_ctime: bool,
+    history: History<'a>,
     writer: Option<&'a Writer>,
-    /// The records this run relies on (still valid ones and new ones), and the
-    /// inodes the apply walk must leave alone.
-    kept: Mutex<Plan>,
     /// The first path of each hardlinked inode, to name it in a report.
     linked: Mutex<HashMap<u64, PathBuf>>,
+    done: AtomicU64,
 }
 
-impl Scan<'_> {
-    fn valid_record(&self, dir: &DirNode, name: &CStr, inode: &Inode) -> Option<&Record> {
+/// An inode whose new record must be on disk before it changes.
+struct Pending {
+    path: PathBuf,
+    inode: Inode,
+    current: Meta,
+    target: Meta,
+}
+
+impl<'a> ShiftWalk<'a> {
+    fn new(run: &RunContext<'a>, history: History<'a>, writer: Option<&'a Writer>) -> Self {
+        ShiftWalk {
+            base: Base {
+                root: run.root,
+                map: run.map,
+                direction: run.direction,
+                progress: run.progress,
+                counters: Counters::default(),
+                seen: SeenInodes::default(),
+            },
+            history,
+            writer,
+            linked: Mutex::default(),
+            done: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts the name; true when the inode is to be handled now: at its only
+    /// name, or at the last of its hard links (only then is it known that none lies
+    /// outside the tree).
+    fn handle_now(&self, dir: &DirNode, name: &CStr, inode: &Inode) -> bool {
         let stat = &inode.stat;
-        let known = self.known.get(&stat.ino);
-        let record = self.base.matching(known, false, (dir, name), inode);
-        let unchanged = !self.validate_ctime
-            || record.is_some_and(|r| r.applied_ctime.is_none_or(|c| c == stat.ctime));
-        if record.is_some() && unchanged {
-            return record;
+        let seen = self.base.seen.name_seen(stat);
+        bump(&self.base.counters.hardlinks, !seen.first);
+        bump(&self.base.counters.inodes_seen, seen.first);
+        if seen.first && !seen.last {
+            let path = self.base.path(dir, name);
+            self.linked
+                .lock()
+                .expect("links lock")
+                .insert(stat.ino, path);
+        }
+        seen.last
+    }
+
+    /// Where an inode stands: untouched by every run of the journal (and which
+    /// direction the first went), or not known to be.
+    fn untouched(&self, stat: &sys::Stat) -> Option<Direction> {
+        match self.history.untouched {
+            Untouched::All => Some(self.base.direction),
+            Untouched::Before(first) => {
+                (stat.ctime < first.untouched_before).then_some(first.direction)
+            }
+            Untouched::Unknown => None,
+        }
+    }
+
+    fn decide(&self, dir: &DirNode, name: &CStr, inode: &Inode, current: &Meta) -> Decision<'a> {
+        let stat = &inode.stat;
+        let known = self.history.known.get(&stat.ino);
+        if let Some(record) = self.valid_record(known, (dir, name), inode) {
+            return Decision::Journaled(record);
         }
         if let (Some(writer), Some(_)) = (self.writer, known) {
             writer.send(Line::Forget { ino: stat.ino });
         }
-        None
+        let (map, direction) = (self.base.map, self.base.direction);
+        match self.untouched(stat) {
+            Some(first) if first != direction => {
+                return Decision::AsFound(self.new_record(dir, name, inode, current, first))
+            }
+            Some(_) if current.has_target_ids(map, direction) => {
+                return Decision::New(self.new_record(dir, name, inode, current, direction))
+            }
+            _ => {}
+        }
+        match current.chown_destroys(stat.is_dir()) {
+            true => Decision::New(self.new_record(dir, name, inode, current, direction)),
+            false => Decision::Plain,
+        }
     }
 
-    /// What a re-walk could not reconstruct: what a chown destroys (setuid/setgid,
-    /// a capability, on symlinks too), and on the journal's first run, ids already
-    /// where the shift moves ids to. ACL entries shift idempotently: no record.
-    fn needs_record(&self, meta: &Meta, inode: &Inode) -> bool {
-        meta.chown_destroys(inode.stat.is_dir())
-            || (self.first && meta.has_target_ids(self.base.map, self.base.direction))
+    /// The journal's record of this inode, if it still describes it. A record whose
+    /// identity cannot be proven is never applied: the inode is shifted from what
+    /// it holds now and reported, so that its mode and capabilities get a look.
+    fn valid_record(
+        &self,
+        known: Option<&'a Record>,
+        (dir, name): (&DirNode, &CStr),
+        inode: &Inode,
+    ) -> Option<&'a Record> {
+        let record = known?;
+        match record.matches(inode, false) {
+            Identity::Same => {}
+            Identity::Other => return None,
+            Identity::Unproven => {
+                let message = "its journal record cannot be proven to be this inode's (the \
+                    file system keeps no birth time or generation for it, and it changed); \
+                    shifted from what it holds now: check its mode and capabilities";
+                self.base
+                    .counters
+                    .error(self.base.path(dir, name), message.to_string());
+                return None;
+            }
+        }
+        let ctime = inode.stat.ctime;
+        let unchanged = record.applied_ctime.is_none_or(|c| c == ctime);
+        (!self.history.validate_ctime || unchanged).then_some(record)
     }
 
-    fn new_record(&self, dir: &DirNode, name: &CStr, inode: &Inode, source: &Meta) -> Record {
+    fn new_record(
+        &self,
+        dir: &DirNode,
+        name: &CStr,
+        inode: &Inode,
+        source: &Meta,
+        direction: Direction,
+    ) -> Record {
         let stat = &inode.stat;
         Record {
             ino: stat.ino,
             btime: stat.btime,
             generation: stat.btime.is_none().then(|| inode.generation()).flatten(),
             ctime: stat.ctime,
-            direction: self.base.direction,
+            direction,
             source: source.clone(),
             path: dir.entry_path(name).to_string_lossy().into_owned(),
             applied_ctime: None,
         }
     }
 
-    /// An inode with names outside the tree (hard links made on the host, such as a
-    /// deduplication across containers) is left alone: shifting it would change the
-    /// files outside the tree too.
-    fn fail_linked_from_outside(&self) {
-        let linked = self.linked.lock().expect("links lock");
-        let mut kept = self.kept.lock().expect("plan lock");
-        for (ino, links, seen) in self.base.seen.linked_from_outside() {
-            kept.failed.insert(ino);
-            let path = linked.get(&ino).cloned().unwrap_or_default();
-            let message = format!(
-                "has {links} hard links but only {seen} inside the tree: the others are \
-                 outside it, so shifting it would change those files too; it was left as \
-                 it is. Give this name its own copy (cp -a FILE FILE.new && mv FILE.new \
-                 FILE), then run the same command again"
-            );
-            self.base.counters.error(path, message);
+    /// Decides an inode's target; returns it when it must wait for its record to
+    /// reach the disk, else applies it (or, in a dry run, counts it) at once.
+    fn shift_inode(
+        &self,
+        dir: &DirNode,
+        dir_fd: BorrowedFd<'_>,
+        name: &CStr,
+        inode: Inode,
+    ) -> Option<Pending> {
+        let path = || self.base.path(dir, name);
+        let current = match inode::read_meta(dir_fd, name, &inode) {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.base.counters.error(path(), e.to_string());
+                return None;
+            }
+        };
+        let decision = self.decide(dir, name, &inode, &current);
+        let shifted = plan(
+            decision.record(),
+            &current,
+            self.base.map,
+            self.base.direction,
+        );
+        if !self.base.count(path, &shifted) {
+            return None;
         }
+        let Some(writer) = self.writer else {
+            self.count_predicted(&inode, &current, &shifted.meta);
+            return None;
+        };
+        let target = shifted.meta;
+        let journaled = match decision {
+            Decision::New(record) => {
+                writer.send(Line::Rec(record));
+                if current != target {
+                    let path = path();
+                    return Some(Pending {
+                        path,
+                        inode,
+                        current,
+                        target,
+                    });
+                }
+                true
+            }
+            Decision::Journaled(_) => true,
+            Decision::Plain | Decision::AsFound(_) => false,
+        };
+        self.apply(&path(), &inode, &current, &target, journaled);
+        None
     }
 
-    fn fail(&self, inode: &Inode) {
-        self.kept
-            .lock()
-            .expect("plan lock")
-            .failed
-            .insert(inode.stat.ino);
+    /// Makes the inode its target; notes the ctime of a recorded one afterwards, so
+    /// that a later run can tell whether it was changed since.
+    fn apply(&self, path: &Path, inode: &Inode, current: &Meta, target: &Meta, recorded: bool) {
+        let applied = match inode::apply(inode, current, target) {
+            Ok(applied) => applied,
+            Err(e) => return self.base.counters.error(path.to_path_buf(), e.to_string()),
+        };
+        let c = &self.base.counters;
+        bump(&c.changed, applied.changed);
+        bump(&c.acls, applied.acls);
+        bump(&c.capabilities, applied.caps);
+        bump(&c.setid_restored, applied.setid_restored);
+        if let (true, Some(writer), Ok(after)) = (recorded, self.writer, inode.restat()) {
+            writer.send(Line::Applied {
+                ino: inode.stat.ino,
+                ctime: after.ctime,
+            });
+        }
     }
 
     fn count_predicted(&self, inode: &Inode, current: &Meta, target: &Meta) {
@@ -567,145 +664,76 @@ impl Scan<'_> {
             chowned && !stat.is_dir() && !stat.is_symlink() && target.perm & 0o6000 != 0,
         );
     }
-}
 
-impl Visitor for Scan<'_> {
-    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: &Inode) {
-        let base = &self.base;
-        if !base.first_visit(inode) {
+    /// An inode with names outside the tree (hard links made on the host, such as a
+    /// deduplication across containers) was left alone: shifting it would change the
+    /// files outside the tree too.
+    fn report_linked_from_outside(&self) {
+        let linked = self.linked.lock().expect("links lock");
+        for (ino, links, seen) in self.base.seen.linked_from_outside() {
+            let path = linked.get(&ino).cloned().unwrap_or_default();
+            let message = format!(
+                "has {links} hard links but only {seen} inside the tree: the others are \
+                 outside it, so shifting it would change those files too; it was left as \
+                 it is. Give this name its own copy (cp -a FILE FILE.new && mv FILE.new \
+                 FILE), then run the same command again"
+            );
+            self.base.counters.error(path, message);
+        }
+    }
+
+    /// The batch's records on disk (one group commit), then its waiting inodes.
+    fn apply_pending(&self, pending: Vec<Pending>) {
+        let Some(writer) = self.writer.filter(|_| !pending.is_empty()) else {
+            return;
+        };
+        if let Err(e) = writer.sync() {
+            for p in pending {
+                let message = format!("not changed: its journal record could not be written: {e}");
+                self.base.counters.error(p.path, message);
+            }
             return;
         }
-        if inode.stat.nlink > 1 && !inode.stat.is_dir() {
-            let path = base.path(dir, name);
-            self.linked
-                .lock()
-                .expect("links lock")
-                .insert(inode.stat.ino, path);
+        for p in pending {
+            self.apply(&p.path, &p.inode, &p.current, &p.target, true);
         }
-        let current = match inode::read_meta(dir_fd, name, inode) {
-            Ok(meta) => meta,
-            Err(e) => {
-                self.fail(inode);
-                return base.inode_error(dir, name, e);
-            }
-        };
-        let record = match self.valid_record(dir, name, inode) {
-            Some(record) => Some(record.clone()),
-            None if self.needs_record(&current, inode) => {
-                let record = self.new_record(dir, name, inode, &current);
-                if let Some(writer) = self.writer {
-                    writer.send(Line::Rec(record.clone()));
-                }
-                Some(record)
-            }
-            None => None,
-        };
-        let shifted = plan(record.as_ref(), &current, base.map, base.direction);
-        if !base.count(dir, name, &shifted) {
-            return self.fail(inode);
-        }
-        self.count_predicted(inode, &current, &shifted.meta);
-        if record.is_none() && !current.has_id_xattrs() {
-            return;
-        }
-        let mut kept = self.kept.lock().expect("plan lock");
-        match record {
-            Some(record) => drop(kept.records.insert(inode.stat.ino, record)),
-            None => drop(kept.xattr_inodes.insert(inode.stat.ino)),
-        }
-    }
-
-    fn report(&self) -> (&Path, &Counters) {
-        (self.base.root, &self.base.counters)
-    }
-
-    fn batch_done(&self, entries: usize) {
-        self.base.progress.advance(entries as u64);
     }
 }
 
-/// How often (in inodes) the apply walk notes its progress in the journal.
-const PROGRESS_EVERY: u64 = 1 << 16;
+impl Visitor for ShiftWalk<'_> {
+    type Deferred = Pending;
 
-/// The second walk: makes every inode its planned target.
-struct Apply<'a> {
-    base: Base<'a>,
-    plan: &'a Plan,
-    writer: &'a Writer,
-    done: AtomicU64,
-}
-
-impl<'a> Apply<'a> {
-    fn new(run: &RunContext<'a>, plan: &'a Plan, writer: &'a Writer) -> Apply<'a> {
-        Apply {
-            base: Base::new(run),
-            plan,
-            writer,
-            done: AtomicU64::new(0),
-        }
-    }
-
-    /// Makes the inode its target, from its record if one belongs to it. Its owner
-    /// and mode come from the handle's stat, its xattrs are read again where the scan
-    /// found any.
-    fn shift_inode(
+    fn visit(
         &self,
         dir: &DirNode,
         dir_fd: BorrowedFd<'_>,
         name: &CStr,
-        inode: &Inode,
-    ) -> Result<(), InodeError> {
-        let base = &self.base;
-        let known = self.plan.records.get(&inode.stat.ino);
-        // The plan's records were all made or checked by this run's scan.
-        let record = base.matching(known, true, (dir, name), inode);
-        let current = match known.is_some() || self.plan.xattr_inodes.contains(&inode.stat.ino) {
-            true => inode::read_meta(dir_fd, name, inode)?,
-            false => inode::meta_from_stat(&inode.stat),
-        };
-        let shifted = plan(record, &current, base.map, base.direction);
-        if !base.count(dir, name, &shifted) {
-            return Ok(());
+        inode: Inode,
+    ) -> Option<Pending> {
+        if !self.handle_now(dir, name, &inode) {
+            return None;
         }
-        let applied = inode::apply(inode, &current, &shifted.meta)?;
-        let c = &base.counters;
-        bump(&c.changed, applied.changed);
-        bump(&c.acls, applied.acls);
-        bump(&c.capabilities, applied.caps);
-        bump(&c.setid_restored, applied.setid_restored);
-        if record.is_some() {
-            if let Ok(after) = inode.restat() {
-                self.writer.send(Line::Applied {
-                    ino: inode.stat.ino,
-                    ctime: after.ctime,
+        self.shift_inode(dir, dir_fd, name, inode)
+    }
+
+    fn batch_done(&self, entries: usize, pending: Vec<Pending>) {
+        self.apply_pending(pending);
+        self.base.progress.advance(entries as u64);
+        let before = self.done.fetch_add(entries as u64, Ordering::Relaxed);
+        if let Some(writer) = self.writer {
+            if (before + entries as u64) / PROGRESS_EVERY != before / PROGRESS_EVERY {
+                writer.send(Line::Progress {
+                    inodes: before + entries as u64,
                 });
             }
         }
-        Ok(())
-    }
-}
-
-impl Visitor for Apply<'_> {
-    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: &Inode) {
-        if !self.base.first_visit(inode) || self.plan.failed.contains(&inode.stat.ino) {
-            return;
-        }
-        if let Err(e) = self.shift_inode(dir, dir_fd, name, inode) {
-            self.base.inode_error(dir, name, e);
-        }
     }
 
-    fn report(&self) -> (&Path, &Counters) {
-        (self.base.root, &self.base.counters)
+    fn walk_error(&self, error: WalkError) {
+        self.base.counters.walk_error(self.base.root, error);
     }
 
-    fn batch_done(&self, entries: usize) {
-        self.base.progress.advance(entries as u64);
-        let before = self.done.fetch_add(entries as u64, Ordering::Relaxed);
-        if (before + entries as u64) / PROGRESS_EVERY != before / PROGRESS_EVERY {
-            self.writer.send(Line::Progress {
-                inodes: before + entries as u64,
-            });
-        }
+    fn mount_point(&self, path: PathBuf) {
+        self.base.counters.mount_point(self.base.root, &path);
     }
 }

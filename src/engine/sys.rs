@@ -427,6 +427,33 @@ pub fn try_lock_exclusive(fd: impl AsFd) -> io::Result<bool> {
     }
 }
 
+/// A time that every inode change from now on gets as its ctime or later, and that
+/// every change made before this call predates: the current time rounded up to the
+/// file system's timestamp granularity (`whole_seconds` for file systems that keep
+/// seconds only), waited out on the coarse clock the kernel stamps ctimes with.
+pub fn ctime_boundary(whole_seconds: bool) -> (i64, u32) {
+    let now = clock(libc::CLOCK_REALTIME);
+    let boundary = match whole_seconds {
+        true => (now.0 + 1, 0),
+        false => now,
+    };
+    while clock(libc::CLOCK_REALTIME_COARSE) < boundary {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    boundary
+}
+
+fn clock(id: libc::clockid_t) -> (i64, u32) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec; the clock ids exist since Linux 2.6.32.
+    let ret = unsafe { libc::clock_gettime(id, &mut ts) };
+    assert_eq!(ret, 0, "clock_gettime of a clock every kernel has");
+    (ts.tv_sec, ts.tv_nsec as u32)
+}
+
 /// Whether the process runs with an effective uid of 0.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

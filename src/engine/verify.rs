@@ -9,7 +9,7 @@ use super::inode;
 use super::report::Counters;
 use super::run::{self, RunError};
 use super::sys::Inode;
-use super::walk::{self, DirNode, Visitor};
+use super::walk::{self, DirNode, Visitor, WalkError};
 use rustix::fd::BorrowedFd;
 use serde::Serialize;
 use std::ffi::CStr;
@@ -104,15 +104,26 @@ impl Verifier<'_> {
 }
 
 impl Visitor for Verifier<'_> {
-    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: &Inode) {
+    type Deferred = ();
+
+    fn visit(
+        &self,
+        dir: &DirNode,
+        dir_fd: BorrowedFd<'_>,
+        name: &CStr,
+        inode: Inode,
+    ) -> Option<()> {
         if !self.seen.first_visit(&inode.stat) {
-            return;
+            return None;
         }
         self.counters.inodes_seen.fetch_add(1, Ordering::Relaxed);
         let path = || walk::display_path(&self.root, &dir.entry_path(name));
-        let meta = match inode::read_meta(dir_fd, name, inode) {
+        let meta = match inode::read_meta(dir_fd, name, &inode) {
             Ok(meta) => meta,
-            Err(e) => return self.counters.error(path(), e.to_string()),
+            Err(e) => {
+                self.counters.error(path(), e.to_string());
+                return None;
+            }
         };
         if !self.on_host_side(IdKind::User, meta.uid) {
             self.owner.add(path);
@@ -126,10 +137,15 @@ impl Visitor for Verifier<'_> {
         if !self.caps_ok(&meta.caps) {
             self.capability.add(path);
         }
+        None
     }
 
-    fn report(&self) -> (&Path, &Counters) {
-        (&self.root, &self.counters)
+    fn walk_error(&self, error: WalkError) {
+        self.counters.walk_error(&self.root, error);
+    }
+
+    fn mount_point(&self, path: PathBuf) {
+        self.counters.mount_point(&self.root, &path);
     }
 }
 

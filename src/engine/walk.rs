@@ -8,7 +8,6 @@
 //! allows; otherwise the children reopen it from the nearest ancestor that still
 //! holds one (checking its identity).
 
-use super::report::Counters;
 use super::sys::{self, DirEntry, DirReader, Inode, Stat};
 use rayon::prelude::*;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -153,28 +152,38 @@ impl DirNode {
     }
 }
 
+/// A failure of the walk itself (the tree goes on being walked): which operation
+/// failed on which entry, relative to the root.
+#[derive(Debug)]
+pub struct WalkError {
+    pub path: PathBuf,
+    pub operation: &'static str,
+    pub source: io::Error,
+}
+
 /// What the walker asks of its user for every inode.
 pub trait Visitor: Sync {
+    /// What a visit leaves for the end of its batch (an inode that may change only
+    /// once its journal record is on disk, one group commit for the whole batch).
+    type Deferred: Send;
     /// Called once for every name of every inode (the root as "." of itself), with
     /// the inode's handle, never for anything on another mount. `dir_fd` and `name`
     /// may only serve as a hint: the name can be renamed meanwhile, the handle not.
     /// Errors are the visitor's to record.
-    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: &Inode);
-    /// The tree's root and the counters where failures and mount points are noted.
-    fn report(&self) -> (&Path, &Counters);
+    fn visit(
+        &self,
+        dir: &DirNode,
+        dir_fd: BorrowedFd<'_>,
+        name: &CStr,
+        inode: Inode,
+    ) -> Option<Self::Deferred>;
+    /// A batch of entries is done: here is what its visits deferred.
+    fn batch_done(&self, _entries: usize, _deferred: Vec<Self::Deferred>) {}
     /// A failure to stat, open or read something: the walk goes on.
-    fn walk_error(&self, path: PathBuf, what: &str, error: io::Error) {
-        let (root, counters) = self.report();
-        counters.error(display_path(root, &path), format!("{what} failed: {error}"));
-    }
+    fn walk_error(&self, error: WalkError);
     /// A mount point inside the tree (a directory, or a file bind-mounted over one),
-    /// reported and left alone.
-    fn mount_point(&self, path: PathBuf) {
-        let (root, counters) = self.report();
-        counters.mount_point(display_path(root, &path));
-    }
-    /// A batch of entries is done (for progress).
-    fn batch_done(&self, _entries: usize) {}
+    /// relative to the root: left alone.
+    fn mount_point(&self, path: PathBuf);
 }
 
 /// The file system the walk stays on.
@@ -220,8 +229,8 @@ pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) ->
         },
     };
     let root_fd = node.open_fd()?;
-    visitor.visit(&node, root_fd.as_fd(), c".", &root_inode);
-    drop(root_inode);
+    let deferred = visitor.visit(&node, root_fd.as_fd(), c".", root_inode);
+    visitor.batch_done(1, deferred.into_iter().collect());
     drop(root_fd);
     pool.scope(|scope| walk.directory(scope, node));
     Ok(())
@@ -235,7 +244,7 @@ impl<'a, V: Visitor> Walk<'a, V> {
         }
         let fd = match opened {
             Ok(fd) => fd,
-            Err(e) => return self.visitor.walk_error(node.relative_path(), "open", e),
+            Err(e) => return self.error(node.relative_path(), "open", e),
         };
         let mut reader = DirReader::new(GETDENTS_BUFFER);
         let mut kept = false;
@@ -252,8 +261,16 @@ impl<'a, V: Visitor> Walk<'a, V> {
         });
         node.release();
         if let Err(e) = result {
-            self.visitor.walk_error(node.relative_path(), "read", e);
+            self.error(node.relative_path(), "read", e);
         }
+    }
+
+    fn error(&self, path: PathBuf, operation: &'static str, source: io::Error) {
+        self.visitor.walk_error(WalkError {
+            path,
+            operation,
+            source,
+        });
     }
 
     /// Visits a batch of entries; returns the subdirectories to descend into.
@@ -264,7 +281,7 @@ impl<'a, V: Visitor> Walk<'a, V> {
         entries: Vec<DirEntry>,
     ) -> Vec<Arc<DirNode>> {
         let count = entries.len();
-        let subdirs: Vec<Arc<DirNode>> = if count >= PARALLEL_BATCH {
+        let visited: Vec<Visited<V::Deferred>> = if count >= PARALLEL_BATCH {
             entries
                 .into_par_iter()
                 .with_min_len(16)
@@ -276,7 +293,13 @@ impl<'a, V: Visitor> Walk<'a, V> {
                 .filter_map(|e| self.entry(node, fd, e))
                 .collect()
         };
-        self.visitor.batch_done(count);
+        let mut subdirs = Vec::new();
+        let mut deferred = Vec::new();
+        for (subdir, later) in visited {
+            subdirs.extend(subdir);
+            deferred.extend(later);
+        }
+        self.visitor.batch_done(count, deferred);
         subdirs
     }
 
@@ -285,12 +308,11 @@ impl<'a, V: Visitor> Walk<'a, V> {
         node: &Arc<DirNode>,
         fd: BorrowedFd<'_>,
         entry: DirEntry,
-    ) -> Option<Arc<DirNode>> {
+    ) -> Option<Visited<V::Deferred>> {
         let inode = match Inode::open_at(fd, &entry.name) {
             Ok(inode) => inode,
             Err(e) => {
-                self.visitor
-                    .walk_error(node.entry_path(&entry.name), "open", e);
+                self.error(node.entry_path(&entry.name), "open", e);
                 return None;
             }
         };
@@ -299,11 +321,14 @@ impl<'a, V: Visitor> Walk<'a, V> {
             self.visitor.mount_point(node.entry_path(&entry.name));
             return None;
         }
-        self.visitor.visit(node, fd, &entry.name, &inode);
-        drop(inode);
-        stat.is_dir().then(|| node.child(entry.name, stat))
+        let deferred = self.visitor.visit(node, fd, &entry.name, inode);
+        let subdir = stat.is_dir().then(|| node.child(entry.name, stat));
+        Some((subdir, deferred))
     }
 }
+
+/// What visiting one entry leaves: a directory to descend into, deferred work.
+type Visited<D> = (Option<Arc<DirNode>>, Option<D>);
 
 /// Builds the rayon pool the walks run on.
 pub fn thread_pool(threads: Option<usize>) -> io::Result<rayon::ThreadPool> {

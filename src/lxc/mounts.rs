@@ -17,7 +17,7 @@ use crate::engine::hardlinks::SeenInodes;
 use crate::engine::idmap::{IdKind, MapEntry};
 use crate::engine::report::Counters;
 use crate::engine::sys::{self, Inode};
-use crate::engine::walk::{self, DirNode, Visitor};
+use crate::engine::walk::{self, DirNode, Visitor, WalkError};
 use rustix::fd::BorrowedFd;
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -539,23 +539,30 @@ struct Scanner<'a> {
 }
 
 impl Visitor for Scanner<'_> {
-    fn visit(&self, dir: &DirNode, _fd: BorrowedFd<'_>, name: &CStr, inode: &Inode) {
+    type Deferred = ();
+
+    fn visit(&self, dir: &DirNode, _fd: BorrowedFd<'_>, name: &CStr, inode: Inode) -> Option<()> {
         let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
-            return;
+            return None;
         }
         self.inodes.fetch_add(1, Ordering::Relaxed);
         if self.view.sees_both(stat.uid, stat.gid) {
-            return;
+            return None;
         }
         let mut scan = self.scan.lock().expect("scan lock");
         tally(&mut scan, self.view, stat.uid, stat.gid, || {
             walk::display_path(self.root, &dir.entry_path(name))
         });
+        None
     }
 
-    fn report(&self) -> (&Path, &Counters) {
-        (self.root, &self.counters)
+    fn walk_error(&self, error: WalkError) {
+        self.counters.walk_error(self.root, error);
+    }
+
+    fn mount_point(&self, path: PathBuf) {
+        self.counters.mount_point(self.root, &path);
     }
 }
 

@@ -8,7 +8,7 @@ use crate::engine::idmap::{Direction, IdKind, IdMap, Shift};
 use crate::engine::report::Counters;
 use crate::engine::run::{self, RunError};
 use crate::engine::sys::Inode;
-use crate::engine::walk::{DirNode, Visitor};
+use crate::engine::walk::{DirNode, Visitor, WalkError};
 use rustix::fd::BorrowedFd;
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -78,10 +78,12 @@ struct Scanner<'a> {
 }
 
 impl Visitor for Scanner<'_> {
-    fn visit(&self, _dir: &DirNode, _fd: BorrowedFd<'_>, _name: &CStr, inode: &Inode) {
+    type Deferred = ();
+
+    fn visit(&self, _dir: &DirNode, _fd: BorrowedFd<'_>, _name: &CStr, inode: Inode) -> Option<()> {
         let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
-            return;
+            return None;
         }
         let unmapped =
             |kind, id| matches!(self.map.shift(kind, id, self.direction), Shift::Unmapped);
@@ -98,10 +100,15 @@ impl Visitor for Scanner<'_> {
                 *found.gids.entry(stat.gid).or_default() += 1;
             }
         }
+        None
     }
 
-    fn report(&self) -> (&Path, &Counters) {
-        (&self.root, &self.counters)
+    fn walk_error(&self, error: WalkError) {
+        self.counters.walk_error(&self.root, error);
+    }
+
+    fn mount_point(&self, path: PathBuf) {
+        self.counters.mount_point(&self.root, &path);
     }
 }
 
