@@ -637,7 +637,10 @@ impl<'a> ShiftWalk<'a> {
         bump(&c.acls, applied.acls);
         bump(&c.capabilities, applied.caps);
         bump(&c.setid_restored, applied.setid_restored);
-        if let (true, Some(writer), Ok(after)) = (recorded, self.writer, inode.restat()) {
+        let Some(writer) = self.writer.filter(|_| recorded) else {
+            return;
+        };
+        if let Ok(after) = inode.restat() {
             writer.send(Line::Applied {
                 ino: inode.stat.ino,
                 ctime: after.ctime,
@@ -702,6 +705,11 @@ impl<'a> ShiftWalk<'a> {
 
 impl Visitor for ShiftWalk<'_> {
     type Deferred = Pending;
+
+    /// A dry run only reads.
+    fn needs_handles(&self) -> bool {
+        self.writer.is_some()
+    }
 
     fn visit(
         &self,

@@ -217,9 +217,17 @@ fn fill_list(
 
 /// One inode of the tree, held by an `O_PATH|O_NOFOLLOW` fd: no device is opened, no
 /// symlink followed, and every change reaches exactly the inode `stat` describes.
+/// Walks that only read may do without the handle: such an inode is read by name,
+/// and can be changed by nothing.
 pub struct Inode {
-    fd: OwnedFd,
+    access: Access,
     pub stat: Stat,
+}
+
+enum Access {
+    Handle(OwnedFd),
+    /// `/proc/self/fd/DIR/NAME`, for reading without following a final symlink.
+    ReadByName(CString),
 }
 
 impl Inode {
@@ -228,18 +236,42 @@ impl Inode {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(err)?;
         let stat = stat_fd(fd.as_fd())?;
-        Ok(Inode { fd, stat })
+        Ok(Inode {
+            access: Access::Handle(fd),
+            stat,
+        })
+    }
+
+    /// Stats entry `name` of `dir` without opening it: one statx, as a plain stat
+    /// walk does. Its xattrs are then read by name (only valid while `dir` is open),
+    /// and nothing can change it.
+    pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Inode> {
+        let stat = stat_at(dir, name)?;
+        let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+        path.extend_from_slice(name.to_bytes());
+        let path = CString::new(path).expect("a file name holds no NUL");
+        Ok(Inode {
+            access: Access::ReadByName(path),
+            stat,
+        })
+    }
+
+    fn fd(&self) -> io::Result<BorrowedFd<'_>> {
+        match &self.access {
+            Access::Handle(fd) => Ok(fd.as_fd()),
+            Access::ReadByName(_) => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        }
     }
 
     /// `/proc/self/fd/N`: following it reaches this very inode (a symlink itself,
     /// not its target), which is how the path-based calls act on an O_PATH fd.
-    fn proc_path(&self) -> CString {
-        CString::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).expect("no NUL in a number")
+    fn proc_path(&self) -> io::Result<CString> {
+        self.fd().map(|fd| proc_fd_path(&fd))
     }
 
     /// The inode's current stat (through the handle).
     pub fn restat(&self) -> io::Result<Stat> {
-        stat_fd(self.fd.as_fd())
+        stat_fd(self.fd()?)
     }
 
     /// `fchownat(fd, "", AT_EMPTY_PATH)`: a symlink's own owner, never its target's.
@@ -249,7 +281,7 @@ impl Inode {
             rustix::fs::Uid::from_raw(uid),
             rustix::fs::Gid::from_raw(gid),
         );
-        rustix::fs::chownat(&self.fd, c"", Some(uid), Some(gid), AtFlags::EMPTY_PATH).map_err(err)
+        rustix::fs::chownat(self.fd()?, c"", Some(uid), Some(gid), AtFlags::EMPTY_PATH).map_err(err)
     }
 
     /// Sets the permission bits of this (non-symlink) inode.
@@ -262,7 +294,7 @@ impl Inode {
             let ret = unsafe {
                 libc::syscall(
                     SYS_FCHMODAT2,
-                    self.fd.as_raw_fd(),
+                    self.fd()?.as_raw_fd(),
                     c"".as_ptr(),
                     perm as libc::c_uint,
                     libc::AT_EMPTY_PATH,
@@ -277,23 +309,33 @@ impl Inode {
             }
         }
         let mode = Mode::from_raw_mode(perm);
-        rustix::fs::chmod(self.proc_path().as_c_str(), mode).map_err(err)
+        rustix::fs::chmod(self.proc_path()?.as_c_str(), mode).map_err(err)
     }
 
     /// Names of this inode's xattrs, NUL-separated, into `buf`.
     pub fn list_xattrs(&self, buf: &mut Vec<u8>) -> io::Result<()> {
-        let path = self.proc_path();
-        fill_list(buf, |buf| {
-            rustix::fs::listxattr(path.as_c_str(), buf).map_err(err)
-        })
+        match &self.access {
+            Access::Handle(fd) => {
+                let path = proc_fd_path(fd);
+                fill_list(buf, |buf| {
+                    rustix::fs::listxattr(path.as_c_str(), buf).map_err(err)
+                })
+            }
+            Access::ReadByName(path) => fill_list(buf, |buf| {
+                rustix::fs::llistxattr(path.as_c_str(), buf).map_err(err)
+            }),
+        }
     }
 
     /// Value of xattr `attr`; None when it does not exist.
     pub fn get_xattr(&self, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
-        let path = self.proc_path();
+        let get = |buf: &mut [u8]| match &self.access {
+            Access::Handle(fd) => rustix::fs::getxattr(proc_fd_path(fd).as_c_str(), attr, buf),
+            Access::ReadByName(path) => rustix::fs::lgetxattr(path.as_c_str(), attr, buf),
+        };
         let mut buf = vec![0u8; 256];
         loop {
-            match rustix::fs::getxattr(path.as_c_str(), attr, &mut buf[..]) {
+            match get(&mut buf[..]) {
                 Ok(len) => {
                     buf.truncate(len);
                     return Ok(Some(buf));
@@ -308,12 +350,12 @@ impl Inode {
     /// Sets xattr `attr` to `value` (creating or replacing it).
     pub fn set_xattr(&self, attr: &CStr, value: &[u8]) -> io::Result<()> {
         let flags = rustix::fs::XattrFlags::empty();
-        rustix::fs::setxattr(self.proc_path().as_c_str(), attr, value, flags).map_err(err)
+        rustix::fs::setxattr(self.proc_path()?.as_c_str(), attr, value, flags).map_err(err)
     }
 
     /// Removes xattr `attr`; absent already is fine.
     pub fn remove_xattr(&self, attr: &CStr) -> io::Result<()> {
-        match rustix::fs::removexattr(self.proc_path().as_c_str(), attr) {
+        match rustix::fs::removexattr(self.proc_path()?.as_c_str(), attr) {
             Err(Errno::NODATA) | Ok(()) => Ok(()),
             Err(e) => Err(err(e)),
         }
@@ -326,9 +368,9 @@ impl Inode {
     pub fn generation(&self) -> Option<u32> {
         let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         let opened = match self.stat.file_type() {
-            FileType::Directory => rustix::fs::openat(&self.fd, c".", flags, Mode::empty()),
+            FileType::Directory => rustix::fs::openat(self.fd().ok()?, c".", flags, Mode::empty()),
             FileType::RegularFile => {
-                rustix::fs::open(self.proc_path().as_c_str(), flags, Mode::empty())
+                rustix::fs::open(self.proc_path().ok()?.as_c_str(), flags, Mode::empty())
             }
             _ => return None,
         };
@@ -344,6 +386,11 @@ impl Inode {
         let ret = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETVERSION, &mut version) };
         (ret == 0).then_some(version as u32)
     }
+}
+
+/// `/proc/self/fd/N`: following it reaches the very inode fd N holds.
+fn proc_fd_path(fd: &impl AsRawFd) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
 }
 
 /// One directory entry as read by getdents64. Its type is not kept: every entry is
@@ -609,6 +656,40 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
         // /proc cannot be idmapped.
         assert!(probe_idmapped_mount(std::path::Path::new("/proc"), 1_000_000, 65536).is_err());
+    }
+
+    #[test]
+    fn inodes_read_by_name_see_the_symlink_itself_and_change_nothing() {
+        if !is_root() {
+            crate::skip_test(
+                "inodes_read_by_name_see_the_symlink_itself_and_change_nothing needs root",
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("target"), b"").unwrap();
+        std::os::unix::fs::symlink("target", dir.path().join("link")).unwrap();
+        let fd = open_dir_path(dir.path()).unwrap();
+        inode(&fd, c"link")
+            .set_xattr(c"trusted.l", b"link")
+            .unwrap();
+        inode(&fd, c"target")
+            .set_xattr(c"trusted.t", b"target")
+            .unwrap();
+        let link = Inode::stat_at(fd.as_fd(), c"link").unwrap();
+        assert!(link.stat.is_symlink());
+        let mut names = Vec::new();
+        link.list_xattrs(&mut names).unwrap();
+        assert_eq!(names, b"trusted.l\0");
+        assert_eq!(
+            link.get_xattr(c"trusted.l").unwrap(),
+            Some(b"link".to_vec())
+        );
+        assert_eq!(link.get_xattr(c"trusted.t").unwrap(), None);
+        let refused = |r: io::Result<()>| r.unwrap_err().raw_os_error() == Some(libc::EBADF);
+        assert!(refused(link.chown(1, 1)), "no change without a handle");
+        assert!(refused(link.set_xattr(c"trusted.x", b"x")));
+        assert_eq!(stat_at(fd.as_fd(), c"link").unwrap().uid, 0);
     }
 
     #[test]

@@ -106,6 +106,10 @@ impl Verifier<'_> {
 impl Visitor for Verifier<'_> {
     type Deferred = ();
 
+    fn needs_handles(&self) -> bool {
+        false
+    }
+
     fn visit(
         &self,
         dir: &DirNode,

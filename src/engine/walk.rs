@@ -177,6 +177,11 @@ pub trait Visitor: Sync {
         name: &CStr,
         inode: Inode,
     ) -> Option<Self::Deferred>;
+    /// Whether visits get handles (needed to change an inode). Walks that only read
+    /// say no: each entry then costs one statx, as in a plain stat walk.
+    fn needs_handles(&self) -> bool {
+        true
+    }
     /// A batch of entries is done: here is what its visits deferred.
     fn batch_done(&self, _entries: usize, _deferred: Vec<Self::Deferred>) {}
     /// A failure to stat, open or read something: the walk goes on.
@@ -309,7 +314,11 @@ impl<'a, V: Visitor> Walk<'a, V> {
         fd: BorrowedFd<'_>,
         entry: DirEntry,
     ) -> Option<Visited<V::Deferred>> {
-        let inode = match Inode::open_at(fd, &entry.name) {
+        let inode = match self.visitor.needs_handles() {
+            true => Inode::open_at(fd, &entry.name),
+            false => Inode::stat_at(fd, &entry.name),
+        };
+        let inode = match inode {
             Ok(inode) => inode,
             Err(e) => {
                 self.error(node.entry_path(&entry.name), "open", e);

@@ -541,6 +541,10 @@ struct Scanner<'a> {
 impl Visitor for Scanner<'_> {
     type Deferred = ();
 
+    fn needs_handles(&self) -> bool {
+        false
+    }
+
     fn visit(&self, dir: &DirNode, _fd: BorrowedFd<'_>, name: &CStr, inode: Inode) -> Option<()> {
         let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
