@@ -341,17 +341,22 @@ type Visited<D> = (Option<Arc<DirNode>>, Option<D>);
 
 /// Builds the rayon pool the walks run on.
 pub fn thread_pool(threads: Option<usize>) -> io::Result<rayon::ThreadPool> {
-    let threads = threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
+    let threads = threads.unwrap_or_else(default_threads);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .stack_size(64 << 20)
         .thread_name(|i| format!("idshift-{i}"))
         .build()
         .map_err(io::Error::other)
+}
+
+/// Four threads per core, 8 to 64. On a cold cache a walk waits on the disk, not
+/// the cores: each stat and directory read blocks on its own read request, and only
+/// more of them in flight keep the disk's queue busy (the `--threads` scaling in
+/// BENCHMARKS.md). On a warm cache the extra threads only share the cores.
+pub fn default_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 4).clamp(8, 64)
 }
 
 /// Path of an entry under the user's root, for messages.
