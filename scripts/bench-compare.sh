@@ -5,6 +5,8 @@
 # installed are skipped.
 # Run as root from anywhere:  scripts/bench-compare.sh [INODES] [RUNS]
 # DROP_CACHES=1 drops the page cache before every run (affects the whole machine).
+# SHAPE=hardlinks builds INODES files with two names each, in two flat directories,
+# instead of the rootfs-like tree.
 set -euo pipefail
 
 INODES=${1:-300000}
@@ -29,8 +31,15 @@ WORK=$(mktemp -d /var/tmp/lxc-idshift-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 TREE=$WORK/tree
 JOURNAL=$WORK/journal
-echo "== building a $INODES-inode tree in $TREE" >&2
-"$MKTREE" "$TREE" "$INODES" >&2
+if [ "${SHAPE:-rootfs}" = hardlinks ]; then
+    echo "== building $INODES files with two names each in $TREE/a and $TREE/b" >&2
+    mkdir -p "$TREE/a"
+    (cd "$TREE/a" && seq -f "f%.0f" 1 "$INODES" | xargs touch)
+    cp -al "$TREE/a" "$TREE/b"
+else
+    echo "== building a $INODES-inode tree in $TREE" >&2
+    "$MKTREE" "$TREE" "$INODES" >&2
+fi
 # Enough of an OS for systemd-nspawn to accept the tree (it shifts it before it
 # starts anything; the start itself may fail on a machine without systemd).
 mkdir -p "$TREE/usr/bin" "$TREE/etc"
@@ -99,7 +108,7 @@ for i in "${!NAMES[@]}"; do
 done
 
 echo
-echo "Round trip (forward + reverse) of $INODES inodes, $(nproc) cores, mean of $RUNS runs, DURABLE=${DURABLE:-1}"
+echo "Round trip (forward + reverse) of $INODES inodes (${SHAPE:-rootfs}), $(nproc) cores, mean of $RUNS runs, DURABLE=${DURABLE:-1}, DROP_CACHES=${DROP_CACHES:-0}"
 echo
 echo "| tool | seconds | ratio to lxc-idshift |"
 echo "|---|---:|---:|"
