@@ -146,6 +146,13 @@ pub struct ConvertArgs {
     /// nobody). Default: idmap where an idmapped mount works, else keep.
     #[arg(long, value_name = "idmap|shift|keep", value_parser = ["idmap", "shift", "keep"])]
     pub mounts: Option<String>,
+    /// How the rootfs becomes unprivileged: `shift` shifts every inode to host ids
+    /// once (any kernel; the rootfs stays self-contained), `idmap` leaves it as it is
+    /// and has LXC mount it idmapped (lxc.rootfs.options = idmap=container; Linux
+    /// 5.12+, LXC 5.0+, probed first). Default: the container's own method when it is
+    /// unprivileged already, else shift. Not with --to 0.
+    #[arg(long, value_name = "shift|idmap", value_parser = ["shift", "idmap"])]
+    pub method: Option<String>,
     /// With --to 0: also remove root's subordinate id range from /etc/subuid and /etc/subgid.
     #[arg(long)]
     pub release_range: bool,

@@ -154,6 +154,7 @@ impl Fixture {
             threads: Some(2),
             host: Host::under(self.root()),
             mounts: MountsChoice::Auto,
+            method: None,
         }
     }
 

@@ -13,6 +13,7 @@ use super::config::{self, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::convert::ConversionState;
 use super::host::Host;
+use super::method::Layout;
 use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
 use super::subid::SubIds;
 use super::udev;
@@ -194,6 +195,7 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
     let mut checker = Checker {
         options,
         container: &container,
+        config: &config,
         maps: &maps,
         report: CheckReport {
             container: container.name.clone(),
@@ -264,6 +266,7 @@ fn rootfs_options(config: &ContainerConfig) -> impl Iterator<Item = &str> {
 struct Checker<'a> {
     options: &'a CheckOptions,
     container: &'a Container,
+    config: &'a ContainerConfig,
     maps: &'a [MapEntry],
     report: CheckReport,
 }
@@ -321,21 +324,20 @@ impl Checker<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_error(&path)(e)),
         };
-        let now = self.root_host_id(IdKind::User);
-        if state.target == now {
+        let now = Layout::of_config(self.root_host_id(IdKind::User), self.config);
+        if !state.interrupted_at(now) {
             return Ok(());
         }
-        let side = |id: Option<u32>| id.map_or("privileged".to_string(), |id| id.to_string());
         let message = format!(
             "a conversion from {} to {} was interrupted: the rootfs is partly shifted",
-            side(state.origin),
-            side(state.target)
+            state.origin_layout(),
+            state.target_layout()
         );
         let fix = format!(
-            "{0} --to {1}   (to finish it; or {0} --to {2} to undo it)",
+            "{0} {1}   (to finish it; or {0} {2} to undo it)",
             self.command(),
-            state.target.unwrap_or(0),
-            state.origin.unwrap_or(0)
+            state.target_layout().args(),
+            state.origin_layout().args()
         );
         self.problem(ProblemKind::InterruptedConversion, &path, message, fix);
         Ok(())

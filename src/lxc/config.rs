@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 const IDMAP_KEYS: [&str; 2] = ["lxc.idmap", "lxc.id_map"];
 const INCLUDE_KEY: &str = "lxc.include";
+const ROOTFS_OPTIONS_KEY: &str = "lxc.rootfs.options";
 
 /// Keys renamed in LXC 2.1 and removed in 3.0 (the list `lxc-update-config` converts).
 /// Any one of them marks a config written for LXC 2.x or older.
@@ -304,8 +305,8 @@ impl ContainerConfig {
     /// Whether the rootfs is mounted idmapped (`lxc.rootfs.options` holding
     /// `idmap=container`): the rootfs stays unshifted on disk.
     pub fn rootfs_idmapped(&self) -> bool {
-        self.last_value(&["lxc.rootfs.options"])
-            .is_some_and(|options| options.split(',').any(|o| o.trim() == "idmap=container"))
+        self.last_value(&[ROOTFS_OPTIONS_KEY])
+            .is_some_and(|options| split_options(options).any(|o| o.trim() == "idmap=container"))
     }
 
     /// The `lxc.idmap` / `lxc.id_map` entries in effect (u lines have `users`, g lines
@@ -399,6 +400,44 @@ impl ContainerConfig {
             }
         }
         ContainerConfig { lines }
+    }
+
+    /// The config with `option` added to (`present`) or removed from the rootfs
+    /// mount options, every other byte kept. Added: appended to the
+    /// `lxc.rootfs.options` in effect, or on a new line after it (when empty) or
+    /// after `lxc.rootfs.path`. Removed: from every `lxc.rootfs.options` line; a line
+    /// left without options goes. So removing what was added gives back the bytes.
+    pub fn with_rootfs_option(&self, option: &str, present: bool) -> ContainerConfig {
+        let mut lines = self.lines.clone();
+        if !present {
+            lines = lines
+                .iter()
+                .filter_map(|l| without_rootfs_option(l, option))
+                .collect();
+            return self.edited(lines);
+        }
+        let last = self
+            .entries()
+            .filter(|(_, k, _)| *k == ROOTFS_OPTIONS_KEY)
+            .last()
+            .map(|(i, _, v)| (i, v.to_string()));
+        match last {
+            Some((_, value)) if split_options(&value).any(|o| o.trim() == option) => {}
+            Some((i, value)) if !value.trim().is_empty() => {
+                lines[i] = lines[i].with_value(&written_value(&format!("{value},{option}")));
+            }
+            at => {
+                let after = at.map(|(i, _)| i).or_else(|| {
+                    self.entries()
+                        .filter(|(_, k, _)| ["lxc.rootfs.path", "lxc.rootfs"].contains(k))
+                        .last()
+                        .map(|(i, _, _)| i)
+                });
+                let at = after.map_or(lines.len(), |i| i + 1);
+                lines.insert(at, Line::new(format!("{ROOTFS_OPTIONS_KEY} = {option}")));
+            }
+        }
+        self.edited(lines)
     }
 
     /// The config with `option` removed from every `lxc.mount.entry`.
@@ -562,6 +601,27 @@ fn edited_mount_line(line: &Line, option: &str, present: bool) -> Option<Line> {
         &value[range.end..]
     );
     Some(line.with_value(&written_value(&new_value)))
+}
+
+/// The options of a mount options value, as written (spaces kept).
+fn split_options(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',')
+}
+
+/// `line` without `option` if it is an `lxc.rootfs.options` holding it; None when
+/// no option is left (the line goes).
+fn without_rootfs_option(line: &Line, option: &str) -> Option<Line> {
+    let Some(value) = line.value_of(ROOTFS_OPTIONS_KEY) else {
+        return Some(line.clone());
+    };
+    if !split_options(value).any(|o| o.trim() == option) {
+        return Some(line.clone());
+    }
+    let kept: Vec<&str> = split_options(value)
+        .filter(|o| o.trim() != option)
+        .collect();
+    let kept = kept.join(",");
+    (!kept.trim().is_empty()).then(|| line.with_value(&written_value(&kept)))
 }
 
 /// Splits one `split_inclusive` piece into text and line ending.
@@ -1204,6 +1264,53 @@ lxc.arch = amd64
             only.without_mount_option("idmap=container").to_text(),
             "lxc.mount.entry = /a a none defaults 0 0\n"
         );
+    }
+
+    #[test]
+    fn the_rootfs_option_is_merged_in_and_removed_byte_identically() {
+        const IDMAP: &str = "idmap=container";
+        let cases = [
+            // No options line: one is added right after lxc.rootfs.path.
+            (
+                "# c\nlxc.rootfs.path = dir:/r\nlxc.uts.name = a",
+                "# c\nlxc.rootfs.path = dir:/r\nlxc.rootfs.options = idmap=container\nlxc.uts.name = a",
+            ),
+            // Merged into the options in effect (the last line), spacing kept.
+            (
+                "lxc.rootfs.options = ro\r\nlxc.rootfs.path=dir:/r\r\nlxc.rootfs.options=noatime, nodev\r\n",
+                "lxc.rootfs.options = ro\r\nlxc.rootfs.path=dir:/r\r\nlxc.rootfs.options=noatime, nodev,idmap=container\r\n",
+            ),
+            // An empty options line stays; a new one follows it.
+            (
+                "lxc.rootfs.path = dir:/r\nlxc.rootfs.options =\n",
+                "lxc.rootfs.path = dir:/r\nlxc.rootfs.options =\nlxc.rootfs.options = idmap=container\n",
+            ),
+            // Legacy key, no rootfs options.
+            (
+                "lxc.rootfs = /r\n",
+                "lxc.rootfs = /r\nlxc.rootfs.options = idmap=container\n",
+            ),
+        ];
+        for (before, after) in cases {
+            let added = parse(before).with_rootfs_option(IDMAP, true);
+            assert_eq!(added.to_text(), after);
+            assert!(added.rootfs_idmapped(), "{after}");
+            assert_eq!(added.with_rootfs_option(IDMAP, true), added, "idempotent");
+            let removed = added.with_rootfs_option(IDMAP, false);
+            assert_eq!(removed.to_text(), before, "round trip");
+            assert!(!removed.rootfs_idmapped());
+            assert_eq!(removed.with_rootfs_option(IDMAP, false), removed);
+        }
+        // Removed wherever it is, with its spaces; a line left empty goes.
+        let text =
+            "lxc.rootfs.options = idmap=container\nlxc.rootfs.options = ro, idmap=container ,x\n";
+        assert_eq!(
+            parse(text).with_rootfs_option(IDMAP, false).to_text(),
+            "lxc.rootfs.options = ro,x\n"
+        );
+        // Already there: nothing changes.
+        let there = parse("lxc.rootfs.options = idmap=container,ro\n");
+        assert_eq!(there.with_rootfs_option(IDMAP, true), there);
     }
 
     #[test]
