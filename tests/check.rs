@@ -256,6 +256,32 @@ fn a_correct_container_has_no_problem() {
     assert!(said.contains("/srv/data -> srv/data (idmapped)"), "{said}");
 }
 
+/// A method switch killed half-way (the state heads for the idmapped rootfs, the
+/// config still says shift) is reported with the commands that finish or undo it.
+#[test]
+fn an_interrupted_method_switch_is_found() {
+    if !require_root("an_interrupted_method_switch_is_found") {
+        return;
+    }
+    let host = Machine::new();
+    host.correct();
+    let state = r#"{"origin": 1000000, "target": 1000000, "range": 65536, "perms": [],
+                    "target_method": "idmap"}"#;
+    std::fs::write(host.dir().join("lxc-idshift.state.json"), state).unwrap();
+    let report = host.report(1);
+    let (kind, _, message, fix) = problems(&report).remove(0);
+    assert_eq!(kind, "interrupted_conversion", "{report:#}");
+    assert!(
+        message.contains("rootfs idmapped) was interrupted"),
+        "{message}"
+    );
+    assert!(
+        fix.contains("--to 1000000 --method idmap   (to finish it; or lxc-idshift")
+            && fix.ends_with("--to 1000000 to undo it)"),
+        "{fix}"
+    );
+}
+
 #[test]
 fn a_privileged_container_is_checked_too() {
     if !require_root("a_privileged_container_is_checked_too") {

@@ -1291,9 +1291,11 @@ pub fn describe(plan: &Plan) -> String {
         Some((map, direction)) => {
             text += &format!("rootfs {rootfs}: shift {direction} with {map}\n")
         }
-        None if plan.to_method == Method::Idmap => text += &format!(
+        None if plan.to_method == Method::Idmap => {
+            text += &format!(
             "rootfs {rootfs}: stays as it is on disk; LXC mounts it idmapped ({IDMAP_OPTION})\n"
-        ),
+        )
+        }
         None => text += &format!("rootfs {rootfs}: nothing to shift\n"),
     }
     text += &describe_methods(plan);
