@@ -1837,3 +1837,59 @@ fn an_interrupted_method_switch_is_finished_or_undone_by_its_method() {
         "{message}"
     );
 }
+
+/// Bind mounts in the container's own included config and fstab file (in its
+/// directory) gain `idmap=container` there and lose it with `--to 0`, each file byte
+/// for byte as it was; one in an include outside the directory (maybe shared with
+/// other containers) is left alone, and the plan says where to add it.
+#[test]
+fn bind_mounts_in_own_includes_and_fstab_are_idmapped_and_back() {
+    if !require_root("bind_mounts_in_own_includes_and_fstab_are_idmapped_and_back") {
+        return;
+    }
+    let f = Fixture::new();
+    for name in ["inc", "tab", "shared"] {
+        let data = f.root().join("srv").join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("f"), name).unwrap();
+        std::os::unix::fs::chown(data.join("f"), Some(33), Some(33)).unwrap();
+    }
+    let dir = f.dir("www");
+    let shared = f.root().join("shared.conf");
+    // As the host sees them: the fixture's root is the host's /.
+    let includes =
+        "lxc.include = /lxc/www/extra.conf\nlxc.include = /shared.conf\nlxc.mount.fstab = fstab\n";
+    f.container_with("www", |rootfs| debian_config("www", rootfs) + includes);
+    let extra = "# mine\nlxc.mount.entry = /srv/inc srv/inc none bind,create=dir 0 0\n";
+    let fstab = "# fstab\r\n/srv/tab\tsrv/tab none bind,create=dir 0 0\r\n";
+    let shared_text = "lxc.mount.entry = /srv/shared srv/shared none bind 0 0\n";
+    std::fs::write(dir.join("extra.conf"), extra).unwrap();
+    std::fs::write(dir.join("fstab"), fstab).unwrap();
+    std::fs::write(&shared, shared_text).unwrap();
+    let config = f.config("www");
+
+    let planned = convert_with(&f, Target::HostId(HOST_FIRST), MountsChoice::Auto);
+    let notes = planned.mount_notes.join("\n");
+    assert!(
+        notes.contains("/srv/shared: kept as it is")
+            && notes.contains("outside the container's directory"),
+        "{notes}"
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(
+        read("extra.conf"),
+        extra.replace("create=dir 0", "create=dir,idmap=container 0")
+    );
+    assert_eq!(
+        read("fstab"),
+        fstab.replace("create=dir 0", "create=dir,idmap=container 0")
+    );
+    assert_eq!(std::fs::read_to_string(&shared).unwrap(), shared_text);
+    assert!(!f.config("www").contains("idmap=container"));
+
+    f.convert("www", Target::Privileged);
+    assert_eq!(read("extra.conf"), extra);
+    assert_eq!(read("fstab"), fstab);
+    assert_eq!(std::fs::read_to_string(&shared).unwrap(), shared_text);
+    assert_eq!(f.config("www"), config);
+}

@@ -675,7 +675,7 @@ impl Checker<'_> {
             bind.origin.line,
             bind.with_idmap_line()
         );
-        match !bind.origin.fstab && bind.origin.file == self.container.config() {
+        match bind.in_own_file(&self.container.dir(), &self.report.rootfs) {
             true => format!(
                 "{} --to {} --mounts idmap   (adds {IDMAP_OPTION} where an idmapped mount works; or {by_hand})",
                 self.command(),

@@ -563,6 +563,14 @@ impl ContainerConfig {
 /// entry or nothing changes.
 fn edited_mount_line(line: &Line, option: &str, present: bool) -> Option<Line> {
     let value = line.value_of("lxc.mount.entry")?;
+    let new_value = edited_mount_fields(value, option, present)?;
+    Some(line.with_value(&written_value(&new_value)))
+}
+
+/// Mount fields (`SOURCE TARGET FSTYPE OPTIONS ...`) with `option` added to or
+/// removed from the fourth, all spacing kept; None when there is no fourth field or
+/// nothing changes.
+fn edited_mount_fields(value: &str, option: &str, present: bool) -> Option<String> {
     // Byte range of the fourth whitespace-separated field.
     let mut fields = Vec::new();
     let mut start = None;
@@ -595,12 +603,30 @@ fn edited_mount_line(line: &Line, option: &str, present: bool) -> Option<Line> {
     } else {
         new_options
     };
-    let new_value = format!(
+    Some(format!(
         "{}{new_options}{}",
         &value[..range.start],
         &value[range.end..]
-    );
-    Some(line.with_value(&written_value(&new_value)))
+    ))
+}
+
+/// The text of an `lxc.mount.fstab` file with `option` added to or removed from
+/// the options of its 1-based `line` (None: of every line); comments, blank lines
+/// and every other byte stay.
+pub fn fstab_with_option(text: &str, line: Option<usize>, option: &str, present: bool) -> String {
+    let mut out = String::with_capacity(text.len() + option.len() + 1);
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let Line { text: body, eol } = split_line(raw);
+        let chosen = line.is_none_or(|l| l == i + 1);
+        let comment = body.trim_start().starts_with('#');
+        let edited = match chosen && !comment {
+            true => edited_mount_fields(&body, option, present),
+            false => None,
+        };
+        out.push_str(edited.as_deref().unwrap_or(&body));
+        out.push_str(&eol);
+    }
+    out
 }
 
 /// The options of a mount options value, as written (spaces kept).
@@ -1311,6 +1337,26 @@ lxc.arch = amd64
         // Already there: nothing changes.
         let there = parse("lxc.rootfs.options = idmap=container,ro\n");
         assert_eq!(there.with_rootfs_option(IDMAP, true), there);
+    }
+
+    #[test]
+    fn an_fstab_option_is_added_and_removed_in_place() {
+        let text = "# c\n/srv/a srv/a none bind,create=dir 0 0\r\n\n  /b\tb none bind";
+        let added = fstab_with_option(text, Some(4), "idmap=container", true);
+        assert_eq!(
+            added,
+            text.replace("b none bind", "b none bind,idmap=container")
+        );
+        let both = fstab_with_option(&added, Some(2), "idmap=container", true);
+        assert!(both.contains("/srv/a srv/a none bind,create=dir,idmap=container 0 0\r\n"));
+        assert_eq!(
+            fstab_with_option(&both, None, "idmap=container", false),
+            text
+        );
+        // A comment, a blank line or a short line is left alone.
+        assert_eq!(fstab_with_option(text, Some(1), "x", true), text);
+        assert_eq!(fstab_with_option(text, Some(3), "x", true), text);
+        assert_eq!(fstab_with_option("a b c\n", None, "x", true), "a b c\n");
     }
 
     #[test]

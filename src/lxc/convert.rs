@@ -9,7 +9,7 @@ use super::container::{Container, ContainerError};
 use super::host::Host;
 use super::lock::{self, ShadowLock};
 use super::method::{self, Layout, Method};
-use super::mounts::{self, ScannedMount, View, IDMAP_OPTION};
+use super::mounts::{self, Origin, ScannedMount, View, IDMAP_OPTION};
 use super::perms::{self, Ownership, PermChange};
 use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
@@ -327,21 +327,26 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     }
     let mount_plan = mount_plan(
         options,
-        &container,
+        (&container, &rootfs),
         &config,
         (course.layout_before().on_disk(), course.to),
         course.range,
         shifted_mounts,
     )?;
+    let in_config = |o: &&Origin| o.file == config_path;
     let with_mounts = match course.to {
         Some(_) => mount_plan
-            .idmap_lines
+            .edited
             .iter()
-            .fold(config.clone(), |c, &line| {
-                c.with_mount_option(line, IDMAP_OPTION, true)
+            .filter(in_config)
+            .fold(config.clone(), |c, o| {
+                c.with_mount_option(o.line, IDMAP_OPTION, true)
             }),
         None => config.without_mount_option(IDMAP_OPTION),
     };
+    let others: Vec<&Origin> = mount_plan.edited.iter().filter(|o| !in_config(o)).collect();
+    // Before the config's: the config is written last.
+    edits.extend(mount_file_edits(&others, course.to.is_some())?);
     edits.push(FileEdit {
         new: Some(new_config(options, &with_mounts, &course).to_text()),
         path: config_path,
@@ -453,13 +458,42 @@ fn refuse_mount_shift(options: &ConvertOptions, shifted: &[PathBuf]) -> Result<(
     Err(ConvertError::MountShiftWithIdmap { why })
 }
 
+/// The included configs and fstab file of the container (in its directory) with
+/// `idmap=container` added to (`present`) or removed from the mount lines at
+/// `origins`; each file read now, every other byte kept.
+fn mount_file_edits(origins: &[&Origin], present: bool) -> Result<Vec<FileEdit>, ConvertError> {
+    let mut files: Vec<&Path> = origins.iter().map(|o| o.file.as_path()).collect();
+    files.sort();
+    files.dedup();
+    let mut edits = Vec::new();
+    for file in files {
+        let old = std::fs::read_to_string(file).map_err(io_error(file))?;
+        let mut new = old.clone();
+        for origin in origins.iter().filter(|o| o.file == file) {
+            new = match origin.fstab {
+                true => config::fstab_with_option(&new, Some(origin.line), IDMAP_OPTION, present),
+                false => ContainerConfig::parse(&new)
+                    .with_mount_option(origin.line, IDMAP_OPTION, present)
+                    .to_text(),
+            };
+        }
+        edits.push(FileEdit {
+            path: file.to_path_buf(),
+            old: Some(old),
+            new: Some(new),
+        });
+    }
+    Ok(edits)
+}
+
 /// What happens to the bind mounts: each with what it holds as the container will
-/// see it after the conversion (its entry as it will read), the config lines that
-/// gain `idmap=container`, and what was decided, in words.
+/// see it after the conversion (its entry as it will read), the mount lines that
+/// gain `idmap=container` (or lose it, going privileged), and what was decided, in
+/// words.
 struct MountPlan {
     mounts: Vec<ScannedMount>,
     unlisted: Option<String>,
-    idmap_lines: Vec<usize>,
+    edited: Vec<Origin>,
     /// Sources newly chosen for shifting (`--mounts shift`).
     shift_sources: Vec<PathBuf>,
     notes: Vec<String>,
@@ -468,11 +502,12 @@ struct MountPlan {
 /// Decides, per bind mount, between idmap and keep (`--mounts`); reads only. A
 /// config whose mounts cannot be listed (an unreadable include, a missing fstab) is
 /// said in the plan, not refused: LXC reports it at start. Going privileged, the
-/// entries of the container's config lose `idmap=container` (lxc-start aborts on it
-/// without a user namespace).
+/// entries of the container's own files lose `idmap=container` (lxc-start aborts on
+/// it without a user namespace). Its own files are those in its directory (outside
+/// the rootfs): others may be shared with other containers and are not edited.
 fn mount_plan(
     options: &ConvertOptions,
-    container: &Container,
+    (container, rootfs): (&Container, &Path),
     config: &ContainerConfig,
     (from, to): (Option<u32>, Option<u32>),
     range: u32,
@@ -481,7 +516,7 @@ fn mount_plan(
     let mut plan = MountPlan {
         mounts: Vec::new(),
         unlisted: None,
-        idmap_lines: Vec::new(),
+        edited: Vec::new(),
         shift_sources: Vec::new(),
         notes: Vec::new(),
     };
@@ -513,10 +548,11 @@ fn mount_plan(
         false => Err(format!("{} does not exist", bind.source.display())),
     };
     for mut bind in found.binds {
-        let editable = !bind.origin.fstab && bind.origin.file == config_path;
+        let editable = bind.in_own_file(&container.dir(), rootfs);
         let Some(host_first) = to else {
             if bind.idmapped() && editable {
                 bind.entry = without_option(&bind.entry, IDMAP_OPTION);
+                plan.edited.push(bind.origin.clone());
             }
             let scanned = scan(&bind, bind.idmapped());
             plan.mounts.push((bind, scanned));
@@ -567,14 +603,14 @@ fn mount_plan(
         let works = match editable {
             true => mounts::idmap_works(&bind.host_source, host_first, range),
             false => Err(format!(
-                "the entry is in {} line {}, which lxc-idshift does not edit: add {IDMAP_OPTION} there",
+                "the entry is in {} line {}, outside the container's directory (it may be shared with other containers), which lxc-idshift does not edit: add {IDMAP_OPTION} there",
                 bind.origin.file.display(),
                 bind.origin.line
             )),
         };
         match (works, options.mounts) {
             (Ok(()), _) => {
-                plan.idmap_lines.push(bind.origin.line);
+                plan.edited.push(bind.origin.clone());
                 bind.entry = with_option(&bind.entry, IDMAP_OPTION);
                 plan.notes.push(format!(
                     "{}: {IDMAP_OPTION} added to its entry: the container sees its files with their own owners; nothing on disk changes",
@@ -1160,8 +1196,12 @@ pub fn execute(
             udev_reloaded: None,
         });
     }
-    let config = plan.container.config();
-    for edit in plan.edits.iter().filter(|e| e.path == config) {
+    // The container's files (the config last); the host's are applied above.
+    for edit in plan
+        .edits
+        .iter()
+        .filter(|e| !plan.host_files.contains(&e.path))
+    {
         write_edit(edit)?;
     }
     perms::apply(&plan.perms).map_err(io_error(&plan.container.dir()))?;
