@@ -184,6 +184,15 @@ impl Machine {
     }
 }
 
+/// Runs the fix a problem came with; it must succeed.
+fn run_fix(fix: &str) {
+    let status = std::process::Command::new("sh")
+        .args(["-c", fix])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{fix}");
+}
+
 /// The problems of a report, as (kind, path, message, fix).
 fn problems(report: &Value) -> Vec<(String, String, String, String)> {
     let field = |p: &Value, name: &str| p[name].as_str().unwrap_or_default().to_string();
@@ -411,11 +420,7 @@ fn a_parent_the_container_root_cannot_traverse_is_found() {
     assert_eq!(fix, format!("chmod o+x {}", host.lxc().display()));
 
     // Running the fix is enough.
-    assert!(std::process::Command::new("sh")
-        .args(["-c", &fix])
-        .status()
-        .unwrap()
-        .success());
+    run_fix(&fix);
     host.report(0);
 
     // A parent of a bind mount source too.
@@ -424,6 +429,42 @@ fn a_parent_the_container_root_cannot_traverse_is_found() {
     let (_, path, message, _) = only_problem(&report, "parent_not_traversable");
     assert_eq!(path, host.root().join("srv").to_str().unwrap());
     assert!(message.contains("with this bind mount"), "{message}");
+}
+
+/// POSIX ACLs count: a parent closed by its mode but open to the container's root
+/// by an ACL entry passes; one whose ACL names the container's root without x is
+/// found even with o+x, and the `setfacl` fix it prints is enough.
+#[test]
+fn a_parent_open_or_closed_by_its_acl_is_judged_by_it() {
+    if !require_root("a_parent_open_or_closed_by_its_acl_is_judged_by_it") {
+        return;
+    }
+    let host = Machine::new();
+    host.correct();
+    let lxc = host.lxc();
+    set(&lxc, 0, 0, 0o700);
+    let setfacl = |spec: &str| {
+        let out = std::process::Command::new("setfacl")
+            .args(["-m", spec])
+            .arg(&lxc)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "setfacl {spec}: {}",
+            text(&out.stderr)
+        );
+    };
+    setfacl("u:1000000:x");
+    host.report(0);
+
+    setfacl("u:1000000:r,o::x");
+    let report = host.report(1);
+    let (_, path, _, fix) = only_problem(&report, "parent_not_traversable");
+    assert_eq!(path, lxc.to_str().unwrap());
+    assert_eq!(fix, format!("setfacl -m u:1000000:x {}", lxc.display()));
+    run_fix(&fix);
+    host.report(0);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::lxc::{create_debian, ok, sh, start_and_wait};
+use common::lxc::{attach_ok, create_debian, ok, start_and_wait};
 use common::{assert_exit, assert_same, collect, expected_forward, owner, require_root, run, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -36,15 +36,7 @@ fn in_rootfs(path: &str) -> PathBuf {
 
 /// Runs a shell command inside as `user`; it must succeed. Returns its stdout.
 fn inside_as(user: &str, script: &str) -> String {
-    let args = ["-n", NAME, "--", "su", user, "-s", "/bin/sh", "-c", script];
-    let out = sh("lxc-attach", &args);
-    assert!(
-        out.status.success(),
-        "as {user} inside: {script}: {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    attach_ok(NAME, user, script)
 }
 
 /// The host uid of the container's init.
