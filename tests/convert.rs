@@ -1773,6 +1773,14 @@ fn the_json_plan_names_the_method_and_whether_idmap_works() {
     assert_eq!(report["method"], "idmap", "{report:#}");
     assert_eq!(report["idmap_works"], true, "{report:#}");
     assert_eq!(report["map"], serde_json::Value::Null, "nothing shifts");
+    // Seen through the idmapped mount, ids beyond 0..65535 show as nobody, ids of
+    // the host range included.
+    let uids = &report["unmapped"]["uids"];
+    assert_eq!(
+        (&uids["70000"], &uids["1000033"]),
+        (&1.into(), &1.into()),
+        "{report:#}"
+    );
     let diff = report["edits"]
         .as_array()
         .unwrap()

@@ -105,6 +105,8 @@ pub enum ConvertError {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Accounts(#[from] accounts::AccountError),
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
     #[error("{path}: {source}; fix that, then run the same command again")]
     Io {
         path: PathBuf,
@@ -379,15 +381,19 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     // Towards a container from privileged ids (0..): what its map leaves out. An
     // idmapped rootfs stays as it is: scanned for the --dry-run plan only, so that
     // the conversion itself costs no walk.
-    let idmapped_from_zero =
-        course.from.is_none() && course.to_method == Method::Idmap && options.dry_run;
-    let scanned = match idmapped_from_zero {
-        true => shift_for(None, course.to, course.range)?,
-        false => course.shift.clone(),
-    };
-    let unmapped = match &scanned {
-        Some((map, Direction::Forward)) if map.entries().iter().all(|e| e.container_first == 0) => {
+    let idmapped_from_zero = course.from.is_none() && course.to_method == Method::Idmap;
+    let unmapped = match (&course.shift, course.to) {
+        (Some((map, Direction::Forward)), _)
+            if map.entries().iter().all(|e| e.container_first == 0) =>
+        {
             unmapped::scan(&rootfs, map, Direction::Forward, options.threads)?
+        }
+        (None, Some(host_first)) if idmapped_from_zero && options.dry_run => {
+            let view = View {
+                maps: container_maps(host_first, course.range),
+                idmapped: true,
+            };
+            mounts::scan(&rootfs, &view, options.threads)?.hidden()
         }
         _ => UnmappedIds::default(),
     };
@@ -528,13 +534,7 @@ fn mount_plan(
             return Ok(plan);
         }
     };
-    let maps: Vec<MapEntry> = match to {
-        Some(host_first) => ["u", "g"]
-            .iter()
-            .filter_map(|kind| MapEntry::parse(&format!("{kind} 0 {host_first} {range}")).ok())
-            .collect(),
-        None => Vec::new(),
-    };
+    let maps = to.map_or(Vec::new(), |host_first| container_maps(host_first, range));
     let scan = |bind: &mounts::BindMount, idmapped: bool| match bind.host_source.exists() {
         true => mounts::scan(
             &bind.host_source,
@@ -636,6 +636,14 @@ fn mount_plan(
         }
     }
     Ok(plan)
+}
+
+/// The u and g maps of container ids 0..range onto host ids host_first..
+fn container_maps(host_first: u32, range: u32) -> Vec<MapEntry> {
+    ["u", "g"]
+        .iter()
+        .filter_map(|kind| MapEntry::parse(&format!("{kind} 0 {host_first} {range}")).ok())
+        .collect()
 }
 
 /// Whether the bind would show fewer owners as nobody idmapped than plain (None
