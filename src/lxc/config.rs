@@ -90,14 +90,16 @@ impl Line {
             .map(Path::new)
     }
 
-    /// The same line with another value: indentation, key and spacing are kept so
-    /// that the diff shows only the value changing.
+    /// The same line with another value: indentation, key and spacing (trailing
+    /// spaces too) are kept so that the diff shows only the value changing, and
+    /// changing it back gives the same bytes.
     fn with_value(&self, value: &str) -> Line {
         let eq = self.text.find('=').map_or(self.text.len(), |i| i + 1);
         let after = &self.text[eq..];
         let gap = after.len() - after.trim_start().len();
+        let trail = &after[after.trim_end().len().max(gap)..];
         Line {
-            text: format!("{}{value}", &self.text[..eq + gap]),
+            text: format!("{}{value}{trail}", &self.text[..eq + gap]),
             eol: self.eol.clone(),
         }
     }
@@ -880,6 +882,20 @@ pub fn fuzz_edit(data: &[u8]) {
         assert!(reread.includes().contains(&include), "include missing");
         assert!(same_kept(&next, &original), "a line changed: {next:?}");
         current = next;
+    }
+    // The rootfs option: added, read back, removed to the same bytes (when the
+    // config holds it nowhere yet).
+    let idmap = "idmap=container";
+    if !text.contains(idmap) {
+        let added = current.with_rootfs_option(idmap, true);
+        assert_eq!(added.with_rootfs_option(idmap, true), added);
+        assert!(ContainerConfig::parse(&added.to_text()).rootfs_idmapped());
+        let removed = ContainerConfig::parse(&added.to_text()).with_rootfs_option(idmap, false);
+        assert_eq!(
+            removed.to_text(),
+            current.to_text(),
+            "rootfs option round trip"
+        );
     }
     let privileged = current.with_privileged();
     assert_eq!(privileged.with_privileged(), privileged);
