@@ -548,6 +548,43 @@ fn an_idmapped_mount_that_cannot_work_is_found() {
     );
 }
 
+/// An idmapped rootfs on a file system that cannot be idmapped (ramfs): the fix is
+/// the conversion to the shift method at the same range.
+#[test]
+fn an_idmapped_rootfs_that_cannot_work_is_found() {
+    if !require_root("an_idmapped_rootfs_that_cannot_work_is_found") {
+        return;
+    }
+    let host = Machine::new();
+    let rootfs = host.rootfs();
+    let config = format!(
+        "lxc.rootfs.path = dir:{}\nlxc.rootfs.options = idmap=container\nlxc.idmap = u 0 {H} 65536\nlxc.idmap = g 0 {H} 65536\n",
+        rootfs.display()
+    );
+    host.container(&config, 0);
+    host.report(0);
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t ramfs");
+    let _unmount = MountGuard(rootfs.clone());
+    set(&rootfs, 0, 0, 0o755);
+    let report = host.report(1);
+    assert_eq!(report["method"], "idmap");
+    let (_, path, message, fix) = only_problem(&report, "idmap_unsupported");
+    assert_eq!(path, rootfs.to_str().unwrap());
+    assert!(message.contains("cannot be idmapped"), "{message}");
+    assert!(
+        fix.starts_with(&format!(
+            "lxc-idshift {NAME} --lxcpath {} --to 1000000 --method shift   (shifts the rootfs",
+            host.lxc().display()
+        )),
+        "{fix}"
+    );
+}
+
 #[test]
 fn a_device_without_udev_rule_is_found() {
     if !require_root("a_device_without_udev_rule_is_found") {

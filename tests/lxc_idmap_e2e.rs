@@ -121,6 +121,15 @@ fn idmapped_rootfs_and_method_switches_in_a_real_container() {
     plant_setuid_and_caps();
     let original_config = std::fs::read_to_string(config_path()).unwrap();
 
+    // The plan says which methods work here and what each would do.
+    let said = convert(&["--to", "1000000", "--method", "idmap", "--dry-run"]);
+    for wanted in [
+        "    shift: works on any kernel; would shift every inode of the rootfs forward",
+        "  * idmap: works here; would leave every inode of the rootfs as it is",
+    ] {
+        assert!(said.contains(wanted), "missing {wanted:?} in:\n{said}");
+    }
+
     // Privileged -> idmap: not an inode changes.
     let before = collect(&rootfs());
     let said = convert(&["--to", "1000000", "--method", "idmap"]);

@@ -227,10 +227,10 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
             checker.rootfs(&rootfs.location, method == "idmap")?;
             if method == "idmap" {
                 let fix = format!(
-                    "remove {IDMAP_OPTION} from lxc.rootfs.options in {} and shift the rootfs instead: lxc-idshift {} --to 0, then lxc-idshift {} --to HOSTID",
-                    config_path.display(),
-                    container.name,
-                    container.name
+                    "{} --to {} --method shift   (shifts the rootfs to host ids instead and removes {IDMAP_OPTION} from lxc.rootfs.options in {})",
+                    checker.command(),
+                    checker.root_host_id(IdKind::User).unwrap_or(0),
+                    config_path.display()
                 );
                 checker.idmap_works(&rootfs.location, fix);
             }
