@@ -552,6 +552,9 @@ impl ContainerConfig {
             // A blank line left without its ending would vanish: it keeps it.
             if i == last && ends_open && !line.text.is_empty() {
                 line.eol.clear();
+            } else if line.eol.is_empty() && line.text.ends_with('\r') {
+                // "X\r" + "\n" would read back as "X" ending in "\r\n".
+                line.eol = "\r\n".to_string();
             } else if line.eol.is_empty() {
                 line.eol.clone_from(&eol);
             }
