@@ -53,14 +53,16 @@ pub enum Command {
 const CONVERT_NOTES: &str = "The container must be stopped (lxc-stop -n NAME). Checked first, \
 changing nothing if a check fails: the container, its rootfs backend (dir, or mounted btrfs/zfs), \
 the range (free of other users' subordinate ids, other containers' maps and host accounts). \
-Then: /etc/subuid and /etc/subgid, the rootfs shift (journaled), the config, permissions, \
-udev rules for passed-through devices. Interrupted, the same command finishes it and \
+Then: /etc/subuid and /etc/subgid, the rootfs shift (journaled; none with --method idmap, \
+whose idmapped mount is tried first), the config, permissions, udev rules for passed-through \
+devices. Interrupted, the same command finishes it and \
 --to the old value undoes it; `lxc-idshift list` shows unfinished conversions.";
 
 const LIST_NOTES: &str = "Columns: NAME; STATE as lxc-info says it (RUNNING, STOPPED...); \
 UNPRIVILEGED true or false; RANGE the host id of container root and the count (1000000:65536); \
-METHOD the rootfs backing store (dir, btrfs, zfs convert in place; overlay, lvm, loop... are \
-refused, with the way out); UNFINISHED FROM->TO of a conversion left unfinished (0: privileged), \
+METHOD the rootfs method (shift: ids shifted on disk; idmap: mounted with \
+idmap=container), --json adds the backing store (dir, btrfs, zfs convert in place; overlay, \
+lvm, loop... are refused, with the way out); UNFINISHED FROM->TO of a conversion left unfinished (0: privileged), \
 with the command that finishes it on stderr.";
 
 #[derive(Debug, Args)]
@@ -146,6 +148,13 @@ pub struct ConvertArgs {
     /// nobody). Default: idmap where an idmapped mount works, else keep.
     #[arg(long, value_name = "idmap|shift|keep", value_parser = ["idmap", "shift", "keep"])]
     pub mounts: Option<String>,
+    /// How the rootfs becomes unprivileged: `shift` shifts every inode to host ids
+    /// once (any kernel; the rootfs stays self-contained), `idmap` leaves it as it is
+    /// and has LXC mount it idmapped (lxc.rootfs.options = idmap=container; Linux
+    /// 5.12+, LXC 5.0+, probed first). Default: the container's own method when it is
+    /// unprivileged already, else shift. Not with --to 0.
+    #[arg(long, value_name = "shift|idmap", value_parser = ["shift", "idmap"])]
+    pub method: Option<String>,
     /// With --to 0: also remove root's subordinate id range from /etc/subuid and /etc/subgid.
     #[arg(long)]
     pub release_range: bool,

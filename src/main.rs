@@ -137,6 +137,12 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
             Some(choice) => choice.parse().map_err(anyhow::Error::msg)?,
             None => convert::MountsChoice::Auto,
         },
+        method: args
+            .method
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     };
     if !options.dry_run && !lxc_idshift::engine::sys::is_root() {
         anyhow::bail!(
@@ -211,10 +217,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         say!(
             "Done: container {} is now {}.",
             outcome.plan.container.name,
-            match outcome.plan.to {
-                Some(id) => format!("unprivileged (root = host uid {id})"),
-                None => "privileged".into(),
-            }
+            outcome.plan.layout_after()
         );
     }
     Ok(0)
@@ -223,10 +226,10 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
 /// The command that continues this conversion.
 fn again_command(plan: &lxc_idshift::lxc::convert::Plan) -> String {
     format!(
-        "lxc-idshift -n {} -P {} --to {}",
+        "lxc-idshift -n {} -P {} {}",
         plan.container.name,
         plan.container.lxcpath.display(),
-        plan.to.unwrap_or(0)
+        plan.layout_after().args()
     )
 }
 

@@ -294,6 +294,12 @@ pub struct ConvertReport<'a> {
     /// Host id of container root before and after; null: privileged.
     pub from: Option<u32>,
     pub to: Option<u32>,
+    /// The rootfs method after: "shift" or "idmap"; null when privileged.
+    pub method: Option<&'static str>,
+    /// Whether an idmapped rootfs works on this host (probed for --method idmap
+    /// and --dry-run; null when not probed), and why not.
+    pub idmap_works: Option<bool>,
+    pub idmap_unsupported: Option<String>,
     pub range: u32,
     /// The rootfs shift: its map and direction; null when nothing shifts.
     pub map: Option<String>,
@@ -351,6 +357,9 @@ impl<'a> ConvertReport<'a> {
             result: if dry_run { "planned" } else { "done" },
             from: plan.from,
             to: plan.to,
+            method: plan.to.map(|_| plan.to_method.name()),
+            idmap_works: plan.idmap_probe.as_ref().map(Result::is_ok),
+            idmap_unsupported: plan.idmap_probe.clone().and_then(Result::err),
             range: plan.range,
             map: plan.shift.as_ref().map(|(map, _)| map.to_string()),
             direction: plan.shift.as_ref().map(|(_, d)| d.to_string()),

@@ -184,6 +184,15 @@ impl Machine {
     }
 }
 
+/// Runs the fix a problem came with; it must succeed.
+fn run_fix(fix: &str) {
+    let status = std::process::Command::new("sh")
+        .args(["-c", fix])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{fix}");
+}
+
 /// The problems of a report, as (kind, path, message, fix).
 fn problems(report: &Value) -> Vec<(String, String, String, String)> {
     let field = |p: &Value, name: &str| p[name].as_str().unwrap_or_default().to_string();
@@ -254,6 +263,32 @@ fn a_correct_container_has_no_problem() {
     let said = text(&out.stdout);
     assert!(said.contains("OK: no problem found"), "{said}");
     assert!(said.contains("/srv/data -> srv/data (idmapped)"), "{said}");
+}
+
+/// A method switch killed half-way (the state heads for the idmapped rootfs, the
+/// config still says shift) is reported with the commands that finish or undo it.
+#[test]
+fn an_interrupted_method_switch_is_found() {
+    if !require_root("an_interrupted_method_switch_is_found") {
+        return;
+    }
+    let host = Machine::new();
+    host.correct();
+    let state = r#"{"origin": 1000000, "target": 1000000, "range": 65536, "perms": [],
+                    "target_method": "idmap"}"#;
+    std::fs::write(host.dir().join("lxc-idshift.state.json"), state).unwrap();
+    let report = host.report(1);
+    let (kind, _, message, fix) = problems(&report).remove(0);
+    assert_eq!(kind, "interrupted_conversion", "{report:#}");
+    assert!(
+        message.contains("rootfs idmapped) was interrupted"),
+        "{message}"
+    );
+    assert!(
+        fix.contains("--to 1000000 --method idmap   (to finish it; or lxc-idshift")
+            && fix.ends_with("--to 1000000 to undo it)"),
+        "{fix}"
+    );
 }
 
 #[test]
@@ -385,11 +420,7 @@ fn a_parent_the_container_root_cannot_traverse_is_found() {
     assert_eq!(fix, format!("chmod o+x {}", host.lxc().display()));
 
     // Running the fix is enough.
-    assert!(std::process::Command::new("sh")
-        .args(["-c", &fix])
-        .status()
-        .unwrap()
-        .success());
+    run_fix(&fix);
     host.report(0);
 
     // A parent of a bind mount source too.
@@ -398,6 +429,42 @@ fn a_parent_the_container_root_cannot_traverse_is_found() {
     let (_, path, message, _) = only_problem(&report, "parent_not_traversable");
     assert_eq!(path, host.root().join("srv").to_str().unwrap());
     assert!(message.contains("with this bind mount"), "{message}");
+}
+
+/// POSIX ACLs count: a parent closed by its mode but open to the container's root
+/// by an ACL entry passes; one whose ACL names the container's root without x is
+/// found even with o+x, and the `setfacl` fix it prints is enough.
+#[test]
+fn a_parent_open_or_closed_by_its_acl_is_judged_by_it() {
+    if !require_root("a_parent_open_or_closed_by_its_acl_is_judged_by_it") {
+        return;
+    }
+    let host = Machine::new();
+    host.correct();
+    let lxc = host.lxc();
+    set(&lxc, 0, 0, 0o700);
+    let setfacl = |spec: &str| {
+        let out = std::process::Command::new("setfacl")
+            .args(["-m", spec])
+            .arg(&lxc)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "setfacl {spec}: {}",
+            text(&out.stderr)
+        );
+    };
+    setfacl("u:1000000:x");
+    host.report(0);
+
+    setfacl("u:1000000:r,o::x");
+    let report = host.report(1);
+    let (_, path, _, fix) = only_problem(&report, "parent_not_traversable");
+    assert_eq!(path, lxc.to_str().unwrap());
+    assert_eq!(fix, format!("setfacl -m u:1000000:x {}", lxc.display()));
+    run_fix(&fix);
+    host.report(0);
 }
 
 #[test]
@@ -477,6 +544,43 @@ fn an_idmapped_mount_that_cannot_work_is_found() {
     assert!(
         fix.contains("remove idmap=container")
             && fix.contains("lxc-idshift shift /srv/data --map b:0:1000000:65536"),
+        "{fix}"
+    );
+}
+
+/// An idmapped rootfs on a file system that cannot be idmapped (ramfs): the fix is
+/// the conversion to the shift method at the same range.
+#[test]
+fn an_idmapped_rootfs_that_cannot_work_is_found() {
+    if !require_root("an_idmapped_rootfs_that_cannot_work_is_found") {
+        return;
+    }
+    let host = Machine::new();
+    let rootfs = host.rootfs();
+    let config = format!(
+        "lxc.rootfs.path = dir:{}\nlxc.rootfs.options = idmap=container\nlxc.idmap = u 0 {H} 65536\nlxc.idmap = g 0 {H} 65536\n",
+        rootfs.display()
+    );
+    host.container(&config, 0);
+    host.report(0);
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t ramfs");
+    let _unmount = MountGuard(rootfs.clone());
+    set(&rootfs, 0, 0, 0o755);
+    let report = host.report(1);
+    assert_eq!(report["method"], "idmap");
+    let (_, path, message, fix) = only_problem(&report, "idmap_unsupported");
+    assert_eq!(path, rootfs.to_str().unwrap());
+    assert!(message.contains("cannot be idmapped"), "{message}");
+    assert!(
+        fix.starts_with(&format!(
+            "lxc-idshift {NAME} --lxcpath {} --to 1000000 --method shift   (shifts the rootfs",
+            host.lxc().display()
+        )),
         "{fix}"
     );
 }

@@ -11,6 +11,7 @@ use lxc_idshift::lxc::convert::{
     describe, execute, plan, ConvertError, ConvertOptions, MountsChoice, Outcome, Plan, Target,
 };
 use lxc_idshift::lxc::host::Host;
+use lxc_idshift::lxc::method::Method;
 use lxc_idshift::manifest::Manifest;
 use lxc_idshift::sample::paths;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -154,6 +155,7 @@ impl Fixture {
             threads: Some(2),
             host: Host::under(self.root()),
             mounts: MountsChoice::Auto,
+            method: None,
         }
     }
 
@@ -168,6 +170,18 @@ impl Fixture {
         if let Some(shift) = &outcome.shift {
             assert_eq!(shift.summary.errors, 0, "{:?}", shift.error_paths);
         }
+        outcome
+    }
+
+    /// Plans and executes with `--method`; the rootfs shift must finish.
+    fn convert_by(&self, name: &str, to: Target, method: Method) -> Outcome {
+        let options = ConvertOptions {
+            method: Some(method),
+            ..self.options(name, to)
+        };
+        let planned = plan(&options).unwrap_or_else(|e| panic!("plan {to:?} {method}: {e}"));
+        let outcome = execute(planned, Some(2), &Quiet).unwrap();
+        assert_eq!(outcome.shift.as_ref().map_or(0, |s| s.summary.errors), 0);
         outcome
     }
 
@@ -1495,4 +1509,395 @@ fn bind_mounts_that_cannot_be_idmapped_are_kept_or_refused() {
 
 fn text_of(out: &std::process::Output) -> String {
     text(&out.stdout)
+}
+
+/// `config` with `lxc.rootfs.options = idmap=container` right after its rootfs line.
+fn idmapped(config: &str, rootfs: &Path) -> String {
+    let line = format!("lxc.rootfs.path = dir:{}\n", rootfs.display());
+    assert_eq!(config.matches(&line).count(), 1, "{config}");
+    config.replace(
+        &line,
+        &format!("{line}lxc.rootfs.options = idmap=container\n"),
+    )
+}
+
+/// The rootfs method recorded in the state file (absent: shift).
+fn recorded_method(f: &Fixture, name: &str) -> String {
+    let text = std::fs::read_to_string(f.state_file(name)).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    state["target_method"]
+        .as_str()
+        .unwrap_or("shift")
+        .to_string()
+}
+
+/// `--method idmap`: the rootfs stays as it is (no inode touched, no journal), the
+/// config gains the maps, the userns include and `lxc.rootfs.options =
+/// idmap=container`; moving ranges keeps idmap and changes only the config and
+/// the subordinate ids; `--to 0` gives back every byte of the config.
+#[test]
+fn the_idmap_method_touches_no_inode_either_way() {
+    if !require_root("the_idmap_method_touches_no_inode_either_way") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("web");
+    let original = f.snapshot("web");
+
+    let outcome = f.convert_by("web", Target::HostId(HOST_FIRST), Method::Idmap);
+    assert!(outcome.shift.is_none(), "nothing shifts");
+    assert_eq!(outcome.plan.to_method, Method::Idmap);
+    assert_eq!(outcome.plan.idmap_probe, Some(Ok(())));
+    let after = f.snapshot("web");
+    assert_same(&original.manifest, &after.manifest, "rootfs, idmapped");
+    let config = unprivileged(&original.config, USERNS, "lxc.idmap", HOST_FIRST);
+    assert_eq!(f.config("web"), idmapped(&config, &rootfs));
+    let added = format!("{SUBIDS}root:1000000:65536\n");
+    assert_eq!((f.subuid(), f.subgid()), (added.clone(), added));
+    assert_eq!(owner(&f.dir("web")), (0, HOST_FIRST, 0o750));
+    assert!(
+        !after.files.iter().any(|n| n.ends_with(".journal")),
+        "no journal: {:?}",
+        after.files
+    );
+    assert_eq!(recorded_method(&f, "web"), "idmap");
+
+    // Another range, no --method: still idmap, still no inode touched.
+    let outcome = f.convert("web", Target::HostId(2_000_000));
+    assert!(outcome.shift.is_none());
+    assert_eq!(outcome.plan.to_method, Method::Idmap);
+    assert_same(&original.manifest, &collect(&rootfs), "rootfs, moved");
+    let config = unprivileged(&original.config, USERNS, "lxc.idmap", 2_000_000);
+    assert_eq!(f.config("web"), idmapped(&config, &rootfs));
+    assert_eq!(owner(&f.dir("web")), (0, 2_000_000, 0o750));
+
+    // --method with --to 0, and --mounts shift with idmap, are refused.
+    let moved = f.snapshot("web");
+    let options = ConvertOptions {
+        method: Some(Method::Idmap),
+        ..f.options("web", Target::Privileged)
+    };
+    assert!(matches!(
+        f.refused(&options),
+        ConvertError::MethodWithoutTarget
+    ));
+    let options = ConvertOptions {
+        mounts: MountsChoice::Shift,
+        ..f.options("web", Target::HostId(2_000_000))
+    };
+    let message = f.refused(&options).to_string();
+    assert!(message.contains("--mounts idmap"), "{message}");
+    assert_unchanged(&moved, &f.snapshot("web"), "refusals");
+
+    let outcome = f.convert("web", Target::Privileged);
+    assert!(outcome.shift.is_none());
+    let back = f.snapshot("web");
+    assert_same(&original.manifest, &back.manifest, "rootfs, privileged");
+    assert_eq!(back.config, original.config);
+    assert_eq!(back.perms, original.perms);
+    assert!(!f.state_file("web").exists());
+}
+
+/// Switching method shifts the rootfs between container ids (idmap) and host ids
+/// (shift) with the engine, exactly: shift -> idmap at the same range gives back
+/// the original rootfs, idmap -> shift at another range the reference shift.
+#[test]
+fn switching_methods_shifts_the_rootfs_exactly() {
+    if !require_root("switching_methods_shifts_the_rootfs_exactly") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("web");
+    let original = f.snapshot("web");
+    let (_tmp1, at_first) = reference(&[MAP]);
+    let (_tmp2, at_second) = reference(&["b:0:2000000:65536"]);
+    f.convert("web", Target::HostId(HOST_FIRST));
+    assert_same(&at_first, &collect(&rootfs), "shifted");
+
+    let outcome = f.convert_by("web", Target::HostId(HOST_FIRST), Method::Idmap);
+    let (map, direction) = outcome.plan.shift.clone().expect("shifted back");
+    assert_eq!(
+        (map.to_string(), direction),
+        ("b:0:1000000:65536".to_string(), Direction::Reverse)
+    );
+    assert_same(&original.manifest, &collect(&rootfs), "shift -> idmap");
+    let config = unprivileged(&original.config, USERNS, "lxc.idmap", HOST_FIRST);
+    assert_eq!(f.config("web"), idmapped(&config, &rootfs));
+
+    let outcome = f.convert_by("web", Target::HostId(2_000_000), Method::Shift);
+    let (map, direction) = outcome.plan.shift.clone().expect("shifted");
+    assert_eq!(
+        (map.to_string(), direction),
+        ("b:0:2000000:65536".to_string(), Direction::Forward)
+    );
+    assert_same(&at_second, &collect(&rootfs), "idmap -> shift");
+    let config = unprivileged(&original.config, USERNS, "lxc.idmap", 2_000_000);
+    assert_eq!(f.config("web"), config);
+    assert_eq!(recorded_method(&f, "web"), "shift");
+
+    f.convert_by("web", Target::HostId(2_000_000), Method::Idmap);
+    assert_same(
+        &original.manifest,
+        &collect(&rootfs),
+        "shift -> idmap again",
+    );
+    f.convert("web", Target::Privileged);
+    let back = f.snapshot("web");
+    assert_same(&original.manifest, &back.manifest, "privileged");
+    assert_eq!(back.config, original.config);
+    assert_eq!(back.perms, original.perms);
+}
+
+/// SIGKILL method switches (shift -> idmap and idmap -> shift, the rootfs shifted
+/// each time) at spread-out moments: the same command finishes exactly, and the
+/// command back to the other method undoes exactly.
+#[test]
+fn killed_method_switches_finish_or_undo_exactly() {
+    if !require_root("killed_method_switches_finish_or_undo_exactly") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("big");
+    std::fs::create_dir(rootfs.join("srv")).unwrap();
+    lxc_idshift::sample::build_bulk_tree(&rootfs.join("srv"), 10_000).unwrap();
+    let original = collect(&rootfs);
+    let methods = ["shift", "idmap"];
+    let args = |method: &str| {
+        let mut args = convert_args(&f, "big", "1000000");
+        args.extend(["--method".into(), method.into()]);
+        args
+    };
+    assert_exit(&run(&args("shift")), 0, "shift");
+    let shifted = outcome_of(&f, "big");
+    let started = std::time::Instant::now();
+    assert_exit(&run(&args("idmap")), 0, "shift -> idmap");
+    let run_time = started.elapsed();
+    let idmapped = outcome_of(&f, "big");
+    assert_same(&original, &idmapped.manifest, "idmapped rootfs");
+    let ends = [shifted, idmapped];
+    let (mut at, mut killed, mut i, mut max_delay) = (1, 0, 0u64, run_time);
+    while killed < 12 {
+        assert!(i < 60, "only {killed} of {i} switches were killed mid-way");
+        let towards = 1 - at;
+        let delay = max_delay.mul_f64(((i * 37) % 101) as f64 / 100.0);
+        if kill_after(&args(methods[towards]), delay) {
+            killed += 1;
+        } else {
+            max_delay = max_delay.mul_f64(0.8);
+        }
+        // Mostly finished, every third undone.
+        let end = if i % 3 == 2 { at } else { towards };
+        let what = format!(
+            "iteration {i}: {} -> {} killed at {delay:?}, then --method {}",
+            methods[at], methods[towards], methods[end]
+        );
+        assert_exit(&run(&args(methods[end])), 0, &what);
+        assert_unchanged(&ends[end], &outcome_of(&f, "big"), &what);
+        at = end;
+        i += 1;
+    }
+}
+
+/// Where an idmapped mount of the rootfs cannot work (ramfs cannot be idmapped),
+/// `--method idmap` is refused before any write, naming `--method shift`; the
+/// `--dry-run` plan says which methods work and what each would do.
+#[test]
+fn an_idmapped_rootfs_that_cannot_work_is_refused_and_the_plan_says_why() {
+    if !require_root("an_idmapped_rootfs_that_cannot_work_is_refused_and_the_plan_says_why") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("web");
+    let mut options = f.options("web", Target::HostId(HOST_FIRST));
+    options.dry_run = true;
+    let text = describe(&plan(&options).unwrap());
+    for wanted in [
+        "rootfs methods on this host (--method):\n",
+        "  * shift: works on any kernel; would shift every inode of the rootfs forward with b:0:1000000:65536 (journaled)\n",
+        "    idmap: works here; would leave every inode of the rootfs as it is, with idmap=container in lxc.rootfs.options\n",
+    ] {
+        assert!(text.contains(wanted), "missing {wanted:?} in:\n{text}");
+    }
+
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t ramfs");
+    let _unmount = MountGuard(rootfs.clone());
+    // ramfs has no xattrs: a plain tree.
+    std::fs::create_dir(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+    let before = f.snapshot("web");
+    let options = ConvertOptions {
+        method: Some(Method::Idmap),
+        ..f.options("web", Target::HostId(HOST_FIRST))
+    };
+    let message = f.refused(&options).to_string();
+    assert!(
+        message.contains("cannot be mounted idmapped here")
+            && message.contains("--to 1000000 --method shift"),
+        "{message}"
+    );
+    assert_unchanged(&before, &f.snapshot("web"), "a refused --method idmap");
+    let mut options = f.options("web", Target::HostId(HOST_FIRST));
+    options.dry_run = true;
+    let planned = plan(&options).unwrap();
+    assert!(matches!(&planned.idmap_probe, Some(Err(why)) if why.contains("cannot be idmapped")));
+    let text = describe(&planned);
+    assert!(
+        text.contains("    idmap: does not work here: the file system of"),
+        "{text}"
+    );
+}
+
+/// `--dry-run --json` of the CLI carries the method and the probe's answer.
+#[test]
+fn the_json_plan_names_the_method_and_whether_idmap_works() {
+    if !require_root("the_json_plan_names_the_method_and_whether_idmap_works") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let mut args = convert_args(&f, "web", "1000000");
+    args.extend([
+        "--method".into(),
+        "idmap".into(),
+        "--dry-run".into(),
+        "--json".into(),
+    ]);
+    let out = run(&args);
+    assert_exit(&out, 0, "--method idmap --dry-run --json");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["method"], "idmap", "{report:#}");
+    assert_eq!(report["idmap_works"], true, "{report:#}");
+    assert_eq!(report["map"], serde_json::Value::Null, "nothing shifts");
+    // Seen through the idmapped mount, ids beyond 0..65535 show as nobody, ids of
+    // the host range included.
+    let uids = &report["unmapped"]["uids"];
+    assert_eq!(
+        (&uids["70000"], &uids["1000033"]),
+        (&1.into(), &1.into()),
+        "{report:#}"
+    );
+    let diff = report["edits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["diff"].as_str().unwrap())
+        .collect::<String>();
+    assert!(
+        diff.contains("+lxc.rootfs.options = idmap=container\n"),
+        "{diff}"
+    );
+    let mut args = convert_args(&f, "web", "0");
+    args.extend(["--method".into(), "shift".into(), "--dry-run".into()]);
+    let out = run(&args);
+    assert_exit(&out, 2, "--to 0 --method shift");
+    assert!(
+        text(&out.stderr).contains("leave it out with --to 0"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// An interrupted method switch (shift -> idmap at the same range) is finished by
+/// `--to` alone or with its `--method`, undone with the other method, and blocks any
+/// other target, naming both commands.
+#[test]
+fn an_interrupted_method_switch_is_finished_or_undone_by_its_method() {
+    if !require_root("an_interrupted_method_switch_is_finished_or_undone_by_its_method") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    f.convert("web", Target::HostId(HOST_FIRST));
+    let state = r#"{"origin": 1000000, "target": 1000000, "range": 65536, "perms": [],
+                    "target_method": "idmap"}"#;
+    std::fs::write(f.state_file("web"), state).unwrap();
+    let with = |method: Option<Method>| ConvertOptions {
+        method,
+        ..f.options("web", Target::HostId(HOST_FIRST))
+    };
+    let map_of = |planned: Plan| {
+        let (map, direction) = planned.shift.expect("a shift");
+        (map.to_string(), direction, planned.to_method)
+    };
+    let finish = (
+        "b:0:1000000:65536".to_string(),
+        Direction::Reverse,
+        Method::Idmap,
+    );
+    assert_eq!(map_of(plan(&with(None)).unwrap()), finish);
+    assert_eq!(map_of(plan(&with(Some(Method::Idmap))).unwrap()), finish);
+    let undo = (
+        "b:0:1000000:65536".to_string(),
+        Direction::Forward,
+        Method::Shift,
+    );
+    assert_eq!(map_of(plan(&with(Some(Method::Shift))).unwrap()), undo);
+    let message = f
+        .refused(&f.options("web", Target::HostId(2_000_000)))
+        .to_string();
+    assert!(
+        message.contains("finish it (--to 1000000 --method idmap) or undo it (--to 1000000)"),
+        "{message}"
+    );
+}
+
+/// Bind mounts in the container's own included config and fstab file (in its
+/// directory) gain `idmap=container` there and lose it with `--to 0`, each file byte
+/// for byte as it was; one in an include outside the directory (maybe shared with
+/// other containers) is left alone, and the plan says where to add it.
+#[test]
+fn bind_mounts_in_own_includes_and_fstab_are_idmapped_and_back() {
+    if !require_root("bind_mounts_in_own_includes_and_fstab_are_idmapped_and_back") {
+        return;
+    }
+    let f = Fixture::new();
+    for name in ["inc", "tab", "shared"] {
+        let data = f.root().join("srv").join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("f"), name).unwrap();
+        std::os::unix::fs::chown(data.join("f"), Some(33), Some(33)).unwrap();
+    }
+    let dir = f.dir("www");
+    let shared = f.root().join("shared.conf");
+    // As the host sees them: the fixture's root is the host's /.
+    let includes =
+        "lxc.include = /lxc/www/extra.conf\nlxc.include = /shared.conf\nlxc.mount.fstab = fstab\n";
+    f.container_with("www", |rootfs| debian_config("www", rootfs) + includes);
+    let extra = "# mine\nlxc.mount.entry = /srv/inc srv/inc none bind,create=dir 0 0\n";
+    let fstab = "# fstab\r\n/srv/tab\tsrv/tab none bind,create=dir 0 0\r\n";
+    let shared_text = "lxc.mount.entry = /srv/shared srv/shared none bind 0 0\n";
+    std::fs::write(dir.join("extra.conf"), extra).unwrap();
+    std::fs::write(dir.join("fstab"), fstab).unwrap();
+    std::fs::write(&shared, shared_text).unwrap();
+    let config = f.config("www");
+
+    let planned = convert_with(&f, Target::HostId(HOST_FIRST), MountsChoice::Auto);
+    let notes = planned.mount_notes.join("\n");
+    assert!(
+        notes.contains("/srv/shared: kept as it is")
+            && notes.contains("outside the container's directory"),
+        "{notes}"
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(
+        read("extra.conf"),
+        extra.replace("create=dir 0", "create=dir,idmap=container 0")
+    );
+    assert_eq!(
+        read("fstab"),
+        fstab.replace("create=dir 0", "create=dir,idmap=container 0")
+    );
+    assert_eq!(std::fs::read_to_string(&shared).unwrap(), shared_text);
+    assert!(!f.config("www").contains("idmap=container"));
+
+    f.convert("www", Target::Privileged);
+    assert_eq!(read("extra.conf"), extra);
+    assert_eq!(read("fstab"), fstab);
+    assert_eq!(std::fs::read_to_string(&shared).unwrap(), shared_text);
+    assert_eq!(f.config("www"), config);
 }

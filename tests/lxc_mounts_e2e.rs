@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::lxc::{create_debian, ok, sh, start_and_wait};
+use common::lxc::{attach_as, attach_ok, create_debian, ok, start_and_wait};
 use common::{assert_exit, assert_same, collect, owner, require_root, run, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,19 +17,11 @@ const NAME: &str = "idshift-mounts";
 
 /// Runs a shell command inside as `user`; returns the output.
 fn inside_as(user: &str, script: &str) -> Output {
-    let args = ["-n", NAME, "--", "su", user, "-s", "/bin/sh", "-c", script];
-    sh("lxc-attach", &args)
+    attach_as(NAME, user, script)
 }
 
 fn inside_ok(user: &str, script: &str) -> String {
-    let out = inside_as(user, script);
-    assert!(
-        out.status.success(),
-        "as {user} inside: {script}: {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    attach_ok(NAME, user, script)
 }
 
 /// The bind mount source: files of root, www-data (33) and user 1000, a setgid

@@ -13,9 +13,14 @@ use super::config::{self, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::convert::ConversionState;
 use super::host::Host;
+use super::method::Layout;
 use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
 use super::subid::SubIds;
 use super::udev;
+use crate::engine::acl::{
+    Acl, AclEntry, ACL_ACCESS, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER,
+    ACL_USER_OBJ,
+};
 use crate::engine::idmap::{IdKind, MapEntry};
 use serde::Serialize;
 use std::os::unix::fs::MetadataExt;
@@ -194,6 +199,7 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
     let mut checker = Checker {
         options,
         container: &container,
+        config: &config,
         maps: &maps,
         report: CheckReport {
             container: container.name.clone(),
@@ -221,10 +227,10 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
             checker.rootfs(&rootfs.location, method == "idmap")?;
             if method == "idmap" {
                 let fix = format!(
-                    "remove {IDMAP_OPTION} from lxc.rootfs.options in {} and shift the rootfs instead: lxc-idshift {} --to 0, then lxc-idshift {} --to HOSTID",
-                    config_path.display(),
-                    container.name,
-                    container.name
+                    "{} --to {} --method shift   (shifts the rootfs to host ids instead and removes {IDMAP_OPTION} from lxc.rootfs.options in {})",
+                    checker.command(),
+                    checker.root_host_id(IdKind::User).unwrap_or(0),
+                    config_path.display()
                 );
                 checker.idmap_works(&rootfs.location, fix);
             }
@@ -264,6 +270,7 @@ fn rootfs_options(config: &ContainerConfig) -> impl Iterator<Item = &str> {
 struct Checker<'a> {
     options: &'a CheckOptions,
     container: &'a Container,
+    config: &'a ContainerConfig,
     maps: &'a [MapEntry],
     report: CheckReport,
 }
@@ -321,21 +328,20 @@ impl Checker<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_error(&path)(e)),
         };
-        let now = self.root_host_id(IdKind::User);
-        if state.target == now {
+        let now = Layout::of_config(self.root_host_id(IdKind::User), self.config);
+        if !state.interrupted_at(now) {
             return Ok(());
         }
-        let side = |id: Option<u32>| id.map_or("privileged".to_string(), |id| id.to_string());
         let message = format!(
             "a conversion from {} to {} was interrupted: the rootfs is partly shifted",
-            side(state.origin),
-            side(state.target)
+            state.origin_layout(),
+            state.target_layout()
         );
         let fix = format!(
-            "{0} --to {1}   (to finish it; or {0} --to {2} to undo it)",
+            "{0} {1}   (to finish it; or {0} {2} to undo it)",
             self.command(),
-            state.target.unwrap_or(0),
-            state.origin.unwrap_or(0)
+            state.target_layout().args(),
+            state.origin_layout().args()
         );
         self.problem(ProblemKind::InterruptedConversion, &path, message, fix);
         Ok(())
@@ -519,7 +525,11 @@ impl Checker<'_> {
                 let Ok(meta) = std::fs::symlink_metadata(dir) else {
                     continue;
                 };
-                if meta.is_symlink() || traversable(&meta, uid, gid, &view) {
+                if meta.is_symlink() {
+                    continue;
+                }
+                let acl = access_acl(dir);
+                if traversable(&meta, acl.as_ref(), (uid, gid), &view) {
                     continue;
                 }
                 let message = format!(
@@ -535,7 +545,12 @@ impl Checker<'_> {
                         "cannot start with this bind mount"
                     }
                 );
-                let fix = format!("chmod o+x {}", dir.display());
+                // With an ACL, o+x may not reach the container's root (a named
+                // entry of its uid or gid comes first): an entry of its own does.
+                let fix = match acl {
+                    Some(_) => format!("setfacl -m u:{uid}:x {}", dir.display()),
+                    None => format!("chmod o+x {}", dir.display()),
+                };
                 self.problem(ProblemKind::ParentNotTraversable, dir, message, fix);
             }
         }
@@ -673,7 +688,7 @@ impl Checker<'_> {
             bind.origin.line,
             bind.with_idmap_line()
         );
-        match !bind.origin.fstab && bind.origin.file == self.container.config() {
+        match bind.in_own_file(&self.container.dir(), &self.report.rootfs) {
             true => format!(
                 "{} --to {} --mounts idmap   (adds {IDMAP_OPTION} where an idmapped mount works; or {by_hand})",
                 self.command(),
@@ -746,13 +761,30 @@ impl Checker<'_> {
     }
 }
 
+/// The directory's access ACL (`system.posix_acl_access`, not following a
+/// symlink); None without one, or when it cannot be read or parsed (the mode bits
+/// then decide, as they do for the kernel without an ACL).
+fn access_acl(dir: &Path) -> Option<Acl> {
+    let mut buf = vec![0u8; 65536];
+    let len = rustix::fs::lgetxattr(dir, ACL_ACCESS, &mut buf[..]).ok()?;
+    Acl::parse(&buf[..len]).ok()
+}
+
 /// Whether a process of host uid `uid`, gid `gid` (the container's root, with no
 /// supplementary groups) may search the directory. Its capabilities count only on
-/// inodes whose owner and group it maps. POSIX ACLs are not read: a directory that
-/// grants search by ACL only is reported, and `chmod o+x` is still the fix.
-fn traversable(meta: &std::fs::Metadata, uid: u32, gid: u32, view: &View) -> bool {
+/// inodes whose owner and group it maps; else the access ACL decides if there is
+/// one, else the mode bits.
+fn traversable(
+    meta: &std::fs::Metadata,
+    acl: Option<&Acl>,
+    (uid, gid): (u32, u32),
+    view: &View,
+) -> bool {
     if view.sees_both(meta.uid(), meta.gid()) {
         return true; // CAP_DAC_READ_SEARCH in its own user namespace
+    }
+    if let Some(acl) = acl {
+        return acl_grants_search(acl, (meta.uid(), meta.gid()), (uid, gid));
     }
     let mode = meta.mode();
     let bit = if meta.uid() == uid {
@@ -763,6 +795,31 @@ fn traversable(meta: &std::fs::Metadata, uid: u32, gid: u32, view: &View) -> boo
         0o001
     };
     mode & bit != 0
+}
+
+/// The kernel's ACL check (fs/posix_acl.c, posix_acl_permission) for search: the
+/// owner's entry; else a named user entry; else the owning group's and named group
+/// entries, any one granting; else other. The mask limits all but owner and other.
+fn acl_grants_search(acl: &Acl, (owner, group): (u32, u32), (uid, gid): (u32, u32)) -> bool {
+    const SEARCH: u16 = 0o1;
+    let tagged = |tag: u16| acl.entries.iter().filter(move |e| e.tag == tag);
+    let mask = tagged(ACL_MASK).next().map_or(0o7, |e| e.perm);
+    let grants = |e: &AclEntry| e.perm & SEARCH != 0;
+    let masked = |e: &AclEntry| e.perm & mask & SEARCH != 0;
+    if uid == owner {
+        return tagged(ACL_USER_OBJ).any(grants);
+    }
+    if let Some(entry) = tagged(ACL_USER).find(|e| e.id == uid) {
+        return masked(entry);
+    }
+    let mut groups = tagged(ACL_GROUP_OBJ)
+        .filter(|_| gid == group)
+        .chain(tagged(ACL_GROUP).filter(|e| e.id == gid))
+        .peekable();
+    if groups.peek().is_some() {
+        return groups.any(masked);
+    }
+    tagged(ACL_OTHER).any(grants)
 }
 
 /// `find DIR -xdev \( -uid A -o -gid B \) -exec chown -h OWNER:OWNER {} +` for the
@@ -822,11 +879,100 @@ mod tests {
             std::fs::metadata(&dir).unwrap()
         };
         // Owned by us (not in the map): only our bits count for us...
-        assert!(traversable(&set(0o700), me, 1, &view));
-        assert!(!traversable(&set(0o070), me, my_gid, &view));
+        assert!(traversable(&set(0o700), None, (me, 1), &view));
+        assert!(!traversable(&set(0o070), None, (me, my_gid), &view));
         // ...the group's for our group, the others' for anyone else.
-        assert!(traversable(&set(0o710), me + 1, my_gid, &view));
-        assert!(!traversable(&set(0o770), me + 1, my_gid + 1, &view));
-        assert!(traversable(&set(0o701), me + 1, my_gid + 1, &view));
+        assert!(traversable(&set(0o710), None, (me + 1, my_gid), &view));
+        assert!(!traversable(&set(0o770), None, (me + 1, my_gid + 1), &view));
+        assert!(traversable(&set(0o701), None, (me + 1, my_gid + 1), &view));
+    }
+
+    const ANY: u32 = u32::MAX;
+
+    /// An ACL: owner rwx, group r-x, other as given, and `extra` entries, in the
+    /// order the kernel wants them (by tag).
+    fn acl(other: u16, extra: &[(u16, u16, u32)]) -> Acl {
+        let mut entries = vec![
+            (ACL_USER_OBJ, 0o7, ANY),
+            (ACL_GROUP_OBJ, 0o5, ANY),
+            (ACL_OTHER, other, ANY),
+        ];
+        entries.extend_from_slice(extra);
+        entries.sort_by_key(|e| e.0);
+        Acl {
+            entries: entries
+                .into_iter()
+                .map(|(tag, perm, id)| AclEntry { tag, perm, id })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn search_by_acl_follows_the_kernels_order() {
+        let (owner, group) = (0, 0);
+        let root = (1_000_000, 1_000_000);
+        let with = |extra: &[(u16, u16, u32)]| acl(0, extra);
+        // Nothing for the container's root: other's entry says no.
+        assert!(!acl_grants_search(&with(&[]), (owner, group), root));
+        // A named user entry grants search, unless the mask takes it away.
+        let user = (ACL_USER, 0o1, 1_000_000);
+        assert!(acl_grants_search(
+            &with(&[user, (ACL_MASK, 0o5, ANY)]),
+            (owner, group),
+            root
+        ));
+        assert!(!acl_grants_search(
+            &with(&[user, (ACL_MASK, 0o4, ANY)]),
+            (owner, group),
+            root
+        ));
+        // A named user entry without x wins over other's x.
+        let denied = acl(0o1, &[(ACL_USER, 0o4, 1_000_000), (ACL_MASK, 0o5, ANY)]);
+        assert!(!acl_grants_search(&denied, (owner, group), root));
+        // A named group entry, or the owning group's, grants it through the mask.
+        let group_entry = (ACL_GROUP, 0o1, 1_000_000);
+        assert!(acl_grants_search(
+            &with(&[group_entry, (ACL_MASK, 0o1, ANY)]),
+            (owner, group),
+            root
+        ));
+        assert!(acl_grants_search(&with(&[]), (owner, 1_000_000), root));
+        assert!(!acl_grants_search(
+            &with(&[(ACL_MASK, 0o4, ANY)]),
+            (owner, 1_000_000),
+            root
+        ));
+        // The owner's entry decides for the owner.
+        assert!(acl_grants_search(&with(&[]), (1_000_000, group), root));
+    }
+
+    #[test]
+    fn traversal_reads_the_directorys_acl() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+            .unwrap();
+        let view = View {
+            maps: vec![MapEntry::parse("u 0 1000000 65536").unwrap()],
+            idmapped: false,
+        };
+        let meta = std::fs::metadata(&dir).unwrap();
+        let root = (1_000_000, 1_000_000);
+        assert_eq!(access_acl(&dir), None);
+        assert!(!traversable(&meta, None, root, &view));
+        let granted = acl(0, &[(ACL_USER, 0o1, 1_000_000), (ACL_MASK, 0o5, ANY)]);
+        if let Err(e) = rustix::fs::lsetxattr(
+            &dir,
+            ACL_ACCESS,
+            &granted.to_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            return crate::skip_test(&format!("this file system takes no ACL: {e}"));
+        }
+        let read = access_acl(&dir).expect("the ACL reads back");
+        assert_eq!(read, granted);
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert!(traversable(&meta, Some(&read), root, &view));
     }
 }

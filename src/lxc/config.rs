@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 const IDMAP_KEYS: [&str; 2] = ["lxc.idmap", "lxc.id_map"];
 const INCLUDE_KEY: &str = "lxc.include";
+const ROOTFS_OPTIONS_KEY: &str = "lxc.rootfs.options";
 
 /// Keys renamed in LXC 2.1 and removed in 3.0 (the list `lxc-update-config` converts).
 /// Any one of them marks a config written for LXC 2.x or older.
@@ -89,14 +90,16 @@ impl Line {
             .map(Path::new)
     }
 
-    /// The same line with another value: indentation, key and spacing are kept so
-    /// that the diff shows only the value changing.
+    /// The same line with another value: indentation, key and spacing (trailing
+    /// spaces too) are kept so that the diff shows only the value changing, and
+    /// changing it back gives the same bytes.
     fn with_value(&self, value: &str) -> Line {
         let eq = self.text.find('=').map_or(self.text.len(), |i| i + 1);
         let after = &self.text[eq..];
         let gap = after.len() - after.trim_start().len();
+        let trail = &after[after.trim_end().len().max(gap)..];
         Line {
-            text: format!("{}{value}", &self.text[..eq + gap]),
+            text: format!("{}{value}{trail}", &self.text[..eq + gap]),
             eol: self.eol.clone(),
         }
     }
@@ -304,8 +307,8 @@ impl ContainerConfig {
     /// Whether the rootfs is mounted idmapped (`lxc.rootfs.options` holding
     /// `idmap=container`): the rootfs stays unshifted on disk.
     pub fn rootfs_idmapped(&self) -> bool {
-        self.last_value(&["lxc.rootfs.options"])
-            .is_some_and(|options| options.split(',').any(|o| o.trim() == "idmap=container"))
+        self.last_value(&[ROOTFS_OPTIONS_KEY])
+            .is_some_and(|options| split_options(options).any(|o| o.trim() == "idmap=container"))
     }
 
     /// The `lxc.idmap` / `lxc.id_map` entries in effect (u lines have `users`, g lines
@@ -399,6 +402,44 @@ impl ContainerConfig {
             }
         }
         ContainerConfig { lines }
+    }
+
+    /// The config with `option` added to (`present`) or removed from the rootfs
+    /// mount options, every other byte kept. Added: appended to the
+    /// `lxc.rootfs.options` in effect, or on a new line after it (when empty) or
+    /// after `lxc.rootfs.path`. Removed: from every `lxc.rootfs.options` line; a line
+    /// left without options goes. So removing what was added gives back the bytes.
+    pub fn with_rootfs_option(&self, option: &str, present: bool) -> ContainerConfig {
+        let mut lines = self.lines.clone();
+        if !present {
+            lines = lines
+                .iter()
+                .filter_map(|l| without_rootfs_option(l, option))
+                .collect();
+            return self.edited(lines);
+        }
+        let last = self
+            .entries()
+            .filter(|(_, k, _)| *k == ROOTFS_OPTIONS_KEY)
+            .last()
+            .map(|(i, _, v)| (i, v.to_string()));
+        match last {
+            Some((_, value)) if split_options(&value).any(|o| o.trim() == option) => {}
+            Some((i, value)) if !value.trim().is_empty() => {
+                lines[i] = lines[i].with_value(&written_value(&format!("{value},{option}")));
+            }
+            at => {
+                let after = at.map(|(i, _)| i).or_else(|| {
+                    self.entries()
+                        .filter(|(_, k, _)| ["lxc.rootfs.path", "lxc.rootfs"].contains(k))
+                        .last()
+                        .map(|(i, _, _)| i)
+                });
+                let at = after.map_or(lines.len(), |i| i + 1);
+                lines.insert(at, Line::new(format!("{ROOTFS_OPTIONS_KEY} = {option}")));
+            }
+        }
+        self.edited(lines)
     }
 
     /// The config with `option` removed from every `lxc.mount.entry`.
@@ -511,6 +552,9 @@ impl ContainerConfig {
             // A blank line left without its ending would vanish: it keeps it.
             if i == last && ends_open && !line.text.is_empty() {
                 line.eol.clear();
+            } else if line.eol.is_empty() && line.text.ends_with('\r') {
+                // "X\r" + "\n" would read back as "X" ending in "\r\n".
+                line.eol = "\r\n".to_string();
             } else if line.eol.is_empty() {
                 line.eol.clone_from(&eol);
             }
@@ -524,6 +568,14 @@ impl ContainerConfig {
 /// entry or nothing changes.
 fn edited_mount_line(line: &Line, option: &str, present: bool) -> Option<Line> {
     let value = line.value_of("lxc.mount.entry")?;
+    let new_value = edited_mount_fields(value, option, present)?;
+    Some(line.with_value(&written_value(&new_value)))
+}
+
+/// Mount fields (`SOURCE TARGET FSTYPE OPTIONS ...`) with `option` added to or
+/// removed from the fourth, all spacing kept; None when there is no fourth field or
+/// nothing changes.
+fn edited_mount_fields(value: &str, option: &str, present: bool) -> Option<String> {
     // Byte range of the fourth whitespace-separated field.
     let mut fields = Vec::new();
     let mut start = None;
@@ -556,12 +608,51 @@ fn edited_mount_line(line: &Line, option: &str, present: bool) -> Option<Line> {
     } else {
         new_options
     };
-    let new_value = format!(
+    Some(format!(
         "{}{new_options}{}",
         &value[..range.start],
         &value[range.end..]
-    );
-    Some(line.with_value(&written_value(&new_value)))
+    ))
+}
+
+/// The text of an `lxc.mount.fstab` file with `option` added to or removed from
+/// the options of its 1-based `line` (None: of every line); comments, blank lines
+/// and every other byte stay.
+pub fn fstab_with_option(text: &str, line: Option<usize>, option: &str, present: bool) -> String {
+    let mut out = String::with_capacity(text.len() + option.len() + 1);
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let Line { text: body, eol } = split_line(raw);
+        let chosen = line.is_none_or(|l| l == i + 1);
+        let comment = body.trim_start().starts_with('#');
+        let edited = match chosen && !comment {
+            true => edited_mount_fields(&body, option, present),
+            false => None,
+        };
+        out.push_str(edited.as_deref().unwrap_or(&body));
+        out.push_str(&eol);
+    }
+    out
+}
+
+/// The options of a mount options value, as written (spaces kept).
+fn split_options(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',')
+}
+
+/// `line` without `option` if it is an `lxc.rootfs.options` holding it; None when
+/// no option is left (the line goes).
+fn without_rootfs_option(line: &Line, option: &str) -> Option<Line> {
+    let Some(value) = line.value_of(ROOTFS_OPTIONS_KEY) else {
+        return Some(line.clone());
+    };
+    if !split_options(value).any(|o| o.trim() == option) {
+        return Some(line.clone());
+    }
+    let kept: Vec<&str> = split_options(value)
+        .filter(|o| o.trim() != option)
+        .collect();
+    let kept = kept.join(",");
+    (!kept.trim().is_empty()).then(|| line.with_value(&written_value(&kept)))
 }
 
 /// Splits one `split_inclusive` piece into text and line ending.
@@ -794,6 +885,20 @@ pub fn fuzz_edit(data: &[u8]) {
         assert!(reread.includes().contains(&include), "include missing");
         assert!(same_kept(&next, &original), "a line changed: {next:?}");
         current = next;
+    }
+    // The rootfs option: added, read back, removed to the same bytes (when the
+    // config holds it nowhere yet).
+    let idmap = "idmap=container";
+    if !text.contains(idmap) {
+        let added = current.with_rootfs_option(idmap, true);
+        assert_eq!(added.with_rootfs_option(idmap, true), added);
+        assert!(ContainerConfig::parse(&added.to_text()).rootfs_idmapped());
+        let removed = ContainerConfig::parse(&added.to_text()).with_rootfs_option(idmap, false);
+        assert_eq!(
+            removed.to_text(),
+            current.to_text(),
+            "rootfs option round trip"
+        );
     }
     let privileged = current.with_privileged();
     assert_eq!(privileged.with_privileged(), privileged);
@@ -1204,6 +1309,73 @@ lxc.arch = amd64
             only.without_mount_option("idmap=container").to_text(),
             "lxc.mount.entry = /a a none defaults 0 0\n"
         );
+    }
+
+    #[test]
+    fn the_rootfs_option_is_merged_in_and_removed_byte_identically() {
+        const IDMAP: &str = "idmap=container";
+        let cases = [
+            // No options line: one is added right after lxc.rootfs.path.
+            (
+                "# c\nlxc.rootfs.path = dir:/r\nlxc.uts.name = a",
+                "# c\nlxc.rootfs.path = dir:/r\nlxc.rootfs.options = idmap=container\nlxc.uts.name = a",
+            ),
+            // Merged into the options in effect (the last line), spacing kept.
+            (
+                "lxc.rootfs.options = ro\r\nlxc.rootfs.path=dir:/r\r\nlxc.rootfs.options=noatime, nodev\r\n",
+                "lxc.rootfs.options = ro\r\nlxc.rootfs.path=dir:/r\r\nlxc.rootfs.options=noatime, nodev,idmap=container\r\n",
+            ),
+            // An empty options line stays; a new one follows it.
+            (
+                "lxc.rootfs.path = dir:/r\nlxc.rootfs.options =\n",
+                "lxc.rootfs.path = dir:/r\nlxc.rootfs.options =\nlxc.rootfs.options = idmap=container\n",
+            ),
+            // Legacy key, no rootfs options.
+            (
+                "lxc.rootfs = /r\n",
+                "lxc.rootfs = /r\nlxc.rootfs.options = idmap=container\n",
+            ),
+        ];
+        for (before, after) in cases {
+            let added = parse(before).with_rootfs_option(IDMAP, true);
+            assert_eq!(added.to_text(), after);
+            assert!(added.rootfs_idmapped(), "{after}");
+            assert_eq!(added.with_rootfs_option(IDMAP, true), added, "idempotent");
+            let removed = added.with_rootfs_option(IDMAP, false);
+            assert_eq!(removed.to_text(), before, "round trip");
+            assert!(!removed.rootfs_idmapped());
+            assert_eq!(removed.with_rootfs_option(IDMAP, false), removed);
+        }
+        // Removed wherever it is, with its spaces; a line left empty goes.
+        let text =
+            "lxc.rootfs.options = idmap=container\nlxc.rootfs.options = ro, idmap=container ,x\n";
+        assert_eq!(
+            parse(text).with_rootfs_option(IDMAP, false).to_text(),
+            "lxc.rootfs.options = ro,x\n"
+        );
+        // Already there: nothing changes.
+        let there = parse("lxc.rootfs.options = idmap=container,ro\n");
+        assert_eq!(there.with_rootfs_option(IDMAP, true), there);
+    }
+
+    #[test]
+    fn an_fstab_option_is_added_and_removed_in_place() {
+        let text = "# c\n/srv/a srv/a none bind,create=dir 0 0\r\n\n  /b\tb none bind";
+        let added = fstab_with_option(text, Some(4), "idmap=container", true);
+        assert_eq!(
+            added,
+            text.replace("b none bind", "b none bind,idmap=container")
+        );
+        let both = fstab_with_option(&added, Some(2), "idmap=container", true);
+        assert!(both.contains("/srv/a srv/a none bind,create=dir,idmap=container 0 0\r\n"));
+        assert_eq!(
+            fstab_with_option(&both, None, "idmap=container", false),
+            text
+        );
+        // A comment, a blank line or a short line is left alone.
+        assert_eq!(fstab_with_option(text, Some(1), "x", true), text);
+        assert_eq!(fstab_with_option(text, Some(3), "x", true), text);
+        assert_eq!(fstab_with_option("a b c\n", None, "x", true), "a b c\n");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::host::Host;
 use super::lock::{self, ShadowLock};
-use super::mounts::{self, ScannedMount, View, IDMAP_OPTION};
+use super::method::{self, Layout, Method};
+use super::mounts::{self, Origin, ScannedMount, View, IDMAP_OPTION};
 use super::perms::{self, Ownership, PermChange};
 use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
@@ -81,6 +82,9 @@ pub struct ConvertOptions {
     pub host: Host,
     /// `--mounts`: what happens to bind mounts of host paths.
     pub mounts: MountsChoice,
+    /// `--method`: how the rootfs becomes unprivileged (None: the container's own
+    /// method when it is unprivileged already, else shift).
+    pub method: Option<Method>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,8 @@ pub enum ConvertError {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Accounts(#[from] accounts::AccountError),
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
     #[error("{path}: {source}; fix that, then run the same command again")]
     Io {
         path: PathBuf,
@@ -149,13 +155,24 @@ pub enum ConvertError {
     },
     #[error("--range must be at least 1; leave it out for the default, 65536")]
     EmptyRange,
-    #[error("a conversion from {origin} to {target} was interrupted: finish it (--to {target_arg}) or undo it (--to {origin_arg}) first")]
+    #[error("a conversion from {origin} to {target} was interrupted: finish it ({target_args}) or undo it ({origin_args}) first")]
     Interrupted {
-        origin: String,
-        target: String,
-        origin_arg: u32,
-        target_arg: u32,
+        origin: Layout,
+        target: Layout,
+        origin_args: String,
+        target_args: String,
     },
+    #[error("rootfs {rootfs} cannot be mounted idmapped here: {why}; convert with --method shift instead (`lxc-idshift {name} --to {host} --method shift` shifts the rootfs once and works on any kernel)")]
+    RootfsIdmapUnsupported {
+        rootfs: PathBuf,
+        why: String,
+        name: String,
+        host: u32,
+    },
+    #[error("--method is for unprivileged targets: leave it out with --to 0 (going privileged removes {IDMAP_OPTION} or shifts the rootfs back, whichever the container uses)")]
+    MethodWithoutTarget,
+    #[error("--method idmap leaves the rootfs unshifted, so nothing shifts bind mount sources along ({why}): use --mounts idmap or --mounts keep, or --method shift")]
+    MountShiftWithIdmap { why: String },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
@@ -181,6 +198,28 @@ pub struct ConversionState {
     /// by `--to 0`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shifted_mounts: Vec<PathBuf>,
+    /// The rootfs method before and after (absent: shift, as before methods existed).
+    #[serde(default, skip_serializing_if = "Method::is_shift")]
+    pub origin_method: Method,
+    #[serde(default, skip_serializing_if = "Method::is_shift")]
+    pub target_method: Method,
+}
+
+impl ConversionState {
+    pub fn origin_layout(&self) -> Layout {
+        Layout::new(self.origin, self.origin_method)
+    }
+
+    pub fn target_layout(&self) -> Layout {
+        Layout::new(self.target, self.target_method)
+    }
+
+    /// Whether the recorded conversion was interrupted, the container's config
+    /// saying it is at `now`: the config is written after the rootfs, so a state
+    /// heading elsewhere is one whose rootfs may be half-way.
+    pub fn interrupted_at(&self, now: Layout) -> bool {
+        self.target_layout() != now
+    }
 }
 
 /// A device node and the host owner and group it gets.
@@ -208,6 +247,12 @@ pub struct Plan {
     /// The host id of container root before and after (None: privileged).
     pub from: Option<u32>,
     pub to: Option<u32>,
+    /// The rootfs method before and after (shift when privileged).
+    pub from_method: Method,
+    pub to_method: Method,
+    /// Whether an idmapped mount of the rootfs works here with the target's map
+    /// (probed for `--method idmap` and `--dry-run`; None when not probed).
+    pub idmap_probe: Option<Result<(), String>>,
     pub range: u32,
     pub shift: Option<(IdMap, Direction)>,
     pub edits: Vec<FileEdit>,
@@ -236,6 +281,16 @@ pub struct Plan {
     pub mount_shifts: Vec<PathBuf>,
 }
 
+impl Plan {
+    pub fn layout_before(&self) -> Layout {
+        Layout::new(self.from, self.from_method)
+    }
+
+    pub fn layout_after(&self) -> Layout {
+        Layout::new(self.to, self.to_method)
+    }
+}
+
 /// What a conversion did.
 pub struct Outcome {
     pub plan: Plan,
@@ -258,32 +313,42 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     let config = ContainerConfig::parse(&config_text);
     let rootfs = shiftable_rootfs(&config, &config_path)?;
     let course = course(options, &container, &config)?;
+    let idmap_probe = idmap_probe(options, &rootfs, &course)?;
     let subids = subid_change(options, &container, &course)?;
     let mut edits = match subids {
         Some(change) => subid_edits(&options.host, change)?,
         None => Vec::new(),
     };
+    let shifted_mounts = &course
+        .interrupted
+        .as_ref()
+        .unwrap_or(&course.recorded)
+        .shifted_mounts;
+    if course.to_method == Method::Idmap {
+        refuse_mount_shift(options, shifted_mounts)?;
+    }
     let mount_plan = mount_plan(
         options,
-        &container,
+        (&container, &rootfs),
         &config,
-        (course.from, course.to),
+        (course.layout_before().on_disk(), course.to),
         course.range,
-        &course
-            .interrupted
-            .as_ref()
-            .unwrap_or(&course.recorded)
-            .shifted_mounts,
+        shifted_mounts,
     )?;
+    let in_config = |o: &&Origin| o.file == config_path;
     let with_mounts = match course.to {
         Some(_) => mount_plan
-            .idmap_lines
+            .edited
             .iter()
-            .fold(config.clone(), |c, &line| {
-                c.with_mount_option(line, IDMAP_OPTION, true)
+            .filter(in_config)
+            .fold(config.clone(), |c, o| {
+                c.with_mount_option(o.line, IDMAP_OPTION, true)
             }),
         None => config.without_mount_option(IDMAP_OPTION),
     };
+    let others: Vec<&Origin> = mount_plan.edited.iter().filter(|o| !in_config(o)).collect();
+    // Before the config's: the config is written last.
+    edits.extend(mount_file_edits(&others, course.to.is_some())?);
     edits.push(FileEdit {
         new: Some(new_config(options, &with_mounts, &course).to_text()),
         path: config_path,
@@ -309,12 +374,26 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         range: course.range,
         perms: record_perms,
         shifted_mounts: mount_shifts.clone(),
+        origin_method: course.from_method,
+        target_method: course.to_method,
     });
     let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, course.to)?;
-    // Towards a container from privileged ids (0..): what its map leaves out.
-    let unmapped = match &course.shift {
-        Some((map, Direction::Forward)) if map.entries().iter().all(|e| e.container_first == 0) => {
+    // Towards a container from privileged ids (0..): what its map leaves out. An
+    // idmapped rootfs stays as it is: scanned for the --dry-run plan only, so that
+    // the conversion itself costs no walk.
+    let idmapped_from_zero = course.from.is_none() && course.to_method == Method::Idmap;
+    let unmapped = match (&course.shift, course.to) {
+        (Some((map, Direction::Forward)), _)
+            if map.entries().iter().all(|e| e.container_first == 0) =>
+        {
             unmapped::scan(&rootfs, map, Direction::Forward, options.threads)?
+        }
+        (None, Some(host_first)) if idmapped_from_zero && options.dry_run => {
+            let view = View {
+                maps: container_maps(host_first, course.range),
+                idmapped: true,
+            };
+            mounts::scan(&rootfs, &view, options.threads)?.hidden()
         }
         _ => UnmappedIds::default(),
     };
@@ -323,6 +402,9 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         rootfs,
         from: course.from,
         to: course.to,
+        from_method: course.from_method,
+        to_method: course.to_method,
+        idmap_probe,
         range: course.range,
         shift: course.shift,
         edits: edits.into_iter().filter(FileEdit::changes).collect(),
@@ -345,13 +427,79 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     })
 }
 
+/// Tries an idmapped mount of the rootfs with the target's map (nothing attached,
+/// nothing written) when the target is idmapped, or to tell in a `--dry-run` plan;
+/// an idmapped target where it does not work is refused.
+fn idmap_probe(
+    options: &ConvertOptions,
+    rootfs: &Path,
+    course: &Course,
+) -> Result<Option<Result<(), String>>, ConvertError> {
+    let wanted = options.dry_run || course.to_method == Method::Idmap;
+    let Some(host) = course.to.filter(|_| wanted) else {
+        return Ok(None);
+    };
+    let probe = mounts::idmap_works(rootfs, host, course.range);
+    match (&probe, course.to_method) {
+        (Err(why), Method::Idmap) => Err(ConvertError::RootfsIdmapUnsupported {
+            rootfs: rootfs.to_path_buf(),
+            why: why.clone(),
+            name: options.name.clone(),
+            host,
+        }),
+        _ => Ok(Some(probe)),
+    }
+}
+
+/// An idmapped rootfs is not shifted, so no bind mount source can shift along.
+fn refuse_mount_shift(options: &ConvertOptions, shifted: &[PathBuf]) -> Result<(), ConvertError> {
+    let why = match (options.mounts, shifted.first()) {
+        (_, Some(source)) => format!(
+            "{} was shifted by an earlier conversion: go --to 0 first to shift it back",
+            source.display()
+        ),
+        (MountsChoice::Shift, None) => "--mounts shift".to_string(),
+        _ => return Ok(()),
+    };
+    Err(ConvertError::MountShiftWithIdmap { why })
+}
+
+/// The included configs and fstab file of the container (in its directory) with
+/// `idmap=container` added to (`present`) or removed from the mount lines at
+/// `origins`; each file read now, every other byte kept.
+fn mount_file_edits(origins: &[&Origin], present: bool) -> Result<Vec<FileEdit>, ConvertError> {
+    let mut files: Vec<&Path> = origins.iter().map(|o| o.file.as_path()).collect();
+    files.sort();
+    files.dedup();
+    let mut edits = Vec::new();
+    for file in files {
+        let old = std::fs::read_to_string(file).map_err(io_error(file))?;
+        let mut new = old.clone();
+        for origin in origins.iter().filter(|o| o.file == file) {
+            new = match origin.fstab {
+                true => config::fstab_with_option(&new, Some(origin.line), IDMAP_OPTION, present),
+                false => ContainerConfig::parse(&new)
+                    .with_mount_option(origin.line, IDMAP_OPTION, present)
+                    .to_text(),
+            };
+        }
+        edits.push(FileEdit {
+            path: file.to_path_buf(),
+            old: Some(old),
+            new: Some(new),
+        });
+    }
+    Ok(edits)
+}
+
 /// What happens to the bind mounts: each with what it holds as the container will
-/// see it after the conversion (its entry as it will read), the config lines that
-/// gain `idmap=container`, and what was decided, in words.
+/// see it after the conversion (its entry as it will read), the mount lines that
+/// gain `idmap=container` (or lose it, going privileged), and what was decided, in
+/// words.
 struct MountPlan {
     mounts: Vec<ScannedMount>,
     unlisted: Option<String>,
-    idmap_lines: Vec<usize>,
+    edited: Vec<Origin>,
     /// Sources newly chosen for shifting (`--mounts shift`).
     shift_sources: Vec<PathBuf>,
     notes: Vec<String>,
@@ -360,11 +508,12 @@ struct MountPlan {
 /// Decides, per bind mount, between idmap and keep (`--mounts`); reads only. A
 /// config whose mounts cannot be listed (an unreadable include, a missing fstab) is
 /// said in the plan, not refused: LXC reports it at start. Going privileged, the
-/// entries of the container's config lose `idmap=container` (lxc-start aborts on it
-/// without a user namespace).
+/// entries of the container's own files lose `idmap=container` (lxc-start aborts on
+/// it without a user namespace). Its own files are those in its directory (outside
+/// the rootfs): others may be shared with other containers and are not edited.
 fn mount_plan(
     options: &ConvertOptions,
-    container: &Container,
+    (container, rootfs): (&Container, &Path),
     config: &ContainerConfig,
     (from, to): (Option<u32>, Option<u32>),
     range: u32,
@@ -373,7 +522,7 @@ fn mount_plan(
     let mut plan = MountPlan {
         mounts: Vec::new(),
         unlisted: None,
-        idmap_lines: Vec::new(),
+        edited: Vec::new(),
         shift_sources: Vec::new(),
         notes: Vec::new(),
     };
@@ -385,13 +534,7 @@ fn mount_plan(
             return Ok(plan);
         }
     };
-    let maps: Vec<MapEntry> = match to {
-        Some(host_first) => ["u", "g"]
-            .iter()
-            .filter_map(|kind| MapEntry::parse(&format!("{kind} 0 {host_first} {range}")).ok())
-            .collect(),
-        None => Vec::new(),
-    };
+    let maps = to.map_or(Vec::new(), |host_first| container_maps(host_first, range));
     let scan = |bind: &mounts::BindMount, idmapped: bool| match bind.host_source.exists() {
         true => mounts::scan(
             &bind.host_source,
@@ -405,10 +548,11 @@ fn mount_plan(
         false => Err(format!("{} does not exist", bind.source.display())),
     };
     for mut bind in found.binds {
-        let editable = !bind.origin.fstab && bind.origin.file == config_path;
+        let editable = bind.in_own_file(&container.dir(), rootfs);
         let Some(host_first) = to else {
             if bind.idmapped() && editable {
                 bind.entry = without_option(&bind.entry, IDMAP_OPTION);
+                plan.edited.push(bind.origin.clone());
             }
             let scanned = scan(&bind, bind.idmapped());
             plan.mounts.push((bind, scanned));
@@ -459,14 +603,14 @@ fn mount_plan(
         let works = match editable {
             true => mounts::idmap_works(&bind.host_source, host_first, range),
             false => Err(format!(
-                "the entry is in {} line {}, which lxc-idshift does not edit: add {IDMAP_OPTION} there",
+                "the entry is in {} line {}, outside the container's directory (it may be shared with other containers), which lxc-idshift does not edit: add {IDMAP_OPTION} there",
                 bind.origin.file.display(),
                 bind.origin.line
             )),
         };
         match (works, options.mounts) {
             (Ok(()), _) => {
-                plan.idmap_lines.push(bind.origin.line);
+                plan.edited.push(bind.origin.clone());
                 bind.entry = with_option(&bind.entry, IDMAP_OPTION);
                 plan.notes.push(format!(
                     "{}: {IDMAP_OPTION} added to its entry: the container sees its files with their own owners; nothing on disk changes",
@@ -492,6 +636,14 @@ fn mount_plan(
         }
     }
     Ok(plan)
+}
+
+/// The u and g maps of container ids 0..range onto host ids host_first..
+fn container_maps(host_first: u32, range: u32) -> Vec<MapEntry> {
+    ["u", "g"]
+        .iter()
+        .filter_map(|kind| MapEntry::parse(&format!("{kind} 0 {host_first} {range}")).ok())
+        .collect()
 }
 
 /// Whether the bind would show fewer owners as nobody idmapped than plain (None
@@ -530,11 +682,19 @@ fn without_option(entry: &config::MountEntry, option: &str) -> config::MountEntr
 struct Course {
     from: Option<u32>,
     to: Option<u32>,
+    from_method: Method,
+    to_method: Method,
     range: u32,
     shift: Option<(IdMap, Direction)>,
     /// The state of a conversion that was interrupted, if one was.
     interrupted: Option<ConversionState>,
     recorded: ConversionState,
+}
+
+impl Course {
+    fn layout_before(&self) -> Layout {
+        Layout::new(self.from, self.from_method)
+    }
 }
 
 fn course(
@@ -544,10 +704,9 @@ fn course(
 ) -> Result<Course, ConvertError> {
     let maps = config.idmaps()?;
     let from = current_host_id(&maps, &container.config())?;
+    let now = Layout::of_config(from, config);
     let recorded = read_state(container)?;
-    // The config is written after the rootfs: a state heading elsewhere than the
-    // config says is a conversion that was interrupted.
-    let interrupted = recorded.clone().filter(|s| s.target != from);
+    let interrupted = recorded.clone().filter(|s| s.interrupted_at(now));
     let range = match (&interrupted, from, maps.iter().find(|m| m.users)) {
         (Some(state), _, _) => state.range,
         (None, Some(_), Some(map)) => map.count,
@@ -557,18 +716,26 @@ fn course(
         (Some(state), Target::Auto) => state.target,
         _ => target_host_id(options, container, range)?,
     };
+    if to.is_none() && options.method.is_some() {
+        return Err(ConvertError::MethodWithoutTarget);
+    }
     // A range the container already has is where it is; a new one must not hold
     // a host account.
     if let Some(first) = to.filter(|&to| Some(to) != from) {
         check_no_account(&options.host, first, range)?;
     }
-    let shift = match &interrupted {
-        None => shift_for(from, to, range)?,
-        Some(state) => resume_or_undo(state, to)?,
+    let (target, shift) = match &interrupted {
+        None => {
+            let target = Layout::new(to, method::target_method(options.method, now, to));
+            (target, shift_for(now.on_disk(), target.on_disk(), range)?)
+        }
+        Some(state) => resume_or_undo(state, target_of(to, options.method, state)?)?,
     };
     Ok(Course {
         from,
         to,
+        from_method: now.method,
+        to_method: target.method,
         range,
         shift,
         interrupted,
@@ -602,7 +769,7 @@ fn new_config(
     config: &ContainerConfig,
     course: &Course,
 ) -> ContainerConfig {
-    match course.to {
+    let config = match course.to {
         Some(host_first) => {
             let include = config
                 .userns_include(|p| options.host.path(p).exists())
@@ -610,7 +777,8 @@ fn new_config(
             config.with_unprivileged(host_first, course.range, &include)
         }
         None => config.with_privileged(),
-    }
+    };
+    config.with_rootfs_option(IDMAP_OPTION, course.to_method == Method::Idmap)
 }
 
 /// The rootfs directory, if its backend can be shifted in place.
@@ -764,26 +932,42 @@ fn shift_for(
     })
 }
 
+/// Which end of an interrupted conversion `--to` (and `--method`, if given) names:
+/// its target (finish it), its origin (undo it), or neither. When both ends have
+/// the same host id, `--to` alone finishes.
+fn target_of(
+    to: Option<u32>,
+    asked: Option<Method>,
+    state: &ConversionState,
+) -> Result<Layout, ConvertError> {
+    let named = |end: Layout| end.host == to && asked.is_none_or(|m| Layout::new(to, m) == end);
+    [state.target_layout(), state.origin_layout()]
+        .into_iter()
+        .find(|end| named(*end))
+        .ok_or_else(|| ConvertError::Interrupted {
+            origin: state.origin_layout(),
+            target: state.target_layout(),
+            origin_args: state.origin_layout().args(),
+            target_args: state.target_layout().args(),
+        })
+}
+
 /// The shift that finishes an interrupted conversion (towards its target) or undoes
-/// it (back to its origin): the same map, so its journal continues or reverts exactly.
+/// it (back to its origin): the same map, so its journal continues or reverts
+/// exactly. `end` is one of the two (see `target_of`).
 fn resume_or_undo(
     state: &ConversionState,
-    to: Option<u32>,
-) -> Result<Option<(IdMap, Direction)>, ConvertError> {
-    let shift = shift_for(state.origin, state.target, state.range)?;
-    if to == state.target {
-        return Ok(shift);
+    end: Layout,
+) -> Result<(Layout, Option<(IdMap, Direction)>), ConvertError> {
+    let (origin, target) = (state.origin_layout(), state.target_layout());
+    let shift = shift_for(origin.on_disk(), target.on_disk(), state.range)?;
+    match end == target {
+        true => Ok((end, shift)),
+        false => Ok((
+            end,
+            shift.map(|(map, direction)| (map, direction.opposite())),
+        )),
     }
-    if to == state.origin {
-        return Ok(shift.map(|(map, direction)| (map, direction.opposite())));
-    }
-    let name = |id: Option<u32>| id.map_or("privileged".to_string(), |id| id.to_string());
-    Err(ConvertError::Interrupted {
-        origin: name(state.origin),
-        target: name(state.target),
-        origin_arg: state.origin.unwrap_or(0),
-        target_arg: state.target.unwrap_or(0),
-    })
 }
 
 fn read_subids(path: &Path) -> Result<SubIds, ConvertError> {
@@ -1020,8 +1204,12 @@ pub fn execute(
             udev_reloaded: None,
         });
     }
-    let config = plan.container.config();
-    for edit in plan.edits.iter().filter(|e| e.path == config) {
+    // The container's files (the config last); the host's are applied above.
+    for edit in plan
+        .edits
+        .iter()
+        .filter(|e| !plan.host_files.contains(&e.path))
+    {
         write_edit(edit)?;
     }
     perms::apply(&plan.perms).map_err(io_error(&plan.container.dir()))?;
@@ -1066,6 +1254,8 @@ fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
                 range: plan.range,
                 perms: plan.state.perms.clone(),
                 shifted_mounts: plan.mount_shifts.clone(),
+                origin_method: plan.to_method,
+                target_method: plan.to_method,
             },
         ),
         None if path.exists() => std::fs::remove_file(&path).map_err(io_error(&path)),
@@ -1086,6 +1276,40 @@ fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
     subid::write_atomically(&edit.path, text).map_err(io_error(&edit.path))
 }
 
+/// For `--dry-run`: whether each rootfs method works on this host and what it
+/// would do to the rootfs; the chosen one is marked.
+fn describe_methods(plan: &Plan) -> String {
+    let (Some(host), Some(probe)) = (plan.to, &plan.idmap_probe) else {
+        return String::new();
+    };
+    let mut text = String::from("rootfs methods on this host (--method):\n");
+    for method in [Method::Shift, Method::Idmap] {
+        let target = Layout::new(Some(host), method);
+        let works = match (method, probe) {
+            (Method::Shift, _) => "works on any kernel".to_string(),
+            (Method::Idmap, Ok(())) => "works here".to_string(),
+            (Method::Idmap, Err(why)) => format!("does not work here: {why}"),
+        };
+        let from = plan.layout_before().on_disk();
+        let does = match shift_for(from, target.on_disk(), plan.range) {
+            Ok(Some((_, _))) if from == target.on_disk() => {
+                "walk the rootfs again, shifting only ids not shifted yet".to_string()
+            }
+            Ok(Some((map, direction))) => {
+                format!("shift every inode of the rootfs {direction} with {map} (journaled)")
+            }
+            _ => "leave every inode of the rootfs as it is".to_string(),
+        };
+        let option = match method {
+            Method::Idmap => format!(", with {IDMAP_OPTION} in lxc.rootfs.options"),
+            Method::Shift => String::new(),
+        };
+        let mark = if method == plan.to_method { "*" } else { " " };
+        text += &format!("  {mark} {method}: {works}; would {does}{option}\n");
+    }
+    text
+}
+
 fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
     for (node, uid, gid) in &plan.device_owners {
         std::os::unix::fs::chown(node, Some(*uid), Some(*gid)).map_err(io_error(node))?;
@@ -1103,26 +1327,26 @@ fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
 /// ownership change, and what the rootfs shift will do.
 pub fn describe(plan: &Plan) -> String {
     let mut text = String::new();
-    let side = |id: Option<u32>| match id {
-        Some(id) => format!("unprivileged (root = host uid {id})"),
-        None => "privileged".to_string(),
-    };
     text += &format!(
         "Container {} ({}): {} -> {}\n",
         plan.container.name,
         plan.container.dir().display(),
-        side(plan.from),
-        side(plan.to)
+        plan.layout_before(),
+        plan.layout_after()
     );
+    let rootfs = plan.rootfs.display();
     match &plan.shift {
         Some((map, direction)) => {
-            text += &format!(
-                "rootfs {}: shift {direction} with {map}\n",
-                plan.rootfs.display()
-            )
+            text += &format!("rootfs {rootfs}: shift {direction} with {map}\n")
         }
-        None => text += &format!("rootfs {}: nothing to shift\n", plan.rootfs.display()),
+        None if plan.to_method == Method::Idmap => {
+            text += &format!(
+            "rootfs {rootfs}: stays as it is on disk; LXC mounts it idmapped ({IDMAP_OPTION})\n"
+        )
+        }
+        None => text += &format!("rootfs {rootfs}: nothing to shift\n"),
     }
+    text += &describe_methods(plan);
     if let Some((map, direction)) = &plan.shift {
         for source in &plan.mount_shifts {
             text += &format!(

@@ -5,6 +5,7 @@
 use super::config::{Backend, ContainerConfig};
 use super::container::{default_lxcpath, Container};
 use super::convert;
+use super::method::Layout;
 use crate::engine::journal;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -148,17 +149,17 @@ fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
         count: m.count,
     });
     let current = entry.range.map(|r| r.host_first);
-    let to_arg = |id: Option<u32>| format!("--to {}", id.unwrap_or(0));
+    let now = Layout::of_config(current, &config);
     match convert::read_state(container) {
-        Ok(Some(state)) if state.target != current => {
+        Ok(Some(state)) if state.interrupted_at(now) => {
             entry.unfinished = Some(Unfinished {
                 from: state.origin,
                 to: state.target,
                 journal: unfinished_journal(container),
                 next: format!(
                     "{} to finish it, or {} to undo it",
-                    command(&to_arg(state.target)),
-                    to_arg(state.origin)
+                    command(&state.target_layout().args()),
+                    state.origin_layout().args()
                 ),
             });
         }
@@ -167,7 +168,7 @@ fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
                 entry.unfinished = Some(Unfinished {
                     from: current,
                     to: current,
-                    next: format!("{} to finish it", command(&to_arg(current))),
+                    next: format!("{} to finish it", command(&now.args())),
                     journal: Some(journal),
                 });
             }

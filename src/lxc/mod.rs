@@ -6,7 +6,8 @@
 //! groups and login.defs bounds, `lock` serializes conversions and takes shadow's
 //! locks on /etc/subuid and /etc/subgid, `unmapped` counts the rootfs ids a map
 //! leaves out, `convert` plans and runs it all, and `list` shows every container
-//! of an lxcpath. `mounts` finds the bind mounts of host paths a config sets up and
+//! of an lxcpath. `method` says which rootfs method (shift or idmap) a container
+//! uses and what each keeps on disk. `mounts` finds the bind mounts of host paths a config sets up and
 //! scans what they hold; `check` says whether a container will start and work, and
 //! how to fix what would not.
 
@@ -18,6 +19,7 @@ pub mod convert;
 pub mod host;
 pub mod list;
 pub mod lock;
+pub mod method;
 pub mod mounts;
 pub mod perms;
 pub mod subid;

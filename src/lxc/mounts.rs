@@ -108,6 +108,14 @@ impl BindMount {
         self.entry.has_option(IDMAP_OPTION)
     }
 
+    /// Whether its line is in a file of the container's own: in its directory
+    /// (`container_dir`) and not in its rootfs. lxc-idshift edits only those; a file
+    /// elsewhere may be shared with other containers.
+    pub fn in_own_file(&self, container_dir: &Path, rootfs: &Path) -> bool {
+        let file = &self.origin.file;
+        file.starts_with(container_dir) && !file.starts_with(rootfs)
+    }
+
     /// LXC starts the container without it when the source is missing.
     pub fn optional(&self) -> bool {
         self.entry.has_option("optional")

@@ -26,6 +26,24 @@ pub fn ok(program: &str, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// Runs a shell command inside container `name` as `user`; returns the output.
+pub fn attach_as(name: &str, user: &str, script: &str) -> Output {
+    let args = ["-n", name, "--", "su", user, "-s", "/bin/sh", "-c", script];
+    sh("lxc-attach", &args)
+}
+
+/// Like `attach_as`, but the command must succeed; returns its stdout.
+pub fn attach_ok(name: &str, user: &str, script: &str) -> String {
+    let out = attach_as(name, user, script);
+    assert!(
+        out.status.success(),
+        "as {user} inside: {script}: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 /// Restores /etc/subuid and /etc/subgid and removes the container, whatever happens.
 pub struct HostGuard {
     name: &'static str,
