@@ -1388,6 +1388,32 @@ fn bind_mounts_are_idmapped_by_default_and_back() {
     );
 }
 
+/// A move between ranges cannot shift a source that holds the host's own ids:
+/// refused before anything is written, with the way to do it.
+#[test]
+fn a_range_move_refuses_to_shift_a_source_never_shifted() {
+    if !require_root("a_range_move_refuses_to_shift_a_source_never_shifted") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = www_with_bind_mount(&f);
+    let keep = ConvertOptions {
+        mounts: MountsChoice::Keep,
+        ..f.options("www", Target::HostId(1_000_000))
+    };
+    execute(plan(&keep).unwrap(), Some(2), &Quiet).unwrap();
+    let (config, files) = (f.config("www"), collect(&data));
+    let moving = ConvertOptions {
+        mounts: MountsChoice::Shift,
+        ..f.options("www", Target::HostId(2_000_000))
+    };
+    let err = plan(&moving).err().expect("refused").to_string();
+    assert!(err.contains("was never shifted"), "{err}");
+    assert!(err.contains("--to 0` first"), "{err}");
+    assert_eq!(f.config("www"), config, "nothing written");
+    assert_same(&files, &collect(&data), "the source is untouched");
+}
+
 /// `--mounts shift`: the source directory is shifted with the rootfs's map,
 /// journaled in the container's directory; a second conversion keeps it shifted;
 /// `--to 0` shifts it back exactly.
@@ -1447,6 +1473,20 @@ fn bind_mounts_shifted_with_the_rootfs_and_back() {
     assert_eq!(again.plan.mount_shifts, std::slice::from_ref(&data));
     assert!(!f.config("www").contains("idmap=container"));
     assert_eq!(owner(&data.join("a")).0, 1_000_033);
+
+    // A move to another range takes the shifted source along.
+    let moved = execute(
+        plan(&ConvertOptions {
+            mounts: MountsChoice::Shift,
+            ..f.options("www", Target::HostId(2_000_000))
+        })
+        .unwrap(),
+        Some(2),
+        &Quiet,
+    )
+    .unwrap();
+    assert_eq!(moved.mount_shifts.len(), 1);
+    assert_eq!(owner(&data.join("a")), (2_000_033, 2_000_033, 0o644));
 
     let back = f.convert("www", Target::Privileged);
     assert_eq!(back.mount_shifts.len(), 1);

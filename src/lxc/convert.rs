@@ -173,6 +173,12 @@ pub enum ConvertError {
     MethodWithoutTarget,
     #[error("--method idmap leaves the rootfs unshifted, so nothing shifts bind mount sources along ({why}): use --mounts idmap or --mounts keep, or --method shift")]
     MountShiftWithIdmap { why: String },
+    #[error("--mounts shift while moving {name} between host ranges: bind mount source {mount} was never shifted, and only a conversion from privileged shifts a source (its files hold the host's own ids). Use --mounts idmap or --mounts keep for this move, or go `lxc-idshift {name} --to 0` first and then `--to {to} --mounts shift`")]
+    MountShiftOnRangeMove {
+        name: String,
+        mount: PathBuf,
+        to: u32,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
@@ -560,10 +566,15 @@ fn mount_plan(
         };
         let plain = scan(&bind, bind.idmapped());
         let recorded = shifted.contains(&bind.host_source);
-        let shift = options.mounts == MountsChoice::Shift
-            && !bind.idmapped()
-            && bind.host_source.is_dir()
-            && (from.is_none() || from == to);
+        let shift =
+            options.mounts == MountsChoice::Shift && !bind.idmapped() && bind.host_source.is_dir();
+        if shift && !recorded && from.is_some() && from != to {
+            return Err(ConvertError::MountShiftOnRangeMove {
+                name: options.name.clone(),
+                mount: bind.host_source.clone(),
+                to: host_first,
+            });
+        }
         if recorded {
             // Shifted by an earlier conversion: it moves with the rootfs.
             let scanned = scan(&bind, false);
