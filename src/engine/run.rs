@@ -1,8 +1,8 @@
 //! One shift of a tree: checks, then one parallel walk. Per batch of directory
 //! entries, each inode's target is decided (`plan`, from its journal record or its
 //! metadata); what a re-walk could not reconstruct is recorded, and the inodes whose
-//! records must be on disk before they change wait for one group commit at the end
-//! of their batch; all others change at once. A resumed run walks again, so
+//! records must be on disk before they change wait for a group commit (when enough
+//! wait, and at the end of the walk); all others change at once. A resumed run walks again, so
 //! whatever changed since the interruption (a new capability, a new ACL) is
 //! recorded like on a first run.
 
@@ -191,6 +191,7 @@ impl<'a> RunContext<'a> {
         let shift = ShiftWalk::new(self, history, Some(&writer));
         self.progress.phase("shifting", None);
         self.walk(&shift)?;
+        shift.flush();
         self.progress.finish();
         shift.report_linked_from_outside();
         let counters = &shift.base.counters;
@@ -428,6 +429,10 @@ impl<'a> Base<'a> {
     }
 }
 
+/// Inodes that wait for their records before one group commit applies them all:
+/// few fsyncs (each one also commits the file system's metadata journal), few fds.
+const GROUP_COMMIT: usize = 256;
+
 /// How often (in inodes) the walk notes its progress in the journal.
 const PROGRESS_EVERY: u64 = 1 << 16;
 
@@ -440,6 +445,8 @@ struct ShiftWalk<'a> {
     /// The first path of each hardlinked inode, to name it in a report.
     linked: Mutex<HashMap<u64, PathBuf>>,
     done: AtomicU64,
+    /// Inodes whose new records must reach the disk before they change.
+    waiting: Mutex<Vec<Pending>>,
 }
 
 /// An inode whose new record must be on disk before it changes.
@@ -465,6 +472,7 @@ impl<'a> ShiftWalk<'a> {
             writer,
             linked: Mutex::default(),
             done: AtomicU64::new(0),
+            waiting: Mutex::default(),
         }
     }
 
@@ -685,7 +693,30 @@ impl<'a> ShiftWalk<'a> {
         }
     }
 
-    /// The batch's records on disk (one group commit), then its waiting inodes.
+    /// Queues a batch's inodes that wait for their records; the one that fills the
+    /// queue commits it for everybody.
+    fn queue(&self, pending: Vec<Pending>) {
+        if pending.is_empty() {
+            return;
+        }
+        let full = {
+            let mut waiting = self.waiting.lock().expect("waiting lock");
+            waiting.extend(pending);
+            match waiting.len() >= GROUP_COMMIT {
+                true => std::mem::take(&mut *waiting),
+                false => Vec::new(),
+            }
+        };
+        self.apply_pending(full);
+    }
+
+    /// Applies what still waits once the walk is over.
+    fn flush(&self) {
+        let rest = std::mem::take(&mut *self.waiting.lock().expect("waiting lock"));
+        self.apply_pending(rest);
+    }
+
+    /// The records on disk (one group commit), then the inodes that waited for them.
     fn apply_pending(&self, pending: Vec<Pending>) {
         let Some(writer) = self.writer.filter(|_| !pending.is_empty()) else {
             return;
@@ -725,7 +756,7 @@ impl Visitor for ShiftWalk<'_> {
     }
 
     fn batch_done(&self, entries: usize, pending: Vec<Pending>) {
-        self.apply_pending(pending);
+        self.queue(pending);
         self.base.progress.advance(entries as u64);
         let before = self.done.fetch_add(entries as u64, Ordering::Relaxed);
         if let Some(writer) = self.writer {
