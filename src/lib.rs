@@ -7,7 +7,9 @@
 
 pub mod engine;
 pub mod lxc;
+#[cfg(feature = "demo")]
 pub mod manifest;
+#[cfg(feature = "demo")]
 pub mod sample;
 
 /// Says LOUDLY that a unit test could not run; under `CI=true` a skip is a failure.

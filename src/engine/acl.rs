@@ -126,6 +126,7 @@ impl Acl {
 /// The properties the `acl` fuzz target checks; panics on the first one violated.
 /// Lives here so that the seed corpus can be replayed as an ordinary test.
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_roundtrip(data: &[u8]) {
     let Ok(acl) = Acl::parse(data) else { return };
     let bytes = acl.to_bytes();

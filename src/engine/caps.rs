@@ -138,6 +138,7 @@ impl FileCaps {
 }
 
 /// Checks that `converted` encodes, reparses, and carries the capabilities of `orig`.
+#[cfg(feature = "testkit")]
 fn check_conversion(orig: &FileCaps, converted: &FileCaps, revision: u32, rootid: Option<u32>) {
     let bytes = converted.to_bytes();
     assert_eq!(bytes.len(), size_of_revision(revision).unwrap());
@@ -160,6 +161,7 @@ fn check_conversion(orig: &FileCaps, converted: &FileCaps, revision: u32, rootid
 /// The properties the `caps` fuzz target checks; panics on the first one violated.
 /// Lives here so that the seed corpus can be replayed as an ordinary test.
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_roundtrip(data: &[u8]) {
     let Ok(caps) = FileCaps::parse(data) else {
         return;

@@ -301,6 +301,7 @@ impl fmt::Display for IdMap {
 /// entry reaching 4294967295, no overlap, a Display form that parses back to it,
 /// and every id a shift moves is moved back by the opposite shift.
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_parse(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let texts: Vec<&str> = text.lines().take(8).collect();

@@ -755,6 +755,7 @@ fn render_hunk(out: &mut String, ops: &[Op], a: &[&str], b: &[&str], at: (usize,
 /// exactly the intended idmap lines and userns include (or none), and every line that
 /// is neither an idmap line nor a userns include keeps its bytes and order.
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_edit(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let config = ContainerConfig::parse(&text);

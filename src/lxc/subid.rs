@@ -417,6 +417,7 @@ fn write_temp(temp: &Path, text: &str, mode: u32, uid: u32, gid: u32) -> io::Res
 /// covers it, is refused exactly when another owner holds one of its ids, appends
 /// one line, and removing that range gives the text back (its last line ended).
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_edit(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let ids = SubIds::parse(&text);
