@@ -5,10 +5,9 @@ use crate::output;
 use anyhow::Context;
 use lxc_idshift::engine::acl::Acl;
 use lxc_idshift::engine::caps::FileCaps;
-use lxc_idshift::engine::idmap::{Direction, IdMap};
-use lxc_idshift::engine::{run, verify};
 use lxc_idshift::manifest::{self, Entry, Manifest};
 use lxc_idshift::sample::{self, paths};
+use lxc_idshift::{Direction, IdKind, IdMap, Quiet, ShiftOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -28,7 +27,7 @@ const SHOWN: [&str; 8] = [
 
 pub fn run(keep: bool) -> anyhow::Result<u8> {
     anyhow::ensure!(
-        lxc_idshift::engine::sys::is_root(),
+        lxc_idshift::is_root(),
         "the demo changes file owners: run it as root (cargo run --release -- demo)"
     );
     let tmp = tempfile_dir()?;
@@ -54,7 +53,7 @@ pub fn run(keep: bool) -> anyhow::Result<u8> {
         &shifted,
     );
     println!("`lxc-idshift verify` lists what the container cannot map; the sample holds id 70000 on purpose:");
-    let report = verify::verify(&rootfs, &map, None)?;
+    let report = lxc_idshift::verify(&rootfs, &map, None)?;
     output::verify_report(&report, &map, false)?;
     println!();
 
@@ -90,7 +89,7 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 }
 
 fn shift(rootfs: &Path, tmp: &Path, map: &IdMap, direction: Direction) -> anyhow::Result<()> {
-    let options = run::ShiftOptions {
+    let options = ShiftOptions {
         root: rootfs.to_path_buf(),
         map: map.clone(),
         direction,
@@ -98,7 +97,7 @@ fn shift(rootfs: &Path, tmp: &Path, map: &IdMap, direction: Direction) -> anyhow
         threads: None,
         journal: Some(tmp.join("journal")),
     };
-    let report = run::shift(&options, &run::Quiet)?;
+    let report = lxc_idshift::shift(&options, &Quiet)?;
     output::shift_report(&report, map, false)?;
     println!();
     Ok(())
@@ -137,16 +136,7 @@ fn describe(entry: &Entry) -> String {
         if let Some(Ok(acl)) = entry.xattrs.get(name).map(|v| Acl::parse(v)) {
             let ids: Vec<String> = acl
                 .ids()
-                .map(|(kind, id)| {
-                    format!(
-                        "{}:{id}",
-                        if kind == lxc_idshift::engine::idmap::IdKind::User {
-                            "u"
-                        } else {
-                            "g"
-                        }
-                    )
-                })
+                .map(|(kind, id)| format!("{}:{id}", if kind == IdKind::User { "u" } else { "g" }))
                 .collect();
             text += &format!(" {label} [{}]", ids.join(" "));
         }

@@ -7,8 +7,8 @@ mod output;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
-use lxc_idshift::engine::idmap::{Direction, IdMap};
 use lxc_idshift::engine::{run, status, verify};
+use lxc_idshift::{Direction, IdMap};
 use output::say;
 use std::process::ExitCode;
 
@@ -138,7 +138,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
             None => convert::MountsChoice::Auto,
         },
     };
-    if !options.dry_run && !lxc_idshift::engine::sys::is_root() {
+    if !options.dry_run && !lxc_idshift::is_root() {
         anyhow::bail!(
             "converting a container needs root: run it as root (sudo lxc-idshift ...), or see the plan with --dry-run"
         );

@@ -1,12 +1,10 @@
 //! What the binary prints: progress on a terminal, and human or JSON reports.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use lxc_idshift::engine::idmap::{Direction, IdMap};
-use lxc_idshift::engine::run::{Progress, ShiftReport};
-use lxc_idshift::engine::status::StatusReport;
-use lxc_idshift::engine::verify::{Finding, VerifyReport};
-use lxc_idshift::lxc::check::CheckReport;
+use lxc_idshift::engine::verify::Finding;
 use lxc_idshift::lxc::mounts::Scan;
+use lxc_idshift::VerifyReport;
+use lxc_idshift::{CheckReport, Direction, IdMap, Progress, ShiftReport, StatusReport};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
