@@ -5,6 +5,7 @@ pub mod caps;
 pub(crate) mod hardlinks;
 pub(crate) mod hex;
 pub mod idmap;
+pub mod idrange;
 pub(crate) mod inode;
 pub mod journal;
 pub mod meta;

@@ -14,6 +14,7 @@ use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
 use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
+use crate::engine::idrange::IdRange;
 use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
 use std::path::{Path, PathBuf};
 
@@ -722,16 +723,16 @@ fn sibling_maps(container: &Container) -> Vec<(String, u32, u32)> {
 }
 
 fn check_range_free(container: &Container, first: u32, count: u32) -> Result<(), ConvertError> {
-    let last = first.saturating_add(count - 1);
+    let wanted = IdRange::new(first, count);
     for (other, other_first, other_count) in sibling_maps(container) {
-        let other_last = other_first.saturating_add(other_count - 1);
-        if first <= other_last && other_first <= last {
+        let theirs = IdRange::new(other_first, other_count);
+        if wanted.overlaps(theirs) {
             return Err(ConvertError::RangeTaken {
                 first,
-                last,
+                last: wanted.last(),
                 other,
                 other_first,
-                other_last,
+                other_last: theirs.last(),
             });
         }
     }

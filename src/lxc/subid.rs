@@ -4,6 +4,7 @@
 //! The file is kept as its lines verbatim (comments, blank and malformed lines
 //! included), so an edit touches only the line it adds or removes.
 
+use crate::engine::idrange::IdRange;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -26,22 +27,17 @@ struct Range {
 }
 
 impl Range {
-    /// One past the last id (u64: a malformed-but-parsed line may reach past u32).
-    fn end(&self) -> u64 {
-        u64::from(self.first) + u64::from(self.count)
+    /// Its ids (a malformed-but-parsed line may reach past 4294967295).
+    fn ids(&self) -> IdRange {
+        IdRange::new(self.first, self.count)
     }
-
-    fn overlaps(&self, first: u32, count: u32) -> bool {
-        u64::from(first) < self.end() && u64::from(self.first) < end(first, count)
-    }
-}
-
-fn end(first: u32, count: u32) -> u64 {
-    u64::from(first) + u64::from(count)
 }
 
 fn span(first: u32, count: u32) -> String {
-    format!("{first}-{}", end(first, count).saturating_sub(1))
+    format!(
+        "{first}-{}",
+        IdRange::new(first, count).end().saturating_sub(1)
+    )
 }
 
 /// `owner:first:count`, exactly three fields; anything else is kept as text.
@@ -132,13 +128,15 @@ impl SubIds {
         if count == 0 {
             return false;
         }
-        let ranges = self.ranges_of(user);
-        let (mut next, end) = (u64::from(first), end(first, count));
+        let ranges: Vec<IdRange> = (self.ranges_of(user).into_iter())
+            .map(|(f, c)| IdRange::new(f, c))
+            .collect();
+        let (mut next, end) = (u64::from(first), IdRange::new(first, count).end());
         // Walk from `first`: each step jumps to the end of a range holding `next`.
         while let Some(reach) = ranges
             .iter()
-            .filter(|&&(f, c)| u64::from(f) <= next && next < self::end(f, c))
-            .map(|&(f, c)| self::end(f, c))
+            .filter(|r| r.contains(next))
+            .map(|r| r.end())
             .max()
         {
             if reach >= end {
@@ -163,7 +161,7 @@ impl SubIds {
 
     fn overlap(&self, user: &str, first: u32, count: u32) -> Option<(usize, &Range)> {
         self.ranges()
-            .find(|(_, r)| r.owner != user && r.overlaps(first, count))
+            .find(|(_, r)| r.owner != user && r.ids().overlaps(IdRange::new(first, count)))
     }
 
     /// Makes `user` own first..first+count: unchanged when already covered, an
@@ -174,7 +172,7 @@ impl SubIds {
             return Err(SubIdError::InvalidOwner(user.to_string()));
         }
         // Ids must stay below 4294967295, the kernel's "no change" id.
-        if count == 0 || end(first, count) > u64::from(u32::MAX) {
+        if count == 0 || IdRange::new(first, count).end() > u64::from(u32::MAX) {
             return Err(SubIdError::InvalidRange {
                 user: user.to_string(),
                 first,
@@ -261,18 +259,18 @@ pub fn lowest_free(count: u32, align: u32, min: u32, taken: &[(u32, u32)]) -> Op
     let align_up = |id: u64| id.div_ceil(align) * align;
     let mut start = align_up(u64::from(min));
     loop {
-        let stop = start + u64::from(count);
-        if stop > u64::from(u32::MAX) {
+        let wanted = IdRange::new(u32::try_from(start).ok()?, count);
+        if wanted.end() > u64::from(u32::MAX) {
             return None;
         }
         // Jump past the furthest range in the way; `start` only grows, so this ends.
-        let blocker = taken
-            .iter()
-            .filter(|&&(f, c)| u64::from(f) < stop && start < end(f, c))
-            .map(|&(f, c)| end(f, c))
+        let blocker = (taken.iter())
+            .map(|&(f, c)| IdRange::new(f, c))
+            .filter(|r| r.overlaps(wanted))
+            .map(IdRange::end)
             .max();
         match blocker {
-            None => return u32::try_from(start).ok(),
+            None => return Some(wanted.first),
             Some(past) => start = align_up(past),
         }
     }
@@ -434,7 +432,7 @@ pub fn fuzz_edit(data: &[u8]) {
     let added = match ids.with_range("root", first, count) {
         Ok(added) => added,
         Err(SubIdError::InvalidRange { .. }) => {
-            assert!(count == 0 || end(first, count) >= u64::from(u32::MAX));
+            assert!(count == 0 || IdRange::new(first, count).end() >= u64::from(u32::MAX));
             return;
         }
         Err(SubIdError::Overlap { owner, line, .. }) => {
