@@ -5,6 +5,7 @@ use crate::output;
 use anyhow::Context;
 use lxc_idshift::engine::acl::Acl;
 use lxc_idshift::engine::caps::FileCaps;
+use lxc_idshift::engine::xattr_names::{ACL_ACCESS, ACL_DEFAULT, CAPS};
 use lxc_idshift::manifest::{self, Entry, Manifest};
 use lxc_idshift::sample::{self, paths};
 use lxc_idshift::{Direction, IdKind, IdMap, Quiet, ShiftOptions};
@@ -120,7 +121,7 @@ fn show(title: &str, manifest: &Manifest) {
 /// One line: mode, owner, and the id-bearing xattrs decoded.
 fn describe(entry: &Entry) -> String {
     let mut text = format!("{:04o} {:>7}:{:<7}", entry.mode, entry.uid, entry.gid);
-    if let Some(caps) = entry.xattrs.get(b"security.capability".as_slice()) {
+    if let Some(caps) = entry.xattrs.get(CAPS.to_bytes()) {
         text += &match FileCaps::parse(caps) {
             Ok(c) => match c.rootid {
                 Some(root) => format!(" caps v3 rootid {root}"),
@@ -129,11 +130,8 @@ fn describe(entry: &Entry) -> String {
             Err(e) => format!(" caps ({e})"),
         };
     }
-    for (name, label) in [
-        (b"system.posix_acl_access".as_slice(), "acl"),
-        (b"system.posix_acl_default".as_slice(), "default acl"),
-    ] {
-        if let Some(Ok(acl)) = entry.xattrs.get(name).map(|v| Acl::parse(v)) {
+    for (name, label) in [(ACL_ACCESS, "acl"), (ACL_DEFAULT, "default acl")] {
+        if let Some(Ok(acl)) = entry.xattrs.get(name.to_bytes()).map(|v| Acl::parse(v)) {
             let ids: Vec<String> = acl
                 .ids()
                 .map(|(kind, id)| format!("{}:{id}", if kind == IdKind::User { "u" } else { "g" }))

@@ -4,8 +4,9 @@
 //! Both need root: they chown to many ids, mknod devices and write `trusted.*` and
 //! `security.capability` xattrs.
 
+use crate::engine::xattr_names::{ACL_ACCESS, ACL_DEFAULT, CAPS};
 use rustix::fs::{self as rfs, FileType, Mode, XattrFlags, CWD};
-use std::ffi::OsStr;
+use std::ffi::{CStr, OsStr};
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -223,12 +224,12 @@ impl Builder {
         fs::hard_link(self.path(existing), &new).map_err(at(&new))
     }
 
-    fn xattr(&self, rel: &[u8], name: &str, value: &[u8]) -> io::Result<()> {
+    fn xattr(&self, rel: &[u8], name: &CStr, value: &[u8]) -> io::Result<()> {
         let path = self.path(rel);
         rfs::lsetxattr(&path, name, value, XattrFlags::empty()).map_err(|e| {
             at(&path)(io::Error::new(
                 io::Error::from(e).kind(),
-                format!("{name}: {e}"),
+                format!("{}: {e}", name.to_string_lossy()),
             ))
         })
     }
@@ -337,7 +338,7 @@ fn binaries(b: &mut Builder) -> io::Result<()> {
     )?;
     b.xattr(
         paths::CAP_NET_RAW.as_bytes(),
-        "security.capability",
+        CAPS,
         &caps_v2(1 << CAP_NET_RAW, true),
     )?;
     b.file(
@@ -348,11 +349,7 @@ fn binaries(b: &mut Builder) -> io::Result<()> {
         33,
     )?;
     let bind = caps_v2(1 << CAP_NET_BIND_SERVICE, false);
-    b.xattr(
-        paths::CAP_NO_EFFECTIVE.as_bytes(),
-        "security.capability",
-        &bind,
-    )?;
+    b.xattr(paths::CAP_NO_EFFECTIVE.as_bytes(), CAPS, &bind)?;
     // The same inode in two directories.
     b.file(b"bin/gzip", b"\x7fELF gzip\n", 0o755, 0, 0)?;
     b.hardlink(b"bin/gzip", b"usr/bin/gunzip")?;
@@ -420,16 +417,8 @@ fn var_tree(b: &mut Builder) -> io::Result<()> {
         (ACL_MASK, rwx, 0),
         (ACL_OTHER, 5, 0),
     ];
-    b.xattr(
-        b"var/www/uploads",
-        "system.posix_acl_access",
-        &acl_xattr(&access),
-    )?;
-    b.xattr(
-        b"var/www/uploads",
-        "system.posix_acl_default",
-        &acl_xattr(&access),
-    )?;
+    b.xattr(b"var/www/uploads", ACL_ACCESS, &acl_xattr(&access))?;
+    b.xattr(b"var/www/uploads", ACL_DEFAULT, &acl_xattr(&access))?;
     b.file(b"var/log/syslog", b"boot\n", 0o640, 104, 4)?;
     b.dir(b"var/mail", 0o2775, 0, 8)?;
     b.file(b"var/lib/nobody-file", b"", 0o644, 65534, 65534)?;
@@ -451,12 +440,12 @@ fn var_tree(b: &mut Builder) -> io::Result<()> {
     b.file(paths::TRUSTED_XATTR.as_bytes(), b"", 0o644, 0, 0)?;
     b.xattr(
         paths::TRUSTED_XATTR.as_bytes(),
-        "trusted.overlay.opaque",
+        c"trusted.overlay.opaque",
         b"y",
     )?;
     b.xattr(
         paths::TRUSTED_XATTR.as_bytes(),
-        "trusted.sample",
+        c"trusted.sample",
         &[0, 1, 2, 0xff, 0],
     )
 }
@@ -465,10 +454,10 @@ fn homes(b: &mut Builder) -> io::Result<()> {
     b.dir(b"home/alice", 0o750, 1000, 1000)?;
     b.dir(b"home/bob", 0o750, 1001, 1001)?;
     b.file(paths::USER_XATTR.as_bytes(), b"milk\n", 0o600, 1000, 1000)?;
-    b.xattr(paths::USER_XATTR.as_bytes(), "user.comment", b"groceries")?;
+    b.xattr(paths::USER_XATTR.as_bytes(), c"user.comment", b"groceries")?;
     b.xattr(
         paths::USER_XATTR.as_bytes(),
-        "user.binary",
+        c"user.binary",
         &[0xde, 0xad, 0, 0xbe, 0xef],
     )?;
     b.file(paths::NON_UTF8, b"latin-1 name\n", 0o644, 1000, 1000)?;
@@ -504,8 +493,8 @@ fn shared_acl_dir(b: &mut Builder) -> io::Result<()> {
         (ACL_MASK, rwx, 0),
         (ACL_OTHER, 0, 0),
     ];
-    b.xattr(dir, "system.posix_acl_access", &acl_xattr(&access))?;
-    b.xattr(dir, "system.posix_acl_default", &acl_xattr(&default))?;
+    b.xattr(dir, ACL_ACCESS, &acl_xattr(&access))?;
+    b.xattr(dir, ACL_DEFAULT, &acl_xattr(&default))?;
     b.file(b"home/alice/shared/report.txt", b"q3\n", 0o660, 1000, 100)?;
     let report = [
         (ACL_USER_OBJ, rw, 0),
@@ -517,7 +506,7 @@ fn shared_acl_dir(b: &mut Builder) -> io::Result<()> {
     ];
     b.xattr(
         b"home/alice/shared/report.txt",
-        "system.posix_acl_access",
+        ACL_ACCESS,
         &acl_xattr(&report),
     )?;
     b.file(paths::ACL_UNMAPPED.as_bytes(), b"", 0o640, 1000, 100)?;
@@ -528,11 +517,7 @@ fn shared_acl_dir(b: &mut Builder) -> io::Result<()> {
         (ACL_MASK, r, 0),
         (ACL_OTHER, 0, 0),
     ];
-    b.xattr(
-        paths::ACL_UNMAPPED.as_bytes(),
-        "system.posix_acl_access",
-        &acl_xattr(&odd),
-    )
+    b.xattr(paths::ACL_UNMAPPED.as_bytes(), ACL_ACCESS, &acl_xattr(&odd))
 }
 
 #[cfg(test)]
@@ -582,7 +567,7 @@ mod tests {
         assert_eq!(meta(paths::HARDLINKS[2]).nlink(), 3);
         let caps = rfs::lgetxattr(
             tmp.path().join(paths::CAP_NET_RAW),
-            "security.capability",
+            CAPS,
             &mut [0u8; 64][..],
         );
         assert_eq!(caps.unwrap(), 20);
@@ -615,7 +600,7 @@ mod tests {
         let acls = ma
             .entries
             .values()
-            .filter(|e| e.xattrs.contains_key(&b"system.posix_acl_access"[..]))
+            .filter(|e| e.xattrs.contains_key(ACL_ACCESS.to_bytes()))
             .count();
         assert!(
             setuid >= 1 && linked >= 2 && acls >= 1,

@@ -6,9 +6,6 @@
 
 use super::idmap::IdKind;
 
-pub const ACL_ACCESS: &str = "system.posix_acl_access";
-pub const ACL_DEFAULT: &str = "system.posix_acl_default";
-
 /// The only version the kernel reads and writes (POSIX_ACL_XATTR_VERSION).
 pub const ACL_VERSION: u32 = 2;
 pub const ACL_USER_OBJ: u16 = 0x01;

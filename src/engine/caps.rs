@@ -5,8 +5,6 @@
 //! uid whose namespace the capabilities belong to. Shifting in writes v3 with the
 //! container root's host uid; shifting out writes v2 (see REFERENCE.md).
 
-pub const CAPS_XATTR: &str = "security.capability";
-
 pub const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
 /// The "effective" bit of magic_etc; all flag bits are preserved, known or not.
 pub const VFS_CAP_FLAGS_EFFECTIVE: u32 = 0x0000_0001;

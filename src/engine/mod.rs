@@ -18,3 +18,4 @@ pub mod status;
 pub(crate) mod sys;
 pub mod verify;
 pub(crate) mod walk;
+pub mod xattr_names;

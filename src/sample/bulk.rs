@@ -3,6 +3,7 @@
 
 use super::{acl_xattr, caps_v2, require_empty_dir, require_root, Builder, CAP_NET_RAW};
 use super::{ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ};
+use crate::engine::xattr_names::{ACL_ACCESS, ACL_DEFAULT, CAPS};
 use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
@@ -95,8 +96,8 @@ impl Bulk {
         self.dir_count += 1;
         if self.dir_count % 50 == 1 {
             let acl = dir_acl(uid, gid);
-            self.b.xattr(&rel, "system.posix_acl_access", &acl)?;
-            self.b.xattr(&rel, "system.posix_acl_default", &acl)?;
+            self.b.xattr(&rel, ACL_ACCESS, &acl)?;
+            self.b.xattr(&rel, ACL_DEFAULT, &acl)?;
             // Left empty: files created in it would inherit the default ACL, and a
             // rootfs has few ACLs (ACL-heavy trees are measured separately).
             return Ok(());
@@ -136,11 +137,10 @@ impl Bulk {
         self.b.file(rel, content, mode, uid, gid)?;
         if self.files % 5000 == 1 {
             let caps = caps_v2(1 << CAP_NET_RAW, true);
-            self.b.xattr(rel, "security.capability", &caps)?;
+            self.b.xattr(rel, CAPS, &caps)?;
         }
         if self.files % 2000 == 2 {
-            self.b
-                .xattr(rel, "system.posix_acl_access", &file_acl(uid, gid))?;
+            self.b.xattr(rel, ACL_ACCESS, &file_acl(uid, gid))?;
         }
         self.pool.offer(&mut self.rng, rel);
         Ok(())
