@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod engine;
+pub(crate) mod fsutil;
 pub mod lxc;
 #[cfg(feature = "demo")]
 pub mod manifest;

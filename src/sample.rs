@@ -5,6 +5,7 @@
 //! `security.capability` xattrs.
 
 use crate::engine::xattr_names::{ACL_ACCESS, ACL_DEFAULT, CAPS};
+use crate::fsutil::with_path;
 use rustix::fs::{self as rfs, FileType, Mode, XattrFlags, CWD};
 use std::ffi::{CStr, OsStr};
 use std::fs::{self, OpenOptions, Permissions};
@@ -124,11 +125,6 @@ fn require_empty_dir(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Adds the failing path to an io error, so a failure says where.
-fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
-    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-}
-
 /// Creates inodes by relative byte path under a root, counting them.
 struct Builder {
     root: PathBuf,
@@ -149,8 +145,8 @@ impl Builder {
 
     /// chown first, then chmod: chown clears setuid/setgid on non-directories.
     fn own(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-        lchown(path, Some(uid), Some(gid)).map_err(at(path))?;
-        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(at(path))
+        lchown(path, Some(uid), Some(gid)).map_err(with_path(path))?;
+        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(with_path(path))
     }
 
     fn root_dir(&mut self, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
@@ -160,7 +156,7 @@ impl Builder {
 
     fn dir(&mut self, rel: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
         let path = self.path(rel);
-        fs::create_dir(&path).map_err(at(&path))?;
+        fs::create_dir(&path).map_err(with_path(&path))?;
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
@@ -179,8 +175,8 @@ impl Builder {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(at(&path))?;
-        f.write_all(content).map_err(at(&path))?;
+            .map_err(with_path(&path))?;
+        f.write_all(content).map_err(with_path(&path))?;
         drop(f);
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
@@ -188,9 +184,9 @@ impl Builder {
 
     fn symlink(&mut self, rel: &[u8], target: &[u8], uid: u32, gid: u32) -> io::Result<()> {
         let path = self.path(rel);
-        symlink(OsStr::from_bytes(target), &path).map_err(at(&path))?;
+        symlink(OsStr::from_bytes(target), &path).map_err(with_path(&path))?;
         self.inodes += 1;
-        lchown(&path, Some(uid), Some(gid)).map_err(at(&path))
+        lchown(&path, Some(uid), Some(gid)).map_err(with_path(&path))
     }
 
     fn node(
@@ -205,7 +201,7 @@ impl Builder {
         let path = self.path(rel);
         let dev = rfs::makedev(dev.0, dev.1);
         rfs::mknodat(CWD, &path, kind, Mode::from_raw_mode(0o600), dev)
-            .map_err(|e| at(&path)(e.into()))?;
+            .map_err(|e| with_path(&path)(e.into()))?;
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
@@ -213,7 +209,7 @@ impl Builder {
     fn socket(&mut self, rel: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
         let path = self.path(rel);
         // Binding creates the socket inode; it stays after the listener is closed.
-        drop(UnixListener::bind(&path).map_err(at(&path))?);
+        drop(UnixListener::bind(&path).map_err(with_path(&path))?);
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
@@ -221,13 +217,13 @@ impl Builder {
     /// A second name for an existing inode: not counted as a new inode.
     fn hardlink(&self, existing: &[u8], new: &[u8]) -> io::Result<()> {
         let new = self.path(new);
-        fs::hard_link(self.path(existing), &new).map_err(at(&new))
+        fs::hard_link(self.path(existing), &new).map_err(with_path(&new))
     }
 
     fn xattr(&self, rel: &[u8], name: &CStr, value: &[u8]) -> io::Result<()> {
         let path = self.path(rel);
         rfs::lsetxattr(&path, name, value, XattrFlags::empty()).map_err(|e| {
-            at(&path)(io::Error::new(
+            with_path(&path)(io::Error::new(
                 io::Error::from(e).kind(),
                 format!("{}: {e}", name.to_string_lossy()),
             ))

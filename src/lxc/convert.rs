@@ -16,6 +16,7 @@ use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
 use crate::engine::idrange::IdRange;
 use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
+use crate::fsutil;
 use std::path::{Path, PathBuf};
 
 /// The user that owns the subordinate ids of system containers.
@@ -832,7 +833,7 @@ fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
         let ids = SubIds::parse(old.as_deref().unwrap_or_default());
         let new = change.apply(ROOT_USER, &ids)?;
         if new != ids || old.is_none() {
-            subid::write_with_backup(path, old.as_deref(), &new.to_text())
+            fsutil::write_with_backup(path, old.as_deref(), &new.to_text())
                 .map_err(io_error(path))?;
         }
     }
@@ -878,7 +879,7 @@ pub fn read_state(container: &Container) -> Result<Option<ConversionState>, Conv
 fn write_state(container: &Container, state: &ConversionState) -> Result<(), ConvertError> {
     let path = container.state_file();
     let text = serde_json::to_string_pretty(state).expect("conversion state serializes");
-    subid::write_atomically(&path, &text).map_err(io_error(&path))
+    fsutil::write_atomically(&path, &text).map_err(io_error(&path))
 }
 
 /// The udev rule file and the owners of passed-through device nodes; a privileged
@@ -967,10 +968,10 @@ pub fn execute(
     // An earlier run killed mid-write may have left temp files next to these.
     let container = &plan.container;
     for file in [container.state_file(), container.config()] {
-        subid::remove_stale_temps(&file);
+        fsutil::remove_stale_temps(&file);
     }
     for file in &plan.host_files {
-        subid::remove_stale_temps(file);
+        fsutil::remove_stale_temps(file);
     }
     // Nothing is done when nothing changes; otherwise the state comes first.
     if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
@@ -1084,7 +1085,7 @@ fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
     if let Some(dir) = edit.path.parent() {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
-    subid::write_atomically(&edit.path, text).map_err(io_error(&edit.path))
+    fsutil::write_atomically(&edit.path, text).map_err(io_error(&edit.path))
 }
 
 fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
