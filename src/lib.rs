@@ -9,6 +9,7 @@
 // Raw syscalls and their `unsafe` live in `engine::sys` alone (it allows them).
 #![deny(unsafe_code)]
 
+pub mod diff;
 pub mod engine;
 pub(crate) mod fsutil;
 pub mod lxc;

@@ -327,14 +327,15 @@ impl<'a> ConvertReport<'a> {
         dry_run: bool,
         shift: Option<&'a ShiftReport>,
     ) -> ConvertReport<'a> {
-        use lxc_idshift::lxc::{config, perms};
+        use lxc_idshift::diff::render_diff;
+        use lxc_idshift::lxc::perms;
         let edits = plan
             .edits
             .iter()
             .chain(plan.udev_rules.iter())
             .map(|e| EditReport {
                 path: e.path.clone(),
-                diff: config::render_diff(
+                diff: render_diff(
                     &e.path,
                     e.old.as_deref().unwrap_or(""),
                     e.new.as_deref().unwrap_or(""),

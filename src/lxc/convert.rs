@@ -16,7 +16,7 @@ use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
 use crate::engine::idrange::IdRange;
 use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
-use crate::fsutil;
+use crate::{diff, fsutil};
 use std::path::{Path, PathBuf};
 
 /// The user that owns the subordinate ids of system containers.
@@ -1148,7 +1148,7 @@ pub fn describe(plan: &Plan) -> String {
     }
     for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
         let (old, new) = (edit.old.as_deref(), edit.new.as_deref());
-        text += &config::render_diff(&edit.path, old.unwrap_or(""), new.unwrap_or(""));
+        text += &diff::render_diff(&edit.path, old.unwrap_or(""), new.unwrap_or(""));
     }
     for change in &plan.perms {
         text += &format!("{}\n", perms::describe(change));
