@@ -4,6 +4,8 @@
 //! Both need root: they chown to many ids, mknod devices and write `trusted.*` and
 //! `security.capability` xattrs.
 
+use crate::engine::acl::{Acl, AclEntry};
+use crate::engine::caps::FileCaps;
 use crate::engine::xattr_names::{ACL_ACCESS, ACL_DEFAULT, CAPS};
 use crate::fsutil::with_path;
 use rustix::fs::{self as rfs, FileType, Mode, XattrFlags, CWD};
@@ -77,9 +79,14 @@ const CAP_NET_BIND_SERVICE: u32 = 10;
 
 /// security.capability v2 bytes: magic|flags, then permitted/inheritable words.
 pub fn caps_v2(permitted: u64, effective: bool) -> Vec<u8> {
-    let magic = 0x0200_0000u32 | u32::from(effective);
-    let words = [magic, permitted as u32, 0, (permitted >> 32) as u32, 0];
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    let words = vec![permitted as u32, 0, (permitted >> 32) as u32, 0];
+    let caps = FileCaps {
+        revision: 2,
+        flags: u32::from(effective),
+        words,
+        rootid: None,
+    };
+    caps.to_bytes()
 }
 
 pub use crate::engine::acl::{
@@ -89,18 +96,20 @@ pub use crate::engine::acl::{
 /// system.posix_acl_* bytes from (tag, perm, id) entries; the kernel wants them
 /// sorted by tag then id, which the caller provides.
 pub fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-    let mut out = 2u32.to_le_bytes().to_vec();
-    for &(tag, perm, id) in entries {
-        let id = if tag == ACL_USER || tag == ACL_GROUP {
+    let entries = entries.iter().map(|&(tag, perm, id)| AclEntry {
+        tag,
+        perm,
+        // The kernel writes -1 in the entries that carry no id.
+        id: if tag == ACL_USER || tag == ACL_GROUP {
             id
         } else {
             u32::MAX
-        };
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&perm.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
+        },
+    });
+    Acl {
+        entries: entries.collect(),
     }
-    out
+    .to_bytes()
 }
 
 /// Refuses early with a clear message, rather than failing on the first chown.

@@ -5,6 +5,7 @@
 //! codec does not know, is kept byte for byte so that a rewrite loses nothing.
 
 use super::idmap::IdKind;
+use super::le::{u16_at, u32_at};
 
 /// The only version the kernel reads and writes (POSIX_ACL_XATTR_VERSION).
 pub const ACL_VERSION: u32 = 2;
@@ -51,14 +52,6 @@ pub enum AclError {
     WrongVersion { version: u32 },
     #[error("ACL xattr of {len} bytes is not a 4-byte header plus 8-byte entries ({extra} bytes left over)")]
     BadLength { len: usize, extra: usize },
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 impl Acl {

@@ -5,6 +5,8 @@
 //! uid whose namespace the capabilities belong to. Shifting in writes v3 with the
 //! container root's host uid; shifting out writes v2 (see REFERENCE.md).
 
+use super::le::u32_at;
+
 pub const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
 /// The "effective" bit of magic_etc; all flag bits are preserved, known or not.
 pub const VFS_CAP_FLAGS_EFFECTIVE: u32 = 0x0000_0001;
@@ -54,10 +56,6 @@ fn size_of_revision(revision: u32) -> Option<usize> {
         3 => Some(24),
         _ => None,
     }
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 impl FileCaps {

@@ -8,6 +8,7 @@ pub mod idmap;
 pub mod idrange;
 pub(crate) mod inode;
 pub mod journal;
+pub(crate) mod le;
 pub mod meta;
 pub mod report;
 pub mod run;
