@@ -114,7 +114,7 @@ pub fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
 
 /// Refuses early with a clear message, rather than failing on the first chown.
 fn require_root(what: &str) -> io::Result<()> {
-    if rustix::process::geteuid().is_root() {
+    if crate::is_root() {
         Ok(())
     } else {
         Err(io::Error::new(
@@ -530,7 +530,7 @@ mod tests {
     use super::*;
 
     fn is_root() -> bool {
-        let root = rustix::process::geteuid().is_root();
+        let root = crate::is_root();
         if !root {
             crate::skip_test("sample tests need root");
         }
