@@ -1,6 +1,7 @@
 //! What the binary prints: progress on a terminal, and human or JSON reports.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use lxc_idshift::engine::status::JournalState;
 use lxc_idshift::engine::verify::Finding;
 use lxc_idshift::lxc::mounts::Scan;
 use lxc_idshift::VerifyReport;
@@ -239,7 +240,7 @@ pub fn status_report(report: &StatusReport, json: bool) -> anyhow::Result<()> {
         };
         say!("  run {}: {}, {state}", i + 1, run.direction);
     }
-    if report.state == "unfinished" {
+    if report.state == JournalState::Unfinished {
         say!("  Run the same shift command again to finish it, or with the other direction to undo it.");
     }
     Ok(())
