@@ -99,7 +99,7 @@ fn shift(rootfs: &Path, tmp: &Path, map: &IdMap, direction: Direction) -> anyhow
         journal: Some(tmp.join("journal")),
     };
     let report = lxc_idshift::shift(&options, &Quiet)?;
-    output::shift_report(&report, map, false)?;
+    output::shift_report(&report, false)?;
     println!();
     Ok(())
 }

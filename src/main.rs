@@ -81,7 +81,7 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             };
             let bar = output::Bar::new(!args.json);
             let report = run::shift(&options, &bar)?;
-            output::shift_report(&report, &options.map, args.json)?;
+            output::shift_report(&report, args.json)?;
             Ok(if report.summary.errors == 0 {
                 0
             } else {
@@ -166,7 +166,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         if args.json {
             output::print_json(&output::ConvertReport::new(&plan, true, report.as_ref()))?;
         } else if let Some(report) = &report {
-            output::shift_report(report, &report_map(&plan), false)?;
+            output::shift_report(report, false)?;
         }
         return Ok(0);
     }
@@ -183,7 +183,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         }
         output::print_json(&report)?;
     } else if let Some(report) = &outcome.shift {
-        output::shift_report(report, &report_map(&outcome.plan), false)?;
+        output::shift_report(report, false)?;
     }
     if unfinished {
         let report = outcome.shift.as_ref().expect("unfinished means a shift");
@@ -198,7 +198,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_INCOMPLETE);
     }
     for report in &outcome.mount_shifts {
-        output::shift_report(report, &report_map(&outcome.plan), false)?;
+        output::shift_report(report, false)?;
         if report.summary.errors > 0 {
             eprintln!("The shift of bind mount source {} is unfinished, so the config was left as it was: fix the errors above and run the same command again.", report.root.display());
             return Ok(EXIT_INCOMPLETE);
@@ -242,13 +242,6 @@ fn check(args: cli::CheckArgs) -> anyhow::Result<u8> {
     })?;
     output::check_report(&report, args.json)?;
     Ok(if report.ok() { 0 } else { EXIT_INCOMPLETE })
-}
-
-fn report_map(plan: &lxc_idshift::lxc::convert::Plan) -> IdMap {
-    plan.shift
-        .as_ref()
-        .map(|(map, _)| map.clone())
-        .expect("a shift report comes with its map")
 }
 
 /// `--dry-run`: how many inodes the rootfs shift would touch.

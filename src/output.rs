@@ -91,7 +91,7 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 /// How many failed paths a human report lists.
 const LISTED_ERRORS: usize = 20;
 
-pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Result<()> {
+pub fn shift_report(report: &ShiftReport, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(report);
     }
@@ -106,8 +106,9 @@ pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Re
         "Shifted"
     };
     say!(
-        "{verb} {} ({way}, {map}) in {:.2} s",
+        "{verb} {} ({way}, {}) in {:.2} s",
         report.root.display(),
+        report.map,
         s.seconds
     );
     if let Some(note) = &report.note {
