@@ -145,10 +145,7 @@ pub fn fuzz_roundtrip(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unhex(hex: &str) -> Vec<u8> {
-        crate::engine::hex::decode(hex).expect("valid hex fixture")
-    }
+    use crate::engine::hex::unhex;
 
     // `setfacl -m u:1000:rw-,g:27:r--,u:65534:r-x f; getfattr -e hex -n system.posix_acl_access f`
     const FILE_ACCESS: &str = "0200000001000600ffffffff02000600e803000002000500feff000004000400ffffffff080004001b00000010000700ffffffff20000400ffffffff";

@@ -184,10 +184,7 @@ pub fn fuzz_roundtrip(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unhex(hex: &str) -> Vec<u8> {
-        crate::engine::hex::decode(hex).expect("valid hex fixture")
-    }
+    use crate::engine::hex::unhex;
 
     // `setcap cap_net_bind_service,cap_net_raw+ep f` (host root writes v2).
     const V2_EP: &str = "0100000200240000000000000000000000000000";
