@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub struct StatusReport {
     pub root: PathBuf,
     pub journal: PathBuf,
+    /// Where its shifts stand: "none", "unfinished", "finished" or "archived".
     pub state: JournalState,
     /// Another lxc-idshift holds the journal's lock right now.
     pub running: bool,
