@@ -63,7 +63,7 @@ fn options(tree: &Path, journal: &Path, direction: Direction, dry_run: bool) -> 
 }
 
 fn tree_walks(c: &mut Criterion) {
-    if !lxc_idshift::engine::sys::is_root() {
+    if !lxc_idshift::is_root() {
         eprintln!("SKIPPED: the tree benchmarks need root (they change owners)");
         return;
     }

@@ -5,10 +5,10 @@ use crate::output;
 use anyhow::Context;
 use lxc_idshift::engine::acl::Acl;
 use lxc_idshift::engine::caps::FileCaps;
-use lxc_idshift::engine::idmap::{Direction, IdMap};
-use lxc_idshift::engine::{run, verify};
+use lxc_idshift::engine::xattr_names::{ACL_ACCESS, ACL_DEFAULT, CAPS};
 use lxc_idshift::manifest::{self, Entry, Manifest};
 use lxc_idshift::sample::{self, paths};
+use lxc_idshift::{Direction, IdKind, IdMap, Quiet, ShiftOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -28,7 +28,7 @@ const SHOWN: [&str; 8] = [
 
 pub fn run(keep: bool) -> anyhow::Result<u8> {
     anyhow::ensure!(
-        lxc_idshift::engine::sys::is_root(),
+        lxc_idshift::is_root(),
         "the demo changes file owners: run it as root (cargo run --release -- demo)"
     );
     let tmp = tempfile_dir()?;
@@ -54,7 +54,7 @@ pub fn run(keep: bool) -> anyhow::Result<u8> {
         &shifted,
     );
     println!("`lxc-idshift verify` lists what the container cannot map; the sample holds id 70000 on purpose:");
-    let report = verify::verify(&rootfs, &map, None)?;
+    let report = lxc_idshift::verify(&rootfs, &map, None)?;
     output::verify_report(&report, &map, false)?;
     println!();
 
@@ -90,7 +90,7 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 }
 
 fn shift(rootfs: &Path, tmp: &Path, map: &IdMap, direction: Direction) -> anyhow::Result<()> {
-    let options = run::ShiftOptions {
+    let options = ShiftOptions {
         root: rootfs.to_path_buf(),
         map: map.clone(),
         direction,
@@ -98,8 +98,8 @@ fn shift(rootfs: &Path, tmp: &Path, map: &IdMap, direction: Direction) -> anyhow
         threads: None,
         journal: Some(tmp.join("journal")),
     };
-    let report = run::shift(&options, &run::Quiet)?;
-    output::shift_report(&report, map, false)?;
+    let report = lxc_idshift::shift(&options, &Quiet)?;
+    output::shift_report(&report, false)?;
     println!();
     Ok(())
 }
@@ -121,7 +121,7 @@ fn show(title: &str, manifest: &Manifest) {
 /// One line: mode, owner, and the id-bearing xattrs decoded.
 fn describe(entry: &Entry) -> String {
     let mut text = format!("{:04o} {:>7}:{:<7}", entry.mode, entry.uid, entry.gid);
-    if let Some(caps) = entry.xattrs.get(b"security.capability".as_slice()) {
+    if let Some(caps) = entry.xattrs.get(CAPS.to_bytes()) {
         text += &match FileCaps::parse(caps) {
             Ok(c) => match c.rootid {
                 Some(root) => format!(" caps v3 rootid {root}"),
@@ -130,23 +130,11 @@ fn describe(entry: &Entry) -> String {
             Err(e) => format!(" caps ({e})"),
         };
     }
-    for (name, label) in [
-        (b"system.posix_acl_access".as_slice(), "acl"),
-        (b"system.posix_acl_default".as_slice(), "default acl"),
-    ] {
-        if let Some(Ok(acl)) = entry.xattrs.get(name).map(|v| Acl::parse(v)) {
+    for (name, label) in [(ACL_ACCESS, "acl"), (ACL_DEFAULT, "default acl")] {
+        if let Some(Ok(acl)) = entry.xattrs.get(name.to_bytes()).map(|v| Acl::parse(v)) {
             let ids: Vec<String> = acl
                 .ids()
-                .map(|(kind, id)| {
-                    format!(
-                        "{}:{id}",
-                        if kind == lxc_idshift::engine::idmap::IdKind::User {
-                            "u"
-                        } else {
-                            "g"
-                        }
-                    )
-                })
+                .map(|(kind, id)| format!("{}:{id}", if kind == IdKind::User { "u" } else { "g" }))
                 .collect();
             text += &format!(" {label} [{}]", ids.join(" "));
         }

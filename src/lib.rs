@@ -3,12 +3,29 @@
 //!
 //! `engine` is the performance-critical core (walker, per-inode shift, xattr codecs,
 //! journal); `lxc` is the orchestration of a container conversion; `sample` and
-//! `manifest` serve the demo and the tests.
+//! `manifest` (feature `demo`, on by default) serve the demo and the tests. The
+//! re-exports below are the entry points the front end and the tests use.
 
+// Raw syscalls and their `unsafe` live in `engine::sys` alone (it allows them).
+#![deny(unsafe_code)]
+
+pub mod diff;
 pub mod engine;
+pub(crate) mod fsutil;
 pub mod lxc;
+#[cfg(feature = "demo")]
 pub mod manifest;
+#[cfg(feature = "demo")]
 pub mod sample;
+
+pub use engine::idmap::{Direction, IdKind, IdMap};
+pub use engine::run::{shift, Progress, Quiet, ShiftOptions, ShiftReport};
+pub use engine::status::{status, StatusReport};
+pub use engine::sys::is_root;
+pub use engine::verify::{verify, VerifyReport};
+pub use lxc::check::{check, CheckOptions, CheckReport};
+pub use lxc::convert::{ConvertOptions, MountsChoice, Outcome, Plan};
+pub use lxc::host::Host;
 
 /// Says LOUDLY that a unit test could not run; under `CI=true` a skip is a failure.
 #[cfg(test)]

@@ -7,8 +7,8 @@ mod output;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
-use lxc_idshift::engine::idmap::{Direction, IdMap};
 use lxc_idshift::engine::{run, status, verify};
+use lxc_idshift::{Direction, IdMap};
 use output::say;
 use std::process::ExitCode;
 
@@ -81,7 +81,7 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             };
             let bar = output::Bar::new(!args.json);
             let report = run::shift(&options, &bar)?;
-            output::shift_report(&report, &options.map, args.json)?;
+            output::shift_report(&report, args.json)?;
             Ok(if report.summary.errors == 0 {
                 0
             } else {
@@ -144,7 +144,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
             .transpose()
             .map_err(anyhow::Error::msg)?,
     };
-    if !options.dry_run && !lxc_idshift::engine::sys::is_root() {
+    if !options.dry_run && !lxc_idshift::is_root() {
         anyhow::bail!(
             "converting a container needs root: run it as root (sudo lxc-idshift ...), or see the plan with --dry-run"
         );
@@ -172,7 +172,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         if args.json {
             output::print_json(&output::ConvertReport::new(&plan, true, report.as_ref()))?;
         } else if let Some(report) = &report {
-            output::shift_report(report, &report_map(&plan), false)?;
+            output::shift_report(report, false)?;
         }
         return Ok(0);
     }
@@ -189,7 +189,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         }
         output::print_json(&report)?;
     } else if let Some(report) = &outcome.shift {
-        output::shift_report(report, &report_map(&outcome.plan), false)?;
+        output::shift_report(report, false)?;
     }
     if unfinished {
         let report = outcome.shift.as_ref().expect("unfinished means a shift");
@@ -204,7 +204,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_INCOMPLETE);
     }
     for report in &outcome.mount_shifts {
-        output::shift_report(report, &report_map(&outcome.plan), false)?;
+        output::shift_report(report, false)?;
         if report.summary.errors > 0 {
             eprintln!("The shift of bind mount source {} is unfinished, so the config was left as it was: fix the errors above and run the same command again.", report.root.display());
             return Ok(EXIT_INCOMPLETE);
@@ -245,13 +245,6 @@ fn check(args: cli::CheckArgs) -> anyhow::Result<u8> {
     })?;
     output::check_report(&report, args.json)?;
     Ok(if report.ok() { 0 } else { EXIT_INCOMPLETE })
-}
-
-fn report_map(plan: &lxc_idshift::lxc::convert::Plan) -> IdMap {
-    plan.shift
-        .as_ref()
-        .map(|(map, _)| map.clone())
-        .expect("a shift report comes with its map")
 }
 
 /// `--dry-run`: how many inodes the rootfs shift would touch.

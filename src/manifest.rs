@@ -5,6 +5,7 @@
 //! The walk never follows symlinks and never enters another filesystem: entries whose
 //! st_dev differs from the root's (mount points) are left out with what is below them.
 
+use crate::fsutil::with_path;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -75,11 +76,6 @@ pub struct Manifest {
 /// Largest xattr name list and value the kernel returns (XATTR_LIST_MAX, XATTR_SIZE_MAX).
 const XATTR_MAX: usize = 65536;
 
-/// Adds the path to an io error, so a failure says where.
-fn at(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-}
-
 /// Reads every xattr of `path` without following a final symlink.
 fn xattrs_of(path: &Path, buf: &mut [u8]) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut out = BTreeMap::new();
@@ -87,7 +83,7 @@ fn xattrs_of(path: &Path, buf: &mut [u8]) -> io::Result<BTreeMap<Vec<u8>, Vec<u8
         Ok(len) => len,
         // Filesystems without xattr support have none to compare.
         Err(rustix::io::Errno::OPNOTSUPP) => return Ok(out),
-        Err(e) => return Err(at(path, e.into())),
+        Err(e) => return Err(with_path(path)(e.into())),
     };
     let names: Vec<Vec<u8>> = buf[..len]
         .split(|&b| b == 0)
@@ -101,7 +97,7 @@ fn xattrs_of(path: &Path, buf: &mut [u8]) -> io::Result<BTreeMap<Vec<u8>, Vec<u8
             }
             // Removed between list and get.
             Err(rustix::io::Errno::NODATA) => {}
-            Err(e) => return Err(at(path, e.into())),
+            Err(e) => return Err(with_path(path)(e.into())),
         }
     }
     Ok(out)
@@ -112,7 +108,7 @@ fn entry_of(path: &Path, meta: &fs::Metadata, buf: &mut [u8]) -> io::Result<Entr
     let symlink_target = if kind == FileKind::Symlink {
         Some(
             fs::read_link(path)
-                .map_err(|e| at(path, e))?
+                .map_err(with_path(path))?
                 .into_os_string()
                 .into_vec(),
         )
@@ -147,7 +143,7 @@ pub fn collect(root: &Path) -> io::Result<Manifest> {
     let mut buf = vec![0u8; XATTR_MAX];
     let mut manifest = Manifest::default();
     let mut links: HashMap<(u64, u64), Vec<Vec<u8>>> = HashMap::new();
-    let root_meta = fs::symlink_metadata(root).map_err(|e| at(root, e))?;
+    let root_meta = fs::symlink_metadata(root).map_err(with_path(root))?;
     let dev = root_meta.dev();
     let entry = entry_of(root, &root_meta, &mut buf)?;
     manifest.entries.insert(Vec::new(), entry);
@@ -156,10 +152,10 @@ pub fn collect(root: &Path) -> io::Result<Manifest> {
         stack.push((root.to_path_buf(), Vec::new()));
     }
     while let Some((dir, rel_dir)) = stack.pop() {
-        for child in fs::read_dir(&dir).map_err(|e| at(&dir, e))? {
-            let child = child.map_err(|e| at(&dir, e))?;
+        for child in fs::read_dir(&dir).map_err(with_path(&dir))? {
+            let child = child.map_err(with_path(&dir))?;
             let path = child.path();
-            let meta = fs::symlink_metadata(&path).map_err(|e| at(&path, e))?;
+            let meta = fs::symlink_metadata(&path).map_err(with_path(&path))?;
             if meta.dev() != dev {
                 continue; // a mount point: another filesystem, not part of the tree
             }

@@ -1,12 +1,11 @@
 //! What the binary prints: progress on a terminal, and human or JSON reports.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use lxc_idshift::engine::idmap::{Direction, IdMap};
-use lxc_idshift::engine::run::{Progress, ShiftReport};
-use lxc_idshift::engine::status::StatusReport;
-use lxc_idshift::engine::verify::{Finding, VerifyReport};
-use lxc_idshift::lxc::check::CheckReport;
+use lxc_idshift::engine::status::JournalState;
+use lxc_idshift::engine::verify::Finding;
 use lxc_idshift::lxc::mounts::Scan;
+use lxc_idshift::VerifyReport;
+use lxc_idshift::{CheckReport, Direction, IdMap, Progress, ShiftReport, StatusReport};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -92,7 +91,7 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 /// How many failed paths a human report lists.
 const LISTED_ERRORS: usize = 20;
 
-pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Result<()> {
+pub fn shift_report(report: &ShiftReport, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(report);
     }
@@ -107,8 +106,9 @@ pub fn shift_report(report: &ShiftReport, map: &IdMap, json: bool) -> anyhow::Re
         "Shifted"
     };
     say!(
-        "{verb} {} ({way}, {map}) in {:.2} s",
+        "{verb} {} ({way}, {}) in {:.2} s",
         report.root.display(),
+        report.map,
         s.seconds
     );
     if let Some(note) = &report.note {
@@ -241,7 +241,7 @@ pub fn status_report(report: &StatusReport, json: bool) -> anyhow::Result<()> {
         };
         say!("  run {}: {}, {state}", i + 1, run.direction);
     }
-    if report.state == "unfinished" {
+    if report.state == JournalState::Unfinished {
         say!("  Run the same shift command again to finish it, or with the other direction to undo it.");
     }
     Ok(())
@@ -335,14 +335,15 @@ impl<'a> ConvertReport<'a> {
         dry_run: bool,
         shift: Option<&'a ShiftReport>,
     ) -> ConvertReport<'a> {
-        use lxc_idshift::lxc::{config, perms};
+        use lxc_idshift::diff::render_diff;
+        use lxc_idshift::lxc::perms;
         let edits = plan
             .edits
             .iter()
             .chain(plan.udev_rules.iter())
             .map(|e| EditReport {
                 path: e.path.clone(),
-                diff: config::render_diff(
+                diff: render_diff(
                     &e.path,
                     e.old.as_deref().unwrap_or(""),
                     e.new.as_deref().unwrap_or(""),

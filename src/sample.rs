@@ -1,18 +1,26 @@
-//! Sample trees: a small realistic container rootfs for the demo and the tests, and a
-//! large deterministic rootfs-like tree for benchmarks.
+//! Sample trees: a small realistic container rootfs for the demo and the tests, and
+//! (with the `testkit` feature) a large deterministic rootfs-like tree for benchmarks.
 //!
 //! Both need root: they chown to many ids, mknod devices and write `trusted.*` and
 //! `security.capability` xattrs.
 
+use crate::engine::acl::{Acl, AclEntry};
+use crate::engine::caps::FileCaps;
+use crate::engine::xattr_names::{ACL_ACCESS, ACL_DEFAULT, CAPS};
+use crate::fsutil::with_path;
 use rustix::fs::{self as rfs, FileType, Mode, XattrFlags, CWD};
-use std::collections::VecDeque;
-use std::ffi::OsStr;
+use std::ffi::{CStr, OsStr};
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{lchown, symlink, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+
+#[cfg(feature = "testkit")]
+mod bulk;
+#[cfg(feature = "testkit")]
+pub use bulk::build_bulk_tree;
 
 /// Relative paths of the sample rootfs that tests and the demo look at.
 pub mod paths {
@@ -71,9 +79,14 @@ const CAP_NET_BIND_SERVICE: u32 = 10;
 
 /// security.capability v2 bytes: magic|flags, then permitted/inheritable words.
 pub fn caps_v2(permitted: u64, effective: bool) -> Vec<u8> {
-    let magic = 0x0200_0000u32 | u32::from(effective);
-    let words = [magic, permitted as u32, 0, (permitted >> 32) as u32, 0];
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    let words = vec![permitted as u32, 0, (permitted >> 32) as u32, 0];
+    let caps = FileCaps {
+        revision: 2,
+        flags: u32::from(effective),
+        words,
+        rootid: None,
+    };
+    caps.to_bytes()
 }
 
 pub use crate::engine::acl::{
@@ -83,23 +96,25 @@ pub use crate::engine::acl::{
 /// system.posix_acl_* bytes from (tag, perm, id) entries; the kernel wants them
 /// sorted by tag then id, which the caller provides.
 pub fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-    let mut out = 2u32.to_le_bytes().to_vec();
-    for &(tag, perm, id) in entries {
-        let id = if tag == ACL_USER || tag == ACL_GROUP {
+    let entries = entries.iter().map(|&(tag, perm, id)| AclEntry {
+        tag,
+        perm,
+        // The kernel writes -1 in the entries that carry no id.
+        id: if tag == ACL_USER || tag == ACL_GROUP {
             id
         } else {
             u32::MAX
-        };
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&perm.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
+        },
+    });
+    Acl {
+        entries: entries.collect(),
     }
-    out
+    .to_bytes()
 }
 
 /// Refuses early with a clear message, rather than failing on the first chown.
 fn require_root(what: &str) -> io::Result<()> {
-    if rustix::process::geteuid().is_root() {
+    if crate::is_root() {
         Ok(())
     } else {
         Err(io::Error::new(
@@ -117,11 +132,6 @@ fn require_empty_dir(root: &Path) -> io::Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Adds the failing path to an io error, so a failure says where.
-fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
-    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Creates inodes by relative byte path under a root, counting them.
@@ -144,8 +154,8 @@ impl Builder {
 
     /// chown first, then chmod: chown clears setuid/setgid on non-directories.
     fn own(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-        lchown(path, Some(uid), Some(gid)).map_err(at(path))?;
-        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(at(path))
+        lchown(path, Some(uid), Some(gid)).map_err(with_path(path))?;
+        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(with_path(path))
     }
 
     fn root_dir(&mut self, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
@@ -155,7 +165,7 @@ impl Builder {
 
     fn dir(&mut self, rel: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
         let path = self.path(rel);
-        fs::create_dir(&path).map_err(at(&path))?;
+        fs::create_dir(&path).map_err(with_path(&path))?;
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
@@ -174,8 +184,8 @@ impl Builder {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(at(&path))?;
-        f.write_all(content).map_err(at(&path))?;
+            .map_err(with_path(&path))?;
+        f.write_all(content).map_err(with_path(&path))?;
         drop(f);
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
@@ -183,9 +193,9 @@ impl Builder {
 
     fn symlink(&mut self, rel: &[u8], target: &[u8], uid: u32, gid: u32) -> io::Result<()> {
         let path = self.path(rel);
-        symlink(OsStr::from_bytes(target), &path).map_err(at(&path))?;
+        symlink(OsStr::from_bytes(target), &path).map_err(with_path(&path))?;
         self.inodes += 1;
-        lchown(&path, Some(uid), Some(gid)).map_err(at(&path))
+        lchown(&path, Some(uid), Some(gid)).map_err(with_path(&path))
     }
 
     fn node(
@@ -200,7 +210,7 @@ impl Builder {
         let path = self.path(rel);
         let dev = rfs::makedev(dev.0, dev.1);
         rfs::mknodat(CWD, &path, kind, Mode::from_raw_mode(0o600), dev)
-            .map_err(|e| at(&path)(e.into()))?;
+            .map_err(|e| with_path(&path)(e.into()))?;
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
@@ -208,7 +218,7 @@ impl Builder {
     fn socket(&mut self, rel: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
         let path = self.path(rel);
         // Binding creates the socket inode; it stays after the listener is closed.
-        drop(UnixListener::bind(&path).map_err(at(&path))?);
+        drop(UnixListener::bind(&path).map_err(with_path(&path))?);
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
@@ -216,15 +226,15 @@ impl Builder {
     /// A second name for an existing inode: not counted as a new inode.
     fn hardlink(&self, existing: &[u8], new: &[u8]) -> io::Result<()> {
         let new = self.path(new);
-        fs::hard_link(self.path(existing), &new).map_err(at(&new))
+        fs::hard_link(self.path(existing), &new).map_err(with_path(&new))
     }
 
-    fn xattr(&self, rel: &[u8], name: &str, value: &[u8]) -> io::Result<()> {
+    fn xattr(&self, rel: &[u8], name: &CStr, value: &[u8]) -> io::Result<()> {
         let path = self.path(rel);
         rfs::lsetxattr(&path, name, value, XattrFlags::empty()).map_err(|e| {
-            at(&path)(io::Error::new(
+            with_path(&path)(io::Error::new(
                 io::Error::from(e).kind(),
-                format!("{name}: {e}"),
+                format!("{}: {e}", name.to_string_lossy()),
             ))
         })
     }
@@ -333,7 +343,7 @@ fn binaries(b: &mut Builder) -> io::Result<()> {
     )?;
     b.xattr(
         paths::CAP_NET_RAW.as_bytes(),
-        "security.capability",
+        CAPS,
         &caps_v2(1 << CAP_NET_RAW, true),
     )?;
     b.file(
@@ -344,11 +354,7 @@ fn binaries(b: &mut Builder) -> io::Result<()> {
         33,
     )?;
     let bind = caps_v2(1 << CAP_NET_BIND_SERVICE, false);
-    b.xattr(
-        paths::CAP_NO_EFFECTIVE.as_bytes(),
-        "security.capability",
-        &bind,
-    )?;
+    b.xattr(paths::CAP_NO_EFFECTIVE.as_bytes(), CAPS, &bind)?;
     // The same inode in two directories.
     b.file(b"bin/gzip", b"\x7fELF gzip\n", 0o755, 0, 0)?;
     b.hardlink(b"bin/gzip", b"usr/bin/gunzip")?;
@@ -416,16 +422,8 @@ fn var_tree(b: &mut Builder) -> io::Result<()> {
         (ACL_MASK, rwx, 0),
         (ACL_OTHER, 5, 0),
     ];
-    b.xattr(
-        b"var/www/uploads",
-        "system.posix_acl_access",
-        &acl_xattr(&access),
-    )?;
-    b.xattr(
-        b"var/www/uploads",
-        "system.posix_acl_default",
-        &acl_xattr(&access),
-    )?;
+    b.xattr(b"var/www/uploads", ACL_ACCESS, &acl_xattr(&access))?;
+    b.xattr(b"var/www/uploads", ACL_DEFAULT, &acl_xattr(&access))?;
     b.file(b"var/log/syslog", b"boot\n", 0o640, 104, 4)?;
     b.dir(b"var/mail", 0o2775, 0, 8)?;
     b.file(b"var/lib/nobody-file", b"", 0o644, 65534, 65534)?;
@@ -447,12 +445,12 @@ fn var_tree(b: &mut Builder) -> io::Result<()> {
     b.file(paths::TRUSTED_XATTR.as_bytes(), b"", 0o644, 0, 0)?;
     b.xattr(
         paths::TRUSTED_XATTR.as_bytes(),
-        "trusted.overlay.opaque",
+        c"trusted.overlay.opaque",
         b"y",
     )?;
     b.xattr(
         paths::TRUSTED_XATTR.as_bytes(),
-        "trusted.sample",
+        c"trusted.sample",
         &[0, 1, 2, 0xff, 0],
     )
 }
@@ -461,10 +459,10 @@ fn homes(b: &mut Builder) -> io::Result<()> {
     b.dir(b"home/alice", 0o750, 1000, 1000)?;
     b.dir(b"home/bob", 0o750, 1001, 1001)?;
     b.file(paths::USER_XATTR.as_bytes(), b"milk\n", 0o600, 1000, 1000)?;
-    b.xattr(paths::USER_XATTR.as_bytes(), "user.comment", b"groceries")?;
+    b.xattr(paths::USER_XATTR.as_bytes(), c"user.comment", b"groceries")?;
     b.xattr(
         paths::USER_XATTR.as_bytes(),
-        "user.binary",
+        c"user.binary",
         &[0xde, 0xad, 0, 0xbe, 0xef],
     )?;
     b.file(paths::NON_UTF8, b"latin-1 name\n", 0o644, 1000, 1000)?;
@@ -500,8 +498,8 @@ fn shared_acl_dir(b: &mut Builder) -> io::Result<()> {
         (ACL_MASK, rwx, 0),
         (ACL_OTHER, 0, 0),
     ];
-    b.xattr(dir, "system.posix_acl_access", &acl_xattr(&access))?;
-    b.xattr(dir, "system.posix_acl_default", &acl_xattr(&default))?;
+    b.xattr(dir, ACL_ACCESS, &acl_xattr(&access))?;
+    b.xattr(dir, ACL_DEFAULT, &acl_xattr(&default))?;
     b.file(b"home/alice/shared/report.txt", b"q3\n", 0o660, 1000, 100)?;
     let report = [
         (ACL_USER_OBJ, rw, 0),
@@ -513,7 +511,7 @@ fn shared_acl_dir(b: &mut Builder) -> io::Result<()> {
     ];
     b.xattr(
         b"home/alice/shared/report.txt",
-        "system.posix_acl_access",
+        ACL_ACCESS,
         &acl_xattr(&report),
     )?;
     b.file(paths::ACL_UNMAPPED.as_bytes(), b"", 0o640, 1000, 100)?;
@@ -524,230 +522,7 @@ fn shared_acl_dir(b: &mut Builder) -> io::Result<()> {
         (ACL_MASK, r, 0),
         (ACL_OTHER, 0, 0),
     ];
-    b.xattr(
-        paths::ACL_UNMAPPED.as_bytes(),
-        "system.posix_acl_access",
-        &acl_xattr(&odd),
-    )
-}
-
-/// Deterministic pseudo-random numbers (PCG-style LCG), so every tree is the same.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) as u32
-    }
-
-    fn below(&mut self, n: u32) -> u32 {
-        self.next() % n
-    }
-}
-
-/// Names of regular files that may receive hardlinks, bounded to keep memory flat.
-struct LinkPool {
-    names: Vec<Vec<u8>>,
-}
-
-impl LinkPool {
-    const MAX: usize = 4096;
-
-    fn offer(&mut self, rng: &mut Lcg, name: &[u8]) {
-        if self.names.len() < Self::MAX {
-            self.names.push(name.to_vec());
-        } else {
-            let slot = rng.below(Self::MAX as u32) as usize;
-            self.names[slot] = name.to_vec();
-        }
-    }
-
-    fn pick(&self, rng: &mut Lcg) -> Option<&[u8]> {
-        if self.names.is_empty() {
-            return None;
-        }
-        Some(&self.names[rng.below(self.names.len() as u32) as usize])
-    }
-}
-
-/// State of a bulk tree build.
-struct Bulk {
-    b: Builder,
-    rng: Lcg,
-    pool: LinkPool,
-    dirs: VecDeque<Vec<u8>>,
-    files: usize,
-    dir_count: usize,
-}
-
-impl Bulk {
-    /// Owners in 0..1000, a third of them root as in a real rootfs.
-    fn owner(&mut self) -> (u32, u32) {
-        if self.rng.below(3) == 0 {
-            return (0, 0);
-        }
-        let uid = self.rng.below(1000);
-        let gid = if self.rng.below(2) == 0 {
-            uid
-        } else {
-            self.rng.below(1000)
-        };
-        (uid, gid)
-    }
-
-    fn join(dir: &[u8], name: &str) -> Vec<u8> {
-        let mut rel = dir.to_vec();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(name.as_bytes());
-        rel
-    }
-
-    fn subdir(&mut self, rel: Vec<u8>) -> io::Result<()> {
-        let (uid, gid) = self.owner();
-        let mode = match self.rng.below(20) {
-            0 => 0o1777,
-            1 => 0o700,
-            2 => 0o2775,
-            _ => 0o755,
-        };
-        self.b.dir(&rel, mode, uid, gid)?;
-        self.dir_count += 1;
-        if self.dir_count % 50 == 1 {
-            let acl = dir_acl(uid, gid);
-            self.b.xattr(&rel, "system.posix_acl_access", &acl)?;
-            self.b.xattr(&rel, "system.posix_acl_default", &acl)?;
-            // Left empty: files created in it would inherit the default ACL, and a
-            // rootfs has few ACLs (ACL-heavy trees are measured separately).
-            return Ok(());
-        }
-        self.dirs.push_back(rel);
-        Ok(())
-    }
-
-    fn symlink(&mut self, rel: &[u8]) -> io::Result<()> {
-        let (uid, gid) = self.owner();
-        let target = match self.rng.below(3) {
-            0 => format!("/usr/lib/target-{}", self.rng.below(1000)),
-            1 => format!("../f{}", self.rng.below(200)),
-            _ => format!("missing-{}", self.rng.below(1000)),
-        };
-        self.b.symlink(rel, target.as_bytes(), uid, gid)
-    }
-
-    /// Counters, not chance, place the rare cases so that even small trees have them.
-    fn file(&mut self, rel: &[u8]) -> io::Result<()> {
-        self.files += 1;
-        let (mut uid, gid) = self.owner();
-        let mut mode = if self.rng.below(4) == 0 { 0o755 } else { 0o644 };
-        if self.files % 1000 == 3 {
-            (uid, mode) = (0, 0o4755);
-        } else if self.files % 1000 == 503 {
-            mode = 0o2755;
-        } else if self.files % 1000 == 777 {
-            // Already in the host range before any shift: must survive a round trip.
-            uid += 1_000_000;
-        }
-        let content: &[u8] = if self.rng.below(8) == 0 {
-            b"data\n"
-        } else {
-            b""
-        };
-        self.b.file(rel, content, mode, uid, gid)?;
-        if self.files % 5000 == 1 {
-            let caps = caps_v2(1 << CAP_NET_RAW, true);
-            self.b.xattr(rel, "security.capability", &caps)?;
-        }
-        if self.files % 2000 == 2 {
-            self.b
-                .xattr(rel, "system.posix_acl_access", &file_acl(uid, gid))?;
-        }
-        self.pool.offer(&mut self.rng, rel);
-        Ok(())
-    }
-
-    fn hardlink(&mut self, rel: &[u8]) -> io::Result<bool> {
-        let Some(existing) = self.pool.pick(&mut self.rng).map(<[u8]>::to_vec) else {
-            return Ok(false);
-        };
-        self.b.hardlink(&existing, rel)?;
-        Ok(true)
-    }
-
-    /// Fills one directory with 10-200 entries: ~5% dirs, ~1% symlinks, ~1% hardlinks.
-    fn fill(&mut self, dir: &[u8], budget: usize) -> io::Result<()> {
-        let entries = 10 + self.rng.below(191) as usize;
-        for k in 0..entries {
-            if self.b.inodes >= budget {
-                break;
-            }
-            match self.rng.below(1000) {
-                0..=49 => self.subdir(Self::join(dir, &format!("d{k}")))?,
-                50..=59 => self.symlink(&Self::join(dir, &format!("s{k}")))?,
-                60..=69 if self.hardlink(&Self::join(dir, &format!("h{k}")))? => {}
-                _ => self.file(&Self::join(dir, &format!("f{k}")))?,
-            }
-        }
-        Ok(())
-    }
-}
-
-fn dir_acl(uid: u32, gid: u32) -> Vec<u8> {
-    acl_xattr(&[
-        (ACL_USER_OBJ, 7, 0),
-        (ACL_USER, 5, (uid + 1) % 1000),
-        (ACL_GROUP_OBJ, 5, 0),
-        (ACL_GROUP, 7, (gid + 7) % 1000),
-        (ACL_MASK, 7, 0),
-        (ACL_OTHER, 5, 0),
-    ])
-}
-
-fn file_acl(uid: u32, gid: u32) -> Vec<u8> {
-    acl_xattr(&[
-        (ACL_USER_OBJ, 6, 0),
-        (ACL_USER, 4, (uid + 3) % 1000),
-        (ACL_GROUP_OBJ, 4, 0),
-        (ACL_GROUP, 6, (gid + 11) % 1000),
-        (ACL_MASK, 6, 0),
-        (ACL_OTHER, 4, 0),
-    ])
-}
-
-/// Builds a deterministic rootfs-like tree of about `inodes` inodes under `root`,
-/// an existing empty directory. Returns the number of inodes created (root included,
-/// hardlinks counted once).
-pub fn build_bulk_tree(root: &Path, inodes: usize) -> io::Result<usize> {
-    require_root("build_bulk_tree")?;
-    require_empty_dir(root)?;
-    let mut bulk = Bulk {
-        b: Builder::new(root),
-        rng: Lcg(0x1dc5_5eed),
-        pool: LinkPool { names: Vec::new() },
-        dirs: VecDeque::from([Vec::new()]),
-        files: 0,
-        dir_count: 0,
-    };
-    bulk.b.root_dir(0o755, 0, 0)?;
-    let mut spare = 0;
-    while bulk.b.inodes < inodes {
-        let dir = match bulk.dirs.pop_front() {
-            Some(dir) => dir,
-            None => {
-                // Every directory is full: open a new top-level one.
-                spare += 1;
-                let rel = format!("spare{spare}").into_bytes();
-                bulk.b.dir(&rel, 0o755, 0, 0)?;
-                rel
-            }
-        };
-        bulk.fill(&dir, inodes)?;
-    }
-    Ok(bulk.b.inodes)
+    b.xattr(paths::ACL_UNMAPPED.as_bytes(), ACL_ACCESS, &acl_xattr(&odd))
 }
 
 #[cfg(test)]
@@ -755,7 +530,7 @@ mod tests {
     use super::*;
 
     fn is_root() -> bool {
-        let root = rustix::process::geteuid().is_root();
+        let root = crate::is_root();
         if !root {
             crate::skip_test("sample tests need root");
         }
@@ -797,7 +572,7 @@ mod tests {
         assert_eq!(meta(paths::HARDLINKS[2]).nlink(), 3);
         let caps = rfs::lgetxattr(
             tmp.path().join(paths::CAP_NET_RAW),
-            "security.capability",
+            CAPS,
             &mut [0u8; 64][..],
         );
         assert_eq!(caps.unwrap(), 20);
@@ -830,7 +605,7 @@ mod tests {
         let acls = ma
             .entries
             .values()
-            .filter(|e| e.xattrs.contains_key(&b"system.posix_acl_access"[..]))
+            .filter(|e| e.xattrs.contains_key(ACL_ACCESS.to_bytes()))
             .count();
         assert!(
             setuid >= 1 && linked >= 2 && acls >= 1,

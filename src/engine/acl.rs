@@ -5,9 +5,7 @@
 //! codec does not know, is kept byte for byte so that a rewrite loses nothing.
 
 use super::idmap::IdKind;
-
-pub const ACL_ACCESS: &str = "system.posix_acl_access";
-pub const ACL_DEFAULT: &str = "system.posix_acl_default";
+use super::le::{u16_at, u32_at};
 
 /// The only version the kernel reads and writes (POSIX_ACL_XATTR_VERSION).
 pub const ACL_VERSION: u32 = 2;
@@ -54,14 +52,6 @@ pub enum AclError {
     WrongVersion { version: u32 },
     #[error("ACL xattr of {len} bytes is not a 4-byte header plus 8-byte entries ({extra} bytes left over)")]
     BadLength { len: usize, extra: usize },
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 impl Acl {
@@ -126,6 +116,7 @@ impl Acl {
 /// The properties the `acl` fuzz target checks; panics on the first one violated.
 /// Lives here so that the seed corpus can be replayed as an ordinary test.
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_roundtrip(data: &[u8]) {
     let Ok(acl) = Acl::parse(data) else { return };
     let bytes = acl.to_bytes();
@@ -154,10 +145,7 @@ pub fn fuzz_roundtrip(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unhex(hex: &str) -> Vec<u8> {
-        crate::engine::hex::decode(hex).expect("valid hex fixture")
-    }
+    use crate::engine::hex::unhex;
 
     // `setfacl -m u:1000:rw-,g:27:r--,u:65534:r-x f; getfattr -e hex -n system.posix_acl_access f`
     const FILE_ACCESS: &str = "0200000001000600ffffffff02000600e803000002000500feff000004000400ffffffff080004001b00000010000700ffffffff20000400ffffffff";

@@ -5,7 +5,7 @@
 //! uid whose namespace the capabilities belong to. Shifting in writes v3 with the
 //! container root's host uid; shifting out writes v2 (see REFERENCE.md).
 
-pub const CAPS_XATTR: &str = "security.capability";
+use super::le::u32_at;
 
 pub const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
 /// The "effective" bit of magic_etc; all flag bits are preserved, known or not.
@@ -56,10 +56,6 @@ fn size_of_revision(revision: u32) -> Option<usize> {
         3 => Some(24),
         _ => None,
     }
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 impl FileCaps {
@@ -138,6 +134,7 @@ impl FileCaps {
 }
 
 /// Checks that `converted` encodes, reparses, and carries the capabilities of `orig`.
+#[cfg(feature = "testkit")]
 fn check_conversion(orig: &FileCaps, converted: &FileCaps, revision: u32, rootid: Option<u32>) {
     let bytes = converted.to_bytes();
     assert_eq!(bytes.len(), size_of_revision(revision).unwrap());
@@ -160,6 +157,7 @@ fn check_conversion(orig: &FileCaps, converted: &FileCaps, revision: u32, rootid
 /// The properties the `caps` fuzz target checks; panics on the first one violated.
 /// Lives here so that the seed corpus can be replayed as an ordinary test.
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_roundtrip(data: &[u8]) {
     let Ok(caps) = FileCaps::parse(data) else {
         return;
@@ -186,10 +184,7 @@ pub fn fuzz_roundtrip(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unhex(hex: &str) -> Vec<u8> {
-        crate::engine::hex::decode(hex).expect("valid hex fixture")
-    }
+    use crate::engine::hex::unhex;
 
     // `setcap cap_net_bind_service,cap_net_raw+ep f` (host root writes v2).
     const V2_EP: &str = "0100000200240000000000000000000000000000";

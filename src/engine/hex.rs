@@ -16,6 +16,12 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// A test fixture's bytes, as `getfattr -e hex` printed them.
+#[cfg(test)]
+pub fn unhex(text: &str) -> Vec<u8> {
+    decode(text).expect("valid hex fixture")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -2,6 +2,7 @@
 //! form `b:0:1000000:65536` or the LXC form `u 0 1000000 65536`, and validated so
 //! that every shift is exactly invertible.
 
+use super::idrange::IdRange;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -108,10 +109,8 @@ impl MapEntry {
         if self.count == 0 {
             return Err(IdMapError::EmptyRange(text.to_string()));
         }
-        let last = |first: u32| u64::from(first) + u64::from(self.count) - 1;
-        if last(self.container_first) >= u64::from(u32::MAX)
-            || last(self.host_first) >= u64::from(u32::MAX)
-        {
+        let past_valid = |range: IdRange| range.end() > u64::from(u32::MAX);
+        if past_valid(self.container_range()) || past_valid(self.host_range()) {
             return Err(IdMapError::ReachesInvalidId(text.to_string()));
         }
         Ok(self)
@@ -128,6 +127,14 @@ impl MapEntry {
         (self.users && other.users) || (self.groups && other.groups)
     }
 
+    fn container_range(&self) -> IdRange {
+        IdRange::new(self.container_first, self.count)
+    }
+
+    fn host_range(&self) -> IdRange {
+        IdRange::new(self.host_first, self.count)
+    }
+
     /// The range an id is moved out of, for this direction.
     fn source_first(&self, direction: Direction) -> u32 {
         match direction {
@@ -138,10 +145,6 @@ impl MapEntry {
 
     fn target_first(&self, direction: Direction) -> u32 {
         self.source_first(direction.opposite())
-    }
-
-    fn contains(first: u32, count: u32, id: u32) -> bool {
-        id >= first && u64::from(id) < u64::from(first) + u64::from(count)
     }
 }
 
@@ -158,11 +161,6 @@ impl fmt::Display for MapEntry {
             self.container_first, self.host_first, self.count
         )
     }
-}
-
-fn ranges_overlap(a_first: u32, b_first: u32, count_a: u32, count_b: u32) -> bool {
-    let (a0, b0) = (u64::from(a_first), u64::from(b_first));
-    a0 < b0 + u64::from(count_b) && b0 < a0 + u64::from(count_a)
 }
 
 /// What the map says about one id in one direction.
@@ -213,9 +211,8 @@ impl IdMap {
                     continue;
                 }
                 let name = |e: &MapEntry| e.to_string();
-                let overlap = |x: u32, y: u32| ranges_overlap(x, y, a.count, b.count);
-                let crosses = overlap(a.container_first, b.host_first)
-                    || overlap(a.host_first, b.container_first);
+                let crosses = a.container_range().overlaps(b.host_range())
+                    || a.host_range().overlaps(b.container_range());
                 if crosses && std::ptr::eq(a, b) {
                     return Err(IdMapError::SelfOverlap(name(a)));
                 }
@@ -225,10 +222,10 @@ impl IdMap {
                 if std::ptr::eq(a, b) {
                     continue;
                 }
-                if overlap(a.container_first, b.container_first) {
+                if a.container_range().overlaps(b.container_range()) {
                     return Err(IdMapError::ContainerOverlap(name(a), name(b)));
                 }
-                if overlap(a.host_first, b.host_first) {
+                if a.host_range().overlaps(b.host_range()) {
                     return Err(IdMapError::HostOverlap(name(a), name(b)));
                 }
             }
@@ -253,7 +250,7 @@ impl IdMap {
     pub fn shift(&self, kind: IdKind, id: u32, direction: Direction) -> Shift {
         for e in self.entries.iter().filter(|e| e.applies_to(kind)) {
             let (source, target) = (e.source_first(direction), e.target_first(direction));
-            if MapEntry::contains(source, e.count, id) {
+            if IdRange::new(source, e.count).contains(id) {
                 return Shift::Mapped(target + (id - source));
             }
         }
@@ -277,7 +274,7 @@ impl IdMap {
         self.entries
             .iter()
             .filter(|e| e.applies_to(kind))
-            .any(|e| MapEntry::contains(e.target_first(direction), e.count, id))
+            .any(|e| IdRange::new(e.target_first(direction), e.count).contains(id))
     }
 
     /// The host uid of the container's root, if uid 0 is mapped.
@@ -301,6 +298,7 @@ impl fmt::Display for IdMap {
 /// entry reaching 4294967295, no overlap, a Display form that parses back to it,
 /// and every id a shift moves is moved back by the opposite shift.
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_parse(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let texts: Vec<&str> = text.lines().take(8).collect();
@@ -325,16 +323,15 @@ pub fn fuzz_parse(data: &[u8]) {
         );
         assert!(last(a.host_first) < u64::from(u32::MAX), "{a} reaches -1");
         for b in map.entries[i..].iter().filter(|b| a.kinds_overlap(b)) {
-            let overlap = |x: u32, y: u32| ranges_overlap(x, y, a.count, b.count);
-            let crosses = overlap(a.container_first, b.host_first)
-                || overlap(a.host_first, b.container_first);
+            let crosses = a.container_range().overlaps(b.host_range())
+                || a.host_range().overlaps(b.container_range());
             let same = std::ptr::eq(a, b);
             assert!(!crosses, "{a} and {b}: container range meets host range");
             assert!(
-                same || !overlap(a.container_first, b.container_first),
+                same || !a.container_range().overlaps(b.container_range()),
                 "{a}, {b}"
             );
-            assert!(same || !overlap(a.host_first, b.host_first), "{a}, {b}");
+            assert!(same || !a.host_range().overlaps(b.host_range()), "{a}, {b}");
         }
         for first in [a.container_first, a.host_first] {
             let end = first.saturating_add(a.count);

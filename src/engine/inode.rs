@@ -5,6 +5,7 @@
 
 use super::meta::Meta;
 use super::sys::{self, Inode, Stat};
+use super::xattr_names::{ACL_ACCESS, ACL_DEFAULT, CAPS};
 use rustix::fd::BorrowedFd;
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -26,11 +27,6 @@ impl std::fmt::Display for InodeError {
 fn at(operation: &'static str) -> impl FnOnce(io::Error) -> InodeError {
     move |error| InodeError { operation, error }
 }
-
-/// The id-bearing xattr names as C strings, for the syscalls.
-const ACL_ACCESS_C: &CStr = c"system.posix_acl_access";
-const ACL_DEFAULT_C: &CStr = c"system.posix_acl_default";
-const CAPS_C: &CStr = c"security.capability";
 
 /// The inode's metadata from its stat alone (no xattrs read).
 pub fn meta_from_stat(stat: &Stat) -> Meta {
@@ -76,9 +72,9 @@ fn read_meta_with(
             false => Ok(None),
         }
     };
-    meta.acl_access = get(ACL_ACCESS_C)?;
-    meta.acl_default = get(ACL_DEFAULT_C)?;
-    meta.caps = get(CAPS_C)?;
+    meta.acl_access = get(ACL_ACCESS)?;
+    meta.acl_default = get(ACL_DEFAULT)?;
+    meta.caps = get(CAPS)?;
     Ok(meta)
 }
 
@@ -107,8 +103,8 @@ pub fn apply(inode: &Inode, current: &Meta, target: &Meta) -> Result<Applied, In
         applied.setid_restored = setid_at_risk;
     }
     let acls = [
-        (ACL_ACCESS_C, &current.acl_access, &target.acl_access),
-        (ACL_DEFAULT_C, &current.acl_default, &target.acl_default),
+        (ACL_ACCESS, &current.acl_access, &target.acl_access),
+        (ACL_DEFAULT, &current.acl_default, &target.acl_default),
     ];
     for (attr, now, wanted) in acls {
         applied.acls |= write_xattr(inode, attr, now, wanted, false)?;
@@ -116,7 +112,7 @@ pub fn apply(inode: &Inode, current: &Meta, target: &Meta) -> Result<Applied, In
     // The kernel removes security.capability on the chown of anything but a
     // directory, symlinks included.
     let caps_removed = chowned && !stat.is_dir();
-    applied.caps = write_xattr(inode, CAPS_C, &current.caps, &target.caps, caps_removed)?;
+    applied.caps = write_xattr(inode, CAPS, &current.caps, &target.caps, caps_removed)?;
     applied.changed = chowned || current != target;
     Ok(applied)
 }

@@ -614,6 +614,7 @@ fn write_lines(file: File, rx: crossbeam_channel::Receiver<Message>) -> io::Resu
 /// that parse, written out again, give the state of applying them, and so does the
 /// part of them that every truncation of that journal keeps.
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_read(data: &[u8]) {
     let path = Path::new("fuzz.journal");
     let pieces: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
@@ -654,6 +655,7 @@ pub fn fuzz_read(data: &[u8]) {
 }
 
 /// Whether two states hold the same (`State` has no `PartialEq`).
+#[cfg(feature = "testkit")]
 fn same_state(a: &State, b: &State) -> bool {
     let runs = |s: &State| serde_json::to_value(&s.runs).ok();
     (a.root == b.root && a.maps == b.maps && a.records == b.records) && runs(a) == runs(b)

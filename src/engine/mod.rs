@@ -2,16 +2,21 @@
 
 pub mod acl;
 pub mod caps;
-pub mod hardlinks;
-pub mod hex;
+pub(crate) mod hardlinks;
+pub(crate) mod hex;
 pub mod idmap;
-pub mod inode;
+pub mod idrange;
+pub(crate) mod inode;
 pub mod journal;
+pub(crate) mod le;
 pub mod meta;
 pub mod report;
 pub mod run;
-pub mod safety;
+pub(crate) mod safety;
 pub mod status;
-pub mod sys;
+// The one module allowed raw syscalls and `unsafe`: everything else calls its safe wrappers.
+#[allow(unsafe_code)]
+pub(crate) mod sys;
 pub mod verify;
-pub mod walk;
+pub(crate) mod walk;
+pub mod xattr_names;

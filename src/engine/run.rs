@@ -67,6 +67,9 @@ pub struct ShiftOptions {
 pub struct ShiftReport {
     pub root: PathBuf,
     pub direction: Direction,
+    /// The map it shifted with (the JSON report has its direction and counts).
+    #[serde(skip)]
+    pub map: IdMap,
     pub dry_run: bool,
     /// The run continued an interrupted one (its scan was already recorded).
     pub resumed: bool,
@@ -160,6 +163,7 @@ impl<'a> RunContext<'a> {
         ShiftReport {
             root: self.root.to_path_buf(),
             direction: self.direction,
+            map: self.map.clone(),
             dry_run: false,
             resumed: false,
             journal: None,

@@ -7,6 +7,7 @@
 //! `etc/passwd` and `etc/group` are read, as `getent` cannot be redirected.
 
 use super::host::Host;
+use crate::engine::idrange::IdRange;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -92,10 +93,10 @@ impl HostAccounts {
 
     /// The first account (lowest id, users first) whose id lies in first..first+count.
     pub fn first_in(&self, first: u32, count: u32) -> Option<&Account> {
-        let end = u64::from(first) + u64::from(count);
+        let range = IdRange::new(first, count);
         self.accounts
             .iter()
-            .filter(|a| first <= a.id && u64::from(a.id) < end)
+            .filter(|a| range.contains(a.id))
             .min_by_key(|a| (a.id, a.kind == AccountKind::Group))
     }
 

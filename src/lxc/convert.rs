@@ -15,7 +15,9 @@ use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
 use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
+use crate::engine::idrange::IdRange;
 use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
+use crate::{diff, fsutil};
 use std::path::{Path, PathBuf};
 
 /// The user that owns the subordinate ids of system containers.
@@ -901,16 +903,16 @@ fn sibling_maps(container: &Container) -> Vec<(String, u32, u32)> {
 }
 
 fn check_range_free(container: &Container, first: u32, count: u32) -> Result<(), ConvertError> {
-    let last = first.saturating_add(count - 1);
+    let wanted = IdRange::new(first, count);
     for (other, other_first, other_count) in sibling_maps(container) {
-        let other_last = other_first.saturating_add(other_count - 1);
-        if first <= other_last && other_first <= last {
+        let theirs = IdRange::new(other_first, other_count);
+        if wanted.overlaps(theirs) {
             return Err(ConvertError::RangeTaken {
                 first,
-                last,
+                last: wanted.last(),
                 other,
                 other_first,
-                other_last,
+                other_last: theirs.last(),
             });
         }
     }
@@ -1026,7 +1028,7 @@ fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
         let ids = SubIds::parse(old.as_deref().unwrap_or_default());
         let new = change.apply(ROOT_USER, &ids)?;
         if new != ids || old.is_none() {
-            subid::write_with_backup(path, old.as_deref(), &new.to_text())
+            fsutil::write_with_backup(path, old.as_deref(), &new.to_text())
                 .map_err(io_error(path))?;
         }
     }
@@ -1072,7 +1074,7 @@ pub fn read_state(container: &Container) -> Result<Option<ConversionState>, Conv
 fn write_state(container: &Container, state: &ConversionState) -> Result<(), ConvertError> {
     let path = container.state_file();
     let text = serde_json::to_string_pretty(state).expect("conversion state serializes");
-    subid::write_atomically(&path, &text).map_err(io_error(&path))
+    fsutil::write_atomically(&path, &text).map_err(io_error(&path))
 }
 
 /// The udev rule file and the owners of passed-through device nodes; a privileged
@@ -1161,10 +1163,10 @@ pub fn execute(
     // An earlier run killed mid-write may have left temp files next to these.
     let container = &plan.container;
     for file in [container.state_file(), container.config()] {
-        subid::remove_stale_temps(&file);
+        fsutil::remove_stale_temps(&file);
     }
     for file in &plan.host_files {
-        subid::remove_stale_temps(file);
+        fsutil::remove_stale_temps(file);
     }
     // Nothing is done when nothing changes; otherwise the state comes first.
     if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
@@ -1284,7 +1286,7 @@ fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
     if let Some(dir) = edit.path.parent() {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
-    subid::write_atomically(&edit.path, text).map_err(io_error(&edit.path))
+    fsutil::write_atomically(&edit.path, text).map_err(io_error(&edit.path))
 }
 
 /// For `--dry-run`: whether each rootfs method works on this host and what it
@@ -1381,7 +1383,7 @@ pub fn describe(plan: &Plan) -> String {
     }
     for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
         let (old, new) = (edit.old.as_deref(), edit.new.as_deref());
-        text += &config::render_diff(&edit.path, old.unwrap_or(""), new.unwrap_or(""));
+        text += &diff::render_diff(&edit.path, old.unwrap_or(""), new.unwrap_or(""));
     }
     for change in &plan.perms {
         text += &format!("{}\n", perms::describe(change));

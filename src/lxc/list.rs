@@ -22,7 +22,7 @@ pub enum ListError {
 
 /// The host id of container root and how many ids follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct IdRange {
+pub struct RootRange {
     pub host_first: u32,
     pub count: u32,
 }
@@ -49,7 +49,7 @@ pub struct Entry {
     /// None when the config cannot be read or understood (`problem` says why).
     pub unprivileged: Option<bool>,
     /// The range its config maps container root to (None: privileged).
-    pub range: Option<IdRange>,
+    pub range: Option<RootRange>,
     /// How an unprivileged container's rootfs fits its range: `shift` (its ids
     /// shifted on disk) or `idmap` (an idmapped mount of an unshifted rootfs);
     /// None for a privileged one.
@@ -144,7 +144,7 @@ fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
         "shift"
     };
     entry.method = (!maps.is_empty()).then(|| method.to_string());
-    entry.range = root.map(|m| IdRange {
+    entry.range = root.map(|m| RootRange {
         host_first: m.host_first,
         count: m.count,
     });
@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(privileged.unfinished, None);
         let unprivileged = by_name("unpriv");
         assert_eq!(unprivileged.unprivileged, Some(true));
-        let range = IdRange {
+        let range = RootRange {
             host_first: 1_000_000,
             count: 65536,
         };

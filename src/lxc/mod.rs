@@ -11,7 +11,7 @@
 //! scans what they hold; `check` says whether a container will start and work, and
 //! how to fix what would not.
 
-pub mod accounts;
+pub(crate) mod accounts;
 pub mod check;
 pub mod config;
 pub mod container;

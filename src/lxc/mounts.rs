@@ -15,6 +15,7 @@ use super::host::Host;
 use super::unmapped::UnmappedIds;
 use crate::engine::hardlinks::SeenInodes;
 use crate::engine::idmap::{IdKind, MapEntry};
+use crate::engine::idrange::IdRange;
 use crate::engine::report::Counters;
 use crate::engine::sys::{self, Inode};
 use crate::engine::walk::{self, DirNode, Visitor, WalkError};
@@ -367,9 +368,7 @@ impl View {
                 true => m.container_first,
                 false => m.host_first,
             };
-            applies
-                && u64::from(id) >= u64::from(first)
-                && u64::from(id) < u64::from(first) + u64::from(m.count)
+            applies && IdRange::new(first, m.count).contains(id)
         })
     }
 

@@ -6,6 +6,7 @@
 //! non-root user inside the container. So the container directory is restricted
 //! (root:G 0750) and the parents only ever gain o+x.
 
+use crate::fsutil::with_path;
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub struct Ownership {
 impl Ownership {
     /// The current state of `path` itself (a symlink is not followed).
     pub fn of(path: &Path) -> std::io::Result<Ownership> {
-        let meta = std::fs::symlink_metadata(path).map_err(|e| named(path, e))?;
+        let meta = std::fs::symlink_metadata(path).map_err(with_path(path))?;
         Ok(Ownership {
             path: path.to_path_buf(),
             uid: meta.uid(),
@@ -86,7 +87,7 @@ pub fn plan_traversal(dirs: &[PathBuf]) -> std::io::Result<Vec<PermChange>> {
     let mut changes = Vec::new();
     for dir in dirs {
         if std::fs::symlink_metadata(dir)
-            .map_err(|e| named(dir, e))?
+            .map_err(with_path(dir))?
             .is_symlink()
         {
             continue;
@@ -117,7 +118,7 @@ fn parents(paths: &[&Path]) -> Vec<PathBuf> {
 }
 
 fn canonical(path: &Path) -> std::io::Result<PathBuf> {
-    std::fs::canonicalize(path).map_err(|e| named(path, e))
+    std::fs::canonicalize(path).map_err(with_path(path))
 }
 
 /// A change from `before` to `after`, or none when they already agree (so a second
@@ -148,7 +149,7 @@ pub fn plan_restore(recorded: &[Ownership]) -> std::io::Result<Vec<PermChange>> 
 /// after planning cannot redirect the change. The error names the path.
 pub fn apply(changes: &[PermChange]) -> std::io::Result<()> {
     for change in changes {
-        apply_one(&change.after).map_err(|e| named(&change.path, e))?;
+        apply_one(&change.after).map_err(with_path(&change.path))?;
     }
     Ok(())
 }
@@ -174,11 +175,6 @@ fn open_no_follow(path: &Path) -> std::io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-}
-
-/// The error with the path in front, so the user knows which file failed.
-fn named(path: &Path, e: std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// One line for the user, e.g. "chown root:1000000 /var/lib/lxc/x (was root:root):

@@ -4,11 +4,7 @@
 //! The file is kept as its lines verbatim (comments, blank and malformed lines
 //! included), so an edit touches only the line it adds or removes.
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use crate::engine::idrange::IdRange;
 
 /// One line, with its line ending; `range` is None for comments, blank and
 /// malformed lines.
@@ -26,22 +22,17 @@ struct Range {
 }
 
 impl Range {
-    /// One past the last id (u64: a malformed-but-parsed line may reach past u32).
-    fn end(&self) -> u64 {
-        u64::from(self.first) + u64::from(self.count)
+    /// Its ids (a malformed-but-parsed line may reach past 4294967295).
+    fn ids(&self) -> IdRange {
+        IdRange::new(self.first, self.count)
     }
-
-    fn overlaps(&self, first: u32, count: u32) -> bool {
-        u64::from(first) < self.end() && u64::from(self.first) < end(first, count)
-    }
-}
-
-fn end(first: u32, count: u32) -> u64 {
-    u64::from(first) + u64::from(count)
 }
 
 fn span(first: u32, count: u32) -> String {
-    format!("{first}-{}", end(first, count).saturating_sub(1))
+    format!(
+        "{first}-{}",
+        IdRange::new(first, count).end().saturating_sub(1)
+    )
 }
 
 /// `owner:first:count`, exactly three fields; anything else is kept as text.
@@ -132,13 +123,15 @@ impl SubIds {
         if count == 0 {
             return false;
         }
-        let ranges = self.ranges_of(user);
-        let (mut next, end) = (u64::from(first), end(first, count));
+        let ranges: Vec<IdRange> = (self.ranges_of(user).into_iter())
+            .map(|(f, c)| IdRange::new(f, c))
+            .collect();
+        let (mut next, end) = (u64::from(first), IdRange::new(first, count).end());
         // Walk from `first`: each step jumps to the end of a range holding `next`.
         while let Some(reach) = ranges
             .iter()
-            .filter(|&&(f, c)| u64::from(f) <= next && next < self::end(f, c))
-            .map(|&(f, c)| self::end(f, c))
+            .filter(|r| r.contains(next))
+            .map(|r| r.end())
             .max()
         {
             if reach >= end {
@@ -163,7 +156,7 @@ impl SubIds {
 
     fn overlap(&self, user: &str, first: u32, count: u32) -> Option<(usize, &Range)> {
         self.ranges()
-            .find(|(_, r)| r.owner != user && r.overlaps(first, count))
+            .find(|(_, r)| r.owner != user && r.ids().overlaps(IdRange::new(first, count)))
     }
 
     /// Makes `user` own first..first+count: unchanged when already covered, an
@@ -174,7 +167,7 @@ impl SubIds {
             return Err(SubIdError::InvalidOwner(user.to_string()));
         }
         // Ids must stay below 4294967295, the kernel's "no change" id.
-        if count == 0 || end(first, count) > u64::from(u32::MAX) {
+        if count == 0 || IdRange::new(first, count).end() > u64::from(u32::MAX) {
             return Err(SubIdError::InvalidRange {
                 user: user.to_string(),
                 first,
@@ -261,155 +254,21 @@ pub fn lowest_free(count: u32, align: u32, min: u32, taken: &[(u32, u32)]) -> Op
     let align_up = |id: u64| id.div_ceil(align) * align;
     let mut start = align_up(u64::from(min));
     loop {
-        let stop = start + u64::from(count);
-        if stop > u64::from(u32::MAX) {
+        let wanted = IdRange::new(u32::try_from(start).ok()?, count);
+        if wanted.end() > u64::from(u32::MAX) {
             return None;
         }
         // Jump past the furthest range in the way; `start` only grows, so this ends.
-        let blocker = taken
-            .iter()
-            .filter(|&&(f, c)| u64::from(f) < stop && start < end(f, c))
-            .map(|&(f, c)| end(f, c))
+        let blocker = (taken.iter())
+            .map(|&(f, c)| IdRange::new(f, c))
+            .filter(|r| r.overlaps(wanted))
+            .map(IdRange::end)
             .max();
         match blocker {
-            None => return u32::try_from(start).ok(),
+            None => return Some(wanted.first),
             Some(past) => start = align_up(past),
         }
     }
-}
-
-/// Names the path in an I/O error, keeping its kind.
-fn at_path(path: &Path, error: io::Error) -> io::Error {
-    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
-}
-
-/// The file a write to `path` must replace: a symlink's target, so the link stays.
-fn real_target(path: &Path) -> io::Result<PathBuf> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(path),
-        _ => Ok(path.to_path_buf()),
-    }
-}
-
-/// The file a replacement lands on (a symlink's target), its directory, and the
-/// mode and owner the new file keeps (0644 root:root for a new file).
-fn replaced(path: &Path) -> io::Result<(PathBuf, PathBuf, (u32, u32, u32))> {
-    let target = real_target(path).map_err(|e| at_path(path, e))?;
-    let keep = match fs::metadata(&target) {
-        Ok(meta) => (meta.mode() & 0o7777, meta.uid(), meta.gid()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (0o644, 0, 0),
-        Err(e) => return Err(at_path(&target, e)),
-    };
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok((target, dir, keep))
-}
-
-/// fsyncs a directory, so that a rename in it is durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| at_path(dir, e))
-}
-
-/// Replaces a file's contents atomically: a temp file in the same directory with
-/// the original's owner and mode (0644 root:root for a new file) is written,
-/// fsynced and renamed over it, then the directory is fsynced. Readers see the old
-/// or the new contents, never a mix; errors name the path.
-pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
-    let (target, dir, (mode, uid, gid)) = replaced(path)?;
-    remove_stale_temps(&target);
-    let temp = temp_path(&dir, &target);
-    let result = write_temp(&temp, text, mode, uid, gid)
-        .and_then(|()| fs::rename(&temp, &target))
-        .map_err(|e| at_path(&target, e));
-    if result.is_err() {
-        let _ = fs::remove_file(&temp); // best effort: the error that matters is the first
-        return result;
-    }
-    sync_dir(&dir)
-}
-
-/// Replaces a shadow file (/etc/subuid, /etc/subgid) as shadow's tools do, to be
-/// called with its lock held ([`super::lock::ShadowLock`]): the old contents go to
-/// `F-` (the backup `useradd` and `usermod` keep), the new ones to `F+`, fsynced and
-/// renamed over `F`, then the directory is fsynced. Both keep the original's owner
-/// and mode (0644 root:root for a new file); a symlink's target is replaced.
-pub fn write_with_backup(path: &Path, old: Option<&str>, text: &str) -> io::Result<()> {
-    let (target, dir, (mode, uid, gid)) = replaced(path)?;
-    let sibling = |suffix: &str| {
-        let mut name = target.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    let replace = |file: &Path, text: &str| {
-        // Whatever a killed writer left there goes; create_new never follows a link.
-        match fs::remove_file(file) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at_path(file, e)),
-            _ => {}
-        }
-        write_temp(file, text, mode, uid, gid).map_err(|e| at_path(file, e))
-    };
-    if let Some(old) = old {
-        replace(&sibling("-"), old)?;
-    }
-    let new = sibling("+");
-    replace(&new, text)?;
-    fs::rename(&new, &target).map_err(|e| at_path(&target, e))?;
-    sync_dir(&dir)
-}
-
-/// `.<name>.lxc-idshift.<pid>.<n>` next to the target: same filesystem, so the
-/// rename is atomic; the pid and counter keep concurrent writers apart.
-fn temp_path(dir: &Path, target: &Path) -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let name = target
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".{name}.lxc-idshift.{}.{n}", std::process::id()))
-}
-
-/// Removes the temp files that writers of `target` killed before their rename left
-/// (their pid no longer runs): a SIGKILL must not litter /etc.
-pub fn remove_stale_temps(target: &Path) {
-    let Some(name) = target.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-        return;
-    };
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let prefix = format!(".{name}.lxc-idshift.");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file_name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
-        let dead = pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-        if dead {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-fn write_temp(temp: &Path, text: &str, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(temp)?;
-    file.write_all(text.as_bytes())?;
-    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-    // chmod after chown: chown clears setuid/setgid bits.
-    file.set_permissions(fs::Permissions::from_mode(mode))?;
-    file.sync_all()
 }
 
 /// The properties the `subid` fuzz target checks; panics on the first one violated.
@@ -417,6 +276,7 @@ fn write_temp(temp: &Path, text: &str, mode: u32, uid: u32, gid: u32) -> io::Res
 /// covers it, is refused exactly when another owner holds one of its ids, appends
 /// one line, and removing that range gives the text back (its last line ended).
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub fn fuzz_edit(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let ids = SubIds::parse(&text);
@@ -433,7 +293,7 @@ pub fn fuzz_edit(data: &[u8]) {
     let added = match ids.with_range("root", first, count) {
         Ok(added) => added,
         Err(SubIdError::InvalidRange { .. }) => {
-            assert!(count == 0 || end(first, count) >= u64::from(u32::MAX));
+            assert!(count == 0 || IdRange::new(first, count).end() >= u64::from(u32::MAX));
             return;
         }
         Err(SubIdError::Overlap { owner, line, .. }) => {
@@ -461,23 +321,6 @@ pub fn fuzz_edit(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn write_atomically_removes_temps_of_killed_writers() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("subuid");
-        // pid 0 never names a running writer; our own pid does.
-        let stale = dir.path().join(".subuid.lxc-idshift.0.3");
-        let live = dir
-            .path()
-            .join(format!(".subuid.lxc-idshift.{}.99", std::process::id()));
-        fs::write(&stale, "half").unwrap();
-        fs::write(&live, "busy").unwrap();
-        write_atomically(&target, "root:1000000:65536\n").unwrap();
-        assert!(!stale.exists(), "a dead writer's temp file is removed");
-        assert!(live.exists(), "a live writer's temp file is left alone");
-        assert_eq!(fs::read_to_string(&target).unwrap(), "root:1000000:65536\n");
-    }
 
     const SUBUID: &str = "\
 # managed by hand
@@ -610,36 +453,6 @@ broken line
         );
     }
 
-    fn files_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn write_with_backup_keeps_the_old_file_as_shadow_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("subuid");
-        fs::write(&path, "a:1:2\n").unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        fs::write(dir.path().join("subuid+"), "left by a killed writer").unwrap();
-        write_with_backup(&path, Some("a:1:2\n"), "a:1:2\nroot:5:6\n").unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "a:1:2\nroot:5:6\n");
-        let backup = dir.path().join("subuid-");
-        assert_eq!(fs::read_to_string(&backup).unwrap(), "a:1:2\n");
-        for file in [&path, &backup] {
-            assert_eq!(fs::metadata(file).unwrap().mode() & 0o7777, 0o640);
-        }
-        assert_eq!(files_in(dir.path()), ["subuid", "subuid-"]);
-        let new = dir.path().join("subgid");
-        write_with_backup(&new, None, "b:1:2\n").unwrap();
-        assert_eq!(fs::read_to_string(&new).unwrap(), "b:1:2\n");
-        assert!(!dir.path().join("subgid-").exists(), "no backup of nothing");
-    }
-
     #[test]
     fn changes_apply_to_the_file_as_it_is_now() {
         let grant = SubIdChange::Grant {
@@ -657,58 +470,5 @@ broken line
         assert_eq!(release.apply("root", &granted).unwrap(), now);
         let taken = SubIds::parse("u:1000005:1\n");
         assert!(grant.apply("root", &taken).is_err());
-    }
-
-    #[test]
-    fn write_atomically_keeps_owner_and_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("subuid");
-        fs::write(&path, "old\n").unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        let is_root = rustix::process::geteuid().is_root();
-        if is_root {
-            std::os::unix::fs::chown(&path, Some(1234), Some(5678)).unwrap();
-        }
-        let before = fs::metadata(&path).unwrap();
-        write_atomically(&path, "root:100000:65536\n").unwrap();
-        let after = fs::metadata(&path).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "root:100000:65536\n");
-        assert_eq!(after.mode() & 0o7777, 0o640);
-        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
-        assert_ne!(
-            after.ino(),
-            before.ino(),
-            "replaced by rename, not rewritten"
-        );
-        assert_eq!(files_in(dir.path()), ["subuid"]);
-    }
-
-    #[test]
-    fn write_atomically_creates_follows_links_and_names_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("subgid");
-        if rustix::process::geteuid().is_root() {
-            write_atomically(&path, "a:1:2\n").unwrap();
-            let meta = fs::metadata(&path).unwrap();
-            assert_eq!(
-                (meta.mode() & 0o7777, meta.uid(), meta.gid()),
-                (0o644, 0, 0)
-            );
-        } else {
-            fs::write(&path, "a:1:2\n").unwrap();
-        }
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink("subgid", &link).unwrap();
-        write_atomically(&link, "b:3:4\n").unwrap();
-        assert!(fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink());
-        assert_eq!(fs::read_to_string(&path).unwrap(), "b:3:4\n");
-        assert_eq!(files_in(dir.path()), ["link", "subgid"]);
-        let missing = dir.path().join("no-such-dir/subuid");
-        let err = write_atomically(&missing, "x").unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        assert!(err.to_string().contains("no-such-dir/subuid"), "{err}");
     }
 }

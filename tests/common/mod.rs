@@ -32,7 +32,7 @@ pub fn skip(what: &str) {
 
 /// True when running as root; otherwise says so LOUDLY, so a skip is never silent.
 pub fn require_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
+    if lxc_idshift::is_root() {
         return true;
     }
     skip(&format!("{test} needs root (run the tests as root)"));
