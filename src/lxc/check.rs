@@ -18,9 +18,9 @@ use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
 use super::subid::SubIds;
 use super::udev;
 use crate::engine::acl::{
-    Acl, AclEntry, ACL_ACCESS, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER,
-    ACL_USER_OBJ,
+    Acl, AclEntry, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ,
 };
+use crate::engine::xattr_names::ACL_ACCESS;
 use crate::engine::idmap::{IdKind, MapEntry};
 use serde::Serialize;
 use std::os::unix::fs::MetadataExt;
