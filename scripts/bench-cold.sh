@@ -34,8 +34,11 @@ cold() {
     echo "$end - $start" | bc
 }
 
-# Median of the arguments.
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Median of the arguments (the mean of the middle two for an even count).
+median() {
+    printf '%s\n' "$@" | sort -g |
+        awk '{a[NR]=$1} END {m=int((NR+1)/2); printf "%.2f\n", (NR%2 ? a[m] : (a[m]+a[m+1])/2)}'
+}
 
 echo "Cold cache (dropped before each direction), $INODES inodes, $(nproc) cores, median of $RUNS"
 echo

@@ -85,7 +85,7 @@ pub struct ShiftArgs {
     /// Walk and report what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Worker threads (default: four per core, 8 to 64: a cold-cache walk waits on the disk).
+    /// Worker threads (default: eight per core, 16 to 64: a cold-cache walk waits on the disk).
     #[arg(long, short = 'j', value_name = "N")]
     pub threads: Option<usize>,
     /// The journal file (default: under /var/lib/lxc-idshift/).
@@ -102,7 +102,7 @@ pub struct VerifyArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub map: MapArgs,
-    /// Worker threads (default: four per core, 8 to 64: a cold-cache walk waits on the disk).
+    /// Worker threads (default: eight per core, 16 to 64: a cold-cache walk waits on the disk).
     #[arg(long, short = 'j', value_name = "N")]
     pub threads: Option<usize>,
     /// Print the findings as JSON.
@@ -158,7 +158,7 @@ pub struct ConvertArgs {
     /// With --to 0: also remove root's subordinate id range from /etc/subuid and /etc/subgid.
     #[arg(long)]
     pub release_range: bool,
-    /// Worker threads (default: four per core, 8 to 64: a cold-cache walk waits on the disk).
+    /// Worker threads (default: eight per core, 16 to 64: a cold-cache walk waits on the disk).
     #[arg(long, short = 'j', value_name = "N")]
     pub threads: Option<usize>,
     /// Print the plan and the outcome as JSON.
@@ -238,7 +238,7 @@ pub struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Worker threads for the scans (default: four per core, 8 to 64).
+    /// Worker threads for the scans (default: eight per core, 16 to 64).
     #[arg(long, short = 'j', value_name = "N")]
     pub threads: Option<usize>,
     /// Where the host's /etc, /sys and /dev are found (tests use a temporary root).
