@@ -20,8 +20,8 @@ use super::udev;
 use crate::engine::acl::{
     Acl, AclEntry, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ,
 };
-use crate::engine::xattr_names::ACL_ACCESS;
 use crate::engine::idmap::{IdKind, MapEntry};
+use crate::engine::xattr_names::ACL_ACCESS;
 use serde::Serialize;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
