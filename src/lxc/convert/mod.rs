@@ -3,11 +3,17 @@
 //! is idempotent, and the rootfs shift is journaled, so running the same command
 //! again after an interruption finishes the job.
 
+mod describe;
+mod execute;
+
+pub use describe::describe;
+pub use execute::{execute, mount_journal};
+
 use super::accounts::{self, HostAccounts, SubIdBounds};
 use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::host::Host;
-use super::lock::{self, ShadowLock};
+use super::lock;
 use super::method::{self, Layout, Method};
 use super::mounts::{self, Origin, ScannedMount, View, IDMAP_OPTION};
 use super::perms::{self, Ownership, PermChange};
@@ -16,8 +22,7 @@ use super::udev;
 use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
 use crate::engine::idrange::IdRange;
-use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
-use crate::{diff, fsutil};
+use crate::engine::run::{self, ShiftReport};
 use std::path::{Path, PathBuf};
 
 /// The user that owns the subordinate ids of system containers.
@@ -1011,30 +1016,6 @@ fn subid_edits(host: &Host, change: SubIdChange) -> Result<Vec<FileEdit>, Conver
         .collect()
 }
 
-/// Applies the change to /etc/subuid and /etc/subgid under shadow's locks, to the
-/// files as they are then: a line `useradd` or `usermod` added since the plan stays,
-/// and a range given to another user meanwhile is refused.
-fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
-    let Some(change) = plan.subids else {
-        return Ok(());
-    };
-    let files = [plan.host.subuid(), plan.host.subgid()];
-    for dir in files.iter().filter_map(|f| f.parent()) {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    }
-    let _lock = ShadowLock::acquire(&plan.host, &files)?;
-    for path in &files {
-        let old = read_subid_text(path)?;
-        let ids = SubIds::parse(old.as_deref().unwrap_or_default());
-        let new = change.apply(ROOT_USER, &ids)?;
-        if new != ids || old.is_none() {
-            fsutil::write_with_backup(path, old.as_deref(), &new.to_text())
-                .map_err(io_error(path))?;
-        }
-    }
-    Ok(())
-}
-
 /// Permission changes, and the ownerships to record before making them.
 fn perm_plan(
     container: &Container,
@@ -1069,12 +1050,6 @@ pub fn read_state(container: &Container) -> Result<Option<ConversionState>, Conv
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(&path)(e)),
     }
-}
-
-fn write_state(container: &Container, state: &ConversionState) -> Result<(), ConvertError> {
-    let path = container.state_file();
-    let text = serde_json::to_string_pretty(state).expect("conversion state serializes");
-    fsutil::write_atomically(&path, &text).map_err(io_error(&path))
 }
 
 /// The udev rule file and the owners of passed-through device nodes; a privileged
@@ -1151,245 +1126,4 @@ fn device_nodes(
     nodes.sort();
     nodes.dedup();
     Ok(nodes)
-}
-
-/// Carries out a plan. Order: subordinate ids, the record of permissions, the
-/// rootfs (journaled), the config, permissions, devices. Each step is idempotent.
-pub fn execute(
-    plan: Plan,
-    threads: Option<usize>,
-    progress: &dyn Progress,
-) -> Result<Outcome, ConvertError> {
-    // An earlier run killed mid-write may have left temp files next to these.
-    let container = &plan.container;
-    for file in [container.state_file(), container.config()] {
-        fsutil::remove_stale_temps(&file);
-    }
-    for file in &plan.host_files {
-        fsutil::remove_stale_temps(file);
-    }
-    // Nothing is done when nothing changes; otherwise the state comes first.
-    if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
-        write_state(&plan.container, &plan.state)?;
-    }
-    apply_subids(&plan)?;
-    let shift = match &plan.shift {
-        Some((map, direction)) => Some(run::shift(
-            &ShiftOptions {
-                root: plan.rootfs.clone(),
-                map: map.clone(),
-                direction: *direction,
-                dry_run: false,
-                threads,
-                journal: Some(plan.container.journal_for(map)),
-            },
-            progress,
-        )?),
-        None => None,
-    };
-    let mut mount_shifts = Vec::new();
-    if let (Some((map, direction)), false) = (&plan.shift, failed(&shift)) {
-        for source in &plan.mount_shifts {
-            let report = run::shift(
-                &ShiftOptions {
-                    root: source.clone(),
-                    map: map.clone(),
-                    direction: *direction,
-                    dry_run: false,
-                    threads,
-                    journal: Some(mount_journal(&plan.container, source, map)),
-                },
-                progress,
-            )?;
-            let stop = report.summary.errors > 0;
-            mount_shifts.push(report);
-            if stop {
-                break;
-            }
-        }
-    }
-    if failed(&shift) || mount_shifts.iter().any(|s| s.summary.errors > 0) {
-        // The config keeps saying what the rootfs was: finish the shifts first.
-        return Ok(Outcome {
-            plan,
-            shift,
-            mount_shifts,
-            udev_reloaded: None,
-        });
-    }
-    // The container's files (the config last); the host's are applied above.
-    for edit in plan
-        .edits
-        .iter()
-        .filter(|e| !plan.host_files.contains(&e.path))
-    {
-        write_edit(edit)?;
-    }
-    perms::apply(&plan.perms).map_err(io_error(&plan.container.dir()))?;
-    finish_state(&plan)?;
-    let udev_reloaded = apply_devices(&plan)?;
-    Ok(Outcome {
-        plan,
-        shift,
-        mount_shifts,
-        udev_reloaded,
-    })
-}
-
-fn failed(shift: &Option<ShiftReport>) -> bool {
-    shift.as_ref().is_some_and(|s| s.summary.errors > 0)
-}
-
-/// The journal of a bind mount source's shift: in the container's directory, named
-/// after the source and the map.
-pub fn mount_journal(container: &Container, source: &Path, map: &IdMap) -> PathBuf {
-    let tag = map.to_string().replace([':', ' '], "-");
-    let name: String = source
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    container
-        .dir()
-        .join(format!("lxc-idshift.mount{name}.{tag}.journal"))
-}
-
-/// A finished conversion to unprivileged keeps the recorded ownerships for the way
-/// back; a finished conversion to privileged needs no state.
-fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
-    let path = plan.container.state_file();
-    match plan.to {
-        Some(_) => write_state(
-            &plan.container,
-            &ConversionState {
-                origin: plan.to,
-                target: plan.to,
-                range: plan.range,
-                perms: plan.state.perms.clone(),
-                shifted_mounts: plan.mount_shifts.clone(),
-                origin_method: plan.to_method,
-                target_method: plan.to_method,
-            },
-        ),
-        None if path.exists() => std::fs::remove_file(&path).map_err(io_error(&path)),
-        None => Ok(()),
-    }
-}
-
-fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
-    let Some(text) = &edit.new else {
-        return match std::fs::remove_file(&edit.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&edit.path)(e)),
-            _ => Ok(()),
-        };
-    };
-    if let Some(dir) = edit.path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    }
-    fsutil::write_atomically(&edit.path, text).map_err(io_error(&edit.path))
-}
-
-/// For `--dry-run`: whether each rootfs method works on this host and what it
-/// would do to the rootfs; the chosen one is marked.
-fn describe_methods(plan: &Plan) -> String {
-    let (Some(host), Some(probe)) = (plan.to, &plan.idmap_probe) else {
-        return String::new();
-    };
-    let mut text = String::from("rootfs methods on this host (--method):\n");
-    for method in [Method::Shift, Method::Idmap] {
-        let target = Layout::new(Some(host), method);
-        let works = match (method, probe) {
-            (Method::Shift, _) => "works on any kernel".to_string(),
-            (Method::Idmap, Ok(())) => "works here".to_string(),
-            (Method::Idmap, Err(why)) => format!("does not work here: {why}"),
-        };
-        let from = plan.layout_before().on_disk();
-        let does = match shift_for(from, target.on_disk(), plan.range) {
-            Ok(Some((_, _))) if from == target.on_disk() => {
-                "walk the rootfs again, shifting only ids not shifted yet".to_string()
-            }
-            Ok(Some((map, direction))) => {
-                format!("shift every inode of the rootfs {direction} with {map} (journaled)")
-            }
-            _ => "leave every inode of the rootfs as it is".to_string(),
-        };
-        let option = match method {
-            Method::Idmap => format!(", with {IDMAP_OPTION} in lxc.rootfs.options"),
-            Method::Shift => String::new(),
-        };
-        let mark = if method == plan.to_method { "*" } else { " " };
-        text += &format!("  {mark} {method}: {works}; would {does}{option}\n");
-    }
-    text
-}
-
-fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
-    for (node, uid, gid) in &plan.device_owners {
-        std::os::unix::fs::chown(node, Some(*uid), Some(*gid)).map_err(io_error(node))?;
-    }
-    match &plan.udev_rules {
-        Some(edit) => {
-            write_edit(edit)?;
-            Ok(Some(udev::reload_udev().map_err(io_error(&edit.path))?))
-        }
-        None => Ok(None),
-    }
-}
-
-/// The plan as `--dry-run` prints it: each file edit as a diff, each permission and
-/// ownership change, and what the rootfs shift will do.
-pub fn describe(plan: &Plan) -> String {
-    let mut text = String::new();
-    text += &format!(
-        "Container {} ({}): {} -> {}\n",
-        plan.container.name,
-        plan.container.dir().display(),
-        plan.layout_before(),
-        plan.layout_after()
-    );
-    let rootfs = plan.rootfs.display();
-    match &plan.shift {
-        Some((map, direction)) => {
-            text += &format!("rootfs {rootfs}: shift {direction} with {map}\n")
-        }
-        None if plan.to_method == Method::Idmap => {
-            text += &format!(
-            "rootfs {rootfs}: stays as it is on disk; LXC mounts it idmapped ({IDMAP_OPTION})\n"
-        )
-        }
-        None => text += &format!("rootfs {rootfs}: nothing to shift\n"),
-    }
-    text += &describe_methods(plan);
-    if let Some((map, direction)) = &plan.shift {
-        for source in &plan.mount_shifts {
-            text += &format!(
-                "bind mount source {}: shift {direction} with {map}\n",
-                source.display()
-            );
-        }
-    }
-    if let Some(host_first) = plan.to {
-        // Only a privileged rootfs can take a wider range: an unprivileged one keeps its own.
-        let offer = plan.from.is_none();
-        text += &unmapped::describe(&plan.unmapped, plan.range, host_first, offer);
-    }
-    let map = plan.to.map(|first| format!("b:0:{first}:{}", plan.range));
-    text += &mounts::describe(&plan.mounts, map.as_deref());
-    for note in &plan.mount_notes {
-        text += &format!("  {note}\n");
-    }
-    if let Some(why) = &plan.mounts_unlisted {
-        text += &format!("warning: the bind mounts could not be listed: {why}\n");
-    }
-    for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
-        let (old, new) = (edit.old.as_deref(), edit.new.as_deref());
-        text += &diff::render_diff(&edit.path, old.unwrap_or(""), new.unwrap_or(""));
-    }
-    for change in &plan.perms {
-        text += &format!("{}\n", perms::describe(change));
-    }
-    for (node, uid, gid) in &plan.device_owners {
-        text += &format!("chown {uid}:{gid} {}\n", node.display());
-    }
-    text
 }

@@ -1,0 +1,99 @@
+//! The conversion plan as `--dry-run` prints it.
+
+use super::{shift_for, Plan};
+use crate::diff;
+use crate::lxc::method::{Layout, Method};
+use crate::lxc::mounts::{self, IDMAP_OPTION};
+use crate::lxc::{perms, unmapped};
+
+/// The plan as `--dry-run` prints it: each file edit as a diff, each permission and
+/// ownership change, and what the rootfs shift will do.
+pub fn describe(plan: &Plan) -> String {
+    let mut text = String::new();
+    text += &format!(
+        "Container {} ({}): {} -> {}\n",
+        plan.container.name,
+        plan.container.dir().display(),
+        plan.layout_before(),
+        plan.layout_after()
+    );
+    let rootfs = plan.rootfs.display();
+    match &plan.shift {
+        Some((map, direction)) => {
+            text += &format!("rootfs {rootfs}: shift {direction} with {map}\n")
+        }
+        None if plan.to_method == Method::Idmap => {
+            text += &format!(
+            "rootfs {rootfs}: stays as it is on disk; LXC mounts it idmapped ({IDMAP_OPTION})\n"
+        )
+        }
+        None => text += &format!("rootfs {rootfs}: nothing to shift\n"),
+    }
+    text += &describe_methods(plan);
+    if let Some((map, direction)) = &plan.shift {
+        for source in &plan.mount_shifts {
+            text += &format!(
+                "bind mount source {}: shift {direction} with {map}\n",
+                source.display()
+            );
+        }
+    }
+    if let Some(host_first) = plan.to {
+        // Only a privileged rootfs can take a wider range: an unprivileged one keeps its own.
+        let offer = plan.from.is_none();
+        text += &unmapped::describe(&plan.unmapped, plan.range, host_first, offer);
+    }
+    let map = plan.to.map(|first| format!("b:0:{first}:{}", plan.range));
+    text += &mounts::describe(&plan.mounts, map.as_deref());
+    for note in &plan.mount_notes {
+        text += &format!("  {note}\n");
+    }
+    if let Some(why) = &plan.mounts_unlisted {
+        text += &format!("warning: the bind mounts could not be listed: {why}\n");
+    }
+    for edit in plan.edits.iter().chain(plan.udev_rules.iter()) {
+        let (old, new) = (edit.old.as_deref(), edit.new.as_deref());
+        text += &diff::render_diff(&edit.path, old.unwrap_or(""), new.unwrap_or(""));
+    }
+    for change in &plan.perms {
+        text += &format!("{}\n", perms::describe(change));
+    }
+    for (node, uid, gid) in &plan.device_owners {
+        text += &format!("chown {uid}:{gid} {}\n", node.display());
+    }
+    text
+}
+
+/// For `--dry-run`: whether each rootfs method works on this host and what it
+/// would do to the rootfs; the chosen one is marked.
+fn describe_methods(plan: &Plan) -> String {
+    let (Some(host), Some(probe)) = (plan.to, &plan.idmap_probe) else {
+        return String::new();
+    };
+    let mut text = String::from("rootfs methods on this host (--method):\n");
+    for method in [Method::Shift, Method::Idmap] {
+        let target = Layout::new(Some(host), method);
+        let works = match (method, probe) {
+            (Method::Shift, _) => "works on any kernel".to_string(),
+            (Method::Idmap, Ok(())) => "works here".to_string(),
+            (Method::Idmap, Err(why)) => format!("does not work here: {why}"),
+        };
+        let from = plan.layout_before().on_disk();
+        let does = match shift_for(from, target.on_disk(), plan.range) {
+            Ok(Some((_, _))) if from == target.on_disk() => {
+                "walk the rootfs again, shifting only ids not shifted yet".to_string()
+            }
+            Ok(Some((map, direction))) => {
+                format!("shift every inode of the rootfs {direction} with {map} (journaled)")
+            }
+            _ => "leave every inode of the rootfs as it is".to_string(),
+        };
+        let option = match method {
+            Method::Idmap => format!(", with {IDMAP_OPTION} in lxc.rootfs.options"),
+            Method::Shift => String::new(),
+        };
+        let mark = if method == plan.to_method { "*" } else { " " };
+        text += &format!("  {mark} {method}: {works}; would {does}{option}\n");
+    }
+    text
+}

@@ -1,0 +1,193 @@
+//! Carrying out a conversion plan: subordinate ids, the recorded ownerships, the
+//! rootfs shift, the config and other file edits, permissions and devices.
+
+use super::{
+    io_error, read_subid_text, ConversionState, ConvertError, FileEdit, Outcome, Plan, ROOT_USER,
+};
+use crate::engine::idmap::IdMap;
+use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
+use crate::fsutil;
+use crate::lxc::container::Container;
+use crate::lxc::lock::ShadowLock;
+use crate::lxc::subid::SubIds;
+use crate::lxc::{perms, udev};
+use std::path::{Path, PathBuf};
+
+/// Carries out a plan. Order: subordinate ids, the record of permissions, the
+/// rootfs (journaled), the config, permissions, devices. Each step is idempotent.
+pub fn execute(
+    plan: Plan,
+    threads: Option<usize>,
+    progress: &dyn Progress,
+) -> Result<Outcome, ConvertError> {
+    // An earlier run killed mid-write may have left temp files next to these.
+    let container = &plan.container;
+    for file in [container.state_file(), container.config()] {
+        fsutil::remove_stale_temps(&file);
+    }
+    for file in &plan.host_files {
+        fsutil::remove_stale_temps(file);
+    }
+    // Nothing is done when nothing changes; otherwise the state comes first.
+    if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
+        write_state(&plan.container, &plan.state)?;
+    }
+    apply_subids(&plan)?;
+    let shift = match &plan.shift {
+        Some((map, direction)) => Some(run::shift(
+            &ShiftOptions {
+                root: plan.rootfs.clone(),
+                map: map.clone(),
+                direction: *direction,
+                dry_run: false,
+                threads,
+                journal: Some(plan.container.journal_for(map)),
+            },
+            progress,
+        )?),
+        None => None,
+    };
+    let mut mount_shifts = Vec::new();
+    if let (Some((map, direction)), false) = (&plan.shift, failed(&shift)) {
+        for source in &plan.mount_shifts {
+            let report = run::shift(
+                &ShiftOptions {
+                    root: source.clone(),
+                    map: map.clone(),
+                    direction: *direction,
+                    dry_run: false,
+                    threads,
+                    journal: Some(mount_journal(&plan.container, source, map)),
+                },
+                progress,
+            )?;
+            let stop = report.summary.errors > 0;
+            mount_shifts.push(report);
+            if stop {
+                break;
+            }
+        }
+    }
+    if failed(&shift) || mount_shifts.iter().any(|s| s.summary.errors > 0) {
+        // The config keeps saying what the rootfs was: finish the shifts first.
+        return Ok(Outcome {
+            plan,
+            shift,
+            mount_shifts,
+            udev_reloaded: None,
+        });
+    }
+    // The container's files (the config last); the host's are applied above.
+    for edit in plan
+        .edits
+        .iter()
+        .filter(|e| !plan.host_files.contains(&e.path))
+    {
+        write_edit(edit)?;
+    }
+    perms::apply(&plan.perms).map_err(io_error(&plan.container.dir()))?;
+    finish_state(&plan)?;
+    let udev_reloaded = apply_devices(&plan)?;
+    Ok(Outcome {
+        plan,
+        shift,
+        mount_shifts,
+        udev_reloaded,
+    })
+}
+
+fn failed(shift: &Option<ShiftReport>) -> bool {
+    shift.as_ref().is_some_and(|s| s.summary.errors > 0)
+}
+
+/// The journal of a bind mount source's shift: in the container's directory, named
+/// after the source and the map.
+pub fn mount_journal(container: &Container, source: &Path, map: &IdMap) -> PathBuf {
+    let tag = map.to_string().replace([':', ' '], "-");
+    let name: String = source
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    container
+        .dir()
+        .join(format!("lxc-idshift.mount{name}.{tag}.journal"))
+}
+
+/// A finished conversion to unprivileged keeps the recorded ownerships for the way
+/// back; a finished conversion to privileged needs no state.
+fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
+    let path = plan.container.state_file();
+    match plan.to {
+        Some(_) => write_state(
+            &plan.container,
+            &ConversionState {
+                origin: plan.to,
+                target: plan.to,
+                range: plan.range,
+                perms: plan.state.perms.clone(),
+                shifted_mounts: plan.mount_shifts.clone(),
+                origin_method: plan.to_method,
+                target_method: plan.to_method,
+            },
+        ),
+        None if path.exists() => std::fs::remove_file(&path).map_err(io_error(&path)),
+        None => Ok(()),
+    }
+}
+
+fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
+    let Some(text) = &edit.new else {
+        return match std::fs::remove_file(&edit.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&edit.path)(e)),
+            _ => Ok(()),
+        };
+    };
+    if let Some(dir) = edit.path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    fsutil::write_atomically(&edit.path, text).map_err(io_error(&edit.path))
+}
+
+fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
+    for (node, uid, gid) in &plan.device_owners {
+        std::os::unix::fs::chown(node, Some(*uid), Some(*gid)).map_err(io_error(node))?;
+    }
+    match &plan.udev_rules {
+        Some(edit) => {
+            write_edit(edit)?;
+            Ok(Some(udev::reload_udev().map_err(io_error(&edit.path))?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Applies the change to /etc/subuid and /etc/subgid under shadow's locks, to the
+/// files as they are then: a line `useradd` or `usermod` added since the plan stays,
+/// and a range given to another user meanwhile is refused.
+fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
+    let Some(change) = plan.subids else {
+        return Ok(());
+    };
+    let files = [plan.host.subuid(), plan.host.subgid()];
+    for dir in files.iter().filter_map(|f| f.parent()) {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    let _lock = ShadowLock::acquire(&plan.host, &files)?;
+    for path in &files {
+        let old = read_subid_text(path)?;
+        let ids = SubIds::parse(old.as_deref().unwrap_or_default());
+        let new = change.apply(ROOT_USER, &ids)?;
+        if new != ids || old.is_none() {
+            fsutil::write_with_backup(path, old.as_deref(), &new.to_text())
+                .map_err(io_error(path))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_state(container: &Container, state: &ConversionState) -> Result<(), ConvertError> {
+    let path = container.state_file();
+    let text = serde_json::to_string_pretty(state).expect("conversion state serializes");
+    fsutil::write_atomically(&path, &text).map_err(io_error(&path))
+}
