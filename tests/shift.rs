@@ -253,6 +253,17 @@ fn per_inode_error_then_rerun() {
         33,
         "the immutable file cannot have changed"
     );
+    // The JSON report names the path once, with what failed and the errno's name.
+    let again = tool.shift(&root, &["--json"]);
+    assert_exit(&again, 1, "again, with --json");
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let failed = &report["error_paths"][0];
+    assert_eq!(failed["path"], locked.to_str().unwrap(), "{report}");
+    assert_eq!(failed["errno"], "EPERM", "{report}");
+    assert!(failed["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("chown failed"));
     assert_eq!(
         owner(&root.join(paths::ROOT_FILE)).0,
         1_000_000,

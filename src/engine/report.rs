@@ -2,6 +2,7 @@
 
 use super::walk::{display_path, WalkError};
 use serde::{Deserialize, Serialize};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -25,11 +26,15 @@ pub struct Summary {
     pub inodes_per_second: f64,
 }
 
-/// One inode that could not be handled, for the report.
+/// One inode that could not be handled, for the report: the path once, what
+/// failed, and the errno's name when a system call failed (`--json` keeps it for
+/// scripts: EPERM for an immutable file, EROFS for a read-only mount...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PathError {
     pub path: PathBuf,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
 }
 
 /// Lock-free counters updated by every worker.
@@ -55,19 +60,33 @@ pub fn bump(counter: &AtomicU64, yes: bool) {
 }
 
 impl Counters {
+    /// Counts a failure that is no system call's (an xattr that does not parse).
     pub fn error(&self, path: PathBuf, message: String) {
+        self.keep(PathError {
+            path,
+            message,
+            errno: None,
+        });
+    }
+
+    /// Counts a failed system call on `path`: `operation` failed with `source`.
+    pub fn os_error(&self, path: PathBuf, operation: &str, source: &io::Error) {
+        self.keep(PathError {
+            path,
+            message: format!("{operation} failed: {source}"),
+            errno: source.raw_os_error().and_then(errno_name).map(String::from),
+        });
+    }
+
+    fn keep(&self, error: PathError) {
         if self.errors.fetch_add(1, Ordering::Relaxed) < KEPT_ERRORS as u64 {
-            self.kept_errors
-                .lock()
-                .expect("errors lock")
-                .push(PathError { path, message });
+            self.kept_errors.lock().expect("errors lock").push(error);
         }
     }
 
     /// Counts a failure of the walk over the tree at `root`.
     pub fn walk_error(&self, root: &Path, e: WalkError) {
-        let message = format!("{} failed: {}", e.operation, e.source);
-        self.error(display_path(root, &e.path), message);
+        self.os_error(display_path(root, &e.path), e.operation, &e.source);
     }
 
     /// Notes a mount point (relative to the tree at `root`) that was left alone.
@@ -111,4 +130,40 @@ impl Counters {
             },
         }
     }
+}
+
+/// The symbolic name of the errors a walk over a tree can meet.
+fn errno_name(code: i32) -> Option<&'static str> {
+    let names: &[(i32, &str)] = &[
+        (libc::EPERM, "EPERM"),
+        (libc::ENOENT, "ENOENT"),
+        (libc::EIO, "EIO"),
+        (libc::EBADF, "EBADF"),
+        (libc::ENOMEM, "ENOMEM"),
+        (libc::EACCES, "EACCES"),
+        (libc::EBUSY, "EBUSY"),
+        (libc::EEXIST, "EEXIST"),
+        (libc::EXDEV, "EXDEV"),
+        (libc::ENOTDIR, "ENOTDIR"),
+        (libc::EISDIR, "EISDIR"),
+        (libc::EINVAL, "EINVAL"),
+        (libc::ENFILE, "ENFILE"),
+        (libc::EMFILE, "EMFILE"),
+        (libc::ENOSPC, "ENOSPC"),
+        (libc::EROFS, "EROFS"),
+        (libc::ERANGE, "ERANGE"),
+        (libc::ENAMETOOLONG, "ENAMETOOLONG"),
+        (libc::ENOSYS, "ENOSYS"),
+        (libc::ELOOP, "ELOOP"),
+        (libc::ENODATA, "ENODATA"),
+        (libc::EOVERFLOW, "EOVERFLOW"),
+        (libc::EOPNOTSUPP, "EOPNOTSUPP"),
+        (libc::ESTALE, "ESTALE"),
+        (libc::EDQUOT, "EDQUOT"),
+        (libc::EUCLEAN, "EUCLEAN"),
+    ];
+    names
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, name)| *name)
 }

@@ -597,7 +597,7 @@ impl<'a> ShiftWalk<'a> {
         let current = match inode::read_meta(dir_fd, name, &inode) {
             Ok(meta) => meta,
             Err(e) => {
-                self.base.counters.error(path(), e.to_string());
+                self.base.counters.os_error(path(), e.operation, &e.error);
                 return None;
             }
         };
@@ -642,7 +642,10 @@ impl<'a> ShiftWalk<'a> {
     fn apply(&self, path: &Path, inode: &Inode, current: &Meta, target: &Meta, recorded: bool) {
         let applied = match inode::apply(inode, current, target) {
             Ok(applied) => applied,
-            Err(e) => return self.base.counters.error(path.to_path_buf(), e.to_string()),
+            Err(e) => {
+                let counters = &self.base.counters;
+                return counters.os_error(path.to_path_buf(), e.operation, &e.error);
+            }
         };
         let c = &self.base.counters;
         bump(&c.changed, applied.changed);

@@ -125,7 +125,7 @@ impl Visitor for Verifier<'_> {
         let meta = match inode::read_meta(dir_fd, name, &inode) {
             Ok(meta) => meta,
             Err(e) => {
-                self.counters.error(path(), e.to_string());
+                self.counters.os_error(path(), e.operation, &e.error);
                 return None;
             }
         };
