@@ -85,7 +85,7 @@ pub fn execute(
     {
         write_edit(edit)?;
     }
-    perms::apply(&plan.perms).map_err(io_error(&plan.container.dir()))?;
+    perms::apply(&plan.perms).map_err(ConvertError::File)?;
     finish_state(&plan)?;
     let udev_reloaded = apply_devices(&plan)?;
     Ok(Outcome {
@@ -146,7 +146,7 @@ fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
     if let Some(dir) = edit.path.parent() {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
-    fsutil::write_atomically(&edit.path, text).map_err(io_error(&edit.path))
+    fsutil::write_atomically(&edit.path, text).map_err(ConvertError::File)
 }
 
 fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
@@ -189,5 +189,27 @@ fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
 fn write_state(container: &Container, state: &ConversionState) -> Result<(), ConvertError> {
     let path = container.state_file();
     let text = serde_json::to_string_pretty(state).expect("conversion state serializes");
-    fsutil::write_atomically(&path, &text).map_err(io_error(&path))
+    fsutil::write_atomically(&path, &text).map_err(ConvertError::File)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed write names its path once, with the way on.
+    #[test]
+    fn a_failed_write_names_its_path_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = dir.path().join("config");
+        std::fs::create_dir(&taken).unwrap();
+        let edit = FileEdit {
+            path: taken.clone(),
+            old: None,
+            new: Some("lxc.uts.name = x\n".into()),
+        };
+        let message = write_edit(&edit).unwrap_err().to_string();
+        let path = taken.display().to_string();
+        assert_eq!(message.matches(&path).count(), 1, "{message}");
+        assert!(message.ends_with("run the same command again"), "{message}");
+    }
 }

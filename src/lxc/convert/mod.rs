@@ -119,6 +119,9 @@ pub enum ConvertError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An io error that already names its path (from `fsutil` and `perms`).
+    #[error("{0}; fix that, then run the same command again")]
+    File(std::io::Error),
     #[error("{config}: no lxc.rootfs.path, so this is no LXC container config; `lxc-idshift list` shows the containers there (-P DIR names another lxcpath)")]
     NoRootfs { config: PathBuf },
     #[error("rootfs {rootfs} uses the {backend} backend, which lxc-idshift cannot shift in place: {why}")]
