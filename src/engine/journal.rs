@@ -1,12 +1,14 @@
 //! The journal: an append-only file of JSON lines, kept outside the tree and locked
 //! for the whole run, that makes every run resumable and undoable after SIGKILL.
 //!
-//! Before the first write to the tree, a run's scan records durably (one fsync)
-//! the original metadata of every inode a re-walk could not reconstruct: those a
-//! chown damages (setuid/setgid, file capabilities) and, on the journal's first
-//! run, those that already hold ids in the target range. All other inodes (ACL
-//! entries included) shift idempotently, so a resumed run scans and walks again.
-//! A record is applied only to the inode it was taken from: see [`Record::matches`].
+//! A run records the original metadata of every inode a re-walk could not
+//! reconstruct, and has the record on disk before it changes the inode (a group
+//! commit shared by many inodes): those a chown damages (setuid/setgid, file
+//! capabilities) and, on the journal's first run, those that already hold ids in the
+//! target range. All other inodes (ACL entries included) shift idempotently, so a
+//! resumed run walks again. A record is applied only to the inode it was taken
+//! from: see [`Record::matches`]. Which inodes no run has touched yet is told by
+//! their ctime: see [`State::first_run`].
 
 use super::idmap::{Direction, IdMap};
 use super::meta::Meta;

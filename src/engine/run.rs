@@ -584,21 +584,15 @@ impl<'a> ShiftWalk<'a> {
         }
     }
 
-    /// Decides an inode's target; returns it when it must wait for its record to
+    /// Decides an inode's target; queues it when it must wait for its record to
     /// reach the disk, else applies it (or, in a dry run, counts it) at once.
-    fn shift_inode(
-        &self,
-        dir: &DirNode,
-        dir_fd: BorrowedFd<'_>,
-        name: &CStr,
-        inode: Inode,
-    ) -> Option<Pending> {
+    fn shift_inode(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
         let path = || self.base.path(dir, name);
         let current = match inode::read_meta(dir_fd, name, &inode) {
             Ok(meta) => meta,
             Err(e) => {
                 self.base.counters.os_error(path(), e.operation, &e.error);
-                return None;
+                return;
             }
         };
         let decision = self.decide(dir, name, &inode, &current);
@@ -609,11 +603,11 @@ impl<'a> ShiftWalk<'a> {
             self.base.direction,
         );
         if !self.base.count(path, &shifted) {
-            return None;
+            return;
         }
         let Some(writer) = self.writer else {
             self.count_predicted(&inode, &current, &shifted.meta);
-            return None;
+            return;
         };
         let target = shifted.meta;
         let journaled = match decision {
@@ -621,7 +615,7 @@ impl<'a> ShiftWalk<'a> {
                 writer.send(Line::Rec(record));
                 if current != target {
                     let path = path();
-                    return Some(Pending {
+                    return self.queue(Pending {
                         path,
                         inode,
                         current,
@@ -634,7 +628,6 @@ impl<'a> ShiftWalk<'a> {
             Decision::Plain | Decision::AsFound(_) => false,
         };
         self.apply(&path(), &inode, &current, &target, journaled);
-        None
     }
 
     /// Makes the inode its target; notes the ctime of a recorded one afterwards, so
@@ -700,15 +693,12 @@ impl<'a> ShiftWalk<'a> {
         }
     }
 
-    /// Queues a batch's inodes that wait for their records; the one that fills the
-    /// queue commits it for everybody.
-    fn queue(&self, pending: Vec<Pending>) {
-        if pending.is_empty() {
-            return;
-        }
+    /// Queues an inode that waits for its record; the one that fills the queue
+    /// commits it for everybody.
+    fn queue(&self, pending: Pending) {
         let full = {
             let mut waiting = self.waiting.lock().expect("waiting lock");
-            waiting.extend(pending);
+            waiting.push(pending);
             match waiting.len() >= GROUP_COMMIT {
                 true => std::mem::take(&mut *waiting),
                 false => Vec::new(),
@@ -742,28 +732,18 @@ impl<'a> ShiftWalk<'a> {
 }
 
 impl Visitor for ShiftWalk<'_> {
-    type Deferred = Pending;
-
     /// A dry run only reads.
     fn needs_handles(&self) -> bool {
         self.writer.is_some()
     }
 
-    fn visit(
-        &self,
-        dir: &DirNode,
-        dir_fd: BorrowedFd<'_>,
-        name: &CStr,
-        inode: Inode,
-    ) -> Option<Pending> {
-        if !self.handle_now(dir, name, &inode) {
-            return None;
+    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
+        if self.handle_now(dir, name, &inode) {
+            self.shift_inode(dir, dir_fd, name, inode);
         }
-        self.shift_inode(dir, dir_fd, name, inode)
     }
 
-    fn batch_done(&self, entries: usize, pending: Vec<Pending>) {
-        self.queue(pending);
+    fn batch_done(&self, entries: usize) {
         self.base.progress.advance(entries as u64);
         let before = self.done.fetch_add(entries as u64, Ordering::Relaxed);
         if let Some(writer) = self.writer {

@@ -104,21 +104,13 @@ impl Verifier<'_> {
 }
 
 impl Visitor for Verifier<'_> {
-    type Deferred = ();
-
     fn needs_handles(&self) -> bool {
         false
     }
 
-    fn visit(
-        &self,
-        dir: &DirNode,
-        dir_fd: BorrowedFd<'_>,
-        name: &CStr,
-        inode: Inode,
-    ) -> Option<()> {
+    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
         if !self.seen.first_visit(&inode.stat) {
-            return None;
+            return;
         }
         self.counters.inodes_seen.fetch_add(1, Ordering::Relaxed);
         let path = || walk::display_path(&self.root, &dir.entry_path(name));
@@ -126,7 +118,7 @@ impl Visitor for Verifier<'_> {
             Ok(meta) => meta,
             Err(e) => {
                 self.counters.os_error(path(), e.operation, &e.error);
-                return None;
+                return;
             }
         };
         if !self.on_host_side(IdKind::User, meta.uid) {
@@ -141,7 +133,6 @@ impl Visitor for Verifier<'_> {
         if !self.caps_ok(&meta.caps) {
             self.capability.add(path);
         }
-        None
     }
 
     fn walk_error(&self, error: WalkError) {

@@ -163,27 +163,18 @@ pub struct WalkError {
 
 /// What the walker asks of its user for every inode.
 pub trait Visitor: Sync {
-    /// What a visit leaves for the end of its batch (an inode that may change only
-    /// once its journal record is on disk, one group commit for the whole batch).
-    type Deferred: Send;
     /// Called once for every name of every inode (the root as "." of itself), with
     /// the inode's handle, never for anything on another mount. `dir_fd` and `name`
     /// may only serve as a hint: the name can be renamed meanwhile, the handle not.
     /// Errors are the visitor's to record.
-    fn visit(
-        &self,
-        dir: &DirNode,
-        dir_fd: BorrowedFd<'_>,
-        name: &CStr,
-        inode: Inode,
-    ) -> Option<Self::Deferred>;
+    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode);
     /// Whether visits get handles (needed to change an inode). Walks that only read
     /// say no: each entry then costs one statx, as in a plain stat walk.
     fn needs_handles(&self) -> bool {
         true
     }
-    /// A batch of entries is done: here is what its visits deferred.
-    fn batch_done(&self, _entries: usize, _deferred: Vec<Self::Deferred>) {}
+    /// A batch of entries is done (for progress).
+    fn batch_done(&self, _entries: usize) {}
     /// A failure to stat, open or read something: the walk goes on.
     fn walk_error(&self, error: WalkError);
     /// A mount point inside the tree (a directory, or a file bind-mounted over one),
@@ -234,8 +225,8 @@ pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) ->
         },
     };
     let root_fd = node.open_fd()?;
-    let deferred = visitor.visit(&node, root_fd.as_fd(), c".", root_inode);
-    visitor.batch_done(1, deferred.into_iter().collect());
+    visitor.visit(&node, root_fd.as_fd(), c".", root_inode);
+    visitor.batch_done(1);
     drop(root_fd);
     pool.scope(|scope| walk.directory(scope, node));
     Ok(())
@@ -286,7 +277,7 @@ impl<'a, V: Visitor> Walk<'a, V> {
         entries: Vec<DirEntry>,
     ) -> Vec<Arc<DirNode>> {
         let count = entries.len();
-        let visited: Vec<Visited<V::Deferred>> = if count >= PARALLEL_BATCH {
+        let subdirs: Vec<Arc<DirNode>> = if count >= PARALLEL_BATCH {
             entries
                 .into_par_iter()
                 .with_min_len(16)
@@ -298,13 +289,7 @@ impl<'a, V: Visitor> Walk<'a, V> {
                 .filter_map(|e| self.entry(node, fd, e))
                 .collect()
         };
-        let mut subdirs = Vec::new();
-        let mut deferred = Vec::new();
-        for (subdir, later) in visited {
-            subdirs.extend(subdir);
-            deferred.extend(later);
-        }
-        self.visitor.batch_done(count, deferred);
+        self.visitor.batch_done(count);
         subdirs
     }
 
@@ -313,7 +298,7 @@ impl<'a, V: Visitor> Walk<'a, V> {
         node: &Arc<DirNode>,
         fd: BorrowedFd<'_>,
         entry: DirEntry,
-    ) -> Option<Visited<V::Deferred>> {
+    ) -> Option<Arc<DirNode>> {
         let inode = match self.visitor.needs_handles() {
             true => Inode::open_at(fd, &entry.name),
             false => Inode::stat_at(fd, &entry.name),
@@ -330,14 +315,10 @@ impl<'a, V: Visitor> Walk<'a, V> {
             self.visitor.mount_point(node.entry_path(&entry.name));
             return None;
         }
-        let deferred = self.visitor.visit(node, fd, &entry.name, inode);
-        let subdir = stat.is_dir().then(|| node.child(entry.name, stat));
-        Some((subdir, deferred))
+        self.visitor.visit(node, fd, &entry.name, inode);
+        stat.is_dir().then(|| node.child(entry.name, stat))
     }
 }
-
-/// What visiting one entry leaves: a directory to descend into, deferred work.
-type Visited<D> = (Option<Arc<DirNode>>, Option<D>);
 
 /// Builds the rayon pool the walks run on.
 pub fn thread_pool(threads: Option<usize>) -> io::Result<rayon::ThreadPool> {

@@ -546,26 +546,23 @@ struct Scanner<'a> {
 }
 
 impl Visitor for Scanner<'_> {
-    type Deferred = ();
-
     fn needs_handles(&self) -> bool {
         false
     }
 
-    fn visit(&self, dir: &DirNode, _fd: BorrowedFd<'_>, name: &CStr, inode: Inode) -> Option<()> {
+    fn visit(&self, dir: &DirNode, _fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
         let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
-            return None;
+            return;
         }
         self.inodes.fetch_add(1, Ordering::Relaxed);
         if self.view.sees_both(stat.uid, stat.gid) {
-            return None;
+            return;
         }
         let mut scan = self.scan.lock().expect("scan lock");
         tally(&mut scan, self.view, stat.uid, stat.gid, || {
             walk::display_path(self.root, &dir.entry_path(name))
         });
-        None
     }
 
     fn walk_error(&self, error: WalkError) {

@@ -78,16 +78,14 @@ struct Scanner<'a> {
 }
 
 impl Visitor for Scanner<'_> {
-    type Deferred = ();
-
     fn needs_handles(&self) -> bool {
         false
     }
 
-    fn visit(&self, _dir: &DirNode, _fd: BorrowedFd<'_>, _name: &CStr, inode: Inode) -> Option<()> {
+    fn visit(&self, _dir: &DirNode, _fd: BorrowedFd<'_>, _name: &CStr, inode: Inode) {
         let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
-            return None;
+            return;
         }
         let unmapped =
             |kind, id| matches!(self.map.shift(kind, id, self.direction), Shift::Unmapped);
@@ -104,7 +102,6 @@ impl Visitor for Scanner<'_> {
                 *found.gids.entry(stat.gid).or_default() += 1;
             }
         }
-        None
     }
 
     fn walk_error(&self, error: WalkError) {
