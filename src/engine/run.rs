@@ -21,10 +21,10 @@ use rustix::fd::AsFd;
 use rustix::fd::BorrowedFd;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -413,7 +413,8 @@ struct Base<'a> {
     direction: Direction,
     progress: &'a dyn Progress,
     counters: Counters,
-    seen: SeenInodes,
+    /// Hardlinked inodes, with the directory and name of each one's first name.
+    seen: SeenInodes<(Arc<DirNode>, CString)>,
 }
 
 impl<'a> Base<'a> {
@@ -446,8 +447,6 @@ struct ShiftWalk<'a> {
     base: Base<'a>,
     history: History<'a>,
     writer: Option<&'a Writer>,
-    /// The first path of each hardlinked inode, to name it in a report.
-    linked: Mutex<HashMap<u64, PathBuf>>,
     done: AtomicU64,
     /// Inodes whose new records must reach the disk before they change.
     waiting: Mutex<Vec<Pending>>,
@@ -474,7 +473,6 @@ impl<'a> ShiftWalk<'a> {
             },
             history,
             writer,
-            linked: Mutex::default(),
             done: AtomicU64::new(0),
             waiting: Mutex::default(),
         }
@@ -483,18 +481,11 @@ impl<'a> ShiftWalk<'a> {
     /// Counts the name; true when the inode is to be handled now: at its only
     /// name, or at the last of its hard links (only then is it known that none lies
     /// outside the tree).
-    fn handle_now(&self, dir: &DirNode, name: &CStr, inode: &Inode) -> bool {
-        let stat = &inode.stat;
-        let seen = self.base.seen.name_seen(stat);
+    fn handle_now(&self, dir: &Arc<DirNode>, name: &CStr, inode: &Inode) -> bool {
+        let first_name = || (dir.clone(), name.to_owned());
+        let seen = self.base.seen.name_seen(&inode.stat, first_name);
         bump(&self.base.counters.hardlinks, !seen.first);
         bump(&self.base.counters.inodes_seen, seen.first);
-        if seen.first && !seen.last {
-            let path = self.base.path(dir, name);
-            self.linked
-                .lock()
-                .expect("links lock")
-                .insert(stat.ino, path);
-        }
         seen.last
     }
 
@@ -627,18 +618,23 @@ impl<'a> ShiftWalk<'a> {
             Decision::Journaled(_) => true,
             Decision::Plain | Decision::AsFound(_) => false,
         };
-        self.apply(&path(), &inode, &current, &target, journaled);
+        self.apply(&path, &inode, &current, &target, journaled);
     }
 
     /// Makes the inode its target; notes the ctime of a recorded one afterwards, so
-    /// that a later run can tell whether it was changed since.
-    fn apply(&self, path: &Path, inode: &Inode, current: &Meta, target: &Meta, recorded: bool) {
+    /// that a later run can tell whether it was changed since. The path is built
+    /// only for a report: most inodes never need it.
+    fn apply(
+        &self,
+        path: &dyn Fn() -> PathBuf,
+        inode: &Inode,
+        current: &Meta,
+        target: &Meta,
+        recorded: bool,
+    ) {
         let applied = match inode::apply(inode, current, target) {
             Ok(applied) => applied,
-            Err(e) => {
-                let counters = &self.base.counters;
-                return counters.os_error(path.to_path_buf(), e.operation, &e.error);
-            }
+            Err(e) => return self.base.counters.os_error(path(), e.operation, &e.error),
         };
         let c = &self.base.counters;
         bump(&c.changed, applied.changed);
@@ -680,9 +676,10 @@ impl<'a> ShiftWalk<'a> {
     /// deduplication across containers) was left alone: shifting it would change the
     /// files outside the tree too.
     fn report_linked_from_outside(&self) {
-        let linked = self.linked.lock().expect("links lock");
-        for (ino, links, seen) in self.base.seen.linked_from_outside() {
-            let path = linked.get(&ino).cloned().unwrap_or_default();
+        for outside in self.base.seen.linked_from_outside() {
+            let (links, seen) = (outside.links, outside.seen);
+            let (dir, name) = &outside.first;
+            let path = self.base.path(dir, name);
             let message = format!(
                 "has {links} hard links but only {seen} inside the tree: the others are \
                  outside it, so shifting it would change those files too; it was left as \
@@ -726,7 +723,8 @@ impl<'a> ShiftWalk<'a> {
             return;
         }
         for p in pending {
-            self.apply(&p.path, &p.inode, &p.current, &p.target, true);
+            let path = || p.path.clone();
+            self.apply(&path, &p.inode, &p.current, &p.target, true);
         }
     }
 }
@@ -737,7 +735,7 @@ impl Visitor for ShiftWalk<'_> {
         self.writer.is_some()
     }
 
-    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
+    fn visit(&self, dir: &Arc<DirNode>, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
         if self.handle_now(dir, name, &inode) {
             self.shift_inode(dir, dir_fd, name, inode);
         }

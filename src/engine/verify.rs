@@ -15,7 +15,7 @@ use serde::Serialize;
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How many offending paths are listed per kind.
 const LISTED: usize = 20;
@@ -108,7 +108,7 @@ impl Visitor for Verifier<'_> {
         false
     }
 
-    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
+    fn visit(&self, dir: &Arc<DirNode>, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
         if !self.seen.first_visit(&inode.stat) {
             return;
         }

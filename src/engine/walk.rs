@@ -167,7 +167,7 @@ pub trait Visitor: Sync {
     /// the inode's handle, never for anything on another mount. `dir_fd` and `name`
     /// may only serve as a hint: the name can be renamed meanwhile, the handle not.
     /// Errors are the visitor's to record.
-    fn visit(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode);
+    fn visit(&self, dir: &Arc<DirNode>, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode);
     /// Whether visits get handles (needed to change an inode). Walks that only read
     /// say no: each entry then costs one statx, as in a plain stat walk.
     fn needs_handles(&self) -> bool {

@@ -25,7 +25,7 @@ use std::ffi::CStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How deep `lxc.include` may nest (LXC's own configs nest two levels).
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -550,7 +550,7 @@ impl Visitor for Scanner<'_> {
         false
     }
 
-    fn visit(&self, dir: &DirNode, _fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
+    fn visit(&self, dir: &Arc<DirNode>, _fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
         let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
             return;

@@ -13,7 +13,7 @@ use rustix::fd::BorrowedFd;
 use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How many inodes own or group each unmapped id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -82,7 +82,7 @@ impl Visitor for Scanner<'_> {
         false
     }
 
-    fn visit(&self, _dir: &DirNode, _fd: BorrowedFd<'_>, _name: &CStr, inode: Inode) {
+    fn visit(&self, _dir: &Arc<DirNode>, _fd: BorrowedFd<'_>, _name: &CStr, inode: Inode) {
         let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
             return;
