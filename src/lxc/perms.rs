@@ -6,7 +6,7 @@
 //! non-root user inside the container. So the container directory is restricted
 //! (root:G 0750) and the parents only ever gain o+x.
 
-use crate::fsutil::with_path;
+use crate::fsutil::{failed, FileError};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,8 +22,9 @@ pub struct Ownership {
 
 impl Ownership {
     /// The current state of `path` itself (a symlink is not followed).
-    pub fn of(path: &Path) -> std::io::Result<Ownership> {
-        let meta = std::fs::symlink_metadata(path).map_err(with_path(path))?;
+    pub fn of(path: &Path) -> Result<Ownership, FileError> {
+        let meta =
+            std::fs::symlink_metadata(path).map_err(failed("read the owner and mode of", path))?;
         Ok(Ownership {
             path: path.to_path_buf(),
             uid: meta.uid(),
@@ -67,7 +68,7 @@ pub fn plan_unprivileged(
     container_dir: &Path,
     config: &Path,
     host_gid: u32,
-) -> std::io::Result<Vec<PermChange>> {
+) -> Result<Vec<PermChange>, FileError> {
     let real_dir = canonical(container_dir)?;
     let real_config = canonical(config)?;
     let mut changes = plan_traversal(&parents(&[container_dir, &real_dir]))?;
@@ -83,11 +84,11 @@ pub fn plan_unprivileged(
 /// The changes that give o+x to each of `dirs` lacking it (e.g. the parents of a
 /// rootfs kept outside the container directory). Symlinks are left alone: their
 /// mode means nothing, and the directories they lead to are listed separately.
-pub fn plan_traversal(dirs: &[PathBuf]) -> std::io::Result<Vec<PermChange>> {
+pub fn plan_traversal(dirs: &[PathBuf]) -> Result<Vec<PermChange>, FileError> {
     let mut changes = Vec::new();
     for dir in dirs {
         if std::fs::symlink_metadata(dir)
-            .map_err(with_path(dir))?
+            .map_err(failed("read the mode of", dir))?
             .is_symlink()
         {
             continue;
@@ -117,8 +118,8 @@ fn parents(paths: &[&Path]) -> Vec<PathBuf> {
     all
 }
 
-fn canonical(path: &Path) -> std::io::Result<PathBuf> {
-    std::fs::canonicalize(path).map_err(with_path(path))
+fn canonical(path: &Path) -> Result<PathBuf, FileError> {
+    std::fs::canonicalize(path).map_err(failed("resolve", path))
 }
 
 /// A change from `before` to `after`, or none when they already agree (so a second
@@ -134,7 +135,7 @@ fn change(after: Ownership, before: Ownership, why: &'static str) -> Option<Perm
 
 /// The changes that bring each recorded path back to its recorded state (for going
 /// back to privileged). A recorded path that no longer exists is an error.
-pub fn plan_restore(recorded: &[Ownership]) -> std::io::Result<Vec<PermChange>> {
+pub fn plan_restore(recorded: &[Ownership]) -> Result<Vec<PermChange>, FileError> {
     let mut changes = Vec::new();
     for wanted in recorded {
         let now = Ownership::of(&wanted.path)?;
@@ -147,9 +148,9 @@ pub fn plan_restore(recorded: &[Ownership]) -> std::io::Result<Vec<PermChange>> 
 /// files, the chmod sets the wanted bits back). Each path is opened without following
 /// a final symlink and changed through that descriptor, so a path swapped for a link
 /// after planning cannot redirect the change. The error names the path.
-pub fn apply(changes: &[PermChange]) -> std::io::Result<()> {
+pub fn apply(changes: &[PermChange]) -> Result<(), FileError> {
     for change in changes {
-        apply_one(&change.after).map_err(with_path(&change.path))?;
+        apply_one(&change.after).map_err(failed("change the owner and mode of", &change.path))?;
     }
     Ok(())
 }
