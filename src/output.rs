@@ -88,6 +88,39 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--json` when a command fails: the message as on stderr, and for a failed
+/// operation on a path that path, the operation and the errno's name (EACCES,
+/// EROFS...), as a shift report's `error_paths` entries carry them.
+#[derive(serde::Serialize)]
+pub struct ErrorReport<'a> {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a std::path::Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<&'static str>,
+}
+
+impl<'a> ErrorReport<'a> {
+    pub fn new(error: String, cause: &'a anyhow::Error) -> ErrorReport<'a> {
+        let file = cause
+            .chain()
+            .find_map(|e| e.downcast_ref::<lxc_idshift::FileError>());
+        let errno = cause
+            .chain()
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .find_map(|e| e.raw_os_error())
+            .and_then(lxc_idshift::engine::report::errno_name);
+        ErrorReport {
+            error,
+            path: file.map(|f| f.path.as_path()),
+            operation: file.map(|f| f.operation.as_ref()),
+            errno,
+        }
+    }
+}
+
 /// How many failed paths a human report lists.
 const LISTED_ERRORS: usize = 20;
 
