@@ -69,9 +69,12 @@ fn real_target(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
+/// The mode, owner and group a replacement keeps.
+type Keep = (u32, u32, u32);
+
 /// The file a replacement lands on (a symlink's target), its directory, and the
 /// mode and owner the new file keeps (0644 root:root for a new file).
-fn replaced(path: &Path) -> Result<(PathBuf, PathBuf, (u32, u32, u32)), FileError> {
+fn replaced(path: &Path) -> Result<(PathBuf, PathBuf, Keep), FileError> {
     let target = real_target(path).map_err(failed("resolve the link", path))?;
     let keep = match fs::metadata(&target) {
         Ok(meta) => (meta.mode() & 0o7777, meta.uid(), meta.gid()),

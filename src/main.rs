@@ -189,7 +189,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         let mut report = output::ConvertReport::new(&outcome.plan, false, outcome.shift.as_ref());
         report.udev_reloaded = outcome.udev_reloaded;
         if unfinished {
-            report.result = "unfinished";
+            report.result = output::ConvertResult::Unfinished;
             report.next = Some(again.clone());
         }
         output::print_json(&report)?;

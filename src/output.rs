@@ -323,7 +323,7 @@ pub struct ConvertReport<'a> {
     pub rootfs: &'a std::path::Path,
     pub dry_run: bool,
     /// "planned" (--dry-run), "done", or "unfinished" (see `next`).
-    pub result: &'static str,
+    pub result: ConvertResult,
     /// Host id of container root before and after; null: privileged.
     pub from: Option<u32>,
     pub to: Option<u32>,
@@ -347,6 +347,17 @@ pub struct ConvertReport<'a> {
     pub udev_reloaded: Option<bool>,
     /// The command to run next, when one is needed.
     pub next: Option<String>,
+}
+
+/// How far a conversion got, as `convert --json` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvertResult {
+    /// `--dry-run`: nothing was changed.
+    Planned,
+    Done,
+    /// The rootfs shift left errors: `next` says what to run.
+    Unfinished,
 }
 
 #[derive(serde::Serialize)]
@@ -388,7 +399,10 @@ impl<'a> ConvertReport<'a> {
             lxcpath: &plan.container.lxcpath,
             rootfs: &plan.rootfs,
             dry_run,
-            result: if dry_run { "planned" } else { "done" },
+            result: match dry_run {
+                true => ConvertResult::Planned,
+                false => ConvertResult::Done,
+            },
             from: plan.from,
             to: plan.to,
             method: plan.to.map(|_| plan.to_method.name()),

@@ -9,7 +9,7 @@ mod execute;
 pub use describe::describe;
 pub use execute::{execute, mount_journal};
 
-use super::accounts::{self, HostAccounts, SubIdBounds};
+use super::accounts::{self, HostAccounts, IdBounds, SubIdBounds};
 use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::host::Host;
@@ -850,7 +850,7 @@ fn target_host_id(
         Target::Auto => {
             let mut taken = taken_ranges(&options.host, container)?;
             taken.extend(HostAccounts::load(&options.host)?.taken());
-            let (min, max) = SubIdBounds::load(&options.host)?.both();
+            let IdBounds { min, max } = SubIdBounds::load(&options.host)?.both();
             subid::lowest_free(range, range.max(65536), min, &taken)
                 .filter(|&first| u64::from(first) + u64::from(range) - 1 <= u64::from(max))
                 .map(Some)
@@ -878,10 +878,10 @@ fn check_no_account(host: &Host, first: u32, count: u32) -> Result<(), ConvertEr
 
 /// Ranges that `--to auto` must avoid: other users' subordinate ids and other
 /// containers' maps.
-fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<(u32, u32)>, ConvertError> {
-    let mut taken: Vec<(u32, u32)> = sibling_maps(container)
+fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<IdRange>, ConvertError> {
+    let mut taken: Vec<IdRange> = sibling_maps(container)
         .into_iter()
-        .map(|(_, first, count)| (first, count))
+        .map(|(_, first, count)| IdRange::new(first, count))
         .collect();
     for path in [host.subuid(), host.subgid()] {
         let ids = read_subids(&path)?;
@@ -1025,7 +1025,7 @@ fn perm_plan(
     let dir = container.dir();
     match to {
         Some(host_first) => {
-            let changes = perms::plan_unprivileged(&dir, &container.config(), host_first)?;
+            let changes = perms::unprivileged_changes(&dir, &container.config(), host_first)?;
             let recorded = match recorded.is_empty() {
                 true => changes.iter().map(|c| c.before.clone()).collect(),
                 false => recorded.to_vec(),
@@ -1033,7 +1033,7 @@ fn perm_plan(
             Ok((changes, recorded))
         }
         None => {
-            let changes = perms::plan_restore(recorded)?;
+            let changes = perms::restore_changes(recorded)?;
             Ok((changes, recorded.to_vec()))
         }
     }
