@@ -50,6 +50,21 @@ pub enum Command {
     Generate(GenerateArgs),
 }
 
+impl Command {
+    /// Whether `--json` was asked for: a failure then prints a JSON error too.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Shift(args) => args.json,
+            Command::Verify(args) => args.json,
+            Command::Status(args) => args.json,
+            Command::Convert(args) => args.json,
+            Command::List(args) => args.json,
+            Command::Check(args) => args.json,
+            Command::Demo(_) | Command::Generate(_) => false,
+        }
+    }
+}
+
 const CONVERT_NOTES: &str = "The container must be stopped (lxc-stop -n NAME). Checked first, \
 changing nothing if a check fails: the container, its rootfs backend (dir, or mounted btrfs/zfs), \
 the range (free of other users' subordinate ids, other containers' maps and host accounts). \

@@ -1,16 +1,64 @@
-//! Small file-system helpers shared by the modules that write host files: io
-//! errors that name their path, and whole-file replacement that readers and a
+//! Small file-system helpers shared by the modules that write host files: the
+//! error of an operation on a path, and whole-file replacement that readers and a
 //! SIGKILL never see half done.
 
+use crate::engine::report::errno_name;
+use std::borrow::Cow;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Names the path in an io error, keeping its kind: `.map_err(with_path(path))`.
-pub fn with_path(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
-    move |error| io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+/// An operation on a path that failed: the path, what was done to it, and the
+/// system's error, each said once (`cannot write /etc/subuid: Permission denied`).
+/// The module errors wrap it rather than naming the path again.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {operation} {}: {source}", path.display())]
+pub struct FileError {
+    pub path: PathBuf,
+    /// A verb phrase that reads before the path: "read", "write", "list"...
+    pub operation: Cow<'static, str>,
+    pub source: io::Error,
+}
+
+impl FileError {
+    pub fn new(
+        operation: impl Into<Cow<'static, str>>,
+        path: &Path,
+        source: io::Error,
+    ) -> FileError {
+        FileError {
+            path: path.to_path_buf(),
+            operation: operation.into(),
+            source,
+        }
+    }
+
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+
+    /// The errno's symbolic name (EACCES, EROFS...) when a system call failed.
+    pub fn errno(&self) -> Option<&'static str> {
+        self.source.raw_os_error().and_then(errno_name)
+    }
+}
+
+/// Keeps the kind and the whole error (a caller can downcast to it), for the
+/// functions that return `io::Result`.
+impl From<FileError> for io::Error {
+    fn from(error: FileError) -> io::Error {
+        io::Error::new(error.kind(), error)
+    }
+}
+
+/// `.map_err(failed("write", path))`: an io error becomes a [`FileError`].
+pub fn failed<'a>(
+    operation: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> FileError + 'a {
+    move |source| FileError::new(operation, path, source)
 }
 
 /// The file a write to `path` must replace: a symlink's target, so the link stays.
@@ -21,14 +69,17 @@ fn real_target(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
+/// The mode, owner and group a replacement keeps.
+type Keep = (u32, u32, u32);
+
 /// The file a replacement lands on (a symlink's target), its directory, and the
 /// mode and owner the new file keeps (0644 root:root for a new file).
-fn replaced(path: &Path) -> io::Result<(PathBuf, PathBuf, (u32, u32, u32))> {
-    let target = real_target(path).map_err(with_path(path))?;
+fn replaced(path: &Path) -> Result<(PathBuf, PathBuf, Keep), FileError> {
+    let target = real_target(path).map_err(failed("resolve the link", path))?;
     let keep = match fs::metadata(&target) {
         Ok(meta) => (meta.mode() & 0o7777, meta.uid(), meta.gid()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => (0o644, 0, 0),
-        Err(e) => return Err(with_path(&target)(e)),
+        Err(e) => return Err(FileError::new("read the owner and mode of", &target, e)),
     };
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -38,23 +89,23 @@ fn replaced(path: &Path) -> io::Result<(PathBuf, PathBuf, (u32, u32, u32))> {
 }
 
 /// fsyncs a directory, so that a rename in it is durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+fn sync_dir(dir: &Path) -> Result<(), FileError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(with_path(dir))
+        .map_err(failed("sync the directory", dir))
 }
 
 /// Replaces a file's contents atomically: a temp file in the same directory with
 /// the original's owner and mode (0644 root:root for a new file) is written,
 /// fsynced and renamed over it, then the directory is fsynced. Readers see the old
 /// or the new contents, never a mix; errors name the path.
-pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), FileError> {
     let (target, dir, (mode, uid, gid)) = replaced(path)?;
     remove_stale_temps(&target);
     let temp = temp_path(&dir, &target);
     let result = write_temp(&temp, text, mode, uid, gid)
         .and_then(|()| fs::rename(&temp, &target))
-        .map_err(with_path(&target));
+        .map_err(failed("write", &target));
     if result.is_err() {
         let _ = fs::remove_file(&temp); // best effort: the error that matters is the first
         return result;
@@ -67,7 +118,7 @@ pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
 /// `F-` (the backup `useradd` and `usermod` keep), the new ones to `F+`, fsynced and
 /// renamed over `F`, then the directory is fsynced. Both keep the original's owner
 /// and mode (0644 root:root for a new file); a symlink's target is replaced.
-pub fn write_with_backup(path: &Path, old: Option<&str>, text: &str) -> io::Result<()> {
+pub fn write_with_backup(path: &Path, old: Option<&str>, text: &str) -> Result<(), FileError> {
     let (target, dir, (mode, uid, gid)) = replaced(path)?;
     let sibling = |suffix: &str| {
         let mut name = target.as_os_str().to_owned();
@@ -77,17 +128,19 @@ pub fn write_with_backup(path: &Path, old: Option<&str>, text: &str) -> io::Resu
     let replace = |file: &Path, text: &str| {
         // Whatever a killed writer left there goes; create_new never follows a link.
         match fs::remove_file(file) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(with_path(file)(e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(FileError::new("remove", file, e))
+            }
             _ => {}
         }
-        write_temp(file, text, mode, uid, gid).map_err(with_path(file))
+        write_temp(file, text, mode, uid, gid).map_err(failed("write", file))
     };
     if let Some(old) = old {
         replace(&sibling("-"), old)?;
     }
     let new = sibling("+");
     replace(&new, text)?;
-    fs::rename(&new, &target).map_err(with_path(&target))?;
+    fs::rename(&new, &target).map_err(failed("rename the new file over", &target))?;
     sync_dir(&dir)
 }
 
@@ -243,5 +296,34 @@ mod tests {
         let err = write_atomically(&missing, "x").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(err.to_string().contains("no-such-dir/subuid"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_write_names_its_path_once_and_its_errno() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir/subuid");
+        let err = write_atomically(&missing, "x").unwrap_err();
+        let message = err.to_string();
+        let path = missing.display().to_string();
+        assert!(
+            message.starts_with(&format!("cannot write {path}: ")),
+            "{message}"
+        );
+        assert_eq!(message.matches(&path).count(), 1, "{message}");
+        assert_eq!(err.errno(), Some("ENOENT"));
+        assert_eq!(err.path, missing);
+        // A directory where the file should be: the rename over it fails.
+        let taken = dir.path().join("subgid");
+        fs::create_dir(&taken).unwrap();
+        let err = write_with_backup(&taken, None, "x").unwrap_err();
+        let message = err.to_string();
+        let path = taken.display().to_string();
+        assert_eq!(message.matches(&path).count(), 1, "{message}");
+        assert_eq!(err.errno(), Some("EISDIR"), "{message}");
+        // Through io::Error the kind and the whole error stay.
+        let io: io::Error = err.into();
+        assert_eq!(io.kind(), io::ErrorKind::IsADirectory);
+        let inner = io.get_ref().and_then(|e| e.downcast_ref::<FileError>());
+        assert_eq!(inner.map(|e| e.path.clone()), Some(taken));
     }
 }

@@ -23,6 +23,7 @@ pub use engine::run::{shift, Progress, Quiet, ShiftOptions, ShiftReport};
 pub use engine::status::{status, StatusReport};
 pub use engine::sys::is_root;
 pub use engine::verify::{verify, VerifyReport};
+pub use fsutil::FileError;
 pub use lxc::check::{check, CheckOptions, CheckReport};
 pub use lxc::convert::{ConvertOptions, MountsChoice, Outcome, Plan};
 pub use lxc::host::Host;

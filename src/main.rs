@@ -20,10 +20,15 @@ const EXIT_REFUSED: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse_from(with_convert_shorthand(std::env::args_os().collect()));
     output::set_quiet(cli.quiet);
+    let json = cli.command.json();
     match execute(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("lxc-idshift: {}", error_text(&e));
+            let text = error_text(&e);
+            eprintln!("lxc-idshift: {text}");
+            if json {
+                let _ = output::print_json(&output::ErrorReport::new(text, &e));
+            }
             ExitCode::from(EXIT_REFUSED)
         }
     }
@@ -184,7 +189,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         let mut report = output::ConvertReport::new(&outcome.plan, false, outcome.shift.as_ref());
         report.udev_reloaded = outcome.udev_reloaded;
         if unfinished {
-            report.result = "unfinished";
+            report.result = output::ConvertResult::Unfinished;
             report.next = Some(again.clone());
         }
         output::print_json(&report)?;

@@ -5,12 +5,11 @@
 //! The walk never follows symlinks and never enters another filesystem: entries whose
 //! st_dev differs from the root's (mount points) are left out with what is below them.
 
-use crate::fsutil::with_path;
+use crate::fsutil::{failed, FileError};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
-use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -77,13 +76,13 @@ pub struct Manifest {
 const XATTR_MAX: usize = 65536;
 
 /// Reads every xattr of `path` without following a final symlink.
-fn xattrs_of(path: &Path, buf: &mut [u8]) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+fn xattrs_of(path: &Path, buf: &mut [u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, FileError> {
     let mut out = BTreeMap::new();
     let len = match rustix::fs::llistxattr(path, &mut *buf) {
         Ok(len) => len,
         // Filesystems without xattr support have none to compare.
         Err(rustix::io::Errno::OPNOTSUPP) => return Ok(out),
-        Err(e) => return Err(with_path(path)(e.into())),
+        Err(e) => return Err(FileError::new("list the xattrs of", path, e.into())),
     };
     let names: Vec<Vec<u8>> = buf[..len]
         .split(|&b| b == 0)
@@ -97,18 +96,18 @@ fn xattrs_of(path: &Path, buf: &mut [u8]) -> io::Result<BTreeMap<Vec<u8>, Vec<u8
             }
             // Removed between list and get.
             Err(rustix::io::Errno::NODATA) => {}
-            Err(e) => return Err(with_path(path)(e.into())),
+            Err(e) => return Err(FileError::new("read an xattr of", path, e.into())),
         }
     }
     Ok(out)
 }
 
-fn entry_of(path: &Path, meta: &fs::Metadata, buf: &mut [u8]) -> io::Result<Entry> {
+fn entry_of(path: &Path, meta: &fs::Metadata, buf: &mut [u8]) -> Result<Entry, FileError> {
     let kind = FileKind::of(meta.file_type());
     let symlink_target = if kind == FileKind::Symlink {
         Some(
             fs::read_link(path)
-                .map_err(with_path(path))?
+                .map_err(failed("read the link", path))?
                 .into_os_string()
                 .into_vec(),
         )
@@ -139,11 +138,11 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// Collects the manifest of the tree at `root` (not following a symlink at `root`).
-pub fn collect(root: &Path) -> io::Result<Manifest> {
+pub fn collect(root: &Path) -> Result<Manifest, FileError> {
     let mut buf = vec![0u8; XATTR_MAX];
     let mut manifest = Manifest::default();
     let mut links: HashMap<(u64, u64), Vec<Vec<u8>>> = HashMap::new();
-    let root_meta = fs::symlink_metadata(root).map_err(with_path(root))?;
+    let root_meta = fs::symlink_metadata(root).map_err(failed("read the metadata of", root))?;
     let dev = root_meta.dev();
     let entry = entry_of(root, &root_meta, &mut buf)?;
     manifest.entries.insert(Vec::new(), entry);
@@ -152,10 +151,11 @@ pub fn collect(root: &Path) -> io::Result<Manifest> {
         stack.push((root.to_path_buf(), Vec::new()));
     }
     while let Some((dir, rel_dir)) = stack.pop() {
-        for child in fs::read_dir(&dir).map_err(with_path(&dir))? {
-            let child = child.map_err(with_path(&dir))?;
+        for child in fs::read_dir(&dir).map_err(failed("list", &dir))? {
+            let child = child.map_err(failed("list", &dir))?;
             let path = child.path();
-            let meta = fs::symlink_metadata(&path).map_err(with_path(&path))?;
+            let meta =
+                fs::symlink_metadata(&path).map_err(failed("read the metadata of", &path))?;
             if meta.dev() != dev {
                 continue; // a mount point: another filesystem, not part of the tree
             }

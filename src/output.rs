@@ -88,6 +88,39 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--json` when a command fails: the message as on stderr, and for a failed
+/// operation on a path that path, the operation and the errno's name (EACCES,
+/// EROFS...), as a shift report's `error_paths` entries carry them.
+#[derive(serde::Serialize)]
+pub struct ErrorReport<'a> {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a std::path::Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<&'static str>,
+}
+
+impl<'a> ErrorReport<'a> {
+    pub fn new(error: String, cause: &'a anyhow::Error) -> ErrorReport<'a> {
+        let file = cause
+            .chain()
+            .find_map(|e| e.downcast_ref::<lxc_idshift::FileError>());
+        let errno = cause
+            .chain()
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .find_map(|e| e.raw_os_error())
+            .and_then(lxc_idshift::engine::report::errno_name);
+        ErrorReport {
+            error,
+            path: file.map(|f| f.path.as_path()),
+            operation: file.map(|f| f.operation.as_ref()),
+            errno,
+        }
+    }
+}
+
 /// How many failed paths a human report lists.
 const LISTED_ERRORS: usize = 20;
 
@@ -290,7 +323,7 @@ pub struct ConvertReport<'a> {
     pub rootfs: &'a std::path::Path,
     pub dry_run: bool,
     /// "planned" (--dry-run), "done", or "unfinished" (see `next`).
-    pub result: &'static str,
+    pub result: ConvertResult,
     /// Host id of container root before and after; null: privileged.
     pub from: Option<u32>,
     pub to: Option<u32>,
@@ -314,6 +347,17 @@ pub struct ConvertReport<'a> {
     pub udev_reloaded: Option<bool>,
     /// The command to run next, when one is needed.
     pub next: Option<String>,
+}
+
+/// How far a conversion got, as `convert --json` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvertResult {
+    /// `--dry-run`: nothing was changed.
+    Planned,
+    Done,
+    /// The rootfs shift left errors: `next` says what to run.
+    Unfinished,
 }
 
 #[derive(serde::Serialize)]
@@ -355,7 +399,10 @@ impl<'a> ConvertReport<'a> {
             lxcpath: &plan.container.lxcpath,
             rootfs: &plan.rootfs,
             dry_run,
-            result: if dry_run { "planned" } else { "done" },
+            result: match dry_run {
+                true => ConvertResult::Planned,
+                false => ConvertResult::Done,
+            },
             from: plan.from,
             to: plan.to,
             method: plan.to.map(|_| plan.to_method.name()),

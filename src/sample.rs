@@ -7,7 +7,7 @@
 use crate::engine::acl::{Acl, AclEntry};
 use crate::engine::caps::FileCaps;
 use crate::engine::xattr_names::{ACL_ACCESS, ACL_DEFAULT, CAPS};
-use crate::fsutil::with_path;
+use crate::fsutil::{failed, FileError};
 use rustix::fs::{self as rfs, FileType, Mode, XattrFlags, CWD};
 use std::ffi::{CStr, OsStr};
 use std::fs::{self, OpenOptions, Permissions};
@@ -153,19 +153,19 @@ impl Builder {
     }
 
     /// chown first, then chmod: chown clears setuid/setgid on non-directories.
-    fn own(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-        lchown(path, Some(uid), Some(gid)).map_err(with_path(path))?;
-        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(with_path(path))
+    fn own(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), FileError> {
+        lchown(path, Some(uid), Some(gid)).map_err(failed("chown", path))?;
+        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(failed("chmod", path))
     }
 
-    fn root_dir(&mut self, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+    fn root_dir(&mut self, mode: u32, uid: u32, gid: u32) -> Result<(), FileError> {
         self.inodes += 1;
         self.own(&self.root.clone(), mode, uid, gid)
     }
 
-    fn dir(&mut self, rel: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+    fn dir(&mut self, rel: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(), FileError> {
         let path = self.path(rel);
-        fs::create_dir(&path).map_err(with_path(&path))?;
+        fs::create_dir(&path).map_err(failed("create the directory", &path))?;
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
@@ -177,25 +177,25 @@ impl Builder {
         mode: u32,
         uid: u32,
         gid: u32,
-    ) -> io::Result<()> {
+    ) -> Result<(), FileError> {
         let path = self.path(rel);
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(with_path(&path))?;
-        f.write_all(content).map_err(with_path(&path))?;
+            .map_err(failed("create", &path))?;
+        f.write_all(content).map_err(failed("write", &path))?;
         drop(f);
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
 
-    fn symlink(&mut self, rel: &[u8], target: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+    fn symlink(&mut self, rel: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<(), FileError> {
         let path = self.path(rel);
-        symlink(OsStr::from_bytes(target), &path).map_err(with_path(&path))?;
+        symlink(OsStr::from_bytes(target), &path).map_err(failed("create the symlink", &path))?;
         self.inodes += 1;
-        lchown(&path, Some(uid), Some(gid)).map_err(with_path(&path))
+        lchown(&path, Some(uid), Some(gid)).map_err(failed("chown", &path))
     }
 
     fn node(
@@ -206,36 +206,34 @@ impl Builder {
         mode: u32,
         uid: u32,
         gid: u32,
-    ) -> io::Result<()> {
+    ) -> Result<(), FileError> {
         let path = self.path(rel);
         let dev = rfs::makedev(dev.0, dev.1);
         rfs::mknodat(CWD, &path, kind, Mode::from_raw_mode(0o600), dev)
-            .map_err(|e| with_path(&path)(e.into()))?;
+            .map_err(|e| FileError::new("create the device node", &path, e.into()))?;
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
 
-    fn socket(&mut self, rel: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+    fn socket(&mut self, rel: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(), FileError> {
         let path = self.path(rel);
         // Binding creates the socket inode; it stays after the listener is closed.
-        drop(UnixListener::bind(&path).map_err(with_path(&path))?);
+        drop(UnixListener::bind(&path).map_err(failed("create the socket", &path))?);
         self.inodes += 1;
         self.own(&path, mode, uid, gid)
     }
 
     /// A second name for an existing inode: not counted as a new inode.
-    fn hardlink(&self, existing: &[u8], new: &[u8]) -> io::Result<()> {
+    fn hardlink(&self, existing: &[u8], new: &[u8]) -> Result<(), FileError> {
         let new = self.path(new);
-        fs::hard_link(self.path(existing), &new).map_err(with_path(&new))
+        fs::hard_link(self.path(existing), &new).map_err(failed("create the hard link", &new))
     }
 
-    fn xattr(&self, rel: &[u8], name: &CStr, value: &[u8]) -> io::Result<()> {
+    fn xattr(&self, rel: &[u8], name: &CStr, value: &[u8]) -> Result<(), FileError> {
         let path = self.path(rel);
         rfs::lsetxattr(&path, name, value, XattrFlags::empty()).map_err(|e| {
-            with_path(&path)(io::Error::new(
-                io::Error::from(e).kind(),
-                format!("{}: {e}", name.to_string_lossy()),
-            ))
+            let operation = format!("set {} on", name.to_string_lossy());
+            FileError::new(operation, &path, e.into())
         })
     }
 }
@@ -282,7 +280,7 @@ pub fn build_sample_rootfs(root: &Path) -> io::Result<SampleInfo> {
     })
 }
 
-fn system_dirs(b: &mut Builder) -> io::Result<()> {
+fn system_dirs(b: &mut Builder) -> Result<(), FileError> {
     for dir in [
         "bin",
         "usr",
@@ -310,7 +308,7 @@ fn system_dirs(b: &mut Builder) -> io::Result<()> {
     b.dir(b"var/tmp", 0o1777, 0, 0)
 }
 
-fn binaries(b: &mut Builder) -> io::Result<()> {
+fn binaries(b: &mut Builder) -> Result<(), FileError> {
     b.file(b"bin/busybox", b"\x7fELF busybox\n", 0o755, 0, 0)?;
     b.symlink(b"bin/sh", b"busybox", 0, 0)?;
     b.file(b"bin/su", b"\x7fELF su\n", 0o4755, 0, 0)?;
@@ -362,7 +360,7 @@ fn binaries(b: &mut Builder) -> io::Result<()> {
     b.symlink(b"usr/lib/libc.so", b"libc.so.6", 0, 0)
 }
 
-fn etc_and_links(b: &mut Builder) -> io::Result<()> {
+fn etc_and_links(b: &mut Builder) -> Result<(), FileError> {
     b.file(
         b"etc/passwd",
         b"root:x:0:0:root:/root:/bin/sh\n",
@@ -386,7 +384,7 @@ fn etc_and_links(b: &mut Builder) -> io::Result<()> {
     )
 }
 
-fn devices(b: &mut Builder) -> io::Result<()> {
+fn devices(b: &mut Builder) -> Result<(), FileError> {
     b.node(
         paths::CHAR_DEVICE.as_bytes(),
         FileType::CharacterDevice,
@@ -408,7 +406,7 @@ fn devices(b: &mut Builder) -> io::Result<()> {
     b.socket(paths::SOCKET.as_bytes(), 0o660, 33, 33)
 }
 
-fn var_tree(b: &mut Builder) -> io::Result<()> {
+fn var_tree(b: &mut Builder) -> Result<(), FileError> {
     b.dir(b"var/www", 0o755, 33, 33)?;
     b.file(b"var/www/index.html", b"<h1>hi</h1>\n", 0o644, 33, 33)?;
     // A setgid directory whose default ACL is inherited by new files.
@@ -455,7 +453,7 @@ fn var_tree(b: &mut Builder) -> io::Result<()> {
     )
 }
 
-fn homes(b: &mut Builder) -> io::Result<()> {
+fn homes(b: &mut Builder) -> Result<(), FileError> {
     b.dir(b"home/alice", 0o750, 1000, 1000)?;
     b.dir(b"home/bob", 0o750, 1001, 1001)?;
     b.file(paths::USER_XATTR.as_bytes(), b"milk\n", 0o600, 1000, 1000)?;
@@ -475,7 +473,7 @@ fn homes(b: &mut Builder) -> io::Result<()> {
     shared_acl_dir(b)
 }
 
-fn shared_acl_dir(b: &mut Builder) -> io::Result<()> {
+fn shared_acl_dir(b: &mut Builder) -> Result<(), FileError> {
     let dir = paths::ACL_DIR.as_bytes();
     b.dir(dir, 0o2770, 1000, 100)?;
     let (rwx, rx, rw, r) = (7, 5, 6, 4);

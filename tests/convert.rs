@@ -768,6 +768,41 @@ fn convert_args(f: &Fixture, name: &str, to: &str) -> Vec<std::ffi::OsString> {
     args
 }
 
+/// A conversion that fails on a host file says the path once, on stderr and in
+/// its `--json` error, which names the operation and the errno beside the message.
+#[test]
+fn a_failed_conversion_names_the_path_once_and_its_errno() {
+    if !require_root("a_failed_conversion_names_the_path_once_and_its_errno") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let before = f.snapshot("web");
+    let subgid = f.root().join("etc/subgid");
+    let subgid_text = f.subgid();
+    std::fs::remove_file(&subgid).unwrap();
+    std::fs::create_dir(&subgid).unwrap();
+    let mut args = convert_args(&f, "web", "1000000");
+    args.push("--json".into());
+    let out = run(&args);
+    assert_exit(&out, 2, "conversion with /etc/subgid a directory");
+    let path = subgid.display().to_string();
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches(&path).count(), 1, "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", text(&out.stdout)));
+    assert_eq!(report["errno"], "EISDIR", "{report}");
+    assert_eq!(report["path"], path.as_str(), "{report}");
+    assert_eq!(report["operation"], "read", "{report}");
+    let message = report["error"].as_str().unwrap_or_default();
+    assert_eq!(message.matches(&path).count(), 1, "{report}");
+    assert!(message.contains("run the same command again"), "{report}");
+    assert_eq!(std::fs::read_dir(&subgid).unwrap().count(), 0);
+    std::fs::remove_dir(&subgid).unwrap();
+    std::fs::write(&subgid, subgid_text).unwrap();
+    assert_unchanged(&before, &f.snapshot("web"), "a refused conversion");
+}
+
 /// What a conversion leaves, without the journals (whose history differs by design).
 fn outcome_of(f: &Fixture, name: &str) -> Snapshot {
     let mut snapshot = f.snapshot(name);

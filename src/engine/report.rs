@@ -133,7 +133,7 @@ impl Counters {
 }
 
 /// The symbolic name of the errors a walk over a tree can meet.
-fn errno_name(code: i32) -> Option<&'static str> {
+pub fn errno_name(code: i32) -> Option<&'static str> {
     let names: &[(i32, &str)] = &[
         (libc::EPERM, "EPERM"),
         (libc::ENOENT, "ENOENT"),

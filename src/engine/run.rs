@@ -342,7 +342,12 @@ fn unix_now() -> u64 {
 
 /// The target of one inode. A record made by a run in the same direction gives the
 /// source to shift; one made by a run in the other direction is undone exactly.
-pub fn plan(record: Option<&Record>, current: &Meta, map: &IdMap, direction: Direction) -> Shifted {
+pub fn inode_target(
+    record: Option<&Record>,
+    current: &Meta,
+    map: &IdMap,
+    direction: Direction,
+) -> Shifted {
     match record {
         Some(r) if r.direction == direction => r.source.shifted(map, direction),
         Some(r) => Shifted {
@@ -587,7 +592,7 @@ impl<'a> ShiftWalk<'a> {
             }
         };
         let decision = self.decide(dir, name, &inode, &current);
-        let shifted = plan(
+        let shifted = inode_target(
             decision.record(),
             &current,
             self.base.map,

@@ -100,9 +100,12 @@ impl HostAccounts {
             .min_by_key(|a| (a.id, a.kind == AccountKind::Group))
     }
 
-    /// Every account id as a `(first, 1)` range, for `subid::lowest_free`.
-    pub fn taken(&self) -> Vec<(u32, u32)> {
-        self.accounts.iter().map(|a| (a.id, 1)).collect()
+    /// Every account id as a range of one, for `subid::lowest_free`.
+    pub fn taken(&self) -> Vec<IdRange> {
+        self.accounts
+            .iter()
+            .map(|a| IdRange::new(a.id, 1))
+            .collect()
     }
 }
 
@@ -128,6 +131,13 @@ fn read_optional(path: &Path) -> Result<String, AccountError> {
             source,
         }),
     }
+}
+
+/// The ids a range may use, both bounds inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdBounds {
+    pub min: u32,
+    pub max: u32,
 }
 
 /// `SUB_UID_MIN`.. `SUB_UID_MAX` and `SUB_GID_MIN`..`SUB_GID_MAX` of /etc/login.defs
@@ -183,11 +193,11 @@ impl SubIdBounds {
 
     /// The ids both uid and gid ranges may use (one map serves both): the lowest
     /// first id and the highest last id.
-    pub fn both(&self) -> (u32, u32) {
-        (
-            self.uid_min.max(self.gid_min),
-            self.uid_max.min(self.gid_max),
-        )
+    pub fn both(&self) -> IdBounds {
+        IdBounds {
+            min: self.uid_min.max(self.gid_min),
+            max: self.uid_max.min(self.gid_max),
+        }
     }
 }
 
@@ -218,7 +228,7 @@ mod tests {
         assert_eq!(late.to_string(), "group late (gid 150000)");
         assert_eq!(accounts.first_in(150001, 65536), None);
         assert_eq!(accounts.first_in(139999, 1), None, "the end is exclusive");
-        assert!(accounts.taken().contains(&(150000, 1)));
+        assert!(accounts.taken().contains(&IdRange::new(150000, 1)));
     }
 
     #[test]
@@ -235,7 +245,13 @@ mod tests {
                 gid_max: 600_100_000,
             }
         );
-        assert_eq!(bounds.both(), (200_000, 0x1000_0000));
+        assert_eq!(
+            bounds.both(),
+            IdBounds {
+                min: 200_000,
+                max: 0x1000_0000
+            }
+        );
     }
 
     #[test]

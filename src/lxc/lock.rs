@@ -11,6 +11,7 @@
 //!   Released by unlinking `F.lock`, then closing `/etc/.pwd.lock`.
 
 use super::host::Host;
+use crate::fsutil::FileError;
 use rustix::fs::{fcntl_lock, flock, FlockOperation};
 use rustix::io::Errno;
 use std::fs::{self, File, OpenOptions};
@@ -26,10 +27,8 @@ const POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error(
-        "{path}: {source}; check that its directory exists and root can write there, then retry"
-    )]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{0}; check that its directory exists and root can write there, then retry")]
+    File(#[from] FileError),
     #[error("{path} is locked by another program editing the host's accounts (useradd, usermod, passwd, vipw...) for more than {secs} s; wait until it is done, then run the same command again")]
     PwdBusy { path: PathBuf, secs: u64 },
     #[error("{lock} is held by pid {pid} for more than {secs} s; wait until that process (useradd, usermod...) is done, then run the same command again")]
@@ -44,15 +43,18 @@ pub enum LockError {
     },
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LockError + '_ {
-    move |source| LockError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+fn io_error<'a>(
+    operation: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> LockError + 'a {
+    move |source| LockError::File(FileError::new(operation, path, source))
 }
 
-fn errno_error(path: &Path) -> impl FnOnce(Errno) -> LockError + '_ {
-    move |e| io_error(path)(e.into())
+fn errno_error<'a>(
+    operation: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(Errno) -> LockError + 'a {
+    move |e| io_error(operation, path)(e.into())
 }
 
 /// Host-wide: one conversion at a time. Released when dropped (or when the process
@@ -68,7 +70,7 @@ impl ConversionLock {
     pub fn acquire(host: &Host, on_wait: impl FnOnce(Option<u32>)) -> Result<Self, LockError> {
         let path = host.conversion_lock();
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_error(dir))?;
+            fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -77,20 +79,20 @@ impl ConversionLock {
             .truncate(false)
             .mode(0o644)
             .open(&path)
-            .map_err(io_error(&path))?;
+            .map_err(io_error("open", &path))?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => {
                 on_wait(read_pid(&path));
                 retry_interrupted(|| flock(&file, FlockOperation::LockExclusive))
-                    .map_err(errno_error(&path))?;
+                    .map_err(errno_error("lock", &path))?;
             }
-            Err(e) => return Err(errno_error(&path)(e)),
+            Err(e) => return Err(errno_error("lock", &path)(e)),
         }
         // Whoever waits next can tell the user which process it waits for.
         file.set_len(0)
             .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
-            .map_err(io_error(&path))?;
+            .map_err(io_error("write", &path))?;
         Ok(ConversionLock { _file: file })
     }
 }
@@ -166,7 +168,7 @@ fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
 /// write-only, created 0600; given up after 15 s.
 fn lock_pwd(path: &Path) -> Result<File, LockError> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
     }
     let file = OpenOptions::new()
         .write(true)
@@ -174,7 +176,7 @@ fn lock_pwd(path: &Path) -> Result<File, LockError> {
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(io_error(path))?;
+        .map_err(io_error("open", path))?;
     let start = Instant::now();
     loop {
         match fcntl_lock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -190,7 +192,7 @@ fn lock_pwd(path: &Path) -> Result<File, LockError> {
                     secs: SHADOW_PATIENCE.as_secs(),
                 })
             }
-            Err(e) => return Err(errno_error(path)(e)),
+            Err(e) => return Err(errno_error("lock", path)(e)),
         }
     }
 }
@@ -213,9 +215,9 @@ fn write_pid_file(temp: &Path, pid: u32) -> Result<(), LockError> {
         .create_new(true)
         .mode(0o600)
         .open(temp)
-        .map_err(io_error(temp))?;
+        .map_err(io_error("create", temp))?;
     file.write_all(format!("{pid}\0").as_bytes())
-        .map_err(io_error(temp))
+        .map_err(io_error("write", temp))
 }
 
 fn link_when_free(temp: &Path, lock: &Path) -> Result<(), LockError> {
@@ -223,7 +225,9 @@ fn link_when_free(temp: &Path, lock: &Path) -> Result<(), LockError> {
     loop {
         match fs::hard_link(temp, lock) {
             Ok(()) => {
-                let links = fs::metadata(temp).map_err(io_error(temp))?.nlink();
+                let links = fs::metadata(temp)
+                    .map_err(io_error("read the metadata of", temp))?
+                    .nlink();
                 if links != 2 {
                     return Err(LockError::LinkCount {
                         lock: lock.to_path_buf(),
@@ -234,7 +238,7 @@ fn link_when_free(temp: &Path, lock: &Path) -> Result<(), LockError> {
                 return Ok(());
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_error(lock)(e)),
+            Err(e) => return Err(io_error("link the lock", lock)(e)),
         }
         match holder(lock)? {
             // Released between our link and our look: try again.
@@ -263,11 +267,14 @@ fn holder(lock: &Path) -> Result<Holder, LockError> {
     let mut file = match File::open(lock) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Holder::Gone),
-        Err(e) => return Err(io_error(lock)(e)),
+        Err(e) => return Err(io_error("open", lock)(e)),
     };
-    let ino = file.metadata().map_err(io_error(lock))?.ino();
+    let ino = file
+        .metadata()
+        .map_err(io_error("read the metadata of", lock))?
+        .ino();
     let mut content = Vec::new();
-    io::Read::read_to_end(&mut file, &mut content).map_err(io_error(lock))?;
+    io::Read::read_to_end(&mut file, &mut content).map_err(io_error("read", lock))?;
     let Some(pid) = parse_pid(&content) else {
         return Err(LockError::NoPid {
             lock: lock.to_path_buf(),

@@ -6,7 +6,7 @@
 //! non-root user inside the container. So the container directory is restricted
 //! (root:G 0750) and the parents only ever gain o+x.
 
-use crate::fsutil::with_path;
+use crate::fsutil::{failed, FileError};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,8 +22,9 @@ pub struct Ownership {
 
 impl Ownership {
     /// The current state of `path` itself (a symlink is not followed).
-    pub fn of(path: &Path) -> std::io::Result<Ownership> {
-        let meta = std::fs::symlink_metadata(path).map_err(with_path(path))?;
+    pub fn of(path: &Path) -> Result<Ownership, FileError> {
+        let meta =
+            std::fs::symlink_metadata(path).map_err(failed("read the owner and mode of", path))?;
         Ok(Ownership {
             path: path.to_path_buf(),
             uid: meta.uid(),
@@ -62,15 +63,15 @@ const WHY_RESTORE: &str = "restoring the state recorded before the conversion";
 /// parent of the container dir up to / that lacks o+x -> o+x added (no bit removed).
 /// Symlinks in the given paths are resolved: the change must land on the real
 /// directory and file, and the directories holding the links must be traversable too.
-/// Reads only; the `before` of each change is what to record for [`plan_restore`].
-pub fn plan_unprivileged(
+/// Reads only; the `before` of each change is what to record for [`restore_changes`].
+pub fn unprivileged_changes(
     container_dir: &Path,
     config: &Path,
     host_gid: u32,
-) -> std::io::Result<Vec<PermChange>> {
+) -> Result<Vec<PermChange>, FileError> {
     let real_dir = canonical(container_dir)?;
     let real_config = canonical(config)?;
-    let mut changes = plan_traversal(&parents(&[container_dir, &real_dir]))?;
+    let mut changes = traversal_changes(&parents(&[container_dir, &real_dir]))?;
     let dir = Ownership::of(&real_dir)?;
     changes.extend(change(dir.with(0, host_gid, 0o750), dir, WHY_CONTAINER_DIR));
     let conf = Ownership::of(&real_config)?;
@@ -83,11 +84,11 @@ pub fn plan_unprivileged(
 /// The changes that give o+x to each of `dirs` lacking it (e.g. the parents of a
 /// rootfs kept outside the container directory). Symlinks are left alone: their
 /// mode means nothing, and the directories they lead to are listed separately.
-pub fn plan_traversal(dirs: &[PathBuf]) -> std::io::Result<Vec<PermChange>> {
+pub fn traversal_changes(dirs: &[PathBuf]) -> Result<Vec<PermChange>, FileError> {
     let mut changes = Vec::new();
     for dir in dirs {
         if std::fs::symlink_metadata(dir)
-            .map_err(with_path(dir))?
+            .map_err(failed("read the mode of", dir))?
             .is_symlink()
         {
             continue;
@@ -117,8 +118,8 @@ fn parents(paths: &[&Path]) -> Vec<PathBuf> {
     all
 }
 
-fn canonical(path: &Path) -> std::io::Result<PathBuf> {
-    std::fs::canonicalize(path).map_err(with_path(path))
+fn canonical(path: &Path) -> Result<PathBuf, FileError> {
+    std::fs::canonicalize(path).map_err(failed("resolve", path))
 }
 
 /// A change from `before` to `after`, or none when they already agree (so a second
@@ -134,7 +135,7 @@ fn change(after: Ownership, before: Ownership, why: &'static str) -> Option<Perm
 
 /// The changes that bring each recorded path back to its recorded state (for going
 /// back to privileged). A recorded path that no longer exists is an error.
-pub fn plan_restore(recorded: &[Ownership]) -> std::io::Result<Vec<PermChange>> {
+pub fn restore_changes(recorded: &[Ownership]) -> Result<Vec<PermChange>, FileError> {
     let mut changes = Vec::new();
     for wanted in recorded {
         let now = Ownership::of(&wanted.path)?;
@@ -147,9 +148,9 @@ pub fn plan_restore(recorded: &[Ownership]) -> std::io::Result<Vec<PermChange>> 
 /// files, the chmod sets the wanted bits back). Each path is opened without following
 /// a final symlink and changed through that descriptor, so a path swapped for a link
 /// after planning cannot redirect the change. The error names the path.
-pub fn apply(changes: &[PermChange]) -> std::io::Result<()> {
+pub fn apply(changes: &[PermChange]) -> Result<(), FileError> {
     for change in changes {
-        apply_one(&change.after).map_err(with_path(&change.path))?;
+        apply_one(&change.after).map_err(failed("change the owner and mode of", &change.path))?;
     }
     Ok(())
 }
@@ -248,7 +249,7 @@ mod tests {
         let (dir, config) = tree(&base);
         let rootfs_before = Ownership::of(&dir.join("rootfs")).unwrap();
 
-        let changes = plan_unprivileged(&dir, &config, G).unwrap();
+        let changes = unprivileged_changes(&dir, &config, G).unwrap();
         // Nothing outside the tempdir may need a change on this machine (/tmp has o+x):
         // otherwise the test would chmod the host.
         assert!(
@@ -282,13 +283,13 @@ mod tests {
         // The rootfs keeps its own mode.
         assert_eq!(Ownership::of(&dir.join("rootfs")).unwrap(), rootfs_before);
         // Idempotent: a second plan finds nothing to do.
-        assert_eq!(plan_unprivileged(&dir, &config, G).unwrap(), vec![]);
+        assert_eq!(unprivileged_changes(&dir, &config, G).unwrap(), vec![]);
 
-        let restore = plan_restore(&recorded).unwrap();
+        let restore = restore_changes(&recorded).unwrap();
         assert_eq!(restore.len(), recorded.len());
         apply(&restore).unwrap();
         assert_eq!(state(&paths), recorded);
-        assert_eq!(plan_restore(&recorded).unwrap(), vec![]);
+        assert_eq!(restore_changes(&recorded).unwrap(), vec![]);
     }
 
     #[test]
@@ -303,7 +304,7 @@ mod tests {
             gid: 100,
             mode: 0o2750,
         }];
-        apply(&plan_restore(&recorded).unwrap()).unwrap();
+        apply(&restore_changes(&recorded).unwrap()).unwrap();
         assert_eq!(state(&[file]), recorded);
     }
 
@@ -313,7 +314,7 @@ mod tests {
         let base = tmp.path().canonicalize().unwrap();
         let (dir, config) = tree(&base);
         set(&config, 0, 0, 0o600);
-        let changes = plan_unprivileged(&dir, &config, G).unwrap();
+        let changes = unprivileged_changes(&dir, &config, G).unwrap();
         assert!(changes.iter().all(|c| c.path != config));
     }
 
@@ -326,7 +327,8 @@ mod tests {
         std::fs::create_dir(&links).unwrap();
         set(&links, 0, 0, 0o700);
         std::os::unix::fs::symlink(&dir, links.join("web")).unwrap();
-        let changes = plan_unprivileged(&links.join("web"), &links.join("web/config"), G).unwrap();
+        let changes =
+            unprivileged_changes(&links.join("web"), &links.join("web/config"), G).unwrap();
         let paths: Vec<&Path> = changes.iter().map(|c| c.path.as_path()).collect();
         assert!(paths.contains(&links.as_path()));
         assert!(paths.contains(&base.join("srv/lxc").as_path()));

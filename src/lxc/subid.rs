@@ -108,12 +108,12 @@ impl SubIds {
             .filter_map(|(i, l)| l.range.as_ref().map(|r| (i + 1, r)))
     }
 
-    /// `(first, count)` of every line of `user`. The owner is matched as written: a
+    /// The ranges of every line of `user`. The owner is matched as written: a
     /// caller that accepts both forms asks for the name and for the uid.
-    pub fn ranges_of(&self, user: &str) -> Vec<(u32, u32)> {
+    pub fn ranges_of(&self, user: &str) -> Vec<IdRange> {
         self.ranges()
             .filter(|(_, r)| r.owner == user)
-            .map(|(_, r)| (r.first, r.count))
+            .map(|(_, r)| IdRange::new(r.first, r.count))
             .collect()
     }
 
@@ -123,9 +123,7 @@ impl SubIds {
         if count == 0 {
             return false;
         }
-        let ranges: Vec<IdRange> = (self.ranges_of(user).into_iter())
-            .map(|(f, c)| IdRange::new(f, c))
-            .collect();
+        let ranges = self.ranges_of(user);
         let (mut next, end) = (u64::from(first), IdRange::new(first, count).end());
         // Walk from `first`: each step jumps to the end of a range holding `next`.
         while let Some(reach) = ranges
@@ -218,9 +216,11 @@ impl SubIds {
         SubIds { lines }
     }
 
-    /// `(first, count)` of every line, of any owner: the `taken` of `lowest_free`.
-    pub fn all_ranges(&self) -> Vec<(u32, u32)> {
-        self.ranges().map(|(_, r)| (r.first, r.count)).collect()
+    /// The range of every line, of any owner: the `taken` of `lowest_free`.
+    pub fn all_ranges(&self) -> Vec<IdRange> {
+        self.ranges()
+            .map(|(_, r)| IdRange::new(r.first, r.count))
+            .collect()
     }
 }
 
@@ -244,9 +244,9 @@ impl SubIdChange {
 }
 
 /// The lowest start >= `min` that is a multiple of `align` (0 counts as 1) and
-/// begins `count` ids free of every `(first, count)` in `taken`; the ids stay below
+/// begins `count` ids free of every range in `taken`; the ids stay below
 /// 4294967295. Callers use min = 100000 to stay clear of regular users.
-pub fn lowest_free(count: u32, align: u32, min: u32, taken: &[(u32, u32)]) -> Option<u32> {
+pub fn lowest_free(count: u32, align: u32, min: u32, taken: &[IdRange]) -> Option<u32> {
     if count == 0 {
         return None;
     }
@@ -259,8 +259,7 @@ pub fn lowest_free(count: u32, align: u32, min: u32, taken: &[(u32, u32)]) -> Op
             return None;
         }
         // Jump past the furthest range in the way; `start` only grows, so this ends.
-        let blocker = (taken.iter())
-            .map(|&(f, c)| IdRange::new(f, c))
+        let blocker = (taken.iter().copied())
             .filter(|r| r.overlaps(wanted))
             .map(IdRange::end)
             .max();
@@ -283,10 +282,13 @@ pub fn fuzz_edit(data: &[u8]) {
     assert_eq!(ids.to_text(), text, "parse loses bytes");
     let seed = (data.iter()).fold(7u32, |h, &b| h.wrapping_mul(31).wrapping_add(b.into()));
     let taken = ids.all_ranges();
-    let (near, size) = taken
+    let IdRange {
+        first: near,
+        count: size,
+    } = taken
         .get(seed as usize % taken.len().max(1))
         .copied()
-        .unwrap_or((100_000, 65_536));
+        .unwrap_or(IdRange::new(100_000, 65_536));
     let first = near.wrapping_add(seed % 5).wrapping_sub(2);
     let count = [size, 65_536, 1, seed % 3][(seed >> 4) as usize % 4];
     let other = ids.overlapping_other("root", first, count);
@@ -338,8 +340,8 @@ broken line
             assert_eq!(SubIds::parse(text).to_text(), text);
         }
         let ids = SubIds::parse(SUBUID);
-        assert_eq!(ids.ranges_of("root"), vec![(100000, 65536)]);
-        assert_eq!(ids.ranges_of("1000"), vec![(231072, 65536)]);
+        assert_eq!(ids.ranges_of("root"), vec![IdRange::new(100000, 65536)]);
+        assert_eq!(ids.ranges_of("1000"), vec![IdRange::new(231072, 65536)]);
         assert_eq!(ids.ranges_of("old"), vec![]);
         assert_eq!(ids.ranges_of("broken line"), vec![]);
         assert_eq!(ids.all_ranges().len(), 3);
@@ -435,9 +437,9 @@ broken line
             lowest_free(65536, 1, 100000, &ids.all_ranges()),
             Some(296608)
         );
-        let taken = [(131072, 65536), (196608, 1)];
+        let taken = [IdRange::new(131072, 65536), IdRange::new(196608, 1)];
         assert_eq!(lowest_free(65536, 65536, 100000, &taken), Some(262144));
-        assert_eq!(lowest_free(10, 0, 5, &[(0, 6)]), Some(6));
+        assert_eq!(lowest_free(10, 0, 5, &[IdRange::new(0, 6)]), Some(6));
         assert_eq!(lowest_free(0, 65536, 100000, &[]), None);
         assert_eq!(lowest_free(65536, 65536, u32::MAX - 65536, &[]), None);
         let last = u32::MAX - 65536;

@@ -113,7 +113,7 @@ impl Bulk {
             1 => format!("../f{}", self.rng.below(200)),
             _ => format!("missing-{}", self.rng.below(1000)),
         };
-        self.b.symlink(rel, target.as_bytes(), uid, gid)
+        Ok(self.b.symlink(rel, target.as_bytes(), uid, gid)?)
     }
 
     /// Counters, not chance, place the rare cases so that even small trees have them.

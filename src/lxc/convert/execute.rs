@@ -85,7 +85,7 @@ pub fn execute(
     {
         write_edit(edit)?;
     }
-    perms::apply(&plan.perms).map_err(ConvertError::File)?;
+    perms::apply(&plan.perms)?;
     finish_state(&plan)?;
     let udev_reloaded = apply_devices(&plan)?;
     Ok(Outcome {
@@ -131,7 +131,7 @@ fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
                 target_method: plan.to_method,
             },
         ),
-        None if path.exists() => std::fs::remove_file(&path).map_err(io_error(&path)),
+        None if path.exists() => std::fs::remove_file(&path).map_err(io_error("remove", &path)),
         None => Ok(()),
     }
 }
@@ -139,24 +139,28 @@ fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
 fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
     let Some(text) = &edit.new else {
         return match std::fs::remove_file(&edit.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&edit.path)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_error("remove", &edit.path)(e))
+            }
             _ => Ok(()),
         };
     };
     if let Some(dir) = edit.path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        std::fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
     }
-    fsutil::write_atomically(&edit.path, text).map_err(ConvertError::File)
+    Ok(fsutil::write_atomically(&edit.path, text)?)
 }
 
 fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
     for (node, uid, gid) in &plan.device_owners {
-        std::os::unix::fs::chown(node, Some(*uid), Some(*gid)).map_err(io_error(node))?;
+        std::os::unix::fs::chown(node, Some(*uid), Some(*gid)).map_err(io_error("chown", node))?;
     }
     match &plan.udev_rules {
         Some(edit) => {
             write_edit(edit)?;
-            Ok(Some(udev::reload_udev().map_err(io_error(&edit.path))?))
+            Ok(Some(
+                udev::reload_udev().map_err(io_error("reload udev for", &edit.path))?,
+            ))
         }
         None => Ok(None),
     }
@@ -171,7 +175,7 @@ fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
     };
     let files = [plan.host.subuid(), plan.host.subgid()];
     for dir in files.iter().filter_map(|f| f.parent()) {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        std::fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
     }
     let _lock = ShadowLock::acquire(&plan.host, &files)?;
     for path in &files {
@@ -179,8 +183,7 @@ fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
         let ids = SubIds::parse(old.as_deref().unwrap_or_default());
         let new = change.apply(ROOT_USER, &ids)?;
         if new != ids || old.is_none() {
-            fsutil::write_with_backup(path, old.as_deref(), &new.to_text())
-                .map_err(io_error(path))?;
+            fsutil::write_with_backup(path, old.as_deref(), &new.to_text())?;
         }
     }
     Ok(())
@@ -189,7 +192,7 @@ fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
 fn write_state(container: &Container, state: &ConversionState) -> Result<(), ConvertError> {
     let path = container.state_file();
     let text = serde_json::to_string_pretty(state).expect("conversion state serializes");
-    fsutil::write_atomically(&path, &text).map_err(ConvertError::File)
+    Ok(fsutil::write_atomically(&path, &text)?)
 }
 
 #[cfg(test)]

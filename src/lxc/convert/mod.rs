@@ -9,7 +9,7 @@ mod execute;
 pub use describe::describe;
 pub use execute::{execute, mount_journal};
 
-use super::accounts::{self, HostAccounts, SubIdBounds};
+use super::accounts::{self, HostAccounts, IdBounds, SubIdBounds};
 use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::host::Host;
@@ -23,6 +23,7 @@ use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
 use crate::engine::idrange::IdRange;
 use crate::engine::run::{self, ShiftReport};
+use crate::fsutil::FileError;
 use std::path::{Path, PathBuf};
 
 /// The user that owns the subordinate ids of system containers.
@@ -114,14 +115,9 @@ pub enum ConvertError {
     Accounts(#[from] accounts::AccountError),
     #[error(transparent)]
     Mounts(#[from] mounts::MountError),
-    #[error("{path}: {source}; fix that, then run the same command again")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// An io error that already names its path (from `fsutil` and `perms`).
+    /// An operation on a file failed; the error names the path.
     #[error("{0}; fix that, then run the same command again")]
-    File(std::io::Error),
+    File(#[from] FileError),
     #[error("{config}: no lxc.rootfs.path, so this is no LXC container config; `lxc-idshift list` shows the containers there (-P DIR names another lxcpath)")]
     NoRootfs { config: PathBuf },
     #[error("rootfs {rootfs} uses the {backend} backend, which lxc-idshift cannot shift in place: {why}")]
@@ -191,11 +187,11 @@ pub enum ConvertError {
     },
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
-    move |source| ConvertError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+fn io_error<'a>(
+    operation: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ConvertError + 'a {
+    move |source| ConvertError::File(FileError::new(operation, path, source))
 }
 
 /// What a conversion records in the container's directory before its first write:
@@ -325,7 +321,8 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
     }
     let container = Container::find(&options.name, options.lxcpath.as_deref())?;
     let config_path = container.config();
-    let config_text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
+    let config_text =
+        std::fs::read_to_string(&config_path).map_err(io_error("read", &config_path))?;
     let config = ContainerConfig::parse(&config_text);
     let rootfs = shiftable_rootfs(&config, &config_path)?;
     let course = course(options, &container, &config)?;
@@ -489,7 +486,7 @@ fn mount_file_edits(origins: &[&Origin], present: bool) -> Result<Vec<FileEdit>,
     files.dedup();
     let mut edits = Vec::new();
     for file in files {
-        let old = std::fs::read_to_string(file).map_err(io_error(file))?;
+        let old = std::fs::read_to_string(file).map_err(io_error("read", file))?;
         let mut new = old.clone();
         for origin in origins.iter().filter(|o| o.file == file) {
             new = match origin.fstab {
@@ -853,7 +850,7 @@ fn target_host_id(
         Target::Auto => {
             let mut taken = taken_ranges(&options.host, container)?;
             taken.extend(HostAccounts::load(&options.host)?.taken());
-            let (min, max) = SubIdBounds::load(&options.host)?.both();
+            let IdBounds { min, max } = SubIdBounds::load(&options.host)?.both();
             subid::lowest_free(range, range.max(65536), min, &taken)
                 .filter(|&first| u64::from(first) + u64::from(range) - 1 <= u64::from(max))
                 .map(Some)
@@ -881,10 +878,10 @@ fn check_no_account(host: &Host, first: u32, count: u32) -> Result<(), ConvertEr
 
 /// Ranges that `--to auto` must avoid: other users' subordinate ids and other
 /// containers' maps.
-fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<(u32, u32)>, ConvertError> {
-    let mut taken: Vec<(u32, u32)> = sibling_maps(container)
+fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<IdRange>, ConvertError> {
+    let mut taken: Vec<IdRange> = sibling_maps(container)
         .into_iter()
-        .map(|(_, first, count)| (first, count))
+        .map(|(_, first, count)| IdRange::new(first, count))
         .collect();
     for path in [host.subuid(), host.subgid()] {
         let ids = read_subids(&path)?;
@@ -1000,7 +997,7 @@ fn read_subid_text(path: &Path) -> Result<Option<String>, ConvertError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(path)(e)),
+        Err(e) => Err(io_error("read", path)(e)),
     }
 }
 
@@ -1028,8 +1025,7 @@ fn perm_plan(
     let dir = container.dir();
     match to {
         Some(host_first) => {
-            let changes = perms::plan_unprivileged(&dir, &container.config(), host_first)
-                .map_err(io_error(&dir))?;
+            let changes = perms::unprivileged_changes(&dir, &container.config(), host_first)?;
             let recorded = match recorded.is_empty() {
                 true => changes.iter().map(|c| c.before.clone()).collect(),
                 false => recorded.to_vec(),
@@ -1037,7 +1033,7 @@ fn perm_plan(
             Ok((changes, recorded))
         }
         None => {
-            let changes = perms::plan_restore(recorded).map_err(io_error(&dir))?;
+            let changes = perms::restore_changes(recorded)?;
             Ok((changes, recorded.to_vec()))
         }
     }
@@ -1049,9 +1045,9 @@ pub fn read_state(container: &Container) -> Result<Option<ConversionState>, Conv
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| io_error(&path)(std::io::Error::other(e))),
+            .map_err(|e| io_error("parse", &path)(std::io::Error::other(e))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(&path)(e)),
+        Err(e) => Err(io_error("read", &path)(e)),
     }
 }
 
