@@ -57,7 +57,7 @@ impl From<FileError> for io::Error {
 pub fn failed<'a>(
     operation: &'static str,
     path: &'a Path,
-) -> impl FnOnce(io::Error) -> FileError + 'a {
+) -> impl Fn(io::Error) -> FileError + Copy + 'a {
     move |source| FileError::new(operation, path, source)
 }
 

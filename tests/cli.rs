@@ -203,3 +203,35 @@ fn dash_n_names_the_container() {
     assert_exit(&out, 2, "shift -n");
     assert!(common::text(&out.stderr).contains("unexpected argument '-n'"));
 }
+
+#[test]
+fn a_journal_that_cannot_be_created_is_named_once_with_its_errno() {
+    if !require_root("a_journal_that_cannot_be_created_is_named_once_with_its_errno") {
+        return;
+    }
+    let (tmp, root) = sample_tree();
+    let not_a_dir = tmp.path().join("plain-file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let journal = not_a_dir.join("journal");
+    let before = collect(&root);
+    let args: Vec<std::ffi::OsString> = vec![
+        "shift".into(),
+        root.clone().into(),
+        "--map".into(),
+        "b:0:1000000:65536".into(),
+        "--journal".into(),
+        journal.clone().into(),
+        "--json".into(),
+    ];
+    let out = run_with_timeout(&args, Duration::from_secs(60));
+    assert_exit(&out, 2, "journal under a plain file");
+    let stderr = text(&out.stderr);
+    // What failed is the journal's directory: a plain file stands where it should be.
+    let shown = not_a_dir.display().to_string();
+    assert_eq!(stderr.matches(&shown).count(), 1, "path once: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON error report");
+    assert_eq!(report["errno"], "EEXIST", "{report}");
+    assert_eq!(report["path"], shown.as_str(), "{report}");
+    assert_eq!(report["operation"], "create the journal's directory");
+    assert_same(&before, &collect(&root), "tree after the refusal");
+}

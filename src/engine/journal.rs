@@ -15,6 +15,7 @@ use super::meta::Meta;
 use super::report::Summary;
 use super::safety::Tree;
 use super::sys::{self, Inode};
+use crate::fsutil::{failed, FileError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,8 +27,9 @@ pub const DEFAULT_DIR: &str = "/var/lib/lxc-idshift";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("journal {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    /// Displayed as itself, but kept as the source: `--json` finds its path and errno.
+    #[error("{0}")]
+    File(#[from] FileError),
     #[error(
         "journal {path} is locked by another lxc-idshift run on this tree; wait for it to finish"
     )]
@@ -235,11 +237,7 @@ impl State {
 
     /// Reads a journal file; a torn last line (a crash mid-write) is ignored.
     pub fn read(path: &Path) -> Result<State, JournalError> {
-        let io_err = |source| JournalError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(io_err)?;
+        let file = File::open(path).map_err(failed("read the journal", path))?;
         State::read_from(BufReader::new(file), path)
     }
 
@@ -256,11 +254,7 @@ impl State {
         for index in 1.. {
             line.clear();
             let read = reader.read_until(b'\n', &mut line);
-            if read.map_err(|source| JournalError::Io {
-                path: path.to_path_buf(),
-                source,
-            })? == 0
-            {
+            if read.map_err(failed("read the journal", path))? == 0 {
                 break;
             }
             let torn = line.pop_if(|b| *b == b'\n').is_none();
@@ -362,11 +356,7 @@ impl Journal {
     /// lies outside the tree (by identity) and belongs to this tree and these maps.
     pub fn open(path: &Path, tree: &Tree, maps: &IdMap) -> Result<Journal, JournalError> {
         let root = tree.path.as_path();
-        let io_err = |source| JournalError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = open_outside(path, tree).map_err(io_err)?;
+        let file = open_outside(path, tree)?;
         let file = match file {
             Some(file) => file,
             None => {
@@ -376,10 +366,10 @@ impl Journal {
                 })
             }
         };
-        if !sys::try_lock_exclusive(&file).map_err(io_err)? {
+        if !sys::try_lock_exclusive(&file).map_err(failed("lock the journal", path))? {
             return Err(JournalError::Locked { path: path.into() });
         }
-        drop_torn_tail(&file).map_err(io_err)?;
+        drop_torn_tail(&file).map_err(failed("repair the torn last line of the journal", path))?;
         let state = State::read(path)?;
         let given = root.to_string_lossy().into_owned();
         if let Some(recorded) = &state.root {
@@ -417,22 +407,18 @@ impl Journal {
     }
 
     fn append_now(&mut self, line: &Line) -> Result<(), JournalError> {
-        let io_err = |source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io_err = failed("write the journal", &self.path);
         let mut text = serde_json::to_vec(line).expect("journal lines serialize");
         text.push(b'\n');
         self.file.write_all(&text).map_err(io_err)?;
-        self.file.sync_data().map_err(io_err)
+        self.file.sync_data().map_err(io_err)?;
+        Ok(())
     }
 
     /// Starts the background writer; lines sent to it are batched, never fsynced one by one.
     pub fn writer(&self) -> Result<Writer, JournalError> {
-        let file = self.file.try_clone().map_err(|source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        let file = (self.file.try_clone())
+            .map_err(failed("open a second handle of the journal", &self.path))?;
         let (tx, rx) = crossbeam_channel::unbounded::<Message>();
         let thread = std::thread::spawn(move || write_lines(file, rx));
         Ok(Writer {
@@ -445,33 +431,30 @@ impl Journal {
     /// next run starts a fresh journal. The lock goes with the open file.
     pub fn archive(self) -> Result<PathBuf, JournalError> {
         let archived = archive_path(&self.path);
-        std::fs::rename(&self.path, &archived).map_err(|source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        std::fs::rename(&self.path, &archived)
+            .map_err(failed("move aside the finished journal", &self.path))?;
         Ok(archived)
     }
 
     /// Removes a journal that holds nothing the tree depends on.
     pub fn discard(self) -> Result<(), JournalError> {
-        std::fs::remove_file(&self.path).map_err(|source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        std::fs::remove_file(&self.path).map_err(failed("remove the empty journal", &self.path))?;
+        Ok(())
     }
 }
 
 /// Opens (creating) the journal file without following a symlink in its last
 /// component; None when its directory is the tree or lies inside it.
-fn open_outside(path: &Path, tree: &Tree) -> io::Result<Option<File>> {
+fn open_outside(path: &Path, tree: &Tree) -> Result<Option<File>, FileError> {
     use rustix::fs::{Mode, OFlags};
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "names no file"))?;
+    let name = path.file_name().ok_or_else(|| {
+        let source = io::Error::new(io::ErrorKind::InvalidInput, "names no file");
+        FileError::new("open the journal", path, source)
+    })?;
     // Checked before anything is created (the nearest existing directory), and
     // again once the directory exists.
     let existing = dir
@@ -481,24 +464,26 @@ fn open_outside(path: &Path, tree: &Tree) -> io::Result<Option<File>> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let inside = |fd: &rustix::fd::OwnedFd| tree.contains_dir(rustix::fd::AsFd::as_fd(fd));
-    if inside(&sys::open_dir_path(existing)?)? {
+    let inside = |dir: &Path| {
+        let fd = sys::open_dir_path(dir)?;
+        tree.contains_dir(rustix::fd::AsFd::as_fd(&fd))
+    };
+    if inside(existing).map_err(failed("open the directory", existing))? {
         return Ok(None);
     }
-    std::fs::create_dir_all(dir)?;
-    let dir_fd = sys::open_dir_path(dir)?;
-    if inside(&dir_fd)? {
+    std::fs::create_dir_all(dir).map_err(failed("create the journal's directory", dir))?;
+    if inside(dir).map_err(failed("open the journal's directory", dir))? {
         return Ok(None);
     }
+    let dir_fd = sys::open_dir_path(dir).map_err(failed("open the journal's directory", dir))?;
     let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open_failed = failed("open the journal", path);
     let fd = rustix::fs::openat(&dir_fd, name, flags, Mode::from_raw_mode(0o600))
-        .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
+        .map_err(|e| open_failed(io::Error::from_raw_os_error(e.raw_os_error())))?;
     let file = File::from(fd);
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+    if !file.metadata().map_err(open_failed)?.is_file() {
+        let source = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+        return Err(open_failed(source));
     }
     Ok(Some(file))
 }

@@ -17,6 +17,7 @@ use super::report::{bump, Counters, PathError, Summary};
 use super::safety::{self, Tree, TreeError};
 use super::sys::{self, Inode, KernelPaths};
 use super::walk::{self, DirNode, Visitor, WalkError};
+use crate::fsutil::{failed, FileError};
 use rustix::fd::AsFd;
 use rustix::fd::BorrowedFd;
 use serde::Serialize;
@@ -33,11 +34,9 @@ pub enum RunError {
     Tree(#[from] TreeError),
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// Displayed as itself, but kept as the source: `--json` finds its path and errno.
+    #[error("{0}")]
+    File(#[from] FileError),
     #[error("changing owners needs root: run as root (or use --dry-run)")]
     NotRoot,
 }
@@ -97,10 +96,8 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
         .journal
         .clone()
         .unwrap_or_else(|| journal::default_path(&tree.path));
-    let pool = walk::thread_pool(options.threads).map_err(|source| RunError::Io {
-        path: tree.path.clone(),
-        source,
-    })?;
+    let pool = walk::thread_pool(options.threads)
+        .map_err(failed("start the worker threads for", &tree.path))?;
     let run = RunContext {
         tree: &tree,
         root: &tree.path,
@@ -125,13 +122,11 @@ pub fn read_only_walk<V: Visitor>(
     make: impl FnOnce(PathBuf) -> V,
 ) -> Result<V, RunError> {
     let tree = safety::open_tree(root)?;
-    let io = |source| RunError::Io {
-        path: tree.path.clone(),
-        source,
-    };
-    let pool = walk::thread_pool(threads).map_err(io)?;
+    let pool =
+        walk::thread_pool(threads).map_err(failed("start the worker threads for", &tree.path))?;
     let visitor = make(tree.path.clone());
-    walk::walk(&pool, tree.dup_fd().map_err(io)?, &visitor).map_err(io)?;
+    let walk_failed = failed("walk", &tree.path);
+    walk::walk(&pool, tree.dup_fd().map_err(walk_failed)?, &visitor).map_err(walk_failed)?;
     Ok(visitor)
 }
 
@@ -146,17 +141,12 @@ struct RunContext<'a> {
 }
 
 impl<'a> RunContext<'a> {
-    fn io_error(&self, source: std::io::Error) -> RunError {
-        RunError::Io {
-            path: self.root.to_path_buf(),
-            source,
-        }
-    }
-
     /// The walk starts from the root fd opened (and checked) once.
     fn walk<V: Visitor>(&self, visitor: &V) -> Result<(), RunError> {
-        let fd = self.tree.dup_fd().map_err(|e| self.io_error(e))?;
-        walk::walk(self.pool, fd, visitor).map_err(|e| self.io_error(e))
+        let walk_failed = failed("walk", self.root);
+        let fd = self.tree.dup_fd().map_err(walk_failed)?;
+        walk::walk(self.pool, fd, visitor).map_err(walk_failed)?;
+        Ok(())
     }
 
     fn report(&self, counters: &Counters, seconds: f64) -> ShiftReport {
@@ -202,7 +192,8 @@ impl<'a> RunContext<'a> {
         let clean = counters.errors.load(Ordering::Relaxed) == 0;
         if clean {
             // "Done" must never reach the disk before the tree's own changes do.
-            sys::sync_file_system(self.tree.fd.as_fd()).map_err(|e| self.io_error(e))?;
+            sys::sync_file_system(self.tree.fd.as_fd())
+                .map_err(failed("sync the file system of", self.root))?;
             let summary = counters.summary(started.elapsed().as_secs_f64());
             writer.send(Line::Done { summary });
         }
@@ -327,10 +318,7 @@ impl<'a> RunContext<'a> {
 }
 
 fn journal_io(journal: &Journal, source: std::io::Error) -> RunError {
-    RunError::Io {
-        path: journal.path.clone(),
-        source,
-    }
+    FileError::new("write the journal", &journal.path, source).into()
 }
 
 fn unix_now() -> u64 {

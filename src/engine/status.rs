@@ -3,6 +3,7 @@
 use super::journal::{self, JournalError, RunState, State};
 use super::run::RunError;
 use super::safety;
+use crate::fsutil::FileError;
 use serde::Serialize;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -87,10 +88,8 @@ fn is_locked(path: &Path) -> Result<bool, RunError> {
         Ok(file) => file,
         Err(_) => return Ok(false),
     };
-    let free = super::sys::try_lock_exclusive(&file).map_err(|source| JournalError::Io {
-        path: path.into(),
-        source,
-    })?;
+    let free = super::sys::try_lock_exclusive(&file)
+        .map_err(|source| JournalError::from(FileError::new("lock the journal", path, source)))?;
     Ok(!free)
 }
 

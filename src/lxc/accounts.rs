@@ -8,7 +8,8 @@
 
 use super::host::Host;
 use crate::engine::idrange::IdRange;
-use std::path::{Path, PathBuf};
+use crate::fsutil::FileError;
+use std::path::Path;
 use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,11 +19,8 @@ pub enum AccountError {
         database: &'static str,
         reason: String,
     },
-    #[error("{path}: {source}; make sure it is readable, then retry")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}; make sure it is readable, then retry")]
+    Io(#[source] FileError),
 }
 
 /// An account: a user (its uid) or a group (its gid).
@@ -126,10 +124,7 @@ fn read_optional(path: &Path) -> Result<String, AccountError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(source) => Err(AccountError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(AccountError::Io(FileError::new("read", path, source))),
     }
 }
 

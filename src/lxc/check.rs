@@ -22,6 +22,7 @@ use crate::engine::acl::{
 };
 use crate::engine::idmap::{IdKind, MapEntry};
 use crate::engine::xattr_names::ACL_ACCESS;
+use crate::fsutil::FileError;
 use serde::Serialize;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -47,20 +48,14 @@ pub enum CheckError {
     },
     #[error(transparent)]
     Mounts(#[from] MountError),
-    #[error("cannot read {path}: {source}; check that it exists and is readable, then run `lxc-idshift check` again")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}; check that it exists and is readable, then run `lxc-idshift check` again")]
+    Io(#[source] FileError),
     #[error("{config}: no lxc.rootfs.path; is this an LXC container config?")]
     NoRootfs { config: PathBuf },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
-    move |source| CheckError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| CheckError::Io(FileError::new("read", path, source))
 }
 
 /// What is wrong, as a stable name (the `--json` field `kind`).

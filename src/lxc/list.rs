@@ -7,17 +7,15 @@ use super::container::{default_lxcpath, Container};
 use super::convert;
 use super::method::Layout;
 use crate::engine::journal;
+use crate::fsutil::FileError;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
-    #[error("cannot list the containers under {path}: {source}; name the right lxcpath with -P DIR (`lxc-config lxc.lxcpath` says where LXC keeps them)")]
-    Lxcpath {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}; name the right lxcpath with -P DIR (`lxc-config lxc.lxcpath` says where LXC keeps them)")]
+    Lxcpath(#[source] FileError),
 }
 
 /// The host id of container root and how many ids follow it.
@@ -64,9 +62,8 @@ pub struct Entry {
 
 /// The names of the containers under `lxcpath` (those with a `config`), sorted.
 pub fn names(lxcpath: &Path) -> Result<Vec<String>, ListError> {
-    let entries = std::fs::read_dir(lxcpath).map_err(|source| ListError::Lxcpath {
-        path: lxcpath.to_path_buf(),
-        source,
+    let entries = std::fs::read_dir(lxcpath).map_err(|source| {
+        ListError::Lxcpath(FileError::new("list the containers under", lxcpath, source))
     })?;
     let mut names: Vec<String> = entries
         .flatten()

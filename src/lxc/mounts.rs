@@ -19,6 +19,7 @@ use crate::engine::idrange::IdRange;
 use crate::engine::report::Counters;
 use crate::engine::sys::{self, Inode};
 use crate::engine::walk::{self, DirNode, Visitor, WalkError};
+use crate::fsutil::FileError;
 use rustix::fd::BorrowedFd;
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -65,20 +66,12 @@ const KERNEL_FS_MAGIC: [i64; 17] = [
 pub enum MountError {
     #[error("{path}: {source}")]
     Config { path: PathBuf, source: ConfigError },
-    #[error(
-        "cannot read {path}: {source}; fix or remove the lxc.include / lxc.mount.fstab naming it"
-    )]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}; fix or remove the lxc.include / lxc.mount.fstab naming it")]
+    Io(#[source] FileError),
     #[error("{path}: lxc.include nests deeper than {MAX_INCLUDE_DEPTH} levels (an include loop?); fix the includes")]
     TooDeep { path: PathBuf },
-    #[error("cannot scan {path}: {source}; check that the path is readable")]
-    Scan {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}; check that the path is readable")]
+    Scan(#[source] FileError),
 }
 
 /// Where a mount line was read.
@@ -255,13 +248,11 @@ fn include(host: &Host, value: &Path, depth: usize, out: &mut Collected) -> Resu
             ));
             return Ok(());
         }
-        Err(source) => return Err(MountError::Io { path, source }),
+        Err(source) => return Err(MountError::Io(FileError::new("list", &path, source))),
     };
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| MountError::Io {
-            path: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|source| MountError::Io(FileError::new("read", &file, source)))?;
         collect(host, &file, &ContainerConfig::parse(&text), depth + 1, out)?;
     }
     Ok(())
@@ -279,10 +270,8 @@ fn read_fstab(
         true => host.path(file),
         false => container_dir.join(file),
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| MountError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|source| MountError::Io(FileError::new("read", &path, source)))?;
     let mut found = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
@@ -476,10 +465,7 @@ impl Scan {
 /// Scans `path` (a directory tree, or one file), read-only: stat only, nothing is
 /// opened but directories. Other mounts inside are not entered.
 pub fn scan(path: &Path, view: &View, threads: Option<usize>) -> Result<Scan, MountError> {
-    let failed = |source| MountError::Scan {
-        path: path.to_path_buf(),
-        source,
-    };
+    let failed = |source| MountError::Scan(FileError::new("scan", path, source));
     let meta = std::fs::metadata(path).map_err(failed)?;
     if !meta.is_dir() {
         let mut scan = Scan {

@@ -5,6 +5,7 @@
 //! chown of the node would not survive a replug or a reboot, so the tool writes a udev
 //! rule instead: udev sets the owner and group each time the device appears.
 
+use crate::fsutil::FileError;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -42,11 +43,8 @@ pub struct DeviceRule {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
-    #[error("cannot read device {path}: {source}: check the lxc.mount.entry / --device path")]
-    Stat {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}: check the lxc.mount.entry / --device path")]
+    Stat(#[source] FileError),
     #[error("not a device node: {path}: check the lxc.mount.entry / --device")]
     NotADevice { path: PathBuf },
     #[error(
@@ -66,10 +64,8 @@ pub enum DeviceError {
 /// numbers and group from stat (following symlinks such as /dev/serial/by-id/*), and
 /// its kernel name, subsystem and USB ids from `host`'s sysfs.
 pub fn probe(host: &Host, node: &Path) -> Result<Device, DeviceError> {
-    let meta = std::fs::metadata(node).map_err(|source| DeviceError::Stat {
-        path: node.to_path_buf(),
-        source,
-    })?;
+    let meta = std::fs::metadata(node)
+        .map_err(|source| DeviceError::Stat(FileError::new("read device", node, source)))?;
     let kind = meta.file_type();
     if !kind.is_char_device() && !kind.is_block_device() {
         return Err(DeviceError::NotADevice {
@@ -442,7 +438,7 @@ mod tests {
 
         let missing = tmp.path().join("ttyUSB9");
         let err = probe(&host, &missing).unwrap_err();
-        assert!(matches!(err, DeviceError::Stat { .. }));
+        assert!(matches!(err, DeviceError::Stat(_)));
         assert!(err.to_string().contains("ttyUSB9"));
     }
 
