@@ -44,7 +44,7 @@ pub struct Acl {
     pub entries: Vec<AclEntry>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AclError {
     #[error("ACL xattr of {len} bytes is too short: it needs at least the 4-byte version header")]
     TooShort { len: usize },

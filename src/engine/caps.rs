@@ -25,7 +25,7 @@ pub struct FileCaps {
     pub rootid: Option<u32>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CapsError {
     #[error("security.capability of {len} bytes is too short: it needs at least the 4-byte magic")]
     TooShort { len: usize },

@@ -1,8 +1,8 @@
 //! The id-bearing metadata of one inode and the pure function that shifts it.
 //! Everything the walk decides per inode is decided here, without touching disk.
 
-use super::acl::Acl;
-use super::caps::FileCaps;
+use super::acl::{Acl, AclError};
+use super::caps::{CapsError, FileCaps};
 use super::idmap::{Direction, IdKind, IdMap, Shift};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,18 @@ pub struct Shifted {
     /// Some id lies in no range of the map (it shows as nobody in the container).
     pub unmapped: bool,
     /// An xattr could not be parsed and was left as it is.
-    pub problems: Vec<String>,
+    pub problems: Vec<XattrProblem>,
+}
+
+/// An xattr that does not parse: it is kept as it is, and its inode reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XattrProblem {
+    #[error("ACL: {0}; left unchanged")]
+    Acl(AclError),
+    #[error("default ACL: {0}; left unchanged")]
+    DefaultAcl(AclError),
+    #[error("file capability: {0}; left unchanged")]
+    Caps(CapsError),
 }
 
 impl Meta {
@@ -80,7 +91,7 @@ impl Meta {
         };
         let uid = shift(IdKind::User, self.uid);
         let gid = shift(IdKind::Group, self.gid);
-        let mut shift_acl = |bytes: &Option<Vec<u8>>, name: &str| {
+        let mut shift_acl = |bytes: &Option<Vec<u8>>, problem: fn(AclError) -> XattrProblem| {
             let bytes = bytes.as_ref()?;
             match Acl::parse(bytes) {
                 Ok(mut acl) => {
@@ -88,18 +99,18 @@ impl Meta {
                     Some(acl.to_bytes())
                 }
                 Err(e) => {
-                    problems.push(format!("{name}: {e}; left unchanged"));
+                    problems.push(problem(e));
                     Some(bytes.clone())
                 }
             }
         };
-        let acl_access = shift_acl(&self.acl_access, "ACL");
-        let acl_default = shift_acl(&self.acl_default, "default ACL");
+        let acl_access = shift_acl(&self.acl_access, XattrProblem::Acl);
+        let acl_default = shift_acl(&self.acl_default, XattrProblem::DefaultAcl);
         let caps = self.caps.as_ref().map(|bytes| {
             match shift_caps(bytes, map, direction, &mut unmapped) {
                 Ok(shifted) => shifted,
                 Err(e) => {
-                    problems.push(format!("file capability: {e}; left unchanged"));
+                    problems.push(XattrProblem::Caps(e));
                     bytes.clone()
                 }
             }
@@ -259,7 +270,11 @@ mod tests {
         let s = meta.shifted(&map(), Direction::Forward);
         assert_eq!(s.meta.acl_access, Some(vec![1, 2, 3]));
         assert_eq!(s.meta.caps, Some(vec![9; 7]));
-        assert_eq!(s.problems.len(), 2);
+        assert!(matches!(
+            s.problems[..],
+            [XattrProblem::Acl(_), XattrProblem::Caps(_)]
+        ));
+        assert!(s.problems[1].to_string().starts_with("file capability: "));
     }
 
     #[test]
