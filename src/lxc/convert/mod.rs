@@ -5,6 +5,8 @@
 
 mod describe;
 mod execute;
+#[cfg(test)]
+mod tests;
 
 pub use describe::describe;
 pub use execute::{execute, mount_journal};
