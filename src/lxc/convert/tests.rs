@@ -13,7 +13,7 @@ const OTHERS: &str = "alice:100000:65536\n";
 
 /// A privileged container `c1` under `<tmp>/lxc`, the host's files under `<tmp>/host`.
 struct Fixture {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     lxcpath: PathBuf,
     host: Host,
 }
@@ -38,11 +38,7 @@ impl Fixture {
         // Modes the conversion changes, whatever the umask.
         set_mode(&lxcpath.join("c1"), 0o755);
         set_mode(&lxcpath.join("c1/config"), 0o644);
-        Fixture {
-            _tmp: tmp,
-            lxcpath,
-            host,
-        }
+        Fixture { tmp, lxcpath, host }
     }
 
     fn options(&self, to: Target) -> ConvertOptions {
@@ -59,6 +55,11 @@ impl Fixture {
             mounts: MountsChoice::Keep,
             method: None,
         }
+    }
+
+    /// The tempdir holding it all.
+    fn base(&self) -> PathBuf {
+        self.tmp.path().to_path_buf()
     }
 
     fn dir(&self) -> PathBuf {
@@ -141,6 +142,17 @@ fn replay(calls: &[HostCall]) {
     }
 }
 
+/// The permission changes made (in one call).
+fn perm_changes(calls: &[HostCall]) -> Vec<PermChange> {
+    let mut all = calls.iter().filter_map(|call| match call {
+        HostCall::Perms(changes) => Some(changes.clone()),
+        _ => None,
+    });
+    let changes = all.next().expect("permission changes");
+    assert!(all.next().is_none(), "one call: {calls:#?}");
+    changes
+}
+
 fn lxc_info_calls(calls: &[HostCall]) -> usize {
     let lxc_info =
         |c: &&HostCall| matches!(c, HostCall::Run { program, .. } if program == "lxc-info");
@@ -150,7 +162,7 @@ fn lxc_info_calls(calls: &[HostCall]) -> usize {
 #[test]
 fn to_unprivileged_writes_subids_then_shifts_then_config_then_perms() {
     let f = Fixture::new();
-    let base = f.lxcpath.parent().unwrap().to_path_buf();
+    let base = f.base();
     let effects = stopped();
     f.convert(Target::HostId(HOST_FIRST), &effects).unwrap();
     let calls = effects.calls();
@@ -180,10 +192,7 @@ fn to_unprivileged_writes_subids_then_shifts_then_config_then_perms() {
     ] {
         assert!(config.lines().any(|l| l == line), "{config}");
     }
-    let Some(HostCall::Perms(perms)) = calls.iter().find(|c| matches!(c, HostCall::Perms(_)))
-    else {
-        unreachable!("found above")
-    };
+    let perms = perm_changes(&calls);
     let dir = perms.iter().find(|c| c.path == f.dir()).expect("the dir");
     assert_eq!(
         (dir.after.uid, dir.after.gid, dir.after.mode),
@@ -227,7 +236,7 @@ fn a_running_container_is_refused_before_any_change() {
 #[test]
 fn to_privileged_writes_the_reverse() {
     let f = Fixture::new();
-    let base = f.lxcpath.parent().unwrap().to_path_buf();
+    let base = f.base();
     let privileged = std::fs::read_to_string(f.dir().join("config")).unwrap();
     let there = stopped();
     f.convert(Target::HostId(HOST_FIRST), &there).unwrap();
@@ -259,17 +268,15 @@ fn to_privileged_writes_the_reverse() {
         );
     }
     assert_eq!(written(&calls, &f.dir().join("config")), privileged);
-    let Some(HostCall::Perms(perms)) = calls.iter().find(|c| matches!(c, HostCall::Perms(_)))
-    else {
-        unreachable!("found above")
-    };
-    assert_eq!(perms[0].after, before, "the recorded ownership comes back");
+    let perms = perm_changes(&calls);
+    let dir = perms.iter().find(|c| c.path == f.dir()).expect("the dir");
+    assert_eq!(dir.after, before, "the recorded ownership comes back");
 }
 
 #[test]
 fn a_failed_host_write_is_reported_with_its_path_and_nothing_follows() {
     let f = Fixture::new();
-    let base = f.lxcpath.parent().unwrap().to_path_buf();
+    let base = f.base();
     // The first change records the state; the second is /etc/subuid.
     let effects = stopped().fail_change(2, ErrorKind::PermissionDenied);
     let err = f
@@ -293,7 +300,7 @@ fn a_failed_host_write_is_reported_with_its_path_and_nothing_follows() {
 #[test]
 fn an_unfinished_shift_leaves_the_config_as_it_was() {
     let f = Fixture::new();
-    let base = f.lxcpath.parent().unwrap().to_path_buf();
+    let base = f.base();
     let effects = stopped().shift_errors(3);
     let outcome = f.convert(Target::HostId(HOST_FIRST), &effects).unwrap();
     assert_eq!(outcome.shift.map(|s| s.summary.errors), Some(3));
