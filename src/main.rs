@@ -8,6 +8,7 @@ mod output;
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use lxc_idshift::engine::{run, status, verify};
+use lxc_idshift::lxc::effects::RealHost;
 use lxc_idshift::{Direction, IdMap};
 use output::say;
 use std::process::ExitCode;
@@ -115,7 +116,9 @@ fn execute(command: Command) -> anyhow::Result<u8> {
 fn list(args: cli::ListArgs) -> anyhow::Result<u8> {
     use lxc_idshift::lxc::{container, list};
     if args.names {
-        let lxcpath = args.lxcpath.unwrap_or_else(container::default_lxcpath);
+        let lxcpath = args
+            .lxcpath
+            .unwrap_or_else(|| container::default_lxcpath(&RealHost));
         for name in list::names(&lxcpath)? {
             println!("{name}");
         }
@@ -165,10 +168,8 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
             },
         )?),
     };
-    let plan = convert::plan(&options)?;
-    if !options.dry_run {
-        plan.container.ensure_stopped()?;
-    }
+    // Refused here, before any write, unless lxc-info says the container is stopped.
+    let plan = convert::plan(&options, &RealHost)?;
     if !args.json && !output::quiet() {
         print!("{}", convert::describe(&plan));
     }
@@ -182,7 +183,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let bar = output::Bar::new(!args.json);
-    let outcome = convert::execute(plan, options.threads, &bar)?;
+    let outcome = convert::execute(plan, &RealHost, options.threads, &bar)?;
     let unfinished = outcome.shift.as_ref().is_some_and(|r| r.summary.errors > 0);
     let again = again_command(&outcome.plan);
     if args.json {

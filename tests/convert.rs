@@ -10,6 +10,7 @@ use lxc_idshift::engine::run::Quiet;
 use lxc_idshift::lxc::convert::{
     describe, execute, plan, ConvertError, ConvertOptions, MountsChoice, Outcome, Plan, Target,
 };
+use lxc_idshift::lxc::effects::{RealHost, RecordingHost};
 use lxc_idshift::lxc::host::Host;
 use lxc_idshift::lxc::method::Method;
 use lxc_idshift::manifest::Manifest;
@@ -22,6 +23,13 @@ const SUBIDS: &str = "# other users of this host\nalice:100000:65536\nbob:165536
 const COMMON: &str = "lxc.include = /usr/share/lxc/config/debian.common.conf\n";
 const DISTRO_USERNS: &str = "/usr/share/lxc/config/debian.userns.conf";
 const USERNS: &str = "/usr/share/lxc/config/userns.conf";
+
+/// The real host, but `lxc-info` answers that the container is stopped: LXC cannot
+/// load some of these fake containers (legacy keys, includes). The tests through
+/// the command ask the real `lxc-info`.
+fn stopped() -> RecordingHost {
+    RecordingHost::over(RealHost).answer("lxc-info", "STOPPED\n")
+}
 
 /// What `lxc-create -t debian` writes, for a rootfs at `rootfs`.
 fn debian_config(name: &str, rootfs: &Path) -> String {
@@ -160,12 +168,13 @@ impl Fixture {
     }
 
     fn plan(&self, name: &str, to: Target) -> Plan {
-        plan(&self.options(name, to)).unwrap_or_else(|e| panic!("plan {name} {to:?}: {e}"))
+        plan(&self.options(name, to), &stopped())
+            .unwrap_or_else(|e| panic!("plan {name} {to:?}: {e}"))
     }
 
     /// Plans and executes; the rootfs shift must finish without errors.
     fn convert(&self, name: &str, to: Target) -> Outcome {
-        let outcome = execute(self.plan(name, to), Some(2), &Quiet)
+        let outcome = execute(self.plan(name, to), &stopped(), Some(2), &Quiet)
             .unwrap_or_else(|e| panic!("execute {name} {to:?}: {e}"));
         if let Some(shift) = &outcome.shift {
             assert_eq!(shift.summary.errors, 0, "{:?}", shift.error_paths);
@@ -179,15 +188,16 @@ impl Fixture {
             method: Some(method),
             ..self.options(name, to)
         };
-        let planned = plan(&options).unwrap_or_else(|e| panic!("plan {to:?} {method}: {e}"));
-        let outcome = execute(planned, Some(2), &Quiet).unwrap();
+        let planned =
+            plan(&options, &stopped()).unwrap_or_else(|e| panic!("plan {to:?} {method}: {e}"));
+        let outcome = execute(planned, &stopped(), Some(2), &Quiet).unwrap();
         assert_eq!(outcome.shift.as_ref().map_or(0, |s| s.summary.errors), 0);
         outcome
     }
 
     /// A conversion that must be refused before anything is written.
     fn refused(&self, options: &ConvertOptions) -> ConvertError {
-        match plan(options) {
+        match plan(options, &stopped()) {
             Ok(_) => panic!("{} {:?} was not refused", options.name, options.to),
             Err(e) => e,
         }
@@ -305,7 +315,7 @@ fn privileged_to_unprivileged_and_back() {
     assert!(again.shift.is_none());
     assert!(again.edits.is_empty() && again.perms.is_empty());
     assert!(again.udev_rules.is_none() && again.device_owners.is_empty());
-    let outcome = execute(again, Some(2), &Quiet).unwrap();
+    let outcome = execute(again, &stopped(), Some(2), &Quiet).unwrap();
     assert!(outcome.shift.is_none());
     assert_unchanged(&back, &f.snapshot("web"), "privileged again");
 }
@@ -328,7 +338,7 @@ fn converting_twice_changes_nothing_the_second_time() {
     let edited: Vec<&Path> = second.edits.iter().map(|e| e.path.as_path()).collect();
     assert!(edited.is_empty(), "second plan edits {edited:?}");
     assert!(second.perms.is_empty(), "{:?}", second.perms);
-    let outcome = execute(second, Some(2), &Quiet).unwrap();
+    let outcome = execute(second, &stopped(), Some(2), &Quiet).unwrap();
     let summary = &outcome.shift.expect("the shift is re-checked").summary;
     assert_eq!((summary.changed, summary.errors), (0, 0), "{summary:?}");
     assert_unchanged(&first, &f.snapshot("web"), "second conversion");
@@ -494,7 +504,7 @@ fn dry_run_plan_describes_and_changes_nothing() {
     let before = f.snapshot("web");
     let mut options = f.options("web", Target::HostId(HOST_FIRST));
     options.dry_run = true;
-    let planned = plan(&options).unwrap();
+    let planned = plan(&options, &stopped()).unwrap();
     let text = describe(&planned);
     let dir = f.dir("web");
     let subuid = f.root().join("etc/subuid");
@@ -1259,12 +1269,12 @@ fn ids_beyond_the_range_are_counted_and_a_wider_range_offered() {
 
     let mut wider = f.options("web", Target::HostId(HOST_FIRST));
     wider.range = 131_072;
-    let planned = plan(&wider).unwrap();
+    let planned = plan(&wider, &stopped()).unwrap();
     assert!(planned.unmapped.uids.is_empty(), "{:?}", planned.unmapped);
     let gids: Vec<(u32, u64)> = planned.unmapped.gids.clone().into_iter().collect();
     assert_eq!(gids, [(4_294_967_294, 1)]);
     assert!(!describe(&planned).contains("--range"));
-    execute(planned, Some(2), &Quiet).unwrap();
+    execute(planned, &stopped(), Some(2), &Quiet).unwrap();
     assert_eq!(owner(&srv.join("a")).0, 1_100_000);
     assert_eq!(owner(&srv.join("b")).1, 4_294_967_294);
     // Already unprivileged: nothing left out, nothing offered.
@@ -1297,10 +1307,10 @@ fn convert_with(f: &Fixture, to: Target, mounts: MountsChoice) -> Plan {
         mounts,
         ..f.options("www", to)
     };
-    let planned = plan(&options).unwrap_or_else(|e| panic!("plan {to:?}: {e}"));
+    let planned = plan(&options, &stopped()).unwrap_or_else(|e| panic!("plan {to:?}: {e}"));
     let text = describe(&planned);
     assert!(text.contains("bind mounts of host paths"), "{text}");
-    let outcome = execute(planned, Some(2), &Quiet).unwrap();
+    let outcome = execute(planned, &stopped(), Some(2), &Quiet).unwrap();
     assert_eq!(outcome.shift.as_ref().map_or(0, |s| s.summary.errors), 0);
     outcome.plan
 }
@@ -1322,7 +1332,7 @@ fn bind_mounts_kept_are_listed_with_a_warning_and_left_alone() {
         mounts: MountsChoice::Keep,
         ..f.options("www", Target::HostId(1_000_000))
     };
-    let planned = plan(&options).unwrap();
+    let planned = plan(&options, &stopped()).unwrap();
     assert_eq!(planned.mounts.len(), 1, "only /srv/data, not the device");
     let (mount, scan) = &planned.mounts[0];
     assert_eq!(mount.source, Path::new("/srv/data"));
@@ -1436,13 +1446,22 @@ fn a_range_move_refuses_to_shift_a_source_never_shifted() {
         mounts: MountsChoice::Keep,
         ..f.options("www", Target::HostId(1_000_000))
     };
-    execute(plan(&keep).unwrap(), Some(2), &Quiet).unwrap();
+    execute(
+        plan(&keep, &stopped()).unwrap(),
+        &stopped(),
+        Some(2),
+        &Quiet,
+    )
+    .unwrap();
     let (config, files) = (f.config("www"), collect(&data));
     let moving = ConvertOptions {
         mounts: MountsChoice::Shift,
         ..f.options("www", Target::HostId(2_000_000))
     };
-    let err = plan(&moving).err().expect("refused").to_string();
+    let err = plan(&moving, &stopped())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("was never shifted"), "{err}");
     assert!(err.contains("--to 0` first"), "{err}");
     assert_eq!(f.config("www"), config, "nothing written");
@@ -1466,7 +1485,7 @@ fn bind_mounts_shifted_with_the_rootfs_and_back() {
         mounts: MountsChoice::Shift,
         ..f.options("www", Target::HostId(1_000_000))
     };
-    let planned = plan(&options).unwrap();
+    let planned = plan(&options, &stopped()).unwrap();
     assert_eq!(planned.mount_shifts, std::slice::from_ref(&data));
     assert_eq!(planned.mounts[0].1.as_ref().unwrap().nobody, 0);
     let text = describe(&planned);
@@ -1482,7 +1501,7 @@ fn bind_mounts_shifted_with_the_rootfs_and_back() {
         "{text}"
     );
     assert!(!text.contains("warning"), "{text}");
-    let outcome = execute(planned, Some(2), &Quiet).unwrap();
+    let outcome = execute(planned, &stopped(), Some(2), &Quiet).unwrap();
     assert_eq!(outcome.mount_shifts.len(), 1);
     assert_eq!(outcome.mount_shifts[0].summary.errors, 0);
     assert_eq!(owner(&data.join("a")), (1_000_033, 1_000_033, 0o644));
@@ -1496,11 +1515,15 @@ fn bind_mounts_shifted_with_the_rootfs_and_back() {
     // Again, even asking for idmap: the shifted source stays shifted, no idmap is
     // added (it would show the shifted owners as nobody).
     let again = execute(
-        plan(&ConvertOptions {
-            mounts: MountsChoice::Idmap,
-            ..f.options("www", Target::HostId(1_000_000))
-        })
+        plan(
+            &ConvertOptions {
+                mounts: MountsChoice::Idmap,
+                ..f.options("www", Target::HostId(1_000_000))
+            },
+            &stopped(),
+        )
         .unwrap(),
+        &stopped(),
         Some(2),
         &Quiet,
     )
@@ -1511,11 +1534,15 @@ fn bind_mounts_shifted_with_the_rootfs_and_back() {
 
     // A move to another range takes the shifted source along.
     let moved = execute(
-        plan(&ConvertOptions {
-            mounts: MountsChoice::Shift,
-            ..f.options("www", Target::HostId(2_000_000))
-        })
+        plan(
+            &ConvertOptions {
+                mounts: MountsChoice::Shift,
+                ..f.options("www", Target::HostId(2_000_000))
+            },
+            &stopped(),
+        )
         .unwrap(),
+        &stopped(),
         Some(2),
         &Quiet,
     )
@@ -1785,7 +1812,7 @@ fn an_idmapped_rootfs_that_cannot_work_is_refused_and_the_plan_says_why() {
     let rootfs = f.container("web");
     let mut options = f.options("web", Target::HostId(HOST_FIRST));
     options.dry_run = true;
-    let text = describe(&plan(&options).unwrap());
+    let text = describe(&plan(&options, &stopped()).unwrap());
     for wanted in [
         "rootfs methods on this host (--method):\n",
         "  * shift: works on any kernel; would shift every inode of the rootfs forward with b:0:1000000:65536 (journaled)\n",
@@ -1818,7 +1845,7 @@ fn an_idmapped_rootfs_that_cannot_work_is_refused_and_the_plan_says_why() {
     assert_unchanged(&before, &f.snapshot("web"), "a refused --method idmap");
     let mut options = f.options("web", Target::HostId(HOST_FIRST));
     options.dry_run = true;
-    let planned = plan(&options).unwrap();
+    let planned = plan(&options, &stopped()).unwrap();
     assert!(matches!(&planned.idmap_probe, Some(Err(why)) if why.contains("cannot be idmapped")));
     let text = describe(&planned);
     assert!(
@@ -1904,14 +1931,20 @@ fn an_interrupted_method_switch_is_finished_or_undone_by_its_method() {
         Direction::Reverse,
         Method::Idmap,
     );
-    assert_eq!(map_of(plan(&with(None)).unwrap()), finish);
-    assert_eq!(map_of(plan(&with(Some(Method::Idmap))).unwrap()), finish);
+    assert_eq!(map_of(plan(&with(None), &stopped()).unwrap()), finish);
+    assert_eq!(
+        map_of(plan(&with(Some(Method::Idmap)), &stopped()).unwrap()),
+        finish
+    );
     let undo = (
         "b:0:1000000:65536".to_string(),
         Direction::Forward,
         Method::Shift,
     );
-    assert_eq!(map_of(plan(&with(Some(Method::Shift))).unwrap()), undo);
+    assert_eq!(
+        map_of(plan(&with(Some(Method::Shift)), &stopped()).unwrap()),
+        undo
+    );
     let message = f
         .refused(&f.options("web", Target::HostId(2_000_000)))
         .to_string();

@@ -12,6 +12,7 @@
 use super::config::{self, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::convert::ConversionState;
+use super::effects::RealHost;
 use super::host::Host;
 use super::method::Layout;
 use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
@@ -174,7 +175,7 @@ impl CheckReport {
 
 /// Checks the container; reads only. An error means it could not be checked.
 pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
-    let container = Container::find(&options.name, options.lxcpath.as_deref())?;
+    let container = Container::find(&options.name, options.lxcpath.as_deref(), &RealHost)?;
     let config_path = container.config();
     let text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
     let config = ContainerConfig::parse(&text);
@@ -650,7 +651,7 @@ impl Checker<'_> {
             ));
             return;
         }
-        if let Err(why) = mounts::idmap_works(path, first, map.count) {
+        if let Err(why) = mounts::idmap_works(&RealHost, path, first, map.count) {
             let message = format!(
                 "{} is mounted with {IDMAP_OPTION}, which cannot work here: {why}; the container does not start",
                 path.display()

@@ -1,8 +1,9 @@
 //! Finding a container: its lxcpath, directory, config and whether it runs.
 
+use super::effects::HostEffects;
 use crate::engine::idmap::IdMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub const DEFAULT_LXCPATH: &str = "/var/lib/lxc";
 
@@ -33,13 +34,17 @@ pub struct Container {
 
 impl Container {
     /// Finds `name` under `lxcpath` (default: what `lxc-config lxc.lxcpath` says).
-    pub fn find(name: &str, lxcpath: Option<&Path>) -> Result<Container, ContainerError> {
+    pub fn find(
+        name: &str,
+        lxcpath: Option<&Path>,
+        host: &dyn HostEffects,
+    ) -> Result<Container, ContainerError> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(ContainerError::BadName(name.into()));
         }
         let lxcpath = lxcpath
             .map(Path::to_path_buf)
-            .unwrap_or_else(default_lxcpath);
+            .unwrap_or_else(|| default_lxcpath(host));
         let container = Container {
             name: name.into(),
             lxcpath,
@@ -75,16 +80,22 @@ impl Container {
     }
 
     /// Refuses unless `lxc-info` says the container is stopped.
-    pub fn ensure_stopped(&self) -> Result<(), ContainerError> {
+    pub fn ensure_stopped(&self, host: &dyn HostEffects) -> Result<(), ContainerError> {
         let unknown = |reason: String| ContainerError::UnknownState {
             name: self.name.clone(),
             reason,
         };
-        let out = Command::new("lxc-info")
-            .arg("-P")
-            .arg(&self.lxcpath)
-            .args(["-n", &self.name, "-s", "-H"])
-            .output()
+        let (lxcpath, name): (&OsStr, &OsStr) = (self.lxcpath.as_ref(), self.name.as_ref());
+        let args = [
+            "-P".as_ref(),
+            lxcpath,
+            "-n".as_ref(),
+            name,
+            "-s".as_ref(),
+            "-H".as_ref(),
+        ];
+        let out = host
+            .run("lxc-info", &args)
             .map_err(|e| unknown(format!("lxc-info: {e}")))?;
         let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
         match state.as_str() {
@@ -120,10 +131,8 @@ impl Container {
 }
 
 /// `lxc-config lxc.lxcpath`, else /var/lib/lxc.
-pub fn default_lxcpath() -> PathBuf {
-    Command::new("lxc-config")
-        .arg("lxc.lxcpath")
-        .output()
+pub fn default_lxcpath(host: &dyn HostEffects) -> PathBuf {
+    host.run("lxc-config", &[OsStr::new("lxc.lxcpath")])
         .ok()
         .filter(|out| out.status.success())
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -135,6 +144,7 @@ pub fn default_lxcpath() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lxc::effects::RealHost;
 
     #[test]
     fn finds_containers_and_their_siblings() {
@@ -144,18 +154,18 @@ mod tests {
         }
         std::fs::write(tmp.path().join("a/config"), "").unwrap();
         std::fs::write(tmp.path().join("b/config"), "").unwrap();
-        let a = Container::find("a", Some(tmp.path())).unwrap();
+        let a = Container::find("a", Some(tmp.path()), &RealHost).unwrap();
         let map = IdMap::parse(&["b:0:1000000:65536"]).unwrap();
         let journal = tmp.path().join("a/lxc-idshift.b-0-1000000-65536.journal");
         assert_eq!(a.journal_for(&map), journal);
         let names: Vec<String> = a.siblings().into_iter().map(|c| c.name).collect();
         assert_eq!(names, ["b"]);
         assert!(matches!(
-            Container::find("c", Some(tmp.path())),
+            Container::find("c", Some(tmp.path()), &RealHost),
             Err(ContainerError::NotFound { .. })
         ));
         assert!(matches!(
-            Container::find("../etc", Some(tmp.path())),
+            Container::find("../etc", Some(tmp.path()), &RealHost),
             Err(ContainerError::BadName(_))
         ));
     }

@@ -5,6 +5,7 @@
 use super::config::{Backend, ContainerConfig};
 use super::container::{default_lxcpath, Container};
 use super::convert;
+use super::effects::RealHost;
 use super::method::Layout;
 use crate::engine::journal;
 use crate::fsutil::FileError;
@@ -79,7 +80,7 @@ pub fn names(lxcpath: &Path) -> Result<Vec<String>, ListError> {
 pub fn list(lxcpath: Option<&Path>) -> Result<(PathBuf, Vec<Entry>), ListError> {
     let path = lxcpath
         .map(Path::to_path_buf)
-        .unwrap_or_else(default_lxcpath);
+        .unwrap_or_else(|| default_lxcpath(&RealHost));
     let entries = names(&path)?
         .into_iter()
         .map(|name| {

@@ -2,7 +2,8 @@
 //! finds a container, `config` and `subid` edit its config and the host's
 //! subordinate id files (keeping every untouched line byte-identical), `perms` and
 //! `udev` handle the directory permissions and passed-through devices, `host`
-//! makes every host path redirectable for tests, `accounts` knows the host's users,
+//! makes every host path redirectable for tests, `effects` is what a conversion
+//! does to the host (a recording double stands in for it in tests), `accounts` knows the host's users,
 //! groups and login.defs bounds, `lock` serializes conversions and takes shadow's
 //! locks on /etc/subuid and /etc/subgid, `unmapped` counts the rootfs ids a map
 //! leaves out, `convert` plans and runs it all, and `list` shows every container
@@ -16,6 +17,7 @@ pub mod check;
 pub mod config;
 pub mod container;
 pub mod convert;
+pub mod effects;
 pub mod host;
 pub mod list;
 pub mod lock;

@@ -11,6 +11,7 @@
 //! it a given [`View`] would show as nobody.
 
 use super::config::{ConfigError, ContainerConfig, MountEntry};
+use super::effects::HostEffects;
 use super::host::Host;
 use super::unmapped::UnmappedIds;
 use crate::engine::hardlinks::SeenInodes;
@@ -372,8 +373,13 @@ impl View {
 /// know the option (verified with 5.0.2; `lxc-start --version`), and the kernel and
 /// the source's file system must take an idmapped mount of it, which is created,
 /// detached, in a scratch user namespace and dropped (nothing is attached or written).
-pub fn idmap_works(source: &Path, host_first: u32, count: u32) -> Result<(), String> {
-    lxc_knows_idmap()?;
+pub fn idmap_works(
+    host: &dyn HostEffects,
+    source: &Path,
+    host_first: u32,
+    count: u32,
+) -> Result<(), String> {
+    lxc_knows_idmap(host)?;
     crate::engine::sys::probe_idmapped_mount(source, host_first, count).map_err(|e| {
         match e.raw_os_error() {
             Some(libc::ENOSYS) => {
@@ -390,10 +396,9 @@ pub fn idmap_works(source: &Path, host_first: u32, count: u32) -> Result<(), Str
 }
 
 /// LXC 5.0 and later take `idmap=container` in a mount entry.
-fn lxc_knows_idmap() -> Result<(), String> {
-    let out = std::process::Command::new("lxc-start")
-        .arg("--version")
-        .output()
+fn lxc_knows_idmap(host: &dyn HostEffects) -> Result<(), String> {
+    let out = host
+        .run("lxc-start", &["--version".as_ref()])
         .map_err(|e| {
             format!(
                 "cannot run lxc-start --version ({e}) to learn whether LXC takes {IDMAP_OPTION}"

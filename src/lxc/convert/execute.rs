@@ -5,18 +5,20 @@ use super::{
     io_error, read_subid_text, ConversionState, ConvertError, FileEdit, Outcome, Plan, ROOT_USER,
 };
 use crate::engine::idmap::IdMap;
-use crate::engine::run::{self, Progress, ShiftOptions, ShiftReport};
+use crate::engine::run::{Progress, ShiftOptions, ShiftReport};
 use crate::fsutil;
 use crate::lxc::container::Container;
+use crate::lxc::effects::HostEffects;
 use crate::lxc::lock::ShadowLock;
 use crate::lxc::subid::SubIds;
-use crate::lxc::{perms, udev};
 use std::path::{Path, PathBuf};
 
 /// Carries out a plan. Order: subordinate ids, the record of permissions, the
 /// rootfs (journaled), the config, permissions, devices. Each step is idempotent.
+/// Every change goes through `effects` (the host, or a test's recording double).
 pub fn execute(
     plan: Plan,
+    effects: &dyn HostEffects,
     threads: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Outcome, ConvertError> {
@@ -30,11 +32,11 @@ pub fn execute(
     }
     // Nothing is done when nothing changes; otherwise the state comes first.
     if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
-        write_state(&plan.container, &plan.state)?;
+        write_state(effects, &plan.container, &plan.state)?;
     }
-    apply_subids(&plan)?;
+    apply_subids(effects, &plan)?;
     let shift = match &plan.shift {
-        Some((map, direction)) => Some(run::shift(
+        Some((map, direction)) => Some(effects.shift(
             &ShiftOptions {
                 root: plan.rootfs.clone(),
                 map: map.clone(),
@@ -50,7 +52,7 @@ pub fn execute(
     let mut mount_shifts = Vec::new();
     if let (Some((map, direction)), false) = (&plan.shift, failed(&shift)) {
         for source in &plan.mount_shifts {
-            let report = run::shift(
+            let report = effects.shift(
                 &ShiftOptions {
                     root: source.clone(),
                     map: map.clone(),
@@ -83,11 +85,11 @@ pub fn execute(
         .iter()
         .filter(|e| !plan.host_files.contains(&e.path))
     {
-        write_edit(edit)?;
+        write_edit(effects, edit)?;
     }
-    perms::apply(&plan.perms)?;
-    finish_state(&plan)?;
-    let udev_reloaded = apply_devices(&plan)?;
+    effects.apply_perms(&plan.perms)?;
+    finish_state(effects, &plan)?;
+    let udev_reloaded = apply_devices(effects, &plan)?;
     Ok(Outcome {
         plan,
         shift,
@@ -116,10 +118,11 @@ pub fn mount_journal(container: &Container, source: &Path, map: &IdMap) -> PathB
 
 /// A finished conversion to unprivileged keeps the recorded ownerships for the way
 /// back; a finished conversion to privileged needs no state.
-fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
+fn finish_state(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertError> {
     let path = plan.container.state_file();
     match plan.to {
         Some(_) => write_state(
+            effects,
             &plan.container,
             &ConversionState {
                 origin: plan.to,
@@ -131,35 +134,34 @@ fn finish_state(plan: &Plan) -> Result<(), ConvertError> {
                 target_method: plan.to_method,
             },
         ),
-        None if path.exists() => std::fs::remove_file(&path).map_err(io_error("remove", &path)),
+        None if path.exists() => Ok(effects.remove_file(&path)?),
         None => Ok(()),
     }
 }
 
-fn write_edit(edit: &FileEdit) -> Result<(), ConvertError> {
+fn write_edit(effects: &dyn HostEffects, edit: &FileEdit) -> Result<(), ConvertError> {
     let Some(text) = &edit.new else {
-        return match std::fs::remove_file(&edit.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io_error("remove", &edit.path)(e))
-            }
+        return match effects.remove_file(&edit.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         };
     };
     if let Some(dir) = edit.path.parent() {
         std::fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
     }
-    Ok(fsutil::write_atomically(&edit.path, text)?)
+    Ok(effects.write_file(&edit.path, text)?)
 }
 
-fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
+fn apply_devices(effects: &dyn HostEffects, plan: &Plan) -> Result<Option<bool>, ConvertError> {
     for (node, uid, gid) in &plan.device_owners {
-        std::os::unix::fs::chown(node, Some(*uid), Some(*gid)).map_err(io_error("chown", node))?;
+        effects.chown(node, *uid, *gid)?;
     }
     match &plan.udev_rules {
         Some(edit) => {
-            write_edit(edit)?;
+            write_edit(effects, edit)?;
+            let reloaded = effects.reload_udev();
             Ok(Some(
-                udev::reload_udev().map_err(io_error("reload udev for", &edit.path))?,
+                reloaded.map_err(io_error("reload udev for", &edit.path))?,
             ))
         }
         None => Ok(None),
@@ -169,7 +171,7 @@ fn apply_devices(plan: &Plan) -> Result<Option<bool>, ConvertError> {
 /// Applies the change to /etc/subuid and /etc/subgid under shadow's locks, to the
 /// files as they are then: a line `useradd` or `usermod` added since the plan stays,
 /// and a range given to another user meanwhile is refused.
-fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
+fn apply_subids(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertError> {
     let Some(change) = plan.subids else {
         return Ok(());
     };
@@ -183,21 +185,26 @@ fn apply_subids(plan: &Plan) -> Result<(), ConvertError> {
         let ids = SubIds::parse(old.as_deref().unwrap_or_default());
         let new = change.apply(ROOT_USER, &ids)?;
         if new != ids || old.is_none() {
-            fsutil::write_with_backup(path, old.as_deref(), &new.to_text())?;
+            effects.write_shadow_file(path, old.as_deref(), &new.to_text())?;
         }
     }
     Ok(())
 }
 
-fn write_state(container: &Container, state: &ConversionState) -> Result<(), ConvertError> {
+fn write_state(
+    effects: &dyn HostEffects,
+    container: &Container,
+    state: &ConversionState,
+) -> Result<(), ConvertError> {
     let path = container.state_file();
     let text = serde_json::to_string_pretty(state).expect("conversion state serializes");
-    Ok(fsutil::write_atomically(&path, &text)?)
+    Ok(effects.write_file(&path, &text)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lxc::effects::RealHost;
 
     /// A failed write names its path once, with the way on.
     #[test]
@@ -210,7 +217,7 @@ mod tests {
             old: None,
             new: Some("lxc.uts.name = x\n".into()),
         };
-        let message = write_edit(&edit).unwrap_err().to_string();
+        let message = write_edit(&RealHost, &edit).unwrap_err().to_string();
         let path = taken.display().to_string();
         assert_eq!(message.matches(&path).count(), 1, "{message}");
         assert!(message.ends_with("run the same command again"), "{message}");

@@ -5,6 +5,8 @@
 
 mod describe;
 mod execute;
+#[cfg(test)]
+mod tests;
 
 pub use describe::describe;
 pub use execute::{execute, mount_journal};
@@ -12,6 +14,7 @@ pub use execute::{execute, mount_journal};
 use super::accounts::{self, HostAccounts, IdBounds, SubIdBounds};
 use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
+use super::effects::HostEffects;
 use super::host::Host;
 use super::lock;
 use super::method::{self, Layout, Method};
@@ -312,21 +315,23 @@ pub struct Outcome {
     pub udev_reloaded: Option<bool>,
 }
 
-/// Plans the conversion: checks everything, changes nothing. A caller that goes on
-/// to `execute` takes [`lock::ConversionLock`] before planning and holds it until
-/// `execute` returns, so that no other conversion chooses the same range meanwhile.
-pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
+/// Plans the conversion: checks everything (last, unless `--dry-run`, that the
+/// container is stopped), changes nothing; `effects` runs the LXC tools. A caller
+/// that goes on to `execute` takes [`lock::ConversionLock`] before planning and
+/// holds it until `execute` returns, so that no other conversion chooses the same
+/// range meanwhile.
+pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan, ConvertError> {
     if options.range == 0 {
         return Err(ConvertError::EmptyRange);
     }
-    let container = Container::find(&options.name, options.lxcpath.as_deref())?;
+    let container = Container::find(&options.name, options.lxcpath.as_deref(), effects)?;
     let config_path = container.config();
     let config_text =
         std::fs::read_to_string(&config_path).map_err(io_error("read", &config_path))?;
     let config = ContainerConfig::parse(&config_text);
     let rootfs = shiftable_rootfs(&config, &config_path)?;
     let course = course(options, &container, &config)?;
-    let idmap_probe = idmap_probe(options, &rootfs, &course)?;
+    let idmap_probe = idmap_probe(options, effects, &rootfs, &course)?;
     let subids = subid_change(options, &container, &course)?;
     let mut edits = match subids {
         Some(change) => subid_edits(&options.host, change)?,
@@ -341,7 +346,7 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         refuse_mount_shift(options, shifted_mounts)?;
     }
     let mount_plan = mount_plan(
-        options,
+        (options, effects),
         (&container, &rootfs),
         &config,
         (course.layout_before().on_disk(), course.to),
@@ -410,6 +415,9 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
         }
         _ => UnmappedIds::default(),
     };
+    if !options.dry_run {
+        container.ensure_stopped(effects)?;
+    }
     Ok(Plan {
         container,
         rootfs,
@@ -445,6 +453,7 @@ pub fn plan(options: &ConvertOptions) -> Result<Plan, ConvertError> {
 /// an idmapped target where it does not work is refused.
 fn idmap_probe(
     options: &ConvertOptions,
+    effects: &dyn HostEffects,
     rootfs: &Path,
     course: &Course,
 ) -> Result<Option<Result<(), String>>, ConvertError> {
@@ -452,7 +461,7 @@ fn idmap_probe(
     let Some(host) = course.to.filter(|_| wanted) else {
         return Ok(None);
     };
-    let probe = mounts::idmap_works(rootfs, host, course.range);
+    let probe = mounts::idmap_works(effects, rootfs, host, course.range);
     match (&probe, course.to_method) {
         (Err(why), Method::Idmap) => Err(ConvertError::RootfsIdmapUnsupported {
             rootfs: rootfs.to_path_buf(),
@@ -525,7 +534,7 @@ struct MountPlan {
 /// it without a user namespace). Its own files are those in its directory (outside
 /// the rootfs): others may be shared with other containers and are not edited.
 fn mount_plan(
-    options: &ConvertOptions,
+    (options, effects): (&ConvertOptions, &dyn HostEffects),
     (container, rootfs): (&Container, &Path),
     config: &ContainerConfig,
     (from, to): (Option<u32>, Option<u32>),
@@ -619,7 +628,7 @@ fn mount_plan(
             continue;
         }
         let works = match editable {
-            true => mounts::idmap_works(&bind.host_source, host_first, range),
+            true => mounts::idmap_works(effects, &bind.host_source, host_first, range),
             false => Err(format!(
                 "the entry is in {} line {}, outside the container's directory (it may be shared with other containers), which lxc-idshift does not edit: add {IDMAP_OPTION} there",
                 bind.origin.file.display(),
