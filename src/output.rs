@@ -340,7 +340,7 @@ pub struct ConvertReport<'a> {
     /// Each file written (or that --dry-run would write), with its diff.
     pub edits: Vec<EditReport>,
     pub permissions: Vec<String>,
-    pub devices: Vec<DeviceReport>,
+    pub devices: &'a [lxc_idshift::lxc::convert::DeviceOwner],
     /// Rootfs owners and groups beyond the range: id -> inodes.
     pub unmapped: &'a lxc_idshift::lxc::unmapped::UnmappedIds,
     pub shift: Option<&'a ShiftReport>,
@@ -364,13 +364,6 @@ pub enum ConvertResult {
 pub struct EditReport {
     pub path: std::path::PathBuf,
     pub diff: String,
-}
-
-#[derive(serde::Serialize)]
-pub struct DeviceReport {
-    pub node: std::path::PathBuf,
-    pub uid: u32,
-    pub gid: u32,
 }
 
 impl<'a> ConvertReport<'a> {
@@ -413,15 +406,7 @@ impl<'a> ConvertReport<'a> {
             direction: plan.shift.as_ref().map(|(_, d)| d.to_string()),
             edits,
             permissions: plan.perms.iter().map(perms::describe).collect(),
-            devices: plan
-                .device_owners
-                .iter()
-                .map(|(node, uid, gid)| DeviceReport {
-                    node: node.clone(),
-                    uid: *uid,
-                    gid: *gid,
-                })
-                .collect(),
+            devices: &plan.device_owners,
             unmapped: &plan.unmapped,
             shift,
             udev_reloaded: None,

@@ -379,13 +379,13 @@ impl Checker<'_> {
                     m.host_first,
                     u64::from(m.host_first) + u64::from(m.count) - 1
                 );
-                if let Some((owner, first, count)) =
-                    ids.overlapping_other("root", m.host_first, m.count)
-                {
+                if let Some(other) = ids.overlapping_other("root", m.host_first, m.count) {
                     others.push(format!(
-                        "{} gives ids {first}-{} to {owner}",
+                        "{} gives ids {}-{} to {}",
                         path.display(),
-                        u64::from(first) + u64::from(count) - 1
+                        other.ids.first,
+                        other.ids.last(),
+                        other.owner
                     ));
                 }
                 missing[i].push(span);

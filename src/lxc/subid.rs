@@ -14,6 +14,13 @@ struct Line {
     range: Option<Range>,
 }
 
+/// Ids a line of the file gives to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedRange {
+    pub owner: String,
+    pub ids: IdRange,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Range {
     owner: String,
@@ -140,16 +147,12 @@ impl SubIds {
         false
     }
 
-    /// The first line of another owner sharing ids with first..first+count:
-    /// `(owner, first, count)`.
-    pub fn overlapping_other(
-        &self,
-        user: &str,
-        first: u32,
-        count: u32,
-    ) -> Option<(String, u32, u32)> {
-        self.overlap(user, first, count)
-            .map(|(_, r)| (r.owner.clone(), r.first, r.count))
+    /// The first line of another owner sharing ids with first..first+count.
+    pub fn overlapping_other(&self, user: &str, first: u32, count: u32) -> Option<OwnedRange> {
+        self.overlap(user, first, count).map(|(_, r)| OwnedRange {
+            owner: r.owner.clone(),
+            ids: r.ids(),
+        })
     }
 
     fn overlap(&self, user: &str, first: u32, count: u32) -> Option<(usize, &Range)> {
@@ -299,7 +302,7 @@ pub fn fuzz_edit(data: &[u8]) {
             return;
         }
         Err(SubIdError::Overlap { owner, line, .. }) => {
-            assert!(other.is_some_and(|(o, _, _)| o == owner) && line >= 1);
+            assert!(other.is_some_and(|o| o.owner == owner) && line >= 1);
             return;
         }
         Err(e) => panic!("{e}"),
@@ -369,7 +372,10 @@ broken line
         let ids = SubIds::parse(SUBUID);
         assert_eq!(
             ids.overlapping_other("root", 200000, 65536),
-            Some(("lxcuser".to_string(), 165536, 65536))
+            Some(OwnedRange {
+                owner: "lxcuser".to_string(),
+                ids: IdRange::new(165536, 65536)
+            })
         );
         assert_eq!(ids.overlapping_other("lxcuser", 200000, 10), None);
         assert_eq!(

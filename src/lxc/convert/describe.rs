@@ -1,6 +1,6 @@
 //! The conversion plan as `--dry-run` prints it.
 
-use super::{shift_for, Plan};
+use super::{shift_for, DeviceOwner, Plan};
 use crate::diff;
 use crate::lxc::method::{Layout, Method};
 use crate::lxc::mounts::{self, IDMAP_OPTION};
@@ -58,7 +58,8 @@ pub fn describe(plan: &Plan) -> String {
     for change in &plan.perms {
         text += &format!("{}\n", perms::describe(change));
     }
-    for (node, uid, gid) in &plan.device_owners {
+    for owner in &plan.device_owners {
+        let DeviceOwner { node, uid, gid } = owner;
         text += &format!("chown {uid}:{gid} {}\n", node.display());
     }
     text

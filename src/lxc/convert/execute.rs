@@ -153,8 +153,8 @@ fn write_edit(effects: &dyn HostEffects, edit: &FileEdit) -> Result<(), ConvertE
 }
 
 fn apply_devices(effects: &dyn HostEffects, plan: &Plan) -> Result<Option<bool>, ConvertError> {
-    for (node, uid, gid) in &plan.device_owners {
-        effects.chown(node, *uid, *gid)?;
+    for owner in &plan.device_owners {
+        effects.chown(&owner.node, owner.uid, owner.gid)?;
     }
     match &plan.udev_rules {
         Some(edit) => {

@@ -238,7 +238,12 @@ impl ConversionState {
 }
 
 /// A device node and the host owner and group it gets.
-pub type DeviceOwner = (PathBuf, u32, u32);
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceOwner {
+    pub node: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
 
 /// A file rewritten by the conversion; None stands for a file that does not exist
 /// (before) or is removed (after).
@@ -890,7 +895,7 @@ fn check_no_account(host: &Host, first: u32, count: u32) -> Result<(), ConvertEr
 fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<IdRange>, ConvertError> {
     let mut taken: Vec<IdRange> = sibling_maps(container)
         .into_iter()
-        .map(|(_, first, count)| IdRange::new(first, count))
+        .map(|sibling| sibling.ids)
         .collect();
     for path in [host.subuid(), host.subgid()] {
         let ids = read_subids(&path)?;
@@ -900,7 +905,13 @@ fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<IdRange>, Conv
     Ok(taken)
 }
 
-fn sibling_maps(container: &Container) -> Vec<(String, u32, u32)> {
+/// The host ids another container of the same lxcpath maps.
+struct SiblingMap {
+    container: String,
+    ids: IdRange,
+}
+
+fn sibling_maps(container: &Container) -> Vec<SiblingMap> {
     container
         .siblings()
         .into_iter()
@@ -910,23 +921,24 @@ fn sibling_maps(container: &Container) -> Vec<(String, u32, u32)> {
             Some((c.name, maps))
         })
         .flat_map(|(name, maps)| {
-            maps.into_iter()
-                .map(move |m| (name.clone(), m.host_first, m.count))
+            maps.into_iter().map(move |m| SiblingMap {
+                container: name.clone(),
+                ids: IdRange::new(m.host_first, m.count),
+            })
         })
         .collect()
 }
 
 fn check_range_free(container: &Container, first: u32, count: u32) -> Result<(), ConvertError> {
     let wanted = IdRange::new(first, count);
-    for (other, other_first, other_count) in sibling_maps(container) {
-        let theirs = IdRange::new(other_first, other_count);
-        if wanted.overlaps(theirs) {
+    for sibling in sibling_maps(container) {
+        if wanted.overlaps(sibling.ids) {
             return Err(ConvertError::RangeTaken {
                 first,
                 last: wanted.last(),
-                other,
-                other_first,
-                other_last: theirs.last(),
+                other: sibling.container,
+                other_first: sibling.ids.first,
+                other_last: sibling.ids.last(),
             });
         }
     }
@@ -1074,7 +1086,11 @@ fn device_plan(
     };
     let owners = rules
         .iter()
-        .map(|r| (r.device.node.clone(), r.owner, r.group))
+        .map(|r| DeviceOwner {
+            node: r.device.node.clone(),
+            uid: r.owner,
+            gid: r.group,
+        })
         .collect();
     let path = udev::rules_path(&options.host, &options.name);
     let edit = FileEdit {
