@@ -28,6 +28,11 @@ pub enum TreeError {
         path: PathBuf,
         host_dir: &'static str,
     },
+    #[error("{path} is or holds the host's {host_dir}; refusing to re-own the host's own files (name one container's rootfs, such as /var/lib/lxc/NAME/rootfs)")]
+    HoldsHostFiles {
+        path: PathBuf,
+        host_dir: &'static str,
+    },
     #[error("another lxc-idshift run is working on {path} right now; wait for it to finish (lxc-idshift status {path})")]
     Busy { path: PathBuf },
 }
@@ -35,6 +40,23 @@ pub enum TreeError {
 /// The host directories whose presence inside a tree, or around it, means the tree
 /// is the host's.
 const HOST_DIRS: [&str; 2] = ["/etc", "/usr"];
+
+/// Host directories that hold other programs' files (and the containers' own
+/// directories): a tree may lie inside them, but never be one or hold one.
+const HOST_SHARED_DIRS: [&str; 12] = [
+    "/tmp",
+    "/var",
+    "/var/tmp",
+    "/var/lib",
+    "/var/lib/lxc",
+    "/var/log",
+    "/home",
+    "/root",
+    "/boot",
+    "/srv",
+    "/opt",
+    "/run",
+];
 
 /// How many parent directories are followed up before giving up (a bound, not a
 /// limit any real tree reaches).
@@ -131,6 +153,26 @@ fn refuse_host(tree: &Tree, given: &Path) -> Result<(), TreeError> {
             });
         }
     }
+    refuse_shared(tree, given)
+}
+
+/// The tree, by identity, must not be one of [`HOST_SHARED_DIRS`] or one of their
+/// parents: `shift /tmp` would re-own every program's temporary files.
+fn refuse_shared(tree: &Tree, given: &Path) -> Result<(), TreeError> {
+    for host_dir in HOST_SHARED_DIRS {
+        let Ok(fd) = sys::open_dir_path(Path::new(host_dir)) else {
+            continue;
+        };
+        let Ok(up) = ancestors(fd.as_fd()) else {
+            continue;
+        };
+        if up.iter().any(|s| s.same_inode(&tree.stat)) {
+            return Err(TreeError::HoldsHostFiles {
+                path: given.into(),
+                host_dir,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -154,6 +196,26 @@ fn ancestors(dir: BorrowedFd<'_>) -> std::io::Result<Vec<Stat>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_the_host_directories_other_programs_share_and_their_parents() {
+        for dir in [
+            "/tmp",
+            "/var/tmp/",
+            "/var/lib",
+            "/var",
+            "/tmp/../var/lib/..",
+        ] {
+            let refused = open_tree(Path::new(dir));
+            assert!(
+                matches!(refused, Err(TreeError::HoldsHostFiles { .. })),
+                "{dir}: {refused:?}"
+            );
+        }
+        // A tree inside them is what a container's rootfs is.
+        let inside = tempfile::tempdir().unwrap();
+        assert!(open_tree(inside.path()).is_ok());
+    }
 
     #[test]
     fn refuses_host_and_non_directories() {
