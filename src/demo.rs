@@ -35,7 +35,7 @@ pub fn run(keep: bool) -> anyhow::Result<u8> {
     let rootfs = tmp.join("rootfs");
     std::fs::create_dir(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let info = sample::build_sample_rootfs(&rootfs).context("building the sample rootfs")?;
-    println!(
+    out!(
         "Sample rootfs with {} inodes in {}\n",
         info.inodes,
         rootfs.display()
@@ -53,30 +53,30 @@ pub fn run(keep: bool) -> anyhow::Result<u8> {
         &format!("After `lxc-idshift shift {} --map {MAP}`", rootfs.display()),
         &shifted,
     );
-    println!("`lxc-idshift verify` lists what the container cannot map; the sample holds id 70000 on purpose:");
+    out!("`lxc-idshift verify` lists what the container cannot map; the sample holds id 70000 on purpose:");
     let report = lxc_idshift::verify(&rootfs, &map, None)?;
     output::verify_report(&report, &map, false)?;
-    println!();
+    out!();
 
     shift(&rootfs, &tmp, &map, Direction::Reverse)?;
     let after = collect(&rootfs)?;
     show("After `--reverse`", &after);
     let differences = before.diff(&after, 20);
     if differences.is_empty() {
-        println!(
+        out!(
             "Nothing lost: all {} paths have the same type, mode (setuid/setgid/sticky), owner, \
              group, every xattr (ACLs, capabilities, user.*, trusted.*) and hardlink identity \
              as before.",
             before.entries.len()
         );
     } else {
-        println!(
+        out!(
             "DIFFERENCES after the round trip:\n{}",
             differences.join("\n")
         );
     }
     if keep {
-        println!("Kept {}", tmp.display());
+        out!("Kept {}", tmp.display());
     } else {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
     }
@@ -100,7 +100,7 @@ fn shift(rootfs: &Path, tmp: &Path, map: &IdMap, direction: Direction) -> anyhow
     };
     let report = lxc_idshift::shift(&options, &Quiet)?;
     output::shift_report(&report, false)?;
-    println!();
+    out!();
     Ok(())
 }
 
@@ -109,13 +109,13 @@ fn collect(root: &Path) -> anyhow::Result<Manifest> {
 }
 
 fn show(title: &str, manifest: &Manifest) {
-    println!("{title}:");
+    out!("{title}:");
     for path in SHOWN {
         if let Some(entry) = manifest.entries.get(path.as_bytes()) {
-            println!("  {path:<24} {}", describe(entry));
+            out!("  {path:<24} {}", describe(entry));
         }
     }
-    println!();
+    out!();
 }
 
 /// One line: mode, owner, and the id-bearing xattrs decoded.

@@ -1,5 +1,26 @@
 //! lxc-idshift: the thin front end over the library.
 
+/// `println!` and `print!` for what the binary prints on standard output: a reader
+/// that went away (`| head`) ends nothing in a panic, since the work is done (or
+/// not started) either way.
+macro_rules! out {
+    () => { $crate::write_out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! out_raw {
+    ($($arg:tt)*) => { $crate::write_out(format_args!($($arg)*)) };
+}
+
+/// Writes to standard output; a closed pipe is not worth a word.
+fn write_out(text: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(text) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("lxc-idshift: cannot write to standard output: {e}");
+        }
+    }
+}
+
 mod cli;
 mod demo;
 mod generate;
@@ -120,7 +141,7 @@ fn list(args: cli::ListArgs) -> anyhow::Result<u8> {
             .lxcpath
             .unwrap_or_else(|| container::default_lxcpath(&RealHost));
         for name in list::names(&lxcpath)? {
-            println!("{name}");
+            out!("{name}");
         }
         return Ok(0);
     }
@@ -171,7 +192,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
     // Refused here, before any write, unless lxc-info says the container is stopped.
     let plan = convert::plan(&options, &RealHost)?;
     if !args.json && !output::quiet() {
-        print!("{}", convert::describe(&plan));
+        out_raw!("{}", convert::describe(&plan));
     }
     if options.dry_run {
         let report = dry_run_counts(&plan, options.threads)?;

@@ -21,11 +21,11 @@ pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
-/// `println!` unless `-q`.
+/// `out!` (println) unless `-q`.
 macro_rules! say {
     ($($arg:tt)*) => {
         if !$crate::output::quiet() {
-            println!($($arg)*);
+            out!($($arg)*);
         }
     };
 }
@@ -84,7 +84,7 @@ impl Progress for Bar {
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -419,25 +419,25 @@ pub fn check_report(report: &CheckReport, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(report);
     }
-    println!(
+    out!(
         "Container {} ({})",
         report.container,
         report.config.display()
     );
     match &report.range {
-        Some(range) => println!(
+        Some(range) => out!(
             "  mode        unprivileged: root is host uid {}, gid {} ({})",
             range.uid_first,
             range.gid_first,
             report.maps.join(", ")
         ),
-        None => println!("  mode        privileged: the container's root is the host's root"),
+        None => out!("  mode        privileged: the container's root is the host's root"),
     }
     let method = match report.method {
         "idmap" => "idmap (the rootfs keeps container ids and is mounted idmapped)",
         _ => "shift (the rootfs holds the ids the container runs with)",
     };
-    println!("  method      {method}");
+    out!("  method      {method}");
     if let Some(range) = &report.range {
         let owned = |yes: bool| {
             if yes {
@@ -446,7 +446,7 @@ pub fn check_report(report: &CheckReport, json: bool) -> anyhow::Result<()> {
                 "NOT owned by root"
             }
         };
-        println!(
+        out!(
             "  range       {} ids: /etc/subuid {}, /etc/subgid {}",
             range.count,
             owned(range.subuid_owned),
@@ -461,19 +461,19 @@ pub fn check_report(report: &CheckReport, json: bool) -> anyhow::Result<()> {
         text
     };
     match &report.rootfs_scan {
-        Some(scan) => println!(
+        Some(scan) => out!(
             "  rootfs      {}: {}",
             report.rootfs.display(),
             scanned(scan)
         ),
-        None => println!("  rootfs      {}", report.rootfs.display()),
+        None => out!("  rootfs      {}", report.rootfs.display()),
     }
     for mount in &report.mounts {
         let state = match &mount.scan {
             Some(scan) => scanned(scan),
             None => "source missing".into(),
         };
-        println!(
+        out!(
             "  bind mount  {} -> {}{} ({}:{}): {state}",
             mount.source.display(),
             mount.target,
@@ -483,7 +483,7 @@ pub fn check_report(report: &CheckReport, json: bool) -> anyhow::Result<()> {
         );
     }
     for device in &report.devices {
-        println!(
+        out!(
             "  device      {} {}:{}{}, udev rule: {}",
             device.node.display(),
             device.uid,
@@ -493,16 +493,16 @@ pub fn check_report(report: &CheckReport, json: bool) -> anyhow::Result<()> {
         );
     }
     for note in &report.notes {
-        println!("  note: {note}");
+        out!("  note: {note}");
     }
     if report.ok() {
-        println!("OK: no problem found; the container should start and work.");
+        out!("OK: no problem found; the container should start and work.");
         return Ok(());
     }
-    println!("{} problem(s):", report.problems.len());
+    out!("{} problem(s):", report.problems.len());
     for (i, problem) in report.problems.iter().enumerate() {
-        println!("  {}. [{}] {}", i + 1, problem.kind.name(), problem.message);
-        println!("     fix: {}", problem.fix);
+        out!("  {}. [{}] {}", i + 1, problem.kind.name(), problem.message);
+        out!("     fix: {}", problem.fix);
     }
     Ok(())
 }

@@ -235,3 +235,23 @@ fn a_journal_that_cannot_be_created_is_named_once_with_its_errno() {
     assert_eq!(report["operation"], "create the journal's directory");
     assert_same(&before, &collect(&root), "tree after the refusal");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_nothing_in_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let mut child = command(bin())
+        .args(["shift", "--dry-run", "--map", "b:0:1000000:65536"])
+        .arg(&tree)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start lxc-idshift");
+    // Like `| head -0`: the reader is gone before the report is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
