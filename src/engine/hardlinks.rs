@@ -1,5 +1,6 @@
 //! Hardlink dedupe: an inode with several names is shifted once, through the last
-//! one reached. Memory grows with the hardlinked inodes alone. The names seen are
+//! one reached. Memory grows with the hardlinked inodes alone (and what a walk keeps
+//! of each one's first name: the shift keeps its directory's node). The names seen are
 //! counted too: an inode with fewer names in the tree than links has names outside
 //! it (links made on the host), and shifting it would change those files as well.
 
