@@ -710,8 +710,8 @@ impl<'a> ShiftWalk<'a> {
         };
         if let Err(e) = writer.sync() {
             for p in pending {
-                let message = format!("not changed: its journal record could not be written: {e}");
-                self.base.counters.error(p.path, message);
+                let operation = "not changed: writing its journal record";
+                self.base.counters.os_error(p.path, operation, &e);
             }
             return;
         }
