@@ -464,18 +464,19 @@ fn open_outside(path: &Path, tree: &Tree) -> Result<Option<File>, FileError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let inside = |dir: &Path| {
-        let fd = sys::open_dir_path(dir)?;
-        tree.contains_dir(rustix::fd::AsFd::as_fd(&fd))
-    };
-    if inside(existing).map_err(failed("open the directory", existing))? {
+    let inside = |fd: &rustix::fd::OwnedFd| tree.contains_dir(rustix::fd::AsFd::as_fd(fd));
+    let existing_failed = failed("open the directory", existing);
+    let existing_fd = sys::open_dir_path(existing).map_err(existing_failed)?;
+    if inside(&existing_fd).map_err(existing_failed)? {
         return Ok(None);
     }
     std::fs::create_dir_all(dir).map_err(failed("create the journal's directory", dir))?;
-    if inside(dir).map_err(failed("open the journal's directory", dir))? {
+    // The journal is created in the very directory checked here: one fd for both.
+    let dir_failed = failed("open the journal's directory", dir);
+    let dir_fd = sys::open_dir_path(dir).map_err(dir_failed)?;
+    if inside(&dir_fd).map_err(dir_failed)? {
         return Ok(None);
     }
-    let dir_fd = sys::open_dir_path(dir).map_err(failed("open the journal's directory", dir))?;
     let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let open_failed = failed("open the journal", path);
     let fd = rustix::fs::openat(&dir_fd, name, flags, Mode::from_raw_mode(0o600))
