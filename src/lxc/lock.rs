@@ -11,7 +11,7 @@
 //!   Released by unlinking `F.lock`, then closing `/etc/.pwd.lock`.
 
 use super::host::Host;
-use crate::fsutil::FileError;
+use crate::fsutil::{failed, FileError};
 use rustix::fs::{fcntl_lock, flock, FlockOperation};
 use rustix::io::Errno;
 use std::fs::{self, File, OpenOptions};
@@ -43,18 +43,11 @@ pub enum LockError {
     },
 }
 
-fn io_error<'a>(
-    operation: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> LockError + 'a {
-    move |source| LockError::File(FileError::new(operation, path, source))
-}
-
 fn errno_error<'a>(
     operation: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(Errno) -> LockError + 'a {
-    move |e| io_error(operation, path)(e.into())
+    move |e| FileError::new(operation, path, e.into()).into()
 }
 
 /// Host-wide: one conversion at a time. Released when dropped (or when the process
@@ -70,7 +63,7 @@ impl ConversionLock {
     pub fn acquire(host: &Host, on_wait: impl FnOnce(Option<u32>)) -> Result<Self, LockError> {
         let path = host.conversion_lock();
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
+            fs::create_dir_all(dir).map_err(failed("create the directory", dir))?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -79,7 +72,7 @@ impl ConversionLock {
             .truncate(false)
             .mode(0o644)
             .open(&path)
-            .map_err(io_error("open", &path))?;
+            .map_err(failed("open", &path))?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => {
@@ -92,7 +85,7 @@ impl ConversionLock {
         // Whoever waits next can tell the user which process it waits for.
         file.set_len(0)
             .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
-            .map_err(io_error("write", &path))?;
+            .map_err(failed("write", &path))?;
         Ok(ConversionLock { _file: file })
     }
 }
@@ -168,7 +161,7 @@ fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
 /// write-only, created 0600; given up after 15 s.
 fn lock_pwd(path: &Path) -> Result<File, LockError> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
+        fs::create_dir_all(dir).map_err(failed("create the directory", dir))?;
     }
     let file = OpenOptions::new()
         .write(true)
@@ -176,7 +169,7 @@ fn lock_pwd(path: &Path) -> Result<File, LockError> {
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(io_error("open", path))?;
+        .map_err(failed("open", path))?;
     let start = Instant::now();
     loop {
         match fcntl_lock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -215,9 +208,10 @@ fn write_pid_file(temp: &Path, pid: u32) -> Result<(), LockError> {
         .create_new(true)
         .mode(0o600)
         .open(temp)
-        .map_err(io_error("create", temp))?;
+        .map_err(failed("create", temp))?;
     file.write_all(format!("{pid}\0").as_bytes())
-        .map_err(io_error("write", temp))
+        .map_err(failed("write", temp))?;
+    Ok(())
 }
 
 fn link_when_free(temp: &Path, lock: &Path) -> Result<(), LockError> {
@@ -226,7 +220,7 @@ fn link_when_free(temp: &Path, lock: &Path) -> Result<(), LockError> {
         match fs::hard_link(temp, lock) {
             Ok(()) => {
                 let links = fs::metadata(temp)
-                    .map_err(io_error("read the metadata of", temp))?
+                    .map_err(failed("read the metadata of", temp))?
                     .nlink();
                 if links != 2 {
                     return Err(LockError::LinkCount {
@@ -238,7 +232,7 @@ fn link_when_free(temp: &Path, lock: &Path) -> Result<(), LockError> {
                 return Ok(());
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_error("link the lock", lock)(e)),
+            Err(e) => return Err(FileError::new("link the lock", lock, e).into()),
         }
         match holder(lock)? {
             // Released between our link and our look: try again.
@@ -267,14 +261,14 @@ fn holder(lock: &Path) -> Result<Holder, LockError> {
     let mut file = match File::open(lock) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Holder::Gone),
-        Err(e) => return Err(io_error("open", lock)(e)),
+        Err(e) => return Err(FileError::new("open", lock, e).into()),
     };
     let ino = file
         .metadata()
-        .map_err(io_error("read the metadata of", lock))?
+        .map_err(failed("read the metadata of", lock))?
         .ino();
     let mut content = Vec::new();
-    io::Read::read_to_end(&mut file, &mut content).map_err(io_error("read", lock))?;
+    io::Read::read_to_end(&mut file, &mut content).map_err(failed("read", lock))?;
     let Some(pid) = parse_pid(&content) else {
         return Err(LockError::NoPid {
             lock: lock.to_path_buf(),

@@ -1,9 +1,7 @@
 //! Carrying out a conversion plan: subordinate ids, the recorded ownerships, the
 //! rootfs shift, the config and other file edits, permissions and devices.
 
-use super::{
-    io_error, read_subid_text, ConversionState, ConvertError, FileEdit, Outcome, Plan, ROOT_USER,
-};
+use super::{read_subid_text, ConversionState, ConvertError, FileEdit, Outcome, Plan, ROOT_USER};
 use crate::engine::idmap::IdMap;
 use crate::engine::run::{Progress, ShiftOptions, ShiftReport};
 use crate::fsutil;
@@ -147,7 +145,7 @@ fn write_edit(effects: &dyn HostEffects, edit: &FileEdit) -> Result<(), ConvertE
         };
     };
     if let Some(dir) = edit.path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
+        std::fs::create_dir_all(dir).map_err(fsutil::failed("create the directory", dir))?;
     }
     Ok(effects.write_file(&edit.path, text)?)
 }
@@ -161,7 +159,7 @@ fn apply_devices(effects: &dyn HostEffects, plan: &Plan) -> Result<Option<bool>,
             write_edit(effects, edit)?;
             let reloaded = effects.reload_udev();
             Ok(Some(
-                reloaded.map_err(io_error("reload udev for", &edit.path))?,
+                reloaded.map_err(fsutil::failed("reload udev for", &edit.path))?,
             ))
         }
         None => Ok(None),
@@ -177,7 +175,7 @@ fn apply_subids(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertErr
     };
     let files = [plan.host.subuid(), plan.host.subgid()];
     for dir in files.iter().filter_map(|f| f.parent()) {
-        std::fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
+        std::fs::create_dir_all(dir).map_err(fsutil::failed("create the directory", dir))?;
     }
     let _lock = ShadowLock::acquire(&plan.host, &files)?;
     for path in &files {

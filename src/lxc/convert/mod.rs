@@ -26,7 +26,7 @@ use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
 use crate::engine::idrange::IdRange;
 use crate::engine::run::{self, ShiftReport};
-use crate::fsutil::FileError;
+use crate::fsutil::{failed, FileError};
 use std::path::{Path, PathBuf};
 
 /// The user that owns the subordinate ids of system containers.
@@ -190,13 +190,6 @@ pub enum ConvertError {
     },
 }
 
-fn io_error<'a>(
-    operation: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> ConvertError + 'a {
-    move |source| ConvertError::File(FileError::new(operation, path, source))
-}
-
 /// What a conversion records in the container's directory before its first write:
 /// where it comes from and where it heads, so that an interrupted conversion can be
 /// finished or undone even though the config still describes where it came from.
@@ -332,7 +325,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     let container = Container::find(&options.name, options.lxcpath.as_deref(), effects)?;
     let config_path = container.config();
     let config_text =
-        std::fs::read_to_string(&config_path).map_err(io_error("read", &config_path))?;
+        std::fs::read_to_string(&config_path).map_err(failed("read", &config_path))?;
     let config = ContainerConfig::parse(&config_text);
     let rootfs = shiftable_rootfs(&config, &config_path)?;
     let course = course(options, &container, &config)?;
@@ -500,7 +493,7 @@ fn mount_file_edits(origins: &[&Origin], present: bool) -> Result<Vec<FileEdit>,
     files.dedup();
     let mut edits = Vec::new();
     for file in files {
-        let old = std::fs::read_to_string(file).map_err(io_error("read", file))?;
+        let old = std::fs::read_to_string(file).map_err(failed("read", file))?;
         let mut new = old.clone();
         for origin in origins.iter().filter(|o| o.file == file) {
             new = match origin.fstab {
@@ -1018,7 +1011,7 @@ fn read_subid_text(path: &Path) -> Result<Option<String>, ConvertError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error("read", path)(e)),
+        Err(e) => Err(FileError::new("read", path, e).into()),
     }
 }
 
@@ -1066,9 +1059,9 @@ pub fn read_state(container: &Container) -> Result<Option<ConversionState>, Conv
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| io_error("parse", &path)(std::io::Error::other(e))),
+            .map_err(|e| FileError::new("parse", &path, std::io::Error::other(e)).into()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error("read", &path)(e)),
+        Err(e) => Err(FileError::new("read", &path, e).into()),
     }
 }
 
