@@ -307,6 +307,14 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_bind_mount_of_a_shared_host_directory() {
+        // Another path to /var/lib is still /var/lib: refused by identity.
+        bind_mounted("/var/lib", |r| {
+            matches!(r, Err(TreeError::HoldsHostFiles { .. }))
+        });
+    }
+
+    #[test]
     fn refuses_a_bind_mount_of_the_host_etc() {
         bind_mounted("/etc", |r| {
             matches!(r, Err(TreeError::InsideHostDir { .. }))
