@@ -330,6 +330,46 @@ fn a_bind_mounted_file_is_left_alone() {
     assert_eq!((owner(&host_file), get_xattr(&host_file, CAPS)), before);
 }
 
+/// Where the kernel has no `listxattrat` (before 6.13), a name's xattrs are listed
+/// relative to the walker thread's own working directory, which must follow the
+/// directory the name is in. 200 directories hold the same two names; in every other
+/// one "f" has a capability and an ACL and "g" has none, and the other way round. A
+/// listing made in the wrong directory would miss a capability (which the chown then
+/// removes) or an ACL (left with unshifted ids). Two threads switch directories often.
+#[test]
+fn xattrs_are_listed_in_each_names_own_directory() {
+    if !require_root("xattrs_are_listed_in_each_names_own_directory") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    let acl = acl_xattr(&[
+        (ACL_USER_OBJ, 7, 0),
+        (ACL_USER, 5, 1000),
+        (ACL_GROUP_OBJ, 5, 0),
+        (ACL_MASK, 5, 0),
+        (ACL_OTHER, 5, 0),
+    ]);
+    for i in 0..200 {
+        let dir = root.join(format!("d{i}"));
+        fs::create_dir_all(&dir).unwrap();
+        let (with, without) = if i % 2 == 0 { ("f", "g") } else { ("g", "f") };
+        file(&dir.join(with), 0, 0o755, true);
+        set_xattr(&dir.join(with), ACL, &acl);
+        file(&dir.join(without), 0, 0o755, false);
+    }
+    let original = collect(&root);
+    let tool = Tool::new();
+    tool.shift_ok(&root, &["--threads", "2"]);
+    assert_same(
+        &expected_forward(&original),
+        &collect(&root),
+        "after forward",
+    );
+    tool.shift_ok(&root, &["--threads", "2", "--reverse"]);
+    assert_same(&original, &collect(&root), "after reverse");
+}
+
 /// A file hard-linked from outside the tree (a link made on the host, as a
 /// deduplication across containers does) is the same inode as the outside file:
 /// it is reported and left alone, never shifted; links inside the tree still are.

@@ -45,25 +45,34 @@ thread_local! {
     static XATTR_LIST: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The directory an entry is read from: its fd, and its stat for its identity.
+#[derive(Clone, Copy)]
+pub struct EntryDir<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub stat: &'a Stat,
+}
+
 /// The inode's metadata including its id-bearing xattrs, symlinks' included. The
 /// names are listed by name in `dir` where the kernel allows (cheap, but only a hint:
 /// the name may meanwhile lead elsewhere); whatever is read is read through the
-/// handle, so it is always this inode's. An inode whose listing or values cannot be
-/// read is an error: it must not be chowned (a chown would remove its capability).
-pub fn read_meta(dir: BorrowedFd<'_>, name: &CStr, inode: &Inode) -> Result<Meta, InodeError> {
+/// handle, so it is always this inode's. A hint that fails (the name was renamed
+/// away) gives way to the listing through the handle. An inode whose listing or
+/// values cannot be read is an error: it must not be chowned (a chown would remove
+/// its capability).
+pub fn read_meta(dir: EntryDir<'_>, name: &CStr, inode: &Inode) -> Result<Meta, InodeError> {
     XATTR_LIST.with(|list| read_meta_with(dir, name, inode, &mut list.borrow_mut()))
 }
 
 fn read_meta_with(
-    dir: BorrowedFd<'_>,
+    dir: EntryDir<'_>,
     name: &CStr,
     inode: &Inode,
     list: &mut Vec<u8>,
 ) -> Result<Meta, InodeError> {
     let mut meta = meta_from_stat(&inode.stat);
-    match sys::list_xattrs_hint(dir, name, list) {
-        Some(hint) => hint.map_err(at("list xattrs"))?,
-        None => inode.list_xattrs(list).map_err(at("list xattrs"))?,
+    let hinted = sys::list_xattrs_hint(dir.fd, dir.stat, name, list);
+    if !matches!(hinted, Some(Ok(()))) {
+        inode.list_xattrs(list).map_err(at("list xattrs"))?;
     }
     let present = |attr: &CStr| list.split(|b| *b == 0).any(|n| n == attr.to_bytes());
     let get = |attr: &CStr| -> Result<Option<Vec<u8>>, InodeError> {

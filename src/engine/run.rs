@@ -572,7 +572,11 @@ impl<'a> ShiftWalk<'a> {
     /// reach the disk, else applies it (or, in a dry run, counts it) at once.
     fn shift_inode(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
         let path = || self.base.path(dir, name);
-        let current = match inode::read_meta(dir_fd, name, &inode) {
+        let entry_dir = inode::EntryDir {
+            fd: dir_fd,
+            stat: dir.stat(),
+        };
+        let current = match inode::read_meta(entry_dir, name, &inode) {
             Ok(meta) => meta,
             Err(e) => {
                 self.base.counters.os_error(path(), e.operation, &e.error);

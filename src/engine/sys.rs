@@ -6,12 +6,14 @@
 //! therefore always the inode that was stat'ed, even when the tree is renamed under
 //! the walk, and never anything a symlink points to. Kernel paths (see
 //! [`kernel_paths`]): `fchmodat2` (Linux 6.6+) or chmod through `/proc/self/fd/N`;
-//! `listxattrat` (6.13+) for the cheap by-name xattr hint, otherwise the handle alone.
+//! `listxattrat` (6.13+) for the cheap by-name xattr hint, before it `llistxattr` by
+//! name from a walker thread's own working directory, otherwise the handle alone.
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 use serde::Serialize;
+use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -131,7 +133,8 @@ pub fn open_subdir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
 pub struct KernelPaths {
     /// chmod through the handle with `fchmodat2` (else through /proc/self/fd).
     pub fchmodat2: bool,
-    /// the by-name xattr hint with `listxattrat` (else every list through /proc/self/fd).
+    /// the by-name xattr hint with `listxattrat` (else with `llistxattr` from inside
+    /// the name's directory, on walker threads with their own working directory).
     pub xattrat: bool,
 }
 
@@ -166,17 +169,52 @@ pub fn kernel_paths() -> KernelPaths {
     }
 }
 
-/// The names of the xattrs of `name` in `dir`, NUL-separated, into `buf`, by name
-/// (`listxattrat`, never following a symlink). Only a hint of what the inode holds:
-/// the name may be renamed to another inode meanwhile, so whatever the hint shows is
-/// then read through the [`Inode`] itself. None on kernels without `listxattrat`.
+thread_local! {
+    /// This walker thread has a working directory of its own (`unshare(CLONE_FS)`).
+    static OWN_WORKING_DIR: Cell<bool> = const { Cell::new(false) };
+    /// The directory (dev, ino) this walker thread works in now, if any.
+    static WORKING_DIR: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+}
+
+/// Gives the calling walker thread a working directory of its own where the kernel
+/// has no `listxattrat` (before 6.13): there, a name's xattrs can only be listed by
+/// a path, and one relative to the thread's working directory costs a lookup of the
+/// name alone, where `/proc/self/fd/N` costs a walk through procfs. Never called on
+/// the main thread: its working directory is the user's.
+pub fn own_working_directory() {
+    if !probe(&XATTRAT, SYS_LISTXATTRAT) {
+        detach_working_directory();
+    }
+}
+
+fn detach_working_directory() {
+    // SAFETY: unshare(CLONE_FS) only detaches this thread's cwd, root and umask.
+    let unshared = unsafe { libc::unshare(libc::CLONE_FS) } == 0;
+    OWN_WORKING_DIR.with(|own| own.set(unshared));
+}
+
+/// Moves a walker thread out of the tree (to "/"), so that an idle worker does not
+/// keep the tree's file system busy: an unmount right after a run must not fail.
+pub fn leave_working_directory() {
+    if WORKING_DIR.with(|dir| dir.take()).is_some() {
+        let _ = rustix::process::chdir(c"/");
+    }
+}
+
+/// The names of the xattrs of `name` in `dir` (`dir_stat` its stat, for its identity),
+/// NUL-separated, into `buf`, by name, never following a symlink: `listxattrat`, or
+/// before it `llistxattr` relative to a walker thread's own working directory. Only
+/// a hint of what the inode holds: the name may be renamed to another inode
+/// meanwhile, so whatever the hint shows is then read through the [`Inode`] itself.
+/// None where neither is available (the caller lists through the handle).
 pub fn list_xattrs_hint(
     dir: BorrowedFd<'_>,
+    dir_stat: &Stat,
     name: &CStr,
     buf: &mut Vec<u8>,
 ) -> Option<io::Result<()>> {
     if !probe(&XATTRAT, SYS_LISTXATTRAT) {
-        return None;
+        return list_xattrs_in_working_dir(dir, dir_stat, name, buf);
     }
     Some(fill_list(buf, |buf| {
         // SAFETY: buf is writable for buf.len() bytes; name is NUL-terminated.
@@ -194,6 +232,29 @@ pub fn list_xattrs_hint(
             n if n >= 0 => Ok(n as usize),
             _ => Err(io::Error::last_os_error()),
         }
+    }))
+}
+
+/// `llistxattr(name)` from inside `dir`, on a walker thread with its own working
+/// directory: it moves there first unless it already is (the identity is the
+/// directory's dev and inode number, checked when the walker opened it).
+fn list_xattrs_in_working_dir(
+    dir: BorrowedFd<'_>,
+    dir_stat: &Stat,
+    name: &CStr,
+    buf: &mut Vec<u8>,
+) -> Option<io::Result<()>> {
+    if !OWN_WORKING_DIR.with(Cell::get) {
+        return None;
+    }
+    let id = (dir_stat.dev, dir_stat.ino);
+    if WORKING_DIR.with(Cell::get) != Some(id) {
+        WORKING_DIR.with(|dir| dir.set(None));
+        rustix::process::fchdir(dir).ok()?;
+        WORKING_DIR.with(|dir| dir.set(Some(id)));
+    }
+    Some(fill_list(buf, |buf| {
+        rustix::fs::llistxattr(name, buf).map_err(err)
     }))
 }
 
@@ -635,13 +696,53 @@ mod tests {
         let mut list = Vec::new();
         file.list_xattrs(&mut list).unwrap();
         assert!(list.split(|b| *b == 0).any(|n| n == b"user.test"));
-        if let Some(hint) = list_xattrs_hint(fd.as_fd(), c"f", &mut list) {
+        let dir_stat = stat_fd(fd.as_fd()).unwrap();
+        if let Some(hint) = list_xattrs_hint(fd.as_fd(), &dir_stat, c"f", &mut list) {
             hint.unwrap();
             assert!(list.split(|b| *b == 0).any(|n| n == b"user.test"));
         }
         file.remove_xattr(attr).unwrap();
         assert_eq!(file.get_xattr(attr).unwrap(), None);
         file.remove_xattr(attr).unwrap();
+    }
+
+    /// The fallback before `listxattrat`: a walker thread lists a name's xattrs from
+    /// inside the name's directory, follows the directories it is given, never moves
+    /// the process's (the user's) working directory, and leaves for "/" when asked.
+    #[test]
+    fn a_walker_thread_lists_in_its_own_working_directory_and_leaves_it() {
+        let user_cwd = std::env::current_dir().unwrap();
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        for (i, dir) in dirs.iter().enumerate() {
+            std::fs::write(dir.path().join("f"), b"").unwrap();
+            if i == 0 {
+                inode(&open_dir_path(dir.path()).unwrap(), c"f")
+                    .set_xattr(c"user.here", b"1")
+                    .unwrap();
+            }
+        }
+        let paths: Vec<_> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+        std::thread::spawn(move || {
+            detach_working_directory();
+            assert!(OWN_WORKING_DIR.with(Cell::get), "unshare(CLONE_FS)");
+            let thread_cwd = || std::fs::read_link("/proc/thread-self/cwd").unwrap();
+            for (round, path) in paths.iter().chain(paths.iter().rev()).enumerate() {
+                let fd = open_dir_path(path).unwrap();
+                let stat = stat_fd(fd.as_fd()).unwrap();
+                let mut list = Vec::new();
+                list_xattrs_in_working_dir(fd.as_fd(), &stat, c"f", &mut list)
+                    .expect("a walker thread lists by name")
+                    .unwrap();
+                let listed = list.split(|b| *b == 0).any(|n| n == b"user.here");
+                assert_eq!(listed, path == &paths[0], "round {round}: {path:?}");
+                assert_eq!(&thread_cwd(), path, "round {round}");
+            }
+            leave_working_directory();
+            assert_eq!(thread_cwd(), std::path::Path::new("/"));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(std::env::current_dir().unwrap(), user_cwd, "the user's cwd");
     }
 
     #[test]

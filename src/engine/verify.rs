@@ -114,7 +114,11 @@ impl Visitor for Verifier<'_> {
         }
         self.counters.inodes_seen.fetch_add(1, Ordering::Relaxed);
         let path = || walk::display_path(&self.root, &dir.entry_path(name));
-        let meta = match inode::read_meta(dir_fd, name, &inode) {
+        let entry_dir = inode::EntryDir {
+            fd: dir_fd,
+            stat: dir.stat(),
+        };
+        let meta = match inode::read_meta(entry_dir, name, &inode) {
             Ok(meta) => meta,
             Err(e) => {
                 self.counters.os_error(path(), e.operation, &e.error);

@@ -77,6 +77,11 @@ impl DirNode {
         path
     }
 
+    /// What the directory was when visited.
+    pub fn stat(&self) -> &Stat {
+        &self.stat
+    }
+
     /// Relative path of entry `name` of this directory ("." names the directory itself).
     pub fn entry_path(&self, name: &CStr) -> PathBuf {
         let base = self.relative_path();
@@ -229,6 +234,7 @@ pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) ->
     visitor.batch_done(1);
     drop(root_fd);
     pool.scope(|scope| walk.directory(scope, node));
+    pool.broadcast(|_| sys::leave_working_directory());
     Ok(())
 }
 
@@ -327,6 +333,7 @@ pub fn thread_pool(threads: Option<usize>) -> io::Result<rayon::ThreadPool> {
         .num_threads(threads.max(1))
         .stack_size(64 << 20)
         .thread_name(|i| format!("idshift-{i}"))
+        .start_handler(|_| sys::own_working_directory())
         .build()
         .map_err(io::Error::other)
 }
