@@ -5,6 +5,7 @@
 # installed are skipped.
 # Run as root from anywhere:  scripts/bench-compare.sh [INODES] [RUNS]
 # DROP_CACHES=1 drops the page cache before every run (affects the whole machine).
+# OLD_KERNEL=1 runs lxc-idshift as on a kernel before 6.6 (its fallbacks).
 # SHAPE=hardlinks builds INODES files with two names each, in two flat directories,
 # instead of the rootfs-like tree.
 set -euo pipefail
@@ -20,9 +21,16 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "== building release binaries" >&2
-cargo build --release --bin lxc-idshift --example mktree --example bare_lchown >&2
+cargo build --release --bin lxc-idshift --example mktree --example bare_lchown \
+    --example as_old_kernel >&2
 TARGET=${CARGO_TARGET_DIR:-target}/release
 IDSHIFT=$(realpath "$TARGET/lxc-idshift")
+# OLD_KERNEL=1 runs lxc-idshift as on Debian 12, Ubuntu 22.04 or RHEL 9: without
+# fchmodat2 and the *xattrat calls (a seccomp filter), so it takes its fallbacks.
+if [ "${OLD_KERNEL:-0}" = 1 ]; then
+    IDSHIFT="$(realpath "$TARGET/examples/as_old_kernel") $IDSHIFT"
+    echo "lxc-idshift: as on a kernel before 6.6 (OLD_KERNEL=1)" >&2
+fi
 MKTREE=$(realpath "$TARGET/examples/mktree")
 BARE=$(realpath "$TARGET/examples/bare_lchown")
 

@@ -17,6 +17,8 @@ pub mod status;
 // The one module allowed raw syscalls and `unsafe`: everything else calls its safe wrappers.
 #[allow(unsafe_code)]
 pub(crate) mod sys;
+#[cfg(feature = "testkit")]
+pub use sys::emulate_old_kernel;
 pub mod verify;
 pub(crate) mod walk;
 pub mod xattr_names;

@@ -258,6 +258,72 @@ fn list_xattrs_in_working_dir(
     }))
 }
 
+/// For tests and benchmarks: from now on, this thread and every process it starts
+/// get ENOSYS from `fchmodat2` (Linux 6.6) and the `*xattrat` calls (6.13), as on
+/// the kernels LXC hosts run (Debian 12's 6.1, Ubuntu 22.04's 5.15, RHEL 9's
+/// 5.14), so that the fallbacks do the work. A seccomp filter (no privilege needed);
+/// only prctl on a static program, so it may run between fork and exec.
+#[cfg(feature = "testkit")]
+pub fn emulate_old_kernel() -> io::Result<()> {
+    old_kernel::install()
+}
+
+#[cfg(feature = "testkit")]
+mod old_kernel {
+    #[repr(C)]
+    struct SockFilter {
+        code: u16,
+        jt: u8,
+        jf: u8,
+        k: u32,
+    }
+
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const SockFilter,
+    }
+
+    const fn op(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
+        SockFilter { code, jt, jf, k }
+    }
+    const LOAD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15;
+    const JGE: u16 = 0x35;
+    const JGT: u16 = 0x25;
+    const RET: u16 = 0x06;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const ALLOW: u32 = 0x7fff_0000;
+    const ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+    /// fchmodat2 (452) and setxattrat..removexattrat (463-466).
+    static FILTER: [SockFilter; 8] = [
+        op(LOAD, 0, 0, 4),
+        op(JEQ, 0, 4, AUDIT_ARCH_X86_64),
+        op(LOAD, 0, 0, 0),
+        op(JEQ, 3, 0, 452),
+        op(JGE, 0, 1, 463),
+        op(JGT, 0, 1, 466),
+        op(RET, 0, 0, ALLOW),
+        op(RET, 0, 0, ENOSYS),
+    ];
+
+    pub fn install() -> std::io::Result<()> {
+        let program = SockFprog {
+            len: FILTER.len() as u16,
+            filter: FILTER.as_ptr(),
+        };
+        // SAFETY: the program points at a static filter; prctl copies it.
+        let failed = unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, 2, &program as *const SockFprog) != 0
+        };
+        match failed {
+            true => Err(std::io::Error::last_os_error()),
+            false => Ok(()),
+        }
+    }
+}
+
 /// Runs a listxattr-like call into `buf`, growing it on ERANGE.
 fn fill_list(
     buf: &mut Vec<u8>,
