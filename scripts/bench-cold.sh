@@ -3,7 +3,8 @@
 # reverse) of lxc-idshift at several --threads settings and of the bare_lchown
 # baseline, on one ~300,000-inode rootfs-like tree; prints a markdown table.
 # Run as root from anywhere:  scripts/bench-cold.sh [INODES] [RUNS] [THREADS...]
-# Dropping caches affects the whole machine.
+# Dropping caches affects the whole machine. OLD_KERNEL=1 runs lxc-idshift as on a
+# kernel before 6.6 (without fchmodat2 and the *xattrat calls).
 set -euo pipefail
 
 INODES=${1:-300000}
@@ -15,9 +16,14 @@ MAP=b:0:1000000:65536
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench-cold: must run as root" >&2; exit 2; }
 
-cargo build --release --bin lxc-idshift --example mktree --example bare_lchown >&2
+cargo build --release --bin lxc-idshift --example mktree --example bare_lchown \
+    --example as_old_kernel >&2
 TARGET=${CARGO_TARGET_DIR:-target}/release
 IDSHIFT=$(realpath "$TARGET/lxc-idshift")
+# OLD_KERNEL=1: lxc-idshift as on Debian 12, Ubuntu 22.04 or RHEL 9 (its fallbacks).
+if [ "${OLD_KERNEL:-0}" = 1 ]; then
+    IDSHIFT="$(realpath "$TARGET/examples/as_old_kernel") $IDSHIFT"
+fi
 BARE=$(realpath "$TARGET/examples/bare_lchown")
 WORK=$(mktemp -d /var/tmp/lxc-idshift-cold.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
