@@ -262,15 +262,11 @@ fn a_reader_that_goes_away_ends_nothing_in_a_panic() {
 /// this, a broken filter would let that pass test the new paths twice.
 #[test]
 fn the_old_kernel_emulation_leaves_only_the_fallbacks() {
-    use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("f"), b"").unwrap();
     let tool = Tool::new();
-    let mut command = std::process::Command::new(bin());
-    // SAFETY: prctl only, async-signal-safe, on a static filter.
-    unsafe { command.pre_exec(lxc_idshift::engine::emulate_old_kernel) };
     let args = tool.shift_args(tmp.path(), &["--dry-run", "--json"]);
-    let out = command.args(args).output().unwrap();
+    let out = old_kernel_command(bin()).args(args).output().unwrap();
     assert_exit(&out, 0, "a dry run as on an old kernel");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let kernel = &report["kernel"];

@@ -145,3 +145,37 @@ fn write_xattr(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::{acl_xattr, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ};
+    use rustix::fd::AsFd;
+
+    /// A by-name hint that fails (its name was renamed away after the handle was
+    /// opened) gives way to the listing through the handle: the inode's ACL is
+    /// still read, never taken for absent, and no error is reported.
+    #[test]
+    fn a_failed_hint_falls_back_to_the_handle() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("f"), b"").unwrap();
+        let dir = sys::open_dir_path(tmp.path()).unwrap();
+        let inode = Inode::open_at(dir.as_fd(), c"f").unwrap();
+        let acl = acl_xattr(&[
+            (ACL_USER_OBJ, 6, 0),
+            (ACL_USER, 4, 1000),
+            (ACL_GROUP_OBJ, 4, 0),
+            (ACL_MASK, 4, 0),
+            (ACL_OTHER, 4, 0),
+        ]);
+        inode.set_xattr(ACL_ACCESS, &acl).unwrap();
+        std::fs::rename(tmp.path().join("f"), tmp.path().join("g")).unwrap();
+        let dir_stat = sys::stat_fd(dir.as_fd()).unwrap();
+        let entry_dir = EntryDir {
+            fd: dir.as_fd(),
+            stat: &dir_stat,
+        };
+        let meta = read_meta(entry_dir, c"f", &inode).unwrap();
+        assert_eq!(meta.acl_access, Some(acl));
+    }
+}

@@ -56,11 +56,18 @@ pub fn old_kernel() -> bool {
 /// A command for `program` (the binary, or a wrapper that execs it), with the old
 /// kernel emulated when asked for.
 pub fn command(program: impl AsRef<OsStr>) -> Command {
-    let mut command = Command::new(program);
-    if old_kernel() {
-        // SAFETY: prctl only, async-signal-safe, on a static filter.
-        unsafe { command.pre_exec(lxc_idshift::engine::emulate_old_kernel) };
+    match old_kernel() {
+        true => old_kernel_command(program),
+        false => Command::new(program),
     }
+}
+
+/// A command for `program` that runs as on a kernel before 6.6, whatever the
+/// environment says.
+pub fn old_kernel_command(program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new(program);
+    // SAFETY: prctl only, async-signal-safe, on a static filter.
+    unsafe { command.pre_exec(lxc_idshift::engine::emulate_old_kernel) };
     command
 }
 
