@@ -683,3 +683,105 @@ fn the_report_names_the_kernel_paths_taken() {
         );
     }
 }
+
+/// An inode's xattrs are never taken from another inode's listing, even while a
+/// racer swaps names: in 8 directories, "f" (a capability and an ACL) and "g"
+/// (neither) are exchanged by `renameat2(RENAME_EXCHANGE)` in a loop during forward
+/// and reverse runs. Names are listed by name, so a listing made just before a swap
+/// lists the other inode; one trusted then would lose a capability (the chown
+/// removes it) or leave an ACL unshifted. The tree is aged first, so that its
+/// ctimes would not make every listing look doubtful before the race starts; "g"
+/// carries 40 padding xattrs (a longer listing, a wider window) and the runs use
+/// one thread (the racer keeps a core): trusting every listing fails it within a
+/// few rounds, on both kernel paths.
+#[test]
+fn a_name_swapped_during_a_run_never_takes_another_inodes_xattrs() {
+    if !require_root("a_name_swapped_during_a_run_never_takes_another_inodes_xattrs") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    let acl = |user: u32| {
+        acl_xattr(&[
+            (ACL_USER_OBJ, 7, 0),
+            (ACL_USER, 5, user),
+            (ACL_GROUP_OBJ, 5, 0),
+            (ACL_MASK, 5, 0),
+            (ACL_OTHER, 5, 0),
+        ])
+    };
+    let dirs: Vec<PathBuf> = (0..8).map(|i| root.join(format!("d{i}"))).collect();
+    let mut marked = Vec::new();
+    for dir in &dirs {
+        fs::create_dir_all(dir).unwrap();
+        file(&dir.join("f"), 0, 0o755, true);
+        set_xattr(&dir.join("f"), ACL, &acl(1000));
+        file(&dir.join("g"), 0, 0o755, false);
+        for i in 0..40 {
+            set_xattr(&dir.join("g"), &format!("user.padding{i}"), b"x");
+        }
+        marked.push(ino(&dir.join("f")));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Held by the checks: the racer pauses while the tree is looked at.
+    let pause = Arc::new(Mutex::new(()));
+    let racer = {
+        let (stop, pause, dirs) = (stop.clone(), pause.clone(), dirs.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _running = pause.lock().unwrap();
+                for dir in &dirs {
+                    renameat2_exchange(dir, "f", "g");
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    // Each marked inode keeps its capability and ACL, shifted exactly when its
+    // owner is (a swap may make a run visit an inode twice or not at all).
+    let check = |what: &str| {
+        let _paused = pause.lock().unwrap();
+        for dir in &dirs {
+            for name in ["f", "g"] {
+                let path = dir.join(name);
+                let uid = owner(&path).0;
+                let (caps, acl_now) = (get_xattr(&path, CAPS), get_xattr(&path, ACL));
+                if !marked.contains(&ino(&path)) {
+                    assert_eq!(
+                        (&caps, &acl_now),
+                        (&None, &None),
+                        "{what}: {}",
+                        path.display()
+                    );
+                    continue;
+                }
+                let expected = match uid {
+                    HOST_FIRST => (Some(caps_v3(HOST_FIRST)), Some(acl(HOST_FIRST + 1000))),
+                    0 => (Some(caps_v2(NET_RAW, true)), Some(acl(1000))),
+                    other => panic!("{what}: {} owned by {other}", path.display()),
+                };
+                assert_eq!((caps, acl_now), expected, "{what}: {}", path.display());
+            }
+        }
+    };
+    let tool = Tool::new();
+    for round in 0..20 {
+        for extra in [&[][..], &["--reverse"][..]] {
+            let out = tool.shift(&root, &[extra, &["--threads", "1"]].concat());
+            let code = out.status.code();
+            assert!(
+                matches!(code, Some(0 | 1)),
+                "round {round} {extra:?}: {:?}\n{}",
+                out.status,
+                text(&out.stderr)
+            );
+            check(&format!("round {round} {extra:?}"));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = racer.join().unwrap();
+    assert!(swaps > 1000, "the racer made only {swaps} swaps");
+}

@@ -52,29 +52,80 @@ pub struct EntryDir<'a> {
     pub stat: &'a Stat,
 }
 
-/// The inode's metadata including its id-bearing xattrs, symlinks' included. The
-/// names are listed by name in `dir` where the kernel allows (cheap, but only a hint:
-/// the name may meanwhile lead elsewhere); whatever is read is read through the
-/// handle, so it is always this inode's. A hint that fails (the name was renamed
-/// away) gives way to the listing through the handle. An inode whose listing or
-/// values cannot be read is an error: it must not be chowned (a chown would remove
-/// its capability).
-pub fn read_meta(dir: EntryDir<'_>, name: &CStr, inode: &Inode) -> Result<Meta, InodeError> {
-    XATTR_LIST.with(|list| read_meta_with(dir, name, inode, &mut list.borrow_mut()))
+/// An entry's xattr names listed by name (one lookup, where listing through an
+/// `O_PATH` handle costs a walk through `/proc/self/fd`), and the coarse time just
+/// before. The name may lead to another inode by the time the handle is opened;
+/// [`Listing::of`] keeps the names only when they provably are the opened inode's.
+pub struct Listing {
+    taken: (i64, u32),
+    names: Option<Vec<u8>>,
 }
 
-fn read_meta_with(
-    dir: EntryDir<'_>,
-    name: &CStr,
-    inode: &Inode,
-    list: &mut Vec<u8>,
-) -> Result<Meta, InodeError> {
-    let mut meta = meta_from_stat(&inode.stat);
-    let hinted = sys::list_xattrs_hint(dir.fd, dir.stat, name, list);
-    if !matches!(hinted, Some(Ok(()))) {
-        inode.list_xattrs(list).map_err(at("list xattrs"))?;
+impl Listing {
+    pub fn take(dir: EntryDir<'_>, name: &CStr) -> Listing {
+        let taken = sys::coarse_now();
+        let names = XATTR_LIST.with(|buf| {
+            let buf = &mut *buf.borrow_mut();
+            let dir_id = (dir.stat.dev, dir.stat.ino);
+            let listed = sys::list_xattrs_hint(dir.fd, dir_id, name, buf);
+            matches!(listed, Some(Ok(()))).then(|| buf.clone())
+        });
+        Listing { taken, names }
     }
-    let present = |attr: &CStr| list.split(|b| *b == 0).any(|n| n == attr.to_bytes());
+
+    /// The names, if they are those of the inode `stat` describes, opened at the
+    /// same name after this listing. For the listing to have shown another inode, a
+    /// rename or link must have brought this one to the name in between, and that
+    /// stamps its ctime with the coarse clock of that moment: `taken` or later (so
+    /// does any xattr change). A ctime before `taken` rules both out, on file
+    /// systems that stamp renames (`ctime_marks_renames`) and while the clock is
+    /// not set back during the run. A ctime without nanoseconds may be truncated to
+    /// the second (ext4 with 128-byte inodes): it must be before `taken`'s second.
+    /// Otherwise the caller lists through the handle.
+    pub fn of(self, stat: &Stat, ctime_marks_renames: bool) -> Option<Vec<u8>> {
+        let bound = match stat.ctime.1 {
+            0 => (self.taken.0, 0),
+            _ => self.taken,
+        };
+        self.names
+            .filter(|_| ctime_marks_renames && stat.ctime < bound)
+    }
+}
+
+/// Opens entry `name` of `dir` for a change, its xattr names listed by name just
+/// before and kept when they provably are its own (see [`Listing::of`]).
+pub fn open_entry(dir: EntryDir<'_>, name: &CStr, ctime_marks_renames: bool) -> io::Result<Inode> {
+    let listing = Listing::take(dir, name);
+    let mut inode = Inode::open_at(dir.fd, name)?;
+    inode.listed_xattrs = listing.of(&inode.stat, ctime_marks_renames);
+    Ok(inode)
+}
+
+/// Stats entry `name` of `dir` for a walk that only reads: such an inode is read
+/// by name throughout (its xattrs only if asked for), and nothing is changed.
+pub fn stat_entry(dir: EntryDir<'_>, name: &CStr) -> io::Result<Inode> {
+    Inode::stat_at(dir.fd, dir.stat, name)
+}
+
+/// The inode's metadata including its id-bearing xattrs, symlinks' included: the
+/// names listed when it was opened if they are provably its own, else listed now
+/// through the handle; the values are read through the handle, so they are always
+/// this inode's. An inode whose listing or values cannot be read is an error: it
+/// must not be chowned (a chown would remove its capability).
+pub fn read_meta(inode: &Inode) -> Result<Meta, InodeError> {
+    XATTR_LIST.with(|list| read_meta_with(inode, &mut list.borrow_mut()))
+}
+
+fn read_meta_with(inode: &Inode, list: &mut Vec<u8>) -> Result<Meta, InodeError> {
+    let mut meta = meta_from_stat(&inode.stat);
+    let names: &[u8] = match &inode.listed_xattrs {
+        Some(names) => names,
+        None => {
+            inode.list_xattrs(list).map_err(at("list xattrs"))?;
+            list
+        }
+    };
+    let present = |attr: &CStr| names.split(|b| *b == 0).any(|n| n == attr.to_bytes());
     let get = |attr: &CStr| -> Result<Option<Vec<u8>>, InodeError> {
         match present(attr) {
             true => inode.get_xattr(attr).map_err(at("read xattr")),
@@ -152,30 +203,123 @@ mod tests {
     use crate::sample::{acl_xattr, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ};
     use rustix::fd::AsFd;
 
-    /// A by-name hint that fails (its name was renamed away after the handle was
-    /// opened) gives way to the listing through the handle: the inode's ACL is
-    /// still read, never taken for absent, and no error is reported.
-    #[test]
-    fn a_failed_hint_falls_back_to_the_handle() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("f"), b"").unwrap();
-        let dir = sys::open_dir_path(tmp.path()).unwrap();
-        let inode = Inode::open_at(dir.as_fd(), c"f").unwrap();
-        let acl = acl_xattr(&[
+    fn acl() -> Vec<u8> {
+        acl_xattr(&[
             (ACL_USER_OBJ, 6, 0),
             (ACL_USER, 4, 1000),
             (ACL_GROUP_OBJ, 4, 0),
             (ACL_MASK, 4, 0),
             (ACL_OTHER, 4, 0),
-        ]);
-        inode.set_xattr(ACL_ACCESS, &acl).unwrap();
-        std::fs::rename(tmp.path().join("f"), tmp.path().join("g")).unwrap();
+        ])
+    }
+
+    fn with_acl(path: &std::path::Path) {
+        std::fs::write(path, b"").unwrap();
+        let flags = rustix::fs::XattrFlags::empty();
+        rustix::fs::lsetxattr(path, ACL_ACCESS, &acl(), flags).unwrap();
+    }
+
+    fn listed(names: &Option<Vec<u8>>, attr: &CStr) -> bool {
+        let names = names.as_deref().expect("a listing");
+        names.split(|b| *b == 0).any(|n| n == attr.to_bytes())
+    }
+
+    /// A listing is kept only for an inode whose ctime is before the listing's
+    /// clock reading (before its second when the ctime has no nanoseconds), and
+    /// only on a file system that stamps renames.
+    #[test]
+    fn a_listing_is_kept_only_for_an_inode_settled_before_it() {
+        // Before 6.13 a thread lists by name from a working directory of its own.
+        sys::own_working_directory();
+        let tmp = tempfile::tempdir().unwrap();
+        with_acl(&tmp.path().join("f"));
+        let dir = sys::open_dir_path(tmp.path()).unwrap();
         let dir_stat = sys::stat_fd(dir.as_fd()).unwrap();
         let entry_dir = EntryDir {
             fd: dir.as_fd(),
             stat: &dir_stat,
         };
-        let meta = read_meta(entry_dir, c"f", &inode).unwrap();
-        assert_eq!(meta.acl_access, Some(acl));
+        let listed_at = |taken: (i64, u32)| Listing {
+            taken,
+            ..Listing::take(entry_dir, c"f")
+        };
+        let mut stat = Inode::open_at(dir.as_fd(), c"f").unwrap().stat;
+        for ctime in [(1_700_000_000, 250), (1_700_000_000, 0)] {
+            stat.ctime = ctime;
+            let later = (ctime.0 + 1, 0);
+            assert!(listed(&listed_at(later).of(&stat, true), ACL_ACCESS));
+            assert_eq!(listed_at(later).of(&stat, false), None, "not a marking fs");
+            assert_eq!(listed_at(ctime).of(&stat, true), None, "the same tick");
+        }
+        stat.ctime = (1_700_000_000, 250);
+        let next_tick = (1_700_000_000, 4_000_250);
+        assert!(listed(&listed_at(next_tick).of(&stat, true), ACL_ACCESS));
+        stat.ctime = (1_700_000_000, 0);
+        assert_eq!(
+            listed_at(next_tick).of(&stat, true),
+            None,
+            "maybe truncated"
+        );
+        sys::leave_working_directory();
+    }
+
+    /// The race itself, on the real clock: "f" (no xattrs) is listed, then "g" (an
+    /// ACL), settled long before, is renamed over it before it is opened. The rename stamps g's ctime, so the listing is not taken for g's
+    /// and its ACL is read; a settled, untouched "h" keeps its listing.
+    #[test]
+    fn a_listing_of_another_inode_is_never_taken_for_the_opened_ones() {
+        // Before 6.13 a thread lists by name from a working directory of its own.
+        sys::own_working_directory();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("f"), b"").unwrap();
+        with_acl(&tmp.path().join("g"));
+        with_acl(&tmp.path().join("h"));
+        let dir = sys::open_dir_path(tmp.path()).unwrap();
+        let marks = sys::ctime_marks_renames(dir.as_fd());
+        assert!(
+            marks,
+            "the test's directory must be on ext4, xfs, btrfs, f2fs or tmpfs"
+        );
+        // Settles h's ctime, even on a file system that keeps whole seconds.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let dir_stat = sys::stat_fd(dir.as_fd()).unwrap();
+        let entry_dir = EntryDir {
+            fd: dir.as_fd(),
+            stat: &dir_stat,
+        };
+        let listing = Listing::take(entry_dir, c"f");
+        assert_eq!(listing.names.as_deref(), Some(&b""[..]));
+        std::fs::rename(tmp.path().join("g"), tmp.path().join("f")).unwrap();
+        let mut inode = Inode::open_at(dir.as_fd(), c"f").unwrap();
+        inode.listed_xattrs = listing.of(&inode.stat, marks);
+        assert_eq!(inode.listed_xattrs, None);
+        assert_eq!(read_meta(&inode).unwrap().acl_access, Some(acl()));
+        let settled = open_entry(entry_dir, c"h", marks).unwrap();
+        assert!(listed(&settled.listed_xattrs, ACL_ACCESS));
+        assert_eq!(read_meta(&settled).unwrap().acl_access, Some(acl()));
+        sys::leave_working_directory();
+    }
+
+    /// A listing that fails (the name did not exist yet when it was listed) gives
+    /// way to the listing through the handle: the ACL is read, never taken for
+    /// absent, and no error is reported.
+    #[test]
+    fn a_failed_listing_gives_way_to_the_handle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = sys::open_dir_path(tmp.path()).unwrap();
+        let dir_stat = sys::stat_fd(dir.as_fd()).unwrap();
+        let entry_dir = EntryDir {
+            fd: dir.as_fd(),
+            stat: &dir_stat,
+        };
+        let listing = Listing {
+            taken: (i64::MAX, 0),
+            ..Listing::take(entry_dir, c"f")
+        };
+        assert_eq!(listing.names, None);
+        with_acl(&tmp.path().join("f"));
+        let mut inode = Inode::open_at(dir.as_fd(), c"f").unwrap();
+        inode.listed_xattrs = listing.of(&inode.stat, true);
+        assert_eq!(read_meta(&inode).unwrap().acl_access, Some(acl()));
     }
 }

@@ -19,7 +19,6 @@ use super::sys::{self, Inode, KernelPaths};
 use super::walk::{self, DirNode, Visitor, WalkError};
 use crate::fsutil::{failed, FileError};
 use rustix::fd::AsFd;
-use rustix::fd::BorrowedFd;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -570,13 +569,9 @@ impl<'a> ShiftWalk<'a> {
 
     /// Decides an inode's target; queues it when it must wait for its record to
     /// reach the disk, else applies it (or, in a dry run, counts it) at once.
-    fn shift_inode(&self, dir: &DirNode, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
+    fn shift_inode(&self, dir: &DirNode, name: &CStr, inode: Inode) {
         let path = || self.base.path(dir, name);
-        let entry_dir = inode::EntryDir {
-            fd: dir_fd,
-            stat: dir.stat(),
-        };
-        let current = match inode::read_meta(entry_dir, name, &inode) {
+        let current = match inode::read_meta(&inode) {
             Ok(meta) => meta,
             Err(e) => {
                 self.base.counters.os_error(path(), e.operation, &e.error);
@@ -732,9 +727,9 @@ impl Visitor for ShiftWalk<'_> {
         self.writer.is_some()
     }
 
-    fn visit(&self, dir: &Arc<DirNode>, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
+    fn visit(&self, dir: &Arc<DirNode>, name: &CStr, inode: Inode) {
         if self.handle_now(dir, name, &inode) {
-            self.shift_inode(dir, dir_fd, name, inode);
+            self.shift_inode(dir, name, inode);
         }
     }
 

@@ -9,7 +9,7 @@
 //! `listxattrat` (6.13+) for the cheap by-name xattr hint, before it `llistxattr` by
 //! name from a walker thread's own working directory, otherwise the handle alone.
 
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 use serde::Serialize;
@@ -201,20 +201,20 @@ pub fn leave_working_directory() {
     }
 }
 
-/// The names of the xattrs of `name` in `dir` (`dir_stat` its stat, for its identity),
+/// The names of the xattrs of `name` in `dir` (`dir_id` its dev and inode number),
 /// NUL-separated, into `buf`, by name, never following a symlink: `listxattrat`, or
 /// before it `llistxattr` relative to a walker thread's own working directory. Only
-/// a hint of what the inode holds: the name may be renamed to another inode
-/// meanwhile, so whatever the hint shows is then read through the [`Inode`] itself.
-/// None where neither is available (the caller lists through the handle).
+/// a hint of what the inode holds: the name may lead to another inode by the time
+/// it is opened (`inode::Listing` says when the hint is trusted). None where
+/// neither call is available (the caller lists through the handle).
 pub fn list_xattrs_hint(
     dir: BorrowedFd<'_>,
-    dir_stat: &Stat,
+    dir_id: (u64, u64),
     name: &CStr,
     buf: &mut Vec<u8>,
 ) -> Option<io::Result<()>> {
     if !probe(&XATTRAT, SYS_LISTXATTRAT) {
-        return list_xattrs_in_working_dir(dir, dir_stat, name, buf);
+        return list_xattrs_in_working_dir(dir, dir_id, name, buf);
     }
     Some(fill_list(buf, |buf| {
         // SAFETY: buf is writable for buf.len() bytes; name is NUL-terminated.
@@ -240,14 +240,13 @@ pub fn list_xattrs_hint(
 /// directory's dev and inode number, checked when the walker opened it).
 fn list_xattrs_in_working_dir(
     dir: BorrowedFd<'_>,
-    dir_stat: &Stat,
+    id: (u64, u64),
     name: &CStr,
     buf: &mut Vec<u8>,
 ) -> Option<io::Result<()>> {
     if !OWN_WORKING_DIR.with(Cell::get) {
         return None;
     }
-    let id = (dir_stat.dev, dir_stat.ino);
     if WORKING_DIR.with(Cell::get) != Some(id) {
         WORKING_DIR.with(|dir| dir.set(None));
         rustix::process::fchdir(dir).ok()?;
@@ -349,12 +348,20 @@ fn fill_list(
 pub struct Inode {
     access: Access,
     pub stat: Stat,
+    /// The names of its xattrs, NUL-separated, when they were listed by name and
+    /// are provably this inode's (`inode::open_entry`); None: list through `access`.
+    pub listed_xattrs: Option<Vec<u8>>,
 }
 
 enum Access {
     Handle(OwnedFd),
-    /// `/proc/self/fd/DIR/NAME`, for reading without following a final symlink.
-    ReadByName(CString),
+    /// Entry `name` of the directory fd `dir` (whose identity is `dir_id`), read by
+    /// name: for walks that only read, which keep `dir` open while they visit it.
+    ReadByName {
+        dir: RawFd,
+        dir_id: (u64, u64),
+        name: CString,
+    },
 }
 
 impl Inode {
@@ -366,27 +373,30 @@ impl Inode {
         Ok(Inode {
             access: Access::Handle(fd),
             stat,
+            listed_xattrs: None,
         })
     }
 
-    /// Stats entry `name` of `dir` without opening it: one statx, as a plain stat
-    /// walk does. Its xattrs are then read by name (only valid while `dir` is open),
-    /// and nothing can change it.
-    pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Inode> {
+    /// Stats entry `name` of `dir` (`dir_stat` its stat) without opening it: one
+    /// statx, as a plain stat walk does. Its xattrs are then read by name (only
+    /// valid while `dir` is open), and nothing can change it.
+    pub fn stat_at(dir: BorrowedFd<'_>, dir_stat: &Stat, name: &CStr) -> io::Result<Inode> {
         let stat = stat_at(dir, name)?;
-        let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-        path.extend_from_slice(name.to_bytes());
-        let path = CString::new(path).expect("a file name holds no NUL");
         Ok(Inode {
-            access: Access::ReadByName(path),
+            access: Access::ReadByName {
+                dir: dir.as_raw_fd(),
+                dir_id: (dir_stat.dev, dir_stat.ino),
+                name: name.to_owned(),
+            },
             stat,
+            listed_xattrs: None,
         })
     }
 
     fn fd(&self) -> io::Result<BorrowedFd<'_>> {
         match &self.access {
             Access::Handle(fd) => Ok(fd.as_fd()),
-            Access::ReadByName(_) => Err(io::Error::from_raw_os_error(libc::EBADF)),
+            Access::ReadByName { .. } => Err(io::Error::from_raw_os_error(libc::EBADF)),
         }
     }
 
@@ -448,17 +458,39 @@ impl Inode {
                     rustix::fs::listxattr(path.as_c_str(), buf).map_err(err)
                 })
             }
-            Access::ReadByName(path) => fill_list(buf, |buf| {
-                rustix::fs::llistxattr(path.as_c_str(), buf).map_err(err)
-            }),
+            Access::ReadByName { dir, dir_id, name } => {
+                // SAFETY: the walker keeps `dir` open while the entry is visited.
+                let dir = unsafe { BorrowedFd::borrow_raw(*dir) };
+                match list_xattrs_hint(dir, *dir_id, name, buf) {
+                    Some(listed) => listed,
+                    None => fill_list(buf, |buf| {
+                        let path = self.read_path().expect("read by name");
+                        rustix::fs::llistxattr(path.as_c_str(), buf).map_err(err)
+                    }),
+                }
+            }
         }
+    }
+
+    /// `/proc/self/fd/DIR/NAME` of an inode read by name: reaches the name without
+    /// following it if it is a symlink (for the `l*xattr` calls).
+    fn read_path(&self) -> Option<CString> {
+        let Access::ReadByName { dir, name, .. } = &self.access else {
+            return None;
+        };
+        let mut path = format!("/proc/self/fd/{dir}/").into_bytes();
+        path.extend_from_slice(name.to_bytes());
+        Some(CString::new(path).expect("a file name holds no NUL"))
     }
 
     /// Value of xattr `attr`; None when it does not exist.
     pub fn get_xattr(&self, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
         let get = |buf: &mut [u8]| match &self.access {
             Access::Handle(fd) => rustix::fs::getxattr(proc_fd_path(fd).as_c_str(), attr, buf),
-            Access::ReadByName(path) => rustix::fs::lgetxattr(path.as_c_str(), attr, buf),
+            Access::ReadByName { .. } => {
+                let path = self.read_path().expect("read by name");
+                rustix::fs::lgetxattr(path.as_c_str(), attr, buf)
+            }
         };
         let mut buf = vec![0u8; 256];
         loop {
@@ -617,6 +649,22 @@ pub fn ctime_boundary(whole_seconds: bool) -> (i64, u32) {
     boundary
 }
 
+/// The coarse real-time clock, which the kernel stamps ctimes with (or, on file
+/// systems with fine-grained timestamps, with a time no earlier).
+pub fn coarse_now() -> (i64, u32) {
+    clock(libc::CLOCK_REALTIME_COARSE)
+}
+
+/// Whether the file system holding `fd` is one known to stamp an inode's ctime with
+/// this machine's clock whenever a rename or link gives it a name or takes one away:
+/// ext2-4, xfs, btrfs, f2fs and tmpfs. A network file system stamps with its
+/// server's clock; ZFS and the others were not checked.
+pub fn ctime_marks_renames(fd: BorrowedFd<'_>) -> bool {
+    const MARKING: [u64; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x0102_1994];
+    // f_type is i64 on x86_64 but narrower (and signed) on other architectures.
+    rustix::fs::fstatfs(fd).is_ok_and(|s| MARKING.contains(&(s.f_type as u64 & 0xffff_ffff)))
+}
+
 fn clock(id: libc::clockid_t) -> (i64, u32) {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -763,7 +811,8 @@ mod tests {
         file.list_xattrs(&mut list).unwrap();
         assert!(list.split(|b| *b == 0).any(|n| n == b"user.test"));
         let dir_stat = stat_fd(fd.as_fd()).unwrap();
-        if let Some(hint) = list_xattrs_hint(fd.as_fd(), &dir_stat, c"f", &mut list) {
+        let dir_id = (dir_stat.dev, dir_stat.ino);
+        if let Some(hint) = list_xattrs_hint(fd.as_fd(), dir_id, c"f", &mut list) {
             hint.unwrap();
             assert!(list.split(|b| *b == 0).any(|n| n == b"user.test"));
         }
@@ -796,7 +845,7 @@ mod tests {
                 let fd = open_dir_path(path).unwrap();
                 let stat = stat_fd(fd.as_fd()).unwrap();
                 let mut list = Vec::new();
-                list_xattrs_in_working_dir(fd.as_fd(), &stat, c"f", &mut list)
+                list_xattrs_in_working_dir(fd.as_fd(), (stat.dev, stat.ino), c"f", &mut list)
                     .expect("a walker thread lists by name")
                     .unwrap();
                 let listed = list.split(|b| *b == 0).any(|n| n == b"user.here");
@@ -843,7 +892,8 @@ mod tests {
         inode(&fd, c"target")
             .set_xattr(c"trusted.t", b"target")
             .unwrap();
-        let link = Inode::stat_at(fd.as_fd(), c"link").unwrap();
+        let dir_stat = stat_fd(fd.as_fd()).unwrap();
+        let link = Inode::stat_at(fd.as_fd(), &dir_stat, c"link").unwrap();
         assert!(link.stat.is_symlink());
         let mut names = Vec::new();
         link.list_xattrs(&mut names).unwrap();

@@ -10,7 +10,6 @@ use super::report::Counters;
 use super::run::{self, RunError};
 use super::sys::Inode;
 use super::walk::{self, DirNode, Visitor, WalkError};
-use rustix::fd::BorrowedFd;
 use serde::Serialize;
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -108,17 +107,13 @@ impl Visitor for Verifier<'_> {
         false
     }
 
-    fn visit(&self, dir: &Arc<DirNode>, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
+    fn visit(&self, dir: &Arc<DirNode>, name: &CStr, inode: Inode) {
         if !self.seen.first_visit(&inode.stat) {
             return;
         }
         self.counters.inodes_seen.fetch_add(1, Ordering::Relaxed);
         let path = || walk::display_path(&self.root, &dir.entry_path(name));
-        let entry_dir = inode::EntryDir {
-            fd: dir_fd,
-            stat: dir.stat(),
-        };
-        let meta = match inode::read_meta(entry_dir, name, &inode) {
+        let meta = match inode::read_meta(&inode) {
             Ok(meta) => meta,
             Err(e) => {
                 self.counters.os_error(path(), e.operation, &e.error);

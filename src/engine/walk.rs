@@ -8,6 +8,7 @@
 //! allows; otherwise the children reopen it from the nearest ancestor that still
 //! holds one (checking its identity).
 
+use super::inode::{self, EntryDir};
 use super::sys::{self, DirEntry, DirReader, Inode, Stat};
 use rayon::prelude::*;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -169,10 +170,10 @@ pub struct WalkError {
 /// What the walker asks of its user for every inode.
 pub trait Visitor: Sync {
     /// Called once for every name of every inode (the root as "." of itself), with
-    /// the inode's handle, never for anything on another mount. `dir_fd` and `name`
-    /// may only serve as a hint: the name can be renamed meanwhile, the handle not.
-    /// Errors are the visitor's to record.
-    fn visit(&self, dir: &Arc<DirNode>, dir_fd: BorrowedFd<'_>, name: &CStr, inode: Inode);
+    /// the inode's handle, never for anything on another mount. `name` is for
+    /// messages and records: it can be renamed meanwhile, the handle not. Errors are
+    /// the visitor's to record.
+    fn visit(&self, dir: &Arc<DirNode>, name: &CStr, inode: Inode);
     /// Whether visits get handles (needed to change an inode). Walks that only read
     /// say no: each entry then costs one statx, as in a plain stat walk.
     fn needs_handles(&self) -> bool {
@@ -202,6 +203,8 @@ impl Bounds {
 struct Walk<'a, V: Visitor> {
     visitor: &'a V,
     bounds: Bounds,
+    /// The file system stamps ctimes on renames: listings by name can be proven.
+    ctime_marks_renames: bool,
 }
 
 /// Walks the tree under `root` (an open directory) on `pool`, calling `visitor` for
@@ -209,6 +212,7 @@ struct Walk<'a, V: Visitor> {
 pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) -> io::Result<()> {
     let root_inode = Inode::open_at(root.as_fd(), c".")?;
     let stat = root_inode.stat;
+    let ctime_marks_renames = sys::ctime_marks_renames(root.as_fd());
     let limit = sys::raise_fd_limit() as usize;
     let budget = Arc::new(FdBudget {
         open: AtomicUsize::new(1),
@@ -228,11 +232,10 @@ pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) ->
             dev: stat.dev,
             mnt_id: stat.mnt_id,
         },
+        ctime_marks_renames,
     };
-    let root_fd = node.open_fd()?;
-    visitor.visit(&node, root_fd.as_fd(), c".", root_inode);
+    visitor.visit(&node, c".", root_inode);
     visitor.batch_done(1);
-    drop(root_fd);
     pool.scope(|scope| walk.directory(scope, node));
     pool.broadcast(|_| sys::leave_working_directory());
     Ok(())
@@ -305,9 +308,13 @@ impl<'a, V: Visitor> Walk<'a, V> {
         fd: BorrowedFd<'_>,
         entry: DirEntry,
     ) -> Option<Arc<DirNode>> {
+        let dir = EntryDir {
+            fd,
+            stat: node.stat(),
+        };
         let inode = match self.visitor.needs_handles() {
-            true => Inode::open_at(fd, &entry.name),
-            false => Inode::stat_at(fd, &entry.name),
+            true => inode::open_entry(dir, &entry.name, self.ctime_marks_renames),
+            false => inode::stat_entry(dir, &entry.name),
         };
         let inode = match inode {
             Ok(inode) => inode,
@@ -321,7 +328,7 @@ impl<'a, V: Visitor> Walk<'a, V> {
             self.visitor.mount_point(node.entry_path(&entry.name));
             return None;
         }
-        self.visitor.visit(node, fd, &entry.name, inode);
+        self.visitor.visit(node, &entry.name, inode);
         stat.is_dir().then(|| node.child(entry.name, stat))
     }
 }

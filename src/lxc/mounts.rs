@@ -21,7 +21,6 @@ use crate::engine::report::Counters;
 use crate::engine::sys::{self, Inode};
 use crate::engine::walk::{self, DirNode, Visitor, WalkError};
 use crate::fsutil::FileError;
-use rustix::fd::BorrowedFd;
 use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::os::unix::fs::MetadataExt;
@@ -541,7 +540,7 @@ impl Visitor for Scanner<'_> {
         false
     }
 
-    fn visit(&self, dir: &Arc<DirNode>, _fd: BorrowedFd<'_>, name: &CStr, inode: Inode) {
+    fn visit(&self, dir: &Arc<DirNode>, name: &CStr, inode: Inode) {
         let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
             return;

@@ -9,7 +9,6 @@ use crate::engine::report::Counters;
 use crate::engine::run::{self, RunError};
 use crate::engine::sys::Inode;
 use crate::engine::walk::{DirNode, Visitor, WalkError};
-use rustix::fd::BorrowedFd;
 use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -82,7 +81,7 @@ impl Visitor for Scanner<'_> {
         false
     }
 
-    fn visit(&self, _dir: &Arc<DirNode>, _fd: BorrowedFd<'_>, _name: &CStr, inode: Inode) {
+    fn visit(&self, _dir: &Arc<DirNode>, _name: &CStr, inode: Inode) {
         let stat = &inode.stat;
         if !self.seen.first_visit(stat) {
             return;
