@@ -14,7 +14,9 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -341,6 +343,22 @@ fn xattrs_are_listed_in_each_names_own_directory() {
     if !require_root("xattrs_are_listed_in_each_names_own_directory") {
         return;
     }
+    let (_tmp, root) = same_names_in_200_directories();
+    let original = collect(&root);
+    let tool = Tool::new();
+    tool.shift_ok(&root, &["--threads", "2"]);
+    assert_same(
+        &expected_forward(&original),
+        &collect(&root),
+        "after forward",
+    );
+    tool.shift_ok(&root, &["--threads", "2", "--reverse"]);
+    assert_same(&original, &collect(&root), "after reverse");
+}
+
+/// 200 directories with the same two names: in every other one "f" has a
+/// capability and an ACL and "g" has neither, and the other way round.
+fn same_names_in_200_directories() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tree");
     let acl = acl_xattr(&[
@@ -358,15 +376,36 @@ fn xattrs_are_listed_in_each_names_own_directory() {
         set_xattr(&dir.join(with), ACL, &acl);
         file(&dir.join(without), 0, 0o755, false);
     }
+    (tmp, root)
+}
+
+/// Where a walker thread cannot have a working directory of its own (`unshare`
+/// refused, as under a confining seccomp profile) on a kernel without
+/// `listxattrat`, every name's xattrs are listed through its handle: the shift is
+/// still exact, both ways.
+#[test]
+fn without_a_working_directory_of_its_own_a_thread_lists_through_the_handle() {
+    if !require_root("without_a_working_directory_of_its_own_a_thread_lists_through_the_handle") {
+        return;
+    }
+    let (_tmp, root) = same_names_in_200_directories();
     let original = collect(&root);
     let tool = Tool::new();
-    tool.shift_ok(&root, &["--threads", "2"]);
+    let shift = |extra: &[&str]| {
+        let mut command = Command::new(bin());
+        // SAFETY: prctl only, async-signal-safe, on a static filter.
+        unsafe { command.pre_exec(lxc_idshift::engine::emulate_old_kernel_refusing_unshare) };
+        let out = run_ok(command.args(tool.shift_args(&root, extra)));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["kernel"]["xattrat"], false, "{report}");
+    };
+    shift(&["--threads", "2", "--json"]);
     assert_same(
         &expected_forward(&original),
         &collect(&root),
         "after forward",
     );
-    tool.shift_ok(&root, &["--threads", "2", "--reverse"]);
+    shift(&["--threads", "2", "--reverse", "--json"]);
     assert_same(&original, &collect(&root), "after reverse");
 }
 

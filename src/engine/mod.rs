@@ -18,7 +18,7 @@ pub mod status;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
 #[cfg(feature = "testkit")]
-pub use sys::emulate_old_kernel;
+pub use sys::{emulate_old_kernel, emulate_old_kernel_refusing_unshare};
 pub mod verify;
 pub(crate) mod walk;
 pub mod xattr_names;

@@ -264,13 +264,21 @@ fn list_xattrs_in_working_dir(
 /// only prctl on a static program, so it may run between fork and exec.
 #[cfg(feature = "testkit")]
 pub fn emulate_old_kernel() -> io::Result<()> {
-    old_kernel::install()
+    old_kernel::install(&old_kernel::FILTER)
+}
+
+/// For tests: [`emulate_old_kernel`], and `unshare` fails with EPERM too (as under
+/// a confining seccomp profile), so that no walker thread gets a working directory
+/// of its own and every listing goes through the handle.
+#[cfg(feature = "testkit")]
+pub fn emulate_old_kernel_refusing_unshare() -> io::Result<()> {
+    old_kernel::install(&old_kernel::FILTER_REFUSING_UNSHARE)
 }
 
 #[cfg(feature = "testkit")]
 mod old_kernel {
     #[repr(C)]
-    struct SockFilter {
+    pub struct SockFilter {
         code: u16,
         jt: u8,
         jf: u8,
@@ -294,8 +302,10 @@ mod old_kernel {
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
     const ALLOW: u32 = 0x7fff_0000;
     const ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+    const EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+    const UNSHARE: u32 = 272;
     /// fchmodat2 (452) and setxattrat..removexattrat (463-466).
-    static FILTER: [SockFilter; 8] = [
+    pub static FILTER: [SockFilter; 8] = [
         op(LOAD, 0, 0, 4),
         op(JEQ, 0, 4, AUDIT_ARCH_X86_64),
         op(LOAD, 0, 0, 0),
@@ -306,10 +316,24 @@ mod old_kernel {
         op(RET, 0, 0, ENOSYS),
     ];
 
-    pub fn install() -> std::io::Result<()> {
+    /// FILTER, and unshare (272) answers EPERM.
+    pub static FILTER_REFUSING_UNSHARE: [SockFilter; 10] = [
+        op(LOAD, 0, 0, 4),
+        op(JEQ, 0, 5, AUDIT_ARCH_X86_64),
+        op(LOAD, 0, 0, 0),
+        op(JEQ, 5, 0, UNSHARE),
+        op(JEQ, 3, 0, 452),
+        op(JGE, 0, 1, 463),
+        op(JGT, 0, 1, 466),
+        op(RET, 0, 0, ALLOW),
+        op(RET, 0, 0, ENOSYS),
+        op(RET, 0, 0, EPERM),
+    ];
+
+    pub fn install(filter: &'static [SockFilter]) -> std::io::Result<()> {
         let program = SockFprog {
-            len: FILTER.len() as u16,
-            filter: FILTER.as_ptr(),
+            len: filter.len() as u16,
+            filter: filter.as_ptr(),
         };
         // SAFETY: the program points at a static filter; prctl copies it.
         let failed = unsafe {
