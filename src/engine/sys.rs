@@ -959,6 +959,19 @@ mod tests {
         assert!(open_subdir(fd.as_fd(), c"link").is_err(), "no descent");
     }
 
+    /// Renames are trusted to stamp ctimes on the local file systems that do (tmpfs
+    /// here, where the machine has one), never on procfs or others.
+    #[test]
+    fn only_known_file_systems_are_trusted_to_stamp_renames() {
+        let proc = open_dir_path(std::path::Path::new("/proc")).unwrap();
+        assert!(!ctime_marks_renames(proc.as_fd()));
+        let shm = std::path::Path::new("/dev/shm");
+        const TMPFS: u64 = 0x0102_1994;
+        if rustix::fs::statfs(shm).is_ok_and(|s| s.f_type as u64 == TMPFS) {
+            assert!(ctime_marks_renames(open_dir_path(shm).unwrap().as_fd()));
+        }
+    }
+
     /// chmod through the handle (fchmodat2) and through /proc/self/fd (the fallback
     /// of kernels before 6.6) both reach the inode, setuid bits included.
     #[test]
