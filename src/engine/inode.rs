@@ -56,13 +56,13 @@ pub struct EntryDir<'a> {
 /// `O_PATH` handle costs a walk through `/proc/self/fd`), and the coarse time just
 /// before. The name may lead to another inode by the time the handle is opened;
 /// [`Listing::of`] keeps the names only when they provably are the opened inode's.
-pub struct Listing {
+struct Listing {
     taken: (i64, u32),
     names: Option<Vec<u8>>,
 }
 
 impl Listing {
-    pub fn take(dir: EntryDir<'_>, name: &CStr) -> Listing {
+    fn take(dir: EntryDir<'_>, name: &CStr) -> Listing {
         let taken = sys::coarse_now();
         let names = XATTR_LIST.with(|buf| {
             let buf = &mut *buf.borrow_mut();
@@ -82,7 +82,7 @@ impl Listing {
     /// not set back during the run. A ctime without nanoseconds may be truncated to
     /// the second (ext4 with 128-byte inodes): it must be before `taken`'s second.
     /// Otherwise the caller lists through the handle.
-    pub fn of(self, stat: &Stat, ctime_marks_renames: bool) -> Option<Vec<u8>> {
+    fn of(self, stat: &Stat, ctime_marks_renames: bool) -> Option<Vec<u8>> {
         let bound = match stat.ctime.1 {
             0 => (self.taken.0, 0),
             _ => self.taken,
@@ -109,8 +109,8 @@ pub fn stat_entry(dir: EntryDir<'_>, name: &CStr) -> io::Result<Inode> {
 
 /// The inode's metadata including its id-bearing xattrs, symlinks' included: the
 /// names listed when it was opened if they are provably its own, else listed now
-/// through the handle; the values are read through the handle, so they are always
-/// this inode's. An inode whose listing or values cannot be read is an error: it
+/// (through the handle; by name for a walk that only reads); the values are read
+/// the same way, so a handle's are always this inode's. An inode whose listing or values cannot be read is an error: it
 /// must not be chowned (a chown would remove its capability).
 pub fn read_meta(inode: &Inode) -> Result<Meta, InodeError> {
     XATTR_LIST.with(|list| read_meta_with(inode, &mut list.borrow_mut()))
