@@ -14,9 +14,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -52,6 +50,17 @@ fn file(path: &Path, uid: u32, mode: u32, caps: bool) {
     if caps {
         set_xattr(path, CAPS, &caps_v2(NET_RAW, true));
     }
+}
+
+/// An access ACL: rwx for the owner, r-x for user `user`, the group and others.
+fn acl_naming(user: u32) -> Vec<u8> {
+    acl_xattr(&[
+        (ACL_USER_OBJ, 7, 0),
+        (ACL_USER, 5, user),
+        (ACL_GROUP_OBJ, 5, 0),
+        (ACL_MASK, 5, 0),
+        (ACL_OTHER, 5, 0),
+    ])
 }
 
 /// v3 capability bytes: `caps_v2` with the v3 magic and a rootid.
@@ -155,13 +164,7 @@ fn racing_symlink_swaps_never_reach_outside() {
     let tree = tmp.path().join("tree");
     fs::create_dir(&tree).unwrap();
     let pairs: Vec<PathBuf> = (0..32).map(|i| tree.join(format!("d{i}"))).collect();
-    let acl = acl_xattr(&[
-        (ACL_USER_OBJ, 7, 0),
-        (ACL_USER, 5, 33),
-        (ACL_GROUP_OBJ, 5, 0),
-        (ACL_MASK, 5, 0),
-        (ACL_OTHER, 5, 0),
-    ]);
+    let acl = acl_naming(33);
     for dir in &pairs {
         fs::create_dir(dir).unwrap();
         file(&dir.join("s"), 0, 0o4755, true);
@@ -343,16 +346,24 @@ fn xattrs_are_listed_in_each_names_own_directory() {
     if !require_root("xattrs_are_listed_in_each_names_own_directory") {
         return;
     }
+    let tool = Tool::new();
+    same_names_round_trip_is_exact(|root, extra| {
+        tool.shift_ok(root, extra);
+    });
+}
+
+/// Shifts `same_names_in_200_directories` forward and back with two threads
+/// (`shift(root, extra_args)`), checking the whole tree after each.
+fn same_names_round_trip_is_exact(shift: impl Fn(&Path, &[&str])) {
     let (_tmp, root) = same_names_in_200_directories();
     let original = collect(&root);
-    let tool = Tool::new();
-    tool.shift_ok(&root, &["--threads", "2"]);
+    shift(&root, &["--threads", "2"]);
     assert_same(
         &expected_forward(&original),
         &collect(&root),
         "after forward",
     );
-    tool.shift_ok(&root, &["--threads", "2", "--reverse"]);
+    shift(&root, &["--threads", "2", "--reverse"]);
     assert_same(&original, &collect(&root), "after reverse");
 }
 
@@ -361,13 +372,7 @@ fn xattrs_are_listed_in_each_names_own_directory() {
 fn same_names_in_200_directories() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tree");
-    let acl = acl_xattr(&[
-        (ACL_USER_OBJ, 7, 0),
-        (ACL_USER, 5, 1000),
-        (ACL_GROUP_OBJ, 5, 0),
-        (ACL_MASK, 5, 0),
-        (ACL_OTHER, 5, 0),
-    ]);
+    let acl = acl_naming(1000);
     for i in 0..200 {
         let dir = root.join(format!("d{i}"));
         fs::create_dir_all(&dir).unwrap();
@@ -388,25 +393,13 @@ fn without_a_working_directory_of_its_own_a_thread_lists_through_the_handle() {
     if !require_root("without_a_working_directory_of_its_own_a_thread_lists_through_the_handle") {
         return;
     }
-    let (_tmp, root) = same_names_in_200_directories();
-    let original = collect(&root);
     let tool = Tool::new();
-    let shift = |extra: &[&str]| {
-        let mut command = Command::new(bin());
-        // SAFETY: prctl only, async-signal-safe, on a static filter.
-        unsafe { command.pre_exec(lxc_idshift::engine::emulate_old_kernel_refusing_unshare) };
-        let out = run_ok(command.args(tool.shift_args(&root, extra)));
+    same_names_round_trip_is_exact(|root, extra| {
+        let args = tool.shift_args(root, &[extra, &["--json"]].concat());
+        let out = run_ok(old_kernel_command_refusing_unshare(bin()).args(args));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["kernel"]["xattrat"], false, "{report}");
-    };
-    shift(&["--threads", "2", "--json"]);
-    assert_same(
-        &expected_forward(&original),
-        &collect(&root),
-        "after forward",
-    );
-    shift(&["--threads", "2", "--reverse", "--json"]);
-    assert_same(&original, &collect(&root), "after reverse");
+    });
 }
 
 /// A file hard-linked from outside the tree (a link made on the host, as a
@@ -761,21 +754,12 @@ fn a_name_swapped_where_ctimes_keep_whole_seconds_never_takes_another_inodes_xat
 /// reverse shifts while a racer swaps "f" and "g" in each, checking every inode
 /// after every run.
 fn swap_names_during_runs(root: &Path) {
-    let acl = |user: u32| {
-        acl_xattr(&[
-            (ACL_USER_OBJ, 7, 0),
-            (ACL_USER, 5, user),
-            (ACL_GROUP_OBJ, 5, 0),
-            (ACL_MASK, 5, 0),
-            (ACL_OTHER, 5, 0),
-        ])
-    };
     let dirs: Vec<PathBuf> = (0..8).map(|i| root.join(format!("d{i}"))).collect();
     let mut marked = Vec::new();
     for dir in &dirs {
         fs::create_dir_all(dir).unwrap();
         file(&dir.join("f"), 0, 0o755, true);
-        set_xattr(&dir.join("f"), ACL, &acl(1000));
+        set_xattr(&dir.join("f"), ACL, &acl_naming(1000));
         file(&dir.join("g"), 0, 0o755, false);
         for i in 0..40 {
             set_xattr(&dir.join("g"), &format!("user.padding{i}"), b"x");
@@ -819,8 +803,11 @@ fn swap_names_during_runs(root: &Path) {
                     continue;
                 }
                 let expected = match uid {
-                    HOST_FIRST => (Some(caps_v3(HOST_FIRST)), Some(acl(HOST_FIRST + 1000))),
-                    0 => (Some(caps_v2(NET_RAW, true)), Some(acl(1000))),
+                    HOST_FIRST => (
+                        Some(caps_v3(HOST_FIRST)),
+                        Some(acl_naming(HOST_FIRST + 1000)),
+                    ),
+                    0 => (Some(caps_v2(NET_RAW, true)), Some(acl_naming(1000))),
                     other => panic!("{what}: {} owned by {other}", path.display()),
                 };
                 assert_eq!((caps, acl_now), expected, "{what}: {}", path.display());

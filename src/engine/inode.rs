@@ -66,8 +66,7 @@ impl Listing {
         let taken = sys::coarse_now();
         let names = XATTR_LIST.with(|buf| {
             let buf = &mut *buf.borrow_mut();
-            let dir_id = (dir.stat.dev, dir.stat.ino);
-            let listed = sys::list_xattrs_hint(dir.fd, dir_id, name, buf);
+            let listed = sys::list_xattrs_hint(dir.fd, dir.stat.id(), name, buf);
             matches!(listed, Some(Ok(()))).then(|| buf.clone())
         });
         Listing { taken, names }

@@ -56,9 +56,14 @@ impl Stat {
         self.mode & 0o7777
     }
 
+    /// The inode's identity: its device and inode number.
+    pub fn id(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
     /// Whether `other` is the same inode (maybe seen through another mount).
     pub fn same_inode(&self, other: &Stat) -> bool {
-        (self.dev, self.ino) == (other.dev, other.ino)
+        self.id() == other.id()
     }
 }
 
@@ -264,7 +269,7 @@ fn list_xattrs_in_working_dir(
 /// only prctl on a static program, so it may run between fork and exec.
 #[cfg(feature = "testkit")]
 pub fn emulate_old_kernel() -> io::Result<()> {
-    old_kernel::install(&old_kernel::FILTER)
+    old_kernel::install(&old_kernel::NEW_SYSCALLS)
 }
 
 /// For tests: [`emulate_old_kernel`], and `unshare` fails with EPERM too (as under
@@ -272,7 +277,9 @@ pub fn emulate_old_kernel() -> io::Result<()> {
 /// of its own and every listing goes through the handle.
 #[cfg(feature = "testkit")]
 pub fn emulate_old_kernel_refusing_unshare() -> io::Result<()> {
-    old_kernel::install(&old_kernel::FILTER_REFUSING_UNSHARE)
+    // Stacked filters all run; the kernel keeps the strictest answer.
+    emulate_old_kernel()?;
+    old_kernel::install(&old_kernel::UNSHARE)
 }
 
 #[cfg(feature = "testkit")]
@@ -303,9 +310,8 @@ mod old_kernel {
     const ALLOW: u32 = 0x7fff_0000;
     const ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
     const EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
-    const UNSHARE: u32 = 272;
-    /// fchmodat2 (452) and setxattrat..removexattrat (463-466).
-    pub static FILTER: [SockFilter; 8] = [
+    /// fchmodat2 (452) and setxattrat..removexattrat (463-466) answer ENOSYS.
+    pub static NEW_SYSCALLS: [SockFilter; 8] = [
         op(LOAD, 0, 0, 4),
         op(JEQ, 0, 4, AUDIT_ARCH_X86_64),
         op(LOAD, 0, 0, 0),
@@ -316,17 +322,13 @@ mod old_kernel {
         op(RET, 0, 0, ENOSYS),
     ];
 
-    /// FILTER, and unshare (272) answers EPERM.
-    pub static FILTER_REFUSING_UNSHARE: [SockFilter; 10] = [
+    /// unshare (272) answers EPERM.
+    pub static UNSHARE: [SockFilter; 6] = [
         op(LOAD, 0, 0, 4),
-        op(JEQ, 0, 5, AUDIT_ARCH_X86_64),
+        op(JEQ, 0, 2, AUDIT_ARCH_X86_64),
         op(LOAD, 0, 0, 0),
-        op(JEQ, 5, 0, UNSHARE),
-        op(JEQ, 3, 0, 452),
-        op(JGE, 0, 1, 463),
-        op(JGT, 0, 1, 466),
+        op(JEQ, 1, 0, 272),
         op(RET, 0, 0, ALLOW),
-        op(RET, 0, 0, ENOSYS),
         op(RET, 0, 0, EPERM),
     ];
 
@@ -409,7 +411,7 @@ impl Inode {
         Ok(Inode {
             access: Access::ReadByName {
                 dir: dir.as_raw_fd(),
-                dir_id: (dir_stat.dev, dir_stat.ino),
+                dir_id: dir_stat.id(),
                 name: name.to_owned(),
             },
             stat,
@@ -488,7 +490,7 @@ impl Inode {
                 match list_xattrs_hint(dir, *dir_id, name, buf) {
                     Some(listed) => listed,
                     None => fill_list(buf, |buf| {
-                        let path = self.read_path().expect("read by name");
+                        let path = read_by_name_path(dir.as_raw_fd(), name);
                         rustix::fs::llistxattr(path.as_c_str(), buf).map_err(err)
                     }),
                 }
@@ -496,24 +498,12 @@ impl Inode {
         }
     }
 
-    /// `/proc/self/fd/DIR/NAME` of an inode read by name: reaches the name without
-    /// following it if it is a symlink (for the `l*xattr` calls).
-    fn read_path(&self) -> Option<CString> {
-        let Access::ReadByName { dir, name, .. } = &self.access else {
-            return None;
-        };
-        let mut path = format!("/proc/self/fd/{dir}/").into_bytes();
-        path.extend_from_slice(name.to_bytes());
-        Some(CString::new(path).expect("a file name holds no NUL"))
-    }
-
     /// Value of xattr `attr`; None when it does not exist.
     pub fn get_xattr(&self, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
         let get = |buf: &mut [u8]| match &self.access {
             Access::Handle(fd) => rustix::fs::getxattr(proc_fd_path(fd).as_c_str(), attr, buf),
-            Access::ReadByName { .. } => {
-                let path = self.read_path().expect("read by name");
-                rustix::fs::lgetxattr(path.as_c_str(), attr, buf)
+            Access::ReadByName { dir, name, .. } => {
+                rustix::fs::lgetxattr(read_by_name_path(*dir, name).as_c_str(), attr, buf)
             }
         };
         let mut buf = vec![0u8; 256];
@@ -569,6 +559,14 @@ impl Inode {
         let ret = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETVERSION, &mut version) };
         (ret == 0).then_some(version as u32)
     }
+}
+
+/// `/proc/self/fd/DIR/NAME`: reaches entry `name` of directory fd `dir` without
+/// following it if it is a symlink (for the `l*xattr` calls).
+fn read_by_name_path(dir: RawFd, name: &CStr) -> CString {
+    let mut path = format!("/proc/self/fd/{dir}/").into_bytes();
+    path.extend_from_slice(name.to_bytes());
+    CString::new(path).expect("a file name holds no NUL")
 }
 
 /// `/proc/self/fd/N`: following it reaches the very inode fd N holds.
@@ -835,8 +833,7 @@ mod tests {
         file.list_xattrs(&mut list).unwrap();
         assert!(list.split(|b| *b == 0).any(|n| n == b"user.test"));
         let dir_stat = stat_fd(fd.as_fd()).unwrap();
-        let dir_id = (dir_stat.dev, dir_stat.ino);
-        if let Some(hint) = list_xattrs_hint(fd.as_fd(), dir_id, c"f", &mut list) {
+        if let Some(hint) = list_xattrs_hint(fd.as_fd(), dir_stat.id(), c"f", &mut list) {
             hint.unwrap();
             assert!(list.split(|b| *b == 0).any(|n| n == b"user.test"));
         }
@@ -869,7 +866,7 @@ mod tests {
                 let fd = open_dir_path(path).unwrap();
                 let stat = stat_fd(fd.as_fd()).unwrap();
                 let mut list = Vec::new();
-                list_xattrs_in_working_dir(fd.as_fd(), (stat.dev, stat.ino), c"f", &mut list)
+                list_xattrs_in_working_dir(fd.as_fd(), stat.id(), c"f", &mut list)
                     .expect("a walker thread lists by name")
                     .unwrap();
                 let listed = list.split(|b| *b == 0).any(|n| n == b"user.here");

@@ -65,9 +65,22 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
 /// A command for `program` that runs as on a kernel before 6.6, whatever the
 /// environment says.
 pub fn old_kernel_command(program: impl AsRef<OsStr>) -> Command {
+    with_seccomp(program, lxc_idshift::engine::emulate_old_kernel)
+}
+
+/// [`old_kernel_command`], and `unshare` fails with EPERM too: no walker thread
+/// gets a working directory of its own.
+pub fn old_kernel_command_refusing_unshare(program: impl AsRef<OsStr>) -> Command {
+    with_seccomp(
+        program,
+        lxc_idshift::engine::emulate_old_kernel_refusing_unshare,
+    )
+}
+
+fn with_seccomp(program: impl AsRef<OsStr>, install: fn() -> std::io::Result<()>) -> Command {
     let mut command = Command::new(program);
-    // SAFETY: prctl only, async-signal-safe, on a static filter.
-    unsafe { command.pre_exec(lxc_idshift::engine::emulate_old_kernel) };
+    // SAFETY: prctl only, async-signal-safe, on static filters.
+    unsafe { command.pre_exec(install) };
     command
 }
 
