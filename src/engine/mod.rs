@@ -2,6 +2,8 @@
 
 pub mod acl;
 pub mod caps;
+#[cfg(feature = "testkit")]
+pub mod floor;
 pub(crate) mod hardlinks;
 pub(crate) mod hex;
 pub mod idmap;
