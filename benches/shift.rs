@@ -1,9 +1,12 @@
 //! Criterion benchmarks: the per-inode shift (pure), and a journaled forward + reverse
-//! round trip and a dry-run scan of a 20,000-inode rootfs-like tree through the
-//! library. The tree benchmarks need root; they say so and skip otherwise.
+//! round trip, the same round trip by the floor of a safe shift (`engine::floor`:
+//! only the system calls the guarantees need) and a dry-run scan of a 20,000-inode
+//! rootfs-like tree through the library. The tree benchmarks need root; they say so
+//! and skip otherwise.
 //! Side-by-side comparison with other tools: scripts/bench-compare.sh.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use lxc_idshift::engine::floor;
 use lxc_idshift::engine::idmap::{Direction, IdMap};
 use lxc_idshift::engine::meta::Meta;
 use lxc_idshift::engine::run::{self, Quiet, ShiftOptions};
@@ -81,6 +84,14 @@ fn tree_walks(c: &mut Criterion) {
                 let report =
                     run::shift(&options(&tree, &journal, direction, false), &Quiet).expect("shift");
                 assert_eq!(report.summary.errors, 0);
+            }
+        })
+    });
+    group.bench_function("safe_floor_round_trip", |b| {
+        b.iter(|| {
+            for reverse in [false, true] {
+                let chowned = floor::shift_floor(&tree, reverse, None).expect("floor");
+                assert!(chowned > 0);
             }
         })
     });
