@@ -4,9 +4,11 @@
 //! stat'ed, chowned through and closed; each directory opened and checked), on the
 //! same threads as a real run, then one `syncfs`. Nothing else: no journal, no
 //! hardlink dedupe, no ACL, capability or mode care. Like `examples/bare_lchown`,
-//! it moves ids 0..65536 to 1000000.. and back.
+//! it moves ids 0..65536 to 1000000.. and back, staying on the tree's mount.
 
+use super::idmap::{Direction, IdKind, IdMap};
 use super::sys::{self, DirEntry, DirReader, Inode, Stat};
+use super::walk::{Bounds, BATCH, GETDENTS_BUFFER};
 use rayon::prelude::*;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::cell::RefCell;
@@ -14,51 +16,62 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const SHIFT: u32 = 1_000_000;
-const COUNT: u32 = 65_536;
-const BATCH: usize = 2048;
-
 thread_local! {
     static LISTING: RefCell<Vec<u8>> = RefCell::new(vec![0; 256]);
 }
 
 /// Shifts every inode under `root` as the floor does; returns the inodes chowned.
+/// Any entry it could not handle fails the whole run: a floor that skipped work
+/// would time less than the work.
 pub fn shift_floor(root: &Path, reverse: bool, threads: Option<usize>) -> io::Result<u64> {
     let pool = super::walk::thread_pool(threads)?;
     let root = sys::open_dir_path(root)?;
     let root_inode = Inode::open_at(root.as_fd(), c".")?;
     let floor = Floor {
-        reverse,
-        dev: root_inode.stat.dev,
+        map: IdMap::parse(&["b:0:1000000:65536"]).map_err(io::Error::other)?,
+        direction: match reverse {
+            false => Direction::Forward,
+            true => Direction::Reverse,
+        },
+        bounds: Bounds::of(&root_inode.stat),
         chowned: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
     };
     floor.shift(&root_inode)?;
     let (stat, walked) = (root_inode.stat, root.try_clone()?);
     pool.scope(|scope| floor.directory(scope, walked, stat));
     sys::sync_file_system(root.as_fd())?;
-    Ok(floor.chowned.load(Ordering::Relaxed))
+    match floor.failed.load(Ordering::Relaxed) {
+        0 => Ok(floor.chowned.load(Ordering::Relaxed)),
+        failed => Err(io::Error::other(format!(
+            "{failed} entries or directories failed (the first is printed above)"
+        ))),
+    }
 }
 
 struct Floor {
-    reverse: bool,
-    dev: u64,
+    map: IdMap,
+    direction: Direction,
+    bounds: Bounds,
     chowned: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl Floor {
-    fn shifted(&self, id: u32) -> u32 {
-        match self.reverse {
-            false if id < COUNT => id + SHIFT,
-            true if (SHIFT..SHIFT + COUNT).contains(&id) => id - SHIFT,
-            _ => id,
+    /// Counts a failure, printing the first one.
+    fn fail(&self, what: &str, error: io::Error) {
+        if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!("safe_floor: {what}: {error}");
         }
     }
 
     /// Chowns an inode whose ids move (a hardlinked inode's later names find it
     /// shifted already: one chown per inode, as in a real run).
     fn shift(&self, inode: &Inode) -> io::Result<()> {
-        let (uid, gid) = (self.shifted(inode.stat.uid), self.shifted(inode.stat.gid));
-        if (uid, gid) == (inode.stat.uid, inode.stat.gid) {
+        let stat = &inode.stat;
+        let uid = self.map.map(IdKind::User, stat.uid, self.direction);
+        let gid = self.map.map(IdKind::Group, stat.gid, self.direction);
+        if (uid, gid) == (stat.uid, stat.gid) {
             return Ok(());
         }
         inode.chown(uid, gid)?;
@@ -67,24 +80,30 @@ impl Floor {
     }
 
     fn directory<'s>(&'s self, scope: &rayon::Scope<'s>, fd: OwnedFd, stat: Stat) {
-        let mut reader = DirReader::new(256 * 1024);
+        let mut reader = DirReader::new(GETDENTS_BUFFER);
         let read = reader.for_each_batch(fd.as_fd(), BATCH, |entries: Vec<DirEntry>| {
             let subdirs: Vec<(OwnedFd, Stat)> = entries
                 .into_par_iter()
                 .with_min_len(16)
-                .filter_map(|e| self.entry(fd.as_fd(), &stat, &e).ok().flatten())
+                .filter_map(|e| match self.entry(fd.as_fd(), &stat, &e) {
+                    Ok(subdir) => subdir,
+                    Err(error) => {
+                        self.fail(&e.name.to_string_lossy(), error);
+                        None
+                    }
+                })
                 .collect();
             for (child, child_stat) in subdirs {
                 scope.spawn(move |scope| self.directory(scope, child, child_stat));
             }
         });
-        if let Err(e) = read {
-            eprintln!("safe_floor: cannot read a directory: {e}");
+        if let Err(error) = read {
+            self.fail("reading a directory", error);
         }
     }
 
     /// Lists, opens, stats and chowns one entry; returns it opened for reading
-    /// (and checked) if it is a directory on the same file system.
+    /// (and checked) if it is a directory on the tree's mount.
     fn entry(
         &self,
         dir: BorrowedFd<'_>,
@@ -95,7 +114,7 @@ impl Floor {
             .with_borrow_mut(|buf| sys::list_xattrs_hint(dir, dir_stat.id(), &entry.name, buf))
             .transpose()?;
         let inode = Inode::open_at(dir, &entry.name)?;
-        if inode.stat.dev != self.dev {
+        if !self.bounds.contains(&inode.stat) {
             return Ok(None);
         }
         self.shift(&inode)?;
@@ -104,7 +123,10 @@ impl Floor {
         }
         let child = sys::open_subdir(dir, &entry.name)?;
         let stat = sys::stat_fd(child.as_fd())?;
-        Ok(stat.same_inode(&inode.stat).then_some((child, stat)))
+        match stat.same_inode(&inode.stat) {
+            true => Ok(Some((child, stat))),
+            false => Err(io::Error::other("directory replaced during the walk")),
+        }
     }
 }
 

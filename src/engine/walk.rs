@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Entries read per batch: bounds memory on directories with millions of entries.
-const BATCH: usize = 2048;
+pub(crate) const BATCH: usize = 2048;
 /// Batches at least this long are split across threads.
 const PARALLEL_BATCH: usize = 64;
-const GETDENTS_BUFFER: usize = 256 * 1024;
+pub(crate) const GETDENTS_BUFFER: usize = 256 * 1024;
 
 /// A directory of the tree: its name in its parent, and maybe an open fd.
 pub struct DirNode {
@@ -189,13 +189,21 @@ pub trait Visitor: Sync {
 }
 
 /// The file system the walk stays on.
-struct Bounds {
+pub(crate) struct Bounds {
     dev: u64,
     mnt_id: u64,
 }
 
 impl Bounds {
-    fn contains(&self, stat: &Stat) -> bool {
+    /// The mount of the tree whose root is `root`.
+    pub(crate) fn of(root: &Stat) -> Bounds {
+        Bounds {
+            dev: root.dev,
+            mnt_id: root.mnt_id,
+        }
+    }
+
+    pub(crate) fn contains(&self, stat: &Stat) -> bool {
         stat.dev == self.dev && stat.mnt_id == self.mnt_id && !stat.mount_root
     }
 }
@@ -228,10 +236,7 @@ pub fn walk<V: Visitor>(pool: &rayon::ThreadPool, root: OwnedFd, visitor: &V) ->
     });
     let walk = Walk {
         visitor,
-        bounds: Bounds {
-            dev: stat.dev,
-            mnt_id: stat.mnt_id,
-        },
+        bounds: Bounds::of(&stat),
         ctime_marks_renames,
     };
     visitor.visit(&node, c".", root_inode);
