@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "testkit")]
 mod bulk;
 #[cfg(feature = "testkit")]
-pub use bulk::build_bulk_tree;
+pub use bulk::{build_bulk_tree, build_host_range_inodes};
 
 /// Relative paths of the sample rootfs that tests and the demo look at.
 pub mod paths {

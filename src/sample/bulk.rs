@@ -225,3 +225,51 @@ pub fn build_bulk_tree(root: &Path, inodes: usize) -> io::Result<usize> {
     }
     Ok(bulk.b.inodes)
 }
+
+/// Adds `count` inodes under `root/rec` (created, with ten subdirectories) that
+/// already hold host-range ids before any shift, as a tree someone shifted in part
+/// by hand does: owners and groups at 1000000+x (some with a container-range group
+/// beside them), ACL entries naming host ids, symlinks, a setuid file and second
+/// names. A round trip must give every one of them back exactly.
+pub fn build_host_range_inodes(root: &Path, count: usize) -> io::Result<usize> {
+    require_root("build_host_range_inodes")?;
+    let mut b = Builder::new(root);
+    let mut rng = Lcg(0x0057_ed1d);
+    b.dir(b"rec", 0o755, 1_000_000, 1_000_000)?;
+    let host = |rng: &mut Lcg| 1_000_000 + rng.below(65_536);
+    for d in 0..10 {
+        let dir = format!("rec/d{d:02}");
+        b.dir(dir.as_bytes(), 0o755, host(&mut rng), 1_000_000)?;
+    }
+    let mut made = 0;
+    while b.inodes < count {
+        let rel = format!("rec/d{:02}/{}{made:04}", made % 10, ["f", "l", "s"][made % 3]);
+        let rel = rel.as_bytes();
+        let (uid, gid) = match rng.below(3) {
+            0 => (host(&mut rng), rng.below(1000)),
+            _ => (host(&mut rng), host(&mut rng)),
+        };
+        match made % 3 {
+            1 => b.symlink(rel, b"../../etc/passwd", uid, gid)?,
+            _ if made % 97 == 5 => b.file(rel, b"", 0o4755, 1_000_000, 1_000_000)?,
+            _ => b.file(rel, b"x\n", 0o644, uid, gid)?,
+        }
+        if made % 3 != 1 && made % 7 == 0 {
+            let acl = acl_xattr(&[
+                (ACL_USER_OBJ, 6, 0),
+                (ACL_USER, 4, host(&mut rng)),
+                (ACL_GROUP_OBJ, 4, 0),
+                (ACL_GROUP, 4, rng.below(1000)),
+                (ACL_MASK, 6, 0),
+                (ACL_OTHER, 4, 0),
+            ]);
+            b.xattr(rel, ACL_ACCESS, &acl)?;
+        }
+        if made % 3 == 0 && made % 11 == 0 && made > 0 {
+            let link = format!("rec/d{:02}/h{made:04}", (made + 5) % 10);
+            b.hardlink(rel, link.as_bytes())?;
+        }
+        made += 1;
+    }
+    Ok(b.inodes)
+}
