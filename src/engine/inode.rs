@@ -146,17 +146,29 @@ pub struct Applied {
     pub setid_restored: bool,
 }
 
-/// Makes the inode's metadata `target`, given that it is `current` now.
-pub fn apply(inode: &Inode, current: &Meta, target: &Meta) -> Result<Applied, InodeError> {
+/// Makes the inode's metadata `target`, given that it is `current` now. With
+/// `stamp_first`, the inode's ctime is stamped before anything changes, so that no
+/// change can reach the disk without a new ctime (see `journal`'s crash argument).
+pub fn apply(
+    inode: &Inode,
+    current: &Meta,
+    target: &Meta,
+    stamp_first: bool,
+) -> Result<Applied, InodeError> {
     let stat = &inode.stat;
     let mut applied = Applied::default();
     let chowned = current.uid != target.uid || current.gid != target.gid;
+    let stamped = stamp_first && current != target;
+    if stamped {
+        inode.stamp_ctime().map_err(at("stamp the ctime of"))?;
+    }
     if chowned {
         inode.chown(target.uid, target.gid).map_err(at("chown"))?;
     }
-    // A chown of a non-directory clears setuid/setgid (and setgid only with g+x):
-    // restore the intended bits whenever they may have been touched.
-    let setid_at_risk = chowned && !stat.is_dir() && target.perm & 0o6000 != 0;
+    // A chown of a non-directory (the stamp is one) clears setuid/setgid (setgid
+    // only with g+x): restore the intended bits whenever they may have been touched.
+    let owner_reset = chowned || stamped;
+    let setid_at_risk = owner_reset && !stat.is_dir() && target.perm & 0o6000 != 0;
     if !stat.is_symlink() && (setid_at_risk || current.perm != target.perm) {
         inode.chmod(target.perm).map_err(at("chmod"))?;
         applied.setid_restored = setid_at_risk;
@@ -170,7 +182,7 @@ pub fn apply(inode: &Inode, current: &Meta, target: &Meta) -> Result<Applied, In
     }
     // The kernel removes security.capability on the chown of anything but a
     // directory, symlinks included.
-    let caps_removed = chowned && !stat.is_dir();
+    let caps_removed = owner_reset && !stat.is_dir();
     applied.caps = write_xattr(inode, CAPS, &current.caps, &target.caps, caps_removed)?;
     applied.changed = chowned || current != target;
     Ok(applied)
