@@ -18,18 +18,18 @@
 //!    change to the tree; every ctime in the tree is older than B then (the run
 //!    waits for the clock to pass it) and every change after it gets B or later.
 //! 2. An inode's record before any change to that inode (group commits).
-//! 3. A new ctime before any change to an inode whose ctime is older than B: the run
-//!    first stamps the ctime alone (a chown to -1:-1), then changes the inode. Two
-//!    updates of one inode reach the disk in order on ext4 (jbd2 transactions), xfs
-//!    (its log) and btrfs (its transactions): a cut keeps a prefix of them, so a
-//!    change on disk implies the stamp on disk. The change alone would not do on
-//!    ext4: its setattr writes a new owner with the quota transfer in one journal
-//!    handle and the new ctime in a later one, so a commit between the two makes
-//!    "new owner, old ctime" durable (seen in real power cuts). xfs
-//!    (`xfs_setattr_nonsize`) and btrfs (`btrfs_setattr`) set both in one
-//!    transaction, and their xattr writes, like ext4's, stamp the ctime in the
-//!    transaction that writes the value; the stamp costs them little and keeps one
-//!    rule for every file system.
+//! 3. A new ctime before any change to an inode whose ctime is older than B. ext4
+//!    does not give that by itself: its setattr writes a new owner with the quota
+//!    transfer in one journal handle and the new ctime in a later one, so a commit
+//!    between the two makes "new owner, old ctime" durable (seen in real power
+//!    cuts). There the run first stamps the ctime alone (a chown to -1:-1), then
+//!    changes the inode: two updates of one inode reach the disk in order (jbd2
+//!    commits transactions in order and a cut keeps a prefix of them), so a change
+//!    on disk implies the stamp on disk. xfs (`xfs_setattr_nonsize`) and btrfs
+//!    (`btrfs_setattr`) write owner and ctime in one transaction, and tmpfs keeps
+//!    nothing: no stamp there (`sys::owner_and_ctime_land_together`); every other
+//!    file system gets the stamp. xattr writes (ACLs, capabilities) stamp the ctime
+//!    in the transaction that writes the value on all three.
 //! 4. B stays in force until a run finishes: a resumed run's `writing` carries no
 //!    boundary and keeps the first one's. `done` is written only after a `syncfs` of
 //!    the tree, so a finished run's changes and records are all on disk.

@@ -444,6 +444,9 @@ struct ShiftWalk<'a> {
     base: Base<'a>,
     history: History<'a>,
     writer: Option<&'a Writer>,
+    /// Whether a change to an untouched inode is preceded by a stamp of its ctime:
+    /// where the file system could write the change without the ctime.
+    stamp_untouched: bool,
     done: AtomicU64,
     /// Inodes whose new records must reach the disk before they change.
     waiting: Mutex<Vec<Pending>>,
@@ -470,6 +473,7 @@ impl<'a> ShiftWalk<'a> {
             },
             history,
             writer,
+            stamp_untouched: !sys::owner_and_ctime_land_together(run.tree.fd.as_fd()),
             done: AtomicU64::new(0),
             waiting: Mutex::default(),
         }
@@ -649,7 +653,7 @@ impl<'a> ShiftWalk<'a> {
     ) {
         // A change to an inode no run has touched yet must never reach the disk
         // without its new ctime, which is what tells it from an untouched one.
-        let stamp_first = self.untouched(&inode.stat).is_some();
+        let stamp_first = self.stamp_untouched && self.untouched(&inode.stat).is_some();
         let applied = match inode::apply(inode, current, target, stamp_first) {
             Ok(applied) => applied,
             Err(e) => return self.base.counters.os_error(path(), e.operation, &e.error),

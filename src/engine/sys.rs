@@ -710,6 +710,16 @@ pub fn ctime_marks_renames(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fstatfs(fd).is_ok_and(|s| MARKING.contains(&(s.f_type as u64 & 0xffff_ffff)))
 }
 
+/// Whether the file system holding `fd` is known to write an inode's new owner and
+/// its new ctime in one transaction, so that a crash keeps both or neither: xfs
+/// (`xfs_setattr_nonsize`), btrfs (`btrfs_setattr`), and tmpfs (nothing survives).
+/// ext4 is not (its setattr writes the owner with the quota transfer in one journal
+/// handle and the ctime in a later one), nor is any file system not checked.
+pub fn owner_and_ctime_land_together(fd: BorrowedFd<'_>) -> bool {
+    const TOGETHER: [u64; 3] = [0x5846_5342, 0x9123_683E, 0x0102_1994];
+    rustix::fs::fstatfs(fd).is_ok_and(|s| TOGETHER.contains(&(s.f_type as u64 & 0xffff_ffff)))
+}
+
 fn clock(id: libc::clockid_t) -> (i64, u32) {
     let mut ts = libc::timespec {
         tv_sec: 0,
