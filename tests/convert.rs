@@ -875,6 +875,81 @@ fn killed_conversions_finish_or_undo_exactly() {
     }
 }
 
+/// An unfinished conversion keeps every start through LXC from running the
+/// container on its half-shifted rootfs: `lxc-start` refuses in the guard's
+/// pre-start hook, `lxc-autostart` no longer lists it, `list` and `check` say why
+/// and which command ends it. Finishing takes the guard away: the config is that of
+/// an uninterrupted conversion, and autostart lists it again.
+#[test]
+fn an_unfinished_conversion_cannot_be_started() {
+    if !require_root("an_unfinished_conversion_cannot_be_started") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container_with("web", |rootfs| {
+        format!("{}lxc.start.auto = 1\n", debian_config("web", rootfs))
+    });
+    let lxcpath = f.lxc().display().to_string();
+    let autostart = || lxc::ok("lxc-autostart", &["-L", "-P", &lxcpath]);
+    assert!(autostart().contains("web"), "listed before");
+    let Some(stuck) = ImmutableGuard::set(&rootfs.join(paths::ROOT_FILE)) else {
+        return;
+    };
+    let out = run(&convert_args(&f, "web", "1000000"));
+    assert_exit(&out, 1, "a conversion stopped by an immutable file");
+    assert!(!autostart().contains("web"), "autostart skips it");
+    let log = f.root().join("lxc-start.log");
+    let log_arg = log.display().to_string();
+    let start = [
+        "60",
+        "lxc-start",
+        "-n",
+        "web",
+        "-P",
+        &lxcpath,
+        "-l",
+        "DEBUG",
+        "-o",
+        &log_arg,
+    ];
+    let started = lxc::sh("timeout", &start);
+    assert!(!started.status.success(), "lxc-start refused");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("lxc-idshift: this container cannot start"),
+        "refused by the guard's hook: {logged}"
+    );
+    let listed = run(&[
+        "list".as_ref(),
+        "--json".as_ref(),
+        "-P".as_ref(),
+        f.lxc().as_os_str(),
+    ]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let web = &listed["containers"][0];
+    assert_eq!(web["start_guard"], true, "{listed}");
+    let next = web["unfinished"]["next"].as_str().unwrap_or_default();
+    assert!(
+        next.contains("--to 1000000") && next.contains("cannot start"),
+        "{next}"
+    );
+    let check = run(&[
+        "check".as_ref(),
+        "web".as_ref(),
+        "-P".as_ref(),
+        f.lxc().as_os_str(),
+    ]);
+    assert!(text(&check.stdout).contains("cannot start until it is finished or undone"));
+    drop(stuck);
+    assert_exit(&run(&convert_args(&f, "web", "1000000")), 0, "finished");
+    let config = f.config("web");
+    assert!(
+        !config.contains("lxc-idshift"),
+        "the guard is gone: {config}"
+    );
+    assert!(autostart().contains("web"), "listed again");
+}
+
 /// The same with a bind mount source shifted along (`--mounts shift`): SIGKILL at
 /// spread-out moments, then the same command finishes exactly, and `--to 0` returns
 /// the source's full metadata too.

@@ -9,7 +9,7 @@
 //! devices whose owners show as nobody, devices without a udev rule. Each problem
 //! carries the command that fixes it.
 
-use super::config::{self, ContainerConfig};
+use super::config::{self, guard, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::convert::ConversionState;
 use super::effects::RealHost;
@@ -65,6 +65,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
 pub enum ProblemKind {
     /// A conversion was interrupted: the rootfs is half-way.
     InterruptedConversion,
+    /// The config holds lxc-idshift's start guard though no conversion is
+    /// unfinished: every start refuses.
+    StartGuard,
     /// Root does not own the container's range in /etc/subuid or /etc/subgid.
     RangeNotOwned,
     /// Inodes of the rootfs have owners the container sees as nobody.
@@ -89,6 +92,7 @@ impl ProblemKind {
     pub fn name(self) -> &'static str {
         match self {
             ProblemKind::InterruptedConversion => "interrupted_conversion",
+            ProblemKind::StartGuard => "start_guard",
             ProblemKind::RangeNotOwned => "range_not_owned",
             ProblemKind::RootfsIdsOutsideMap => "rootfs_ids_outside_map",
             ProblemKind::ParentNotTraversable => "parent_not_traversable",
@@ -178,7 +182,8 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
     let container = Container::find(&options.name, options.lxcpath.as_deref(), &RealHost)?;
     let config_path = container.config();
     let text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
-    let config = ContainerConfig::parse(&text);
+    let start_guard = guard::is_guarded(&text);
+    let config = ContainerConfig::parse(&guard::unguarded(&text));
     let bad_config = |source| CheckError::Config {
         path: config_path.clone(),
         source,
@@ -217,6 +222,18 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
         },
     };
     checker.interrupted()?;
+    let interrupted = !checker.report.problems.is_empty();
+    if start_guard && !interrupted {
+        let message = "its config holds lxc-idshift's start guard, so every start refuses, \
+            but no conversion of it is unfinished"
+            .to_string();
+        let fix = format!(
+            "{} --to {}   (converts it to what it is, which takes the guard away)",
+            checker.command(),
+            checker.root_host_id(IdKind::User).unwrap_or(0)
+        );
+        checker.problem(ProblemKind::StartGuard, &config_path, message, fix);
+    }
     if !maps.is_empty() {
         checker.range()?;
         if rootfs.backend == config::Backend::Dir || rootfs.location.is_dir() {
@@ -329,7 +346,9 @@ impl Checker<'_> {
             return Ok(());
         }
         let message = format!(
-            "a conversion from {} to {} was interrupted: the rootfs is partly shifted",
+            "a conversion from {} to {} was interrupted: the rootfs is partly shifted, \
+             and the container cannot start until it is finished or undone (lxc-idshift's \
+             start guard in its config makes every start through LXC refuse)",
             state.origin_layout(),
             state.target_layout()
         );

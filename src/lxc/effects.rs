@@ -153,7 +153,8 @@ mod recording {
     #[derive(Default)]
     pub struct RecordingHost {
         calls: Mutex<Vec<HostCall>>,
-        answers: HashMap<String, String>,
+        /// Each program's answers in turn; the last one stays.
+        answers: Mutex<HashMap<String, std::collections::VecDeque<String>>>,
         /// The 1-based number of the change (any call but `run`) that fails.
         fail_at: Option<(usize, io::ErrorKind)>,
         /// How many inodes each shift (not made on a real host) could not shift.
@@ -178,7 +179,18 @@ mod recording {
 
         /// `program` prints `stdout` and exits 0.
         pub fn answer(mut self, program: &str, stdout: &str) -> RecordingHost {
-            self.answers.insert(program.into(), stdout.into());
+            let answers = self.answers.get_mut().unwrap();
+            answers.insert(program.into(), [stdout.into()].into());
+            self
+        }
+
+        /// Once `program`'s answers so far are given, it prints `stdout` instead.
+        pub fn answer_next(mut self, program: &str, stdout: &str) -> RecordingHost {
+            let answers = self.answers.get_mut().unwrap();
+            answers
+                .entry(program.into())
+                .or_default()
+                .push_back(stdout.into());
             self
         }
 
@@ -198,6 +210,16 @@ mod recording {
         /// Every call so far, in order.
         pub fn calls(&self) -> Vec<HostCall> {
             self.calls.lock().unwrap().clone()
+        }
+
+        /// `program`'s answer to this call: the next in turn, or the last one again.
+        fn next_answer(&self, program: &str) -> Option<String> {
+            let mut answers = self.answers.lock().unwrap();
+            let queue = answers.get_mut(program)?;
+            match queue.len() {
+                0 | 1 => queue.front().cloned(),
+                _ => queue.pop_front(),
+            }
         }
 
         /// Records a call; the error chosen for it when it is the failing change.
@@ -229,7 +251,8 @@ mod recording {
                 program: program.into(),
                 args: args.iter().map(|a| a.to_string_lossy().into()).collect(),
             })?;
-            let stdout = match (self.answers.get(program), &self.inner) {
+            let answer = self.next_answer(program);
+            let stdout = match (answer, &self.inner) {
                 (Some(stdout), _) => stdout,
                 (None, Some(inner)) => return inner.run(program, args),
                 (None, None) => {

@@ -2,7 +2,7 @@
 //! with what a conversion needs to know: privileged or not, the id range, the rootfs
 //! method (shift or idmap), its backing store, and whether a conversion was left unfinished.
 
-use super::config::{Backend, ContainerConfig};
+use super::config::{guard, Backend, ContainerConfig};
 use super::container::{default_lxcpath, Container};
 use super::convert;
 use super::effects::RealHost;
@@ -57,6 +57,9 @@ pub struct Entry {
     /// loop... (refused by `convert`, with the way out).
     pub store: Option<String>,
     pub unfinished: Option<Unfinished>,
+    /// Whether its config holds the start guard of an unfinished conversion, which
+    /// makes every start through LXC refuse.
+    pub start_guard: bool,
     /// What is wrong, and the command to run next.
     pub problem: Option<String>,
 }
@@ -110,11 +113,15 @@ fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
         method: None,
         store: None,
         unfinished: None,
+        start_guard: false,
         problem: None,
     };
     let config_path = container.config();
     let config = match std::fs::read_to_string(&config_path) {
-        Ok(text) => ContainerConfig::parse(&text),
+        Ok(text) => {
+            entry.start_guard = guard::is_guarded(&text);
+            ContainerConfig::parse(&guard::unguarded(&text))
+        }
         Err(e) => {
             entry.problem = Some(format!(
                 "{}: {e}; run lxc-idshift list as root",
@@ -176,6 +183,19 @@ fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
                 "{e}; remove or repair it, then run {}",
                 command("--to 0 --dry-run")
             ))
+        }
+    }
+    if entry.start_guard {
+        let why = "it cannot start until then (lxc-idshift's start guard in its config)";
+        match &mut entry.unfinished {
+            Some(unfinished) => unfinished.next = format!("{}; {why}", unfinished.next),
+            None => {
+                entry.problem = Some(format!(
+                    "its config holds lxc-idshift's start guard, so it cannot start, but no \
+                     conversion of it is unfinished: run {} to take the guard away",
+                    command(&now.args())
+                ))
+            }
         }
     }
     entry

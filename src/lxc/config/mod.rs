@@ -11,11 +11,13 @@
 //!
 //! Parts: `line` (one line and how LXC reads its value), `rootfs` (backend,
 //! location and mount options of the rootfs), `mount_entry` (mount entries and
-//! their options), `edit` (the unprivileged and privileged edits).
+//! their options), `edit` (the unprivileged and privileged edits), `guard` (the
+//! lines that keep a container from starting while a conversion is unfinished).
 
 mod edit;
 #[cfg(feature = "testkit")]
 mod fuzz;
+pub mod guard;
 mod line;
 mod mount_entry;
 mod rootfs;

@@ -5,14 +5,16 @@ use super::{read_subid_text, ConversionState, ConvertError, FileEdit, Outcome, P
 use crate::engine::idmap::IdMap;
 use crate::engine::run::{Progress, ShiftOptions, ShiftReport};
 use crate::fsutil;
+use crate::lxc::config::guard;
 use crate::lxc::container::Container;
 use crate::lxc::effects::HostEffects;
 use crate::lxc::lock::ShadowLock;
 use crate::lxc::subid::SubIds;
 use std::path::{Path, PathBuf};
 
-/// Carries out a plan. Order: subordinate ids, the record of permissions, the
-/// rootfs (journaled), the config, permissions, devices. Each step is idempotent.
+/// Carries out a plan. Order: the start guard, the record of the conversion,
+/// subordinate ids, the rootfs (journaled), the config (which takes the guard
+/// away), permissions, devices. Each step is idempotent.
 /// Every change goes through `effects` (the host, or a test's recording double).
 pub fn execute(
     plan: Plan,
@@ -28,8 +30,10 @@ pub fn execute(
     for file in &plan.host_files {
         fsutil::remove_stale_temps(file);
     }
-    // Nothing is done when nothing changes; otherwise the state comes first.
+    // Nothing is done when nothing changes; otherwise the start guard comes first,
+    // then the state.
     if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
+        guard_start(effects, &plan)?;
         write_state(effects, &plan.container, &plan.state)?;
     }
     apply_subids(effects, &plan)?;
@@ -94,6 +98,29 @@ pub fn execute(
         mount_shifts,
         udev_reloaded,
     })
+}
+
+/// Keeps the container from starting until the config's final write (see
+/// `config::guard`); then refuses a container that started before the guard was
+/// there (it had passed the plan's check while this conversion waited for its
+/// locks), taking the guard away again when this run put it there.
+fn guard_start(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertError> {
+    let config = plan.container.config();
+    let Some(edit) = plan.edits.iter().find(|e| e.path == config) else {
+        return Ok(());
+    };
+    let on_disk = edit.old.as_deref().unwrap_or_default();
+    let added = !guard::is_guarded(on_disk);
+    if added {
+        effects.write_file(&config, &guard::with_guard(on_disk))?;
+    }
+    if let Err(running) = plan.container.ensure_stopped(effects) {
+        if added {
+            effects.write_file(&config, on_disk)?;
+        }
+        return Err(running.into());
+    }
+    Ok(())
 }
 
 fn failed(shift: &Option<ShiftReport>) -> bool {

@@ -324,9 +324,10 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     }
     let container = Container::find(&options.name, options.lxcpath.as_deref(), effects)?;
     let config_path = container.config();
-    let config_text =
-        std::fs::read_to_string(&config_path).map_err(failed("read", &config_path))?;
-    let config = ContainerConfig::parse(&config_text);
+    let on_disk = std::fs::read_to_string(&config_path).map_err(failed("read", &config_path))?;
+    // An interrupted conversion left its start guard: planned from the config as it
+    // was, and the final write takes the guard away.
+    let config = ContainerConfig::parse(&config::guard::unguarded(&on_disk));
     let rootfs = shiftable_rootfs(&config, &config_path)?;
     let course = course(options, &container, &config)?;
     let idmap_probe = idmap_probe(options, effects, &rootfs, &course)?;
@@ -368,7 +369,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     edits.push(FileEdit {
         new: Some(new_config(options, &with_mounts, &course).to_text()),
         path: config_path,
-        old: Some(config_text),
+        old: Some(on_disk),
     });
     let (perms, record_perms) = perm_plan(&container, course.to, &course.recorded.perms)?;
     let mount_shifts = match &course.interrupted {

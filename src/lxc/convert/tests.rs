@@ -166,10 +166,12 @@ fn to_unprivileged_writes_subids_then_shifts_then_config_then_perms() {
     let effects = stopped();
     f.convert(Target::HostId(HOST_FIRST), &effects).unwrap();
     let calls = effects.calls();
-    assert_eq!(lxc_info_calls(&calls), 1, "{calls:#?}");
+    // Once when planning, once more with the start guard in place.
+    assert_eq!(lxc_info_calls(&calls), 2, "{calls:#?}");
     assert_eq!(
         changes(&calls, &base),
         [
+            "write lxc/c1/config",
             "write lxc/c1/lxc-idshift.state.json",
             "shadow host/etc/subuid",
             "shadow host/etc/subgid",
@@ -251,6 +253,7 @@ fn to_privileged_writes_the_reverse() {
     assert_eq!(
         changes(&calls, &base),
         [
+            "write lxc/c1/config",
             "write lxc/c1/lxc-idshift.state.json",
             "shadow host/etc/subuid",
             "shadow host/etc/subgid",
@@ -277,8 +280,8 @@ fn to_privileged_writes_the_reverse() {
 fn a_failed_host_write_is_reported_with_its_path_and_nothing_follows() {
     let f = Fixture::new();
     let base = f.base();
-    // The first change records the state; the second is /etc/subuid.
-    let effects = stopped().fail_change(2, ErrorKind::PermissionDenied);
+    // The start guard, the state, then /etc/subuid.
+    let effects = stopped().fail_change(3, ErrorKind::PermissionDenied);
     let err = f
         .convert(Target::HostId(HOST_FIRST), &effects)
         .err()
@@ -291,6 +294,7 @@ fn a_failed_host_write_is_reported_with_its_path_and_nothing_follows() {
     assert_eq!(
         changes(&effects.calls(), &base),
         [
+            "write lxc/c1/config",
             "write lxc/c1/lxc-idshift.state.json",
             "shadow host/etc/subuid"
         ],
@@ -298,16 +302,20 @@ fn a_failed_host_write_is_reported_with_its_path_and_nothing_follows() {
     );
 }
 
+/// An unfinished shift leaves the config as it was, but for the start guard.
 #[test]
-fn an_unfinished_shift_leaves_the_config_as_it_was() {
+fn an_unfinished_shift_leaves_the_config_guarded() {
     let f = Fixture::new();
     let base = f.base();
+    let original = std::fs::read_to_string(f.dir().join("config")).unwrap();
     let effects = stopped().shift_errors(3);
     let outcome = f.convert(Target::HostId(HOST_FIRST), &effects).unwrap();
     assert_eq!(outcome.shift.map(|s| s.summary.errors), Some(3));
+    let calls = effects.calls();
     assert_eq!(
-        changes(&effects.calls(), &base),
+        changes(&calls, &base),
         [
+            "write lxc/c1/config",
             "write lxc/c1/lxc-idshift.state.json",
             "shadow host/etc/subuid",
             "shadow host/etc/subgid",
@@ -315,4 +323,34 @@ fn an_unfinished_shift_leaves_the_config_as_it_was() {
         ],
         "the config, permissions and final state wait for a finished shift"
     );
+    let config = written(&calls, &f.dir().join("config"));
+    assert_eq!(config, crate::lxc::config::guard::with_guard(&original));
+}
+
+/// A container that starts while the conversion waits for its locks (after the
+/// plan's check) is refused once the guard is in place, and the guard goes again.
+#[test]
+fn a_container_started_meanwhile_is_refused_and_the_guard_removed() {
+    let f = Fixture::new();
+    let base = f.base();
+    let original = std::fs::read_to_string(f.dir().join("config")).unwrap();
+    let effects = stopped().answer_next("lxc-info", "RUNNING\n");
+    let err = f
+        .convert(Target::HostId(HOST_FIRST), &effects)
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            ConvertError::Container(ContainerError::NotStopped { .. })
+        ),
+        "{err}"
+    );
+    let calls = effects.calls();
+    assert_eq!(
+        changes(&calls, &base),
+        ["write lxc/c1/config", "write lxc/c1/config"],
+        "the guard, then the config as it was; nothing else"
+    );
+    assert_eq!(written(&calls, &f.dir().join("config")), original);
 }
