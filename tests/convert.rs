@@ -1390,6 +1390,107 @@ fn convert_with(f: &Fixture, to: Target, mounts: MountsChoice) -> Plan {
     outcome.plan
 }
 
+/// `--mounts shift` never re-owns a source that is not the container's alone: one
+/// another container binds too, another container's directory (whose config LXC
+/// runs hooks from as host root), the lxcpath, a host user's home, one with a file
+/// system mounted inside, one whose entry sits in an include outside the container's
+/// directory. Each is refused before anything is written, naming who else uses it
+/// and the ways out.
+#[test]
+fn a_bind_source_used_by_others_is_never_shifted() {
+    if !require_root("a_bind_source_used_by_others_is_never_shifted") {
+        return;
+    }
+    let shared_with_other = |f: &Fixture| {
+        f.container_with("other", |rootfs| {
+            debian_config("other", rootfs) + DATA_ENTRY
+        });
+        "container other"
+    };
+    let other_containers_dir = |f: &Fixture| {
+        f.container("other");
+        retarget(f, "/lxc/other");
+        "container other's directory"
+    };
+    let the_lxcpath = |f: &Fixture| {
+        retarget(f, "/lxc");
+        "holds the lxcpath"
+    };
+    let a_users_home = |f: &Fixture| {
+        let passwd = "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        std::fs::write(f.root().join("etc/passwd"), passwd).unwrap();
+        std::fs::create_dir_all(f.root().join("home/alice/media")).unwrap();
+        retarget(f, "/home/alice/media");
+        "host user alice's home"
+    };
+    let a_nested_mount = |f: &Fixture| {
+        let inner = f.root().join("srv/data/inner");
+        std::fs::create_dir(&inner).unwrap();
+        let guard = MountGuard::tmpfs(&inner).expect("tmpfs");
+        std::mem::forget(guard); // unmounted below, once the plan is refused
+        "mounted inside it"
+    };
+    let a_foreign_include = |f: &Fixture| {
+        let shared = f.root().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::write(shared.join("mounts.conf"), DATA_ENTRY).unwrap();
+        let config = f
+            .config("www")
+            .replace(DATA_ENTRY, "lxc.include = /shared/mounts.conf\n");
+        std::fs::write(f.config_path("www"), config).unwrap();
+        "outside the container's directory"
+    };
+    let cases: [(&str, &SharingCase); 6] = [
+        ("shared with another container", &shared_with_other),
+        ("another container's directory", &other_containers_dir),
+        ("the lxcpath", &the_lxcpath),
+        ("a host user's home", &a_users_home),
+        ("a nested mount", &a_nested_mount),
+        ("an entry in a foreign include", &a_foreign_include),
+    ];
+    for (case, make) in cases {
+        let f = Fixture::new();
+        www_with_bind_mount(&f);
+        let files_before = collect(&f.root().join("srv"));
+        let said = make(&f);
+        let before = f.snapshot("www");
+        let options = ConvertOptions {
+            mounts: MountsChoice::Shift,
+            ..f.options("www", Target::HostId(1_000_000))
+        };
+        let err = f.refused(&options);
+        let inner = f.root().join("srv/data/inner");
+        if Command::new("umount")
+            .arg(&inner)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            std::fs::remove_dir(&inner).unwrap();
+        }
+        let message = err.to_string();
+        assert!(
+            matches!(err, ConvertError::SharedMountSource { .. }) && message.contains(said),
+            "{case}: {message}"
+        );
+        assert!(
+            message.contains("--mounts idmap"),
+            "{case}: the way out: {message}"
+        );
+        assert_unchanged(&before, &f.snapshot("www"), case);
+        assert_same(&files_before, &collect(&f.root().join("srv")), case);
+    }
+}
+
+/// Sets up one way of sharing www's bind source; returns what the refusal must say.
+type SharingCase = dyn Fn(&Fixture) -> &'static str;
+
+/// Points www's bind mount entry at `source` (a host path under the fixture's root).
+fn retarget(f: &Fixture, source: &str) {
+    let entry = DATA_ENTRY.replace("/srv/data", source);
+    let config = f.config("www").replace(DATA_ENTRY, &entry);
+    std::fs::write(f.config_path("www"), config).unwrap();
+}
+
 /// `--mounts keep`: the plan lists the bind mount with what the container will see
 /// as nobody and a plain warning with the entry to write; the conversion leaves the
 /// entry and the files alone both ways.

@@ -107,6 +107,14 @@ impl HostAccounts {
     }
 }
 
+/// The passwd database: through NSS on the real host, the prefix's file otherwise.
+pub fn passwd_text(host: &Host) -> Result<String, AccountError> {
+    match host.is_system() {
+        true => getent("passwd"),
+        false => read_optional(&host.passwd()),
+    }
+}
+
 fn getent(database: &'static str) -> Result<String, AccountError> {
     let failed = |reason: String| AccountError::Getent { database, reason };
     let out = Command::new("getent")

@@ -9,8 +9,8 @@
 //! leaves out, `convert` plans and runs it all, and `list` shows every container
 //! of an lxcpath. `method` says which rootfs method (shift or idmap) a container
 //! uses and what each keeps on disk. `mounts` finds the bind mounts of host paths a config sets up and
-//! scans what they hold; `check` says whether a container will start and work, and
-//! how to fix what would not.
+//! scans what they hold, and `shared` finds who else uses a bind mount source; `check`
+//! says whether a container will start and work, and how to fix what would not.
 
 pub(crate) mod accounts;
 pub mod check;
@@ -24,6 +24,7 @@ pub mod lock;
 pub mod method;
 pub mod mounts;
 pub mod perms;
+pub mod shared;
 pub mod subid;
 pub mod udev;
 pub mod unmapped;

@@ -20,6 +20,7 @@ use super::lock;
 use super::method::{self, Layout, Method};
 use super::mounts::{self, Origin, ScannedMount, View, IDMAP_OPTION};
 use super::perms::{self, Ownership, PermChange};
+use super::shared;
 use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
 use super::unmapped::{self, UnmappedIds};
@@ -162,6 +163,8 @@ pub enum ConvertError {
         why: String,
         name: String,
     },
+    #[error("--mounts shift would re-own bind mount source {mount} with the container's range, but it is not the container's alone: {users}. Convert with --mounts idmap (the container sees its files with their owners; nothing on disk changes) or --mounts keep, or give the container a directory of its own")]
+    SharedMountSource { mount: PathBuf, users: String },
     #[error("--range must be at least 1; leave it out for the default, 65536")]
     EmptyRange,
     #[error("a conversion from {origin} to {target} was interrupted: finish it ({target_args}) or undo it ({origin_args}) first")]
@@ -472,6 +475,27 @@ fn idmap_probe(
     }
 }
 
+/// `--mounts shift` re-owns a source with the container's range: refused where
+/// anything but this container uses it (see `shared`), naming each.
+fn refuse_shared_source(
+    options: &ConvertOptions,
+    effects: &dyn HostEffects,
+    container: &Container,
+    bind: &mounts::BindMount,
+    editable: bool,
+) -> Result<(), ConvertError> {
+    let foreign_entry = (!editable).then_some(bind.origin.file.as_path());
+    let host = (&options.host, effects);
+    let users = shared::other_users(&bind.host_source, foreign_entry, container, host);
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(ConvertError::SharedMountSource {
+        mount: bind.source.clone(),
+        users: users.join("; "),
+    })
+}
+
 /// An idmapped rootfs is not shifted, so no bind mount source can shift along.
 fn refuse_mount_shift(options: &ConvertOptions, shifted: &[PathBuf]) -> Result<(), ConvertError> {
     let why = match (options.mounts, shifted.first()) {
@@ -597,6 +621,7 @@ fn mount_plan(
             continue;
         }
         if shift {
+            refuse_shared_source(options, effects, container, &bind, editable)?;
             // After the shift its container ids 0..range are host ids: what an
             // idmapped view of it shows now.
             plan.notes.push(format!(

@@ -1,0 +1,235 @@
+//! Who else uses a directory: before `--mounts shift` re-owns a bind mount source
+//! with the container's range, everything on the host that the re-owning would hurt
+//! is looked for. Any one of them makes the source not the container's alone:
+//! - its entry lies in a file outside the container's directory (other containers
+//!   may include that file);
+//! - it holds an lxcpath, or another container's directory (whose config LXC runs
+//!   hooks from as host root: re-owned, the converted container's root could write
+//!   one), or lies inside another container's directory;
+//! - another container, under any lxcpath of the host, binds it, a directory inside
+//!   it, or one holding it;
+//! - it holds a host user's home, or lies inside one;
+//! - another file system is mounted inside it (a shift never crosses into it, so the
+//!   container would see its files as nobody).
+
+use super::accounts;
+use super::config::ContainerConfig;
+use super::container::{default_lxcpath, Container};
+use super::effects::HostEffects;
+use super::host::Host;
+use super::mounts;
+use std::path::{Path, PathBuf};
+
+/// Users, like host accounts, get uids from here (login.defs' UID_MIN default).
+const FIRST_USER_UID: u32 = 1000;
+/// `nobody`, and everything above, is no user with a home to protect.
+const NOBODY: u32 = 65534;
+
+/// What else uses `source` (a bind mount source of `container`), one sentence per
+/// user found; empty when it is the container's alone. `foreign_entry`: the file
+/// holding its entry, when that file is not in the container's own directory.
+pub fn other_users(
+    source: &Path,
+    foreign_entry: Option<&Path>,
+    container: &Container,
+    (host, effects): (&Host, &dyn HostEffects),
+) -> Vec<String> {
+    let source = canonical(source);
+    let mut found = Vec::new();
+    if let Some(file) = foreign_entry {
+        found.push(format!(
+            "its entry is in {}, outside the container's directory, which other containers may include too",
+            file.display()
+        ));
+    }
+    for lxcpath in lxcpaths(container, host, effects) {
+        found.extend(lxcpath_users(&source, &lxcpath, container, host));
+    }
+    for (user, home) in homes(host) {
+        if overlaps(&source, &home) {
+            found.push(format!(
+                "host user {user}'s home {} lies there",
+                home.display()
+            ));
+        }
+    }
+    found.extend(nested_mounts(&source));
+    found
+}
+
+/// Whether one path holds the other (or they are the same).
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Every lxcpath of the host: the container's, the system's, and each user's
+/// (`~/.local/share/lxc`), those that exist.
+fn lxcpaths(container: &Container, host: &Host, effects: &dyn HostEffects) -> Vec<PathBuf> {
+    let mut paths = vec![
+        container.lxcpath.clone(),
+        default_lxcpath(effects),
+        host.path("/var/lib/lxc"),
+    ];
+    paths.extend(
+        homes(host)
+            .into_iter()
+            .map(|(_, home)| home.join(".local/share/lxc")),
+    );
+    let mut paths: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| p.is_dir())
+        .map(|p| canonical(p))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// What under one lxcpath `source` would hurt: the lxcpath itself, other
+/// containers' directories, and the bind mounts of other containers.
+fn lxcpath_users(source: &Path, lxcpath: &Path, container: &Container, host: &Host) -> Vec<String> {
+    if lxcpath.starts_with(source) {
+        return vec![format!(
+            "it holds the lxcpath {} (every container's config and rootfs there)",
+            lxcpath.display()
+        )];
+    }
+    let own = canonical(&container.dir());
+    let mut found = Vec::new();
+    for other in others(lxcpath, &own) {
+        let dir = canonical(&other.dir());
+        if overlaps(source, &dir) {
+            found.push(format!(
+                "container {}'s directory {} lies there (its config and rootfs: LXC runs that config's hooks as host root)",
+                other.name,
+                dir.display()
+            ));
+            continue;
+        }
+        for bind in bind_sources(&other, host) {
+            if overlaps(source, &canonical(&bind)) {
+                found.push(format!(
+                    "container {} ({}) binds {} too",
+                    other.name,
+                    other.config().display(),
+                    bind.display()
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// The containers under `lxcpath` other than the one in `own`.
+fn others(lxcpath: &Path, own: &Path) -> Vec<Container> {
+    let Ok(entries) = std::fs::read_dir(lxcpath) else {
+        return Vec::new();
+    };
+    let mut containers: Vec<Container> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .map(|name| Container {
+            name,
+            lxcpath: lxcpath.to_path_buf(),
+        })
+        .filter(|c| c.config().is_file() && canonical(&c.dir()) != own)
+        .collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    containers
+}
+
+/// The host paths `container` binds (as far as its config can be read).
+fn bind_sources(container: &Container, host: &Host) -> Vec<PathBuf> {
+    let config_path = container.config();
+    let Ok(text) = std::fs::read_to_string(&config_path) else {
+        return Vec::new();
+    };
+    let config = ContainerConfig::parse(&text);
+    mounts::list(host, &container.dir(), &config_path, &config)
+        .map(|found| found.binds.into_iter().map(|b| b.host_source).collect())
+        .unwrap_or_default()
+}
+
+/// Host users (uids FIRST_USER_UID up to nobody) and their homes, under `host`.
+fn homes(host: &Host) -> Vec<(String, PathBuf)> {
+    let passwd = accounts::passwd_text(host).unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (name, uid, home) = (fields.first()?, fields.get(2)?, fields.get(5)?);
+            let uid: u32 = uid.trim().parse().ok()?;
+            let real = (FIRST_USER_UID..NOBODY).contains(&uid) && home.starts_with('/');
+            (real && *home != "/").then(|| (name.to_string(), canonical(&host.path(home))))
+        })
+        .collect()
+}
+
+/// File systems mounted strictly inside `source` (from /proc/self/mountinfo).
+fn nested_mounts(source: &Path) -> Vec<String> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(unescape_mount_point(point)))
+        .filter(|point| point.starts_with(source) && point != source)
+        .map(|point| {
+            format!(
+                "a file system is mounted inside it at {} (a shift does not cross into it: the container would see its files as nobody)",
+                point.display()
+            )
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape_mount_point(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let code = rest
+            .get(at + 1..at + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[at + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_unescaped_as_mountinfo_writes_them() {
+        assert_eq!(unescape_mount_point("/srv/my\\040data"), "/srv/my data");
+        assert_eq!(unescape_mount_point("/a\\134b"), "/a\\b");
+        assert_eq!(unescape_mount_point("/plain"), "/plain");
+    }
+
+    #[test]
+    fn paths_overlap_when_one_holds_the_other() {
+        assert!(overlaps(Path::new("/srv"), Path::new("/srv/data")));
+        assert!(overlaps(Path::new("/srv/data"), Path::new("/srv")));
+        assert!(overlaps(Path::new("/srv"), Path::new("/srv")));
+        assert!(!overlaps(
+            Path::new("/srv/data"),
+            Path::new("/srv/database")
+        ));
+    }
+}
