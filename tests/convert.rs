@@ -1481,6 +1481,39 @@ fn a_bind_source_used_by_others_is_never_shifted() {
     }
 }
 
+/// A Proxmox VE container (its `/etc/pve/lxc/VMID.conf` beside the LXC config that
+/// Proxmox writes anew at every start) is refused before anything is written.
+#[test]
+fn a_container_proxmox_manages_is_refused() {
+    if !require_root("a_container_proxmox_manages_is_refused") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("101");
+    let pve = f.root().join("etc/pve/lxc");
+    std::fs::create_dir_all(&pve).unwrap();
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pve-reference/101.conf");
+    let conf = std::fs::read_to_string(&reference)
+        .unwrap_or_else(|_| "arch: amd64\nrootfs: local-zfs:subvol-101-disk-0,size=8G\n".into());
+    std::fs::write(pve.join("101.conf"), conf).unwrap();
+    let before = f.snapshot("101");
+    for to in [Target::HostId(100_000), Target::Auto] {
+        let err = f.refused(&f.options("101", to));
+        let message = err.to_string();
+        assert!(
+            matches!(err, ConvertError::ManagedByProxmox { .. }),
+            "{message}"
+        );
+        assert!(
+            message.contains("101.conf") && message.contains("pct restore"),
+            "{message}"
+        );
+    }
+    let out = run(&convert_args(&f, "101", "100000"));
+    assert_exit(&out, 2, "the command refuses too");
+    assert_unchanged(&before, &f.snapshot("101"), "a refused Proxmox container");
+}
+
 /// Sets up one way of sharing www's bind source; returns what the refusal must say.
 type SharingCase = dyn Fn(&Fixture) -> &'static str;
 

@@ -165,6 +165,12 @@ pub enum ConvertError {
     },
     #[error("--mounts shift would re-own bind mount source {mount} with the container's range, but it is not the container's alone: {users}. Convert with --mounts idmap (the container sees its files with their owners; nothing on disk changes) or --mounts keep, or give the container a directory of its own")]
     SharedMountSource { mount: PathBuf, users: String },
+    #[error("container {name} is managed by Proxmox VE ({conf}): Proxmox writes {config} anew from that file at every start, so a conversion here would be undone at the next start while the rootfs stayed shifted. lxc-idshift does not convert Proxmox VE containers yet: use Proxmox's backup and `pct restore --unprivileged`; nothing was changed")]
+    ManagedByProxmox {
+        name: String,
+        conf: PathBuf,
+        config: PathBuf,
+    },
     #[error("--range must be at least 1; leave it out for the default, 65536")]
     EmptyRange,
     #[error("a conversion from {origin} to {target} was interrupted: finish it ({target_args}) or undo it ({origin_args}) first")]
@@ -326,6 +332,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         return Err(ConvertError::EmptyRange);
     }
     let container = Container::find(&options.name, options.lxcpath.as_deref(), effects)?;
+    refuse_other_manager(options, &container)?;
     let config_path = container.config();
     let on_disk = std::fs::read_to_string(&config_path).map_err(failed("read", &config_path))?;
     // An interrupted conversion left its start guard: planned from the config as it
@@ -473,6 +480,26 @@ fn idmap_probe(
         }),
         _ => Ok(Some(probe)),
     }
+}
+
+/// A container another manager writes the LXC config of at every start: converted
+/// here, it would start privileged on the shifted rootfs at its next start.
+fn refuse_other_manager(
+    options: &ConvertOptions,
+    container: &Container,
+) -> Result<(), ConvertError> {
+    let pve = options
+        .host
+        .path(format!("/etc/pve/lxc/{}.conf", container.name));
+    let numeric = container.name.bytes().all(|b| b.is_ascii_digit());
+    if !numeric || !pve.is_file() {
+        return Ok(());
+    }
+    Err(ConvertError::ManagedByProxmox {
+        name: container.name.clone(),
+        conf: pve,
+        config: container.config(),
+    })
 }
 
 /// `--mounts shift` re-owns a source with the container's range: refused where
