@@ -1481,6 +1481,51 @@ fn a_bind_source_used_by_others_is_never_shifted() {
     }
 }
 
+/// Ranges are the host's, not one lxcpath's: a range a container under another
+/// lxcpath maps is refused (and skipped by `--to auto`), and `--to 0
+/// --release-range` keeps root's range while a copy elsewhere still maps it.
+#[test]
+fn ranges_mapped_under_another_lxcpath_are_neither_taken_nor_released() {
+    if !require_root("ranges_mapped_under_another_lxcpath_are_neither_taken_nor_released") {
+        return;
+    }
+    let f = Fixture::new();
+    let elsewhere = f.root().join("var/lib/lxc/copy");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let maps = |first: u32| {
+        format!("lxc.rootfs.path = dir:/srv/copy\nlxc.idmap = u 0 {first} 65536\nlxc.idmap = g 0 {first} 65536\n")
+    };
+    std::fs::write(elsewhere.join("config"), maps(2_000_000)).unwrap();
+    f.container("web");
+    let err = f.refused(&f.options("web", Target::HostId(2_000_000)));
+    assert!(
+        matches!(err, ConvertError::RangeTaken { ref other, .. } if other == "copy"),
+        "{err}"
+    );
+    assert_ne!(
+        f.plan("web", Target::Auto).to,
+        Some(2_000_000),
+        "auto skips it"
+    );
+    f.convert("web", Target::HostId(HOST_FIRST));
+    let granted = f.subuid();
+    assert!(granted.contains("root:1000000:65536"), "{granted}");
+    // A copy of web elsewhere maps the same range: releasing it would stop the copy.
+    std::fs::write(elsewhere.join("config"), maps(HOST_FIRST)).unwrap();
+    let back = ConvertOptions {
+        release_range: true,
+        ..f.options("web", Target::Privileged)
+    };
+    let planned = plan(&back, &stopped()).unwrap();
+    let text = describe(&planned);
+    assert!(
+        text.contains("root keeps 1000000..1065535") && text.contains("copy"),
+        "{text}"
+    );
+    execute(planned, &stopped(), Some(2), &Quiet).unwrap();
+    assert_eq!((f.subuid(), f.subgid()), (granted.clone(), granted), "kept");
+}
+
 /// A Proxmox VE container (its `/etc/pve/lxc/VMID.conf` beside the LXC config that
 /// Proxmox writes anew at every start) is refused before anything is written.
 #[test]

@@ -109,25 +109,6 @@ impl Container {
             }),
         }
     }
-
-    /// The other containers under the same lxcpath (for range overlap checks).
-    pub fn siblings(&self) -> Vec<Container> {
-        let Ok(entries) = std::fs::read_dir(&self.lxcpath) else {
-            return Vec::new();
-        };
-        let mut siblings: Vec<Container> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|name| *name != self.name)
-            .map(|name| Container {
-                name,
-                lxcpath: self.lxcpath.clone(),
-            })
-            .filter(|c| c.config().is_file())
-            .collect();
-        siblings.sort_by(|a, b| a.name.cmp(&b.name));
-        siblings
-    }
 }
 
 /// `lxc-config lxc.lxcpath`, else /var/lib/lxc.
@@ -147,7 +128,7 @@ mod tests {
     use crate::lxc::effects::RealHost;
 
     #[test]
-    fn finds_containers_and_their_siblings() {
+    fn finds_containers_and_names_their_journals() {
         let tmp = tempfile::tempdir().unwrap();
         for name in ["a", "b", "c"] {
             std::fs::create_dir(tmp.path().join(name)).unwrap();
@@ -158,8 +139,6 @@ mod tests {
         let map = IdMap::parse(&["b:0:1000000:65536"]).unwrap();
         let journal = tmp.path().join("a/lxc-idshift.b-0-1000000-65536.journal");
         assert_eq!(a.journal_for(&map), journal);
-        let names: Vec<String> = a.siblings().into_iter().map(|c| c.name).collect();
-        assert_eq!(names, ["b"]);
         assert!(matches!(
             Container::find("c", Some(tmp.path()), &RealHost),
             Err(ContainerError::NotFound { .. })

@@ -15,7 +15,7 @@
 use super::accounts;
 use super::config::ContainerConfig;
 use super::container::{default_lxcpath, Container};
-use super::effects::HostEffects;
+use super::effects::RealHost;
 use super::host::Host;
 use super::mounts;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ pub fn other_users(
     source: &Path,
     foreign_entry: Option<&Path>,
     container: &Container,
-    (host, effects): (&Host, &dyn HostEffects),
+    host: &Host,
 ) -> Vec<String> {
     let source = canonical(source);
     let mut found = Vec::new();
@@ -42,8 +42,18 @@ pub fn other_users(
             file.display()
         ));
     }
-    for lxcpath in lxcpaths(container, host, effects) {
-        found.extend(lxcpath_users(&source, &lxcpath, container, host));
+    let own = canonical(&container.dir());
+    for lxcpath in lxcpaths(container, host) {
+        if lxcpath.starts_with(&source) {
+            found.push(format!(
+                "it holds the lxcpath {} (every container's config and rootfs there)",
+                lxcpath.display()
+            ));
+            continue;
+        }
+        for other in others(&lxcpath, &own) {
+            found.extend(container_users(&source, &other, host));
+        }
     }
     for (user, home) in homes(host) {
         if overlaps(&source, &home) {
@@ -66,12 +76,20 @@ fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Every lxcpath of the host: the container's, the system's, and each user's
-/// (`~/.local/share/lxc`), those that exist.
-fn lxcpaths(container: &Container, host: &Host, effects: &dyn HostEffects) -> Vec<PathBuf> {
+/// Every other container of the host, under any of its lxcpaths.
+pub fn other_containers(container: &Container, host: &Host) -> Vec<Container> {
+    let own = canonical(&container.dir());
+    (lxcpaths(container, host).iter())
+        .flat_map(|lxcpath| others(lxcpath, &own))
+        .collect()
+}
+
+/// Every lxcpath of the host: the container's, the system's (`lxc-config`, read
+/// only), and each user's (`~/.local/share/lxc`), those that exist.
+fn lxcpaths(container: &Container, host: &Host) -> Vec<PathBuf> {
     let mut paths = vec![
         container.lxcpath.clone(),
-        default_lxcpath(effects),
+        default_lxcpath(&RealHost),
         host.path("/var/lib/lxc"),
     ];
     paths.extend(
@@ -89,39 +107,28 @@ fn lxcpaths(container: &Container, host: &Host, effects: &dyn HostEffects) -> Ve
     paths
 }
 
-/// What under one lxcpath `source` would hurt: the lxcpath itself, other
-/// containers' directories, and the bind mounts of other containers.
-fn lxcpath_users(source: &Path, lxcpath: &Path, container: &Container, host: &Host) -> Vec<String> {
-    if lxcpath.starts_with(source) {
+/// What re-owning `source` would do to container `other`: its directory, or a
+/// bind mount of its own.
+fn container_users(source: &Path, other: &Container, host: &Host) -> Vec<String> {
+    let dir = canonical(&other.dir());
+    if overlaps(source, &dir) {
         return vec![format!(
-            "it holds the lxcpath {} (every container's config and rootfs there)",
-            lxcpath.display()
+            "container {}'s directory {} lies there (its config and rootfs: LXC runs that config's hooks as host root)",
+            other.name,
+            dir.display()
         )];
     }
-    let own = canonical(&container.dir());
-    let mut found = Vec::new();
-    for other in others(lxcpath, &own) {
-        let dir = canonical(&other.dir());
-        if overlaps(source, &dir) {
-            found.push(format!(
-                "container {}'s directory {} lies there (its config and rootfs: LXC runs that config's hooks as host root)",
+    (bind_sources(other, host).iter())
+        .filter(|bind| overlaps(source, &canonical(bind)))
+        .map(|bind| {
+            format!(
+                "container {} ({}) binds {} too",
                 other.name,
-                dir.display()
-            ));
-            continue;
-        }
-        for bind in bind_sources(&other, host) {
-            if overlaps(source, &canonical(&bind)) {
-                found.push(format!(
-                    "container {} ({}) binds {} too",
-                    other.name,
-                    other.config().display(),
-                    bind.display()
-                ));
-            }
-        }
-    }
-    found
+                other.config().display(),
+                bind.display()
+            )
+        })
+        .collect()
 }
 
 /// The containers under `lxcpath` other than the one in `own`.
@@ -220,6 +227,29 @@ mod tests {
         assert_eq!(unescape_mount_point("/srv/my\\040data"), "/srv/my data");
         assert_eq!(unescape_mount_point("/a\\134b"), "/a\\b");
         assert_eq!(unescape_mount_point("/plain"), "/plain");
+    }
+
+    /// Containers are those with a config; the container itself is not another.
+    #[test]
+    fn other_containers_are_found_under_its_lxcpath() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::create_dir(tmp.path().join(name)).unwrap();
+        }
+        std::fs::write(tmp.path().join("a/config"), "").unwrap();
+        std::fs::write(tmp.path().join("b/config"), "").unwrap();
+        let a = Container {
+            name: "a".into(),
+            lxcpath: tmp.path().to_path_buf(),
+        };
+        let prefix = tempfile::tempdir().unwrap();
+        let lxcpath = canonical(tmp.path());
+        let names: Vec<String> = other_containers(&a, &Host::under(prefix.path()))
+            .into_iter()
+            .filter(|c| c.lxcpath == lxcpath)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["b"]);
     }
 
     #[test]

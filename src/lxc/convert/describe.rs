@@ -48,6 +48,9 @@ pub fn describe(plan: &Plan) -> String {
     for note in &plan.mount_notes {
         text += &format!("  {note}\n");
     }
+    for note in &plan.notes {
+        text += &format!("note: {note}\n");
+    }
     if let Some(why) = &plan.mounts_unlisted {
         text += &format!("warning: the bind mounts could not be listed: {why}\n");
     }

@@ -299,6 +299,8 @@ pub struct Plan {
     pub mounts_unlisted: Option<String>,
     /// What `--mounts` decided for each bind mount, in words.
     pub mount_notes: Vec<String>,
+    /// What the conversion does differently from what was asked, and why.
+    pub notes: Vec<String>,
     /// Bind mount sources shifted with the rootfs's map and direction.
     pub mount_shifts: Vec<PathBuf>,
 }
@@ -341,7 +343,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     let rootfs = shiftable_rootfs(&config, &config_path)?;
     let course = course(options, &container, &config)?;
     let idmap_probe = idmap_probe(options, effects, &rootfs, &course)?;
-    let subids = subid_change(options, &container, &course)?;
+    let (subids, notes) = subid_change(options, &container, &course)?;
     let mut edits = match subids {
         Some(change) => subid_edits(&options.host, change)?,
         None => Vec::new(),
@@ -453,6 +455,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         mounts: mount_plan.mounts,
         mounts_unlisted: mount_plan.unlisted,
         mount_notes: mount_plan.notes,
+        notes,
         mount_shifts,
     })
 }
@@ -506,14 +509,12 @@ fn refuse_other_manager(
 /// anything but this container uses it (see `shared`), naming each.
 fn refuse_shared_source(
     options: &ConvertOptions,
-    effects: &dyn HostEffects,
     container: &Container,
     bind: &mounts::BindMount,
     editable: bool,
 ) -> Result<(), ConvertError> {
     let foreign_entry = (!editable).then_some(bind.origin.file.as_path());
-    let host = (&options.host, effects);
-    let users = shared::other_users(&bind.host_source, foreign_entry, container, host);
+    let users = shared::other_users(&bind.host_source, foreign_entry, container, &options.host);
     if users.is_empty() {
         return Ok(());
     }
@@ -648,7 +649,7 @@ fn mount_plan(
             continue;
         }
         if shift {
-            refuse_shared_source(options, effects, container, &bind, editable)?;
+            refuse_shared_source(options, container, &bind, editable)?;
             // After the shift its container ids 0..range are host ids: what an
             // idmapped view of it shows now.
             plan.notes.push(format!(
@@ -821,25 +822,40 @@ fn course(
     })
 }
 
-/// Root gets the target range; `--release-range` on the way back gives it up.
+/// Root gets the target range; `--release-range` on the way back gives it up,
+/// unless another container of the host still maps part of it (said in the notes).
 fn subid_change(
     options: &ConvertOptions,
     container: &Container,
     course: &Course,
-) -> Result<Option<SubIdChange>, ConvertError> {
+) -> Result<(Option<SubIdChange>, Vec<String>), ConvertError> {
     let count = course.range;
     if let Some(first) = course.to {
-        check_range_free(container, first, count)?;
-        return Ok(Some(SubIdChange::Grant { first, count }));
+        check_range_free(&options.host, container, first, count)?;
+        return Ok((Some(SubIdChange::Grant { first, count }), Vec::new()));
     }
     let held = course
         .interrupted
         .as_ref()
         .map_or(course.from, |s| s.target);
-    Ok(match (options.release_range, held) {
-        (true, Some(first)) => Some(SubIdChange::Release { first, count }),
-        _ => None,
-    })
+    let (true, Some(first)) = (options.release_range, held) else {
+        return Ok((None, Vec::new()));
+    };
+    let range = IdRange::new(first, count);
+    let users: Vec<String> = sibling_maps(container, &options.host)
+        .into_iter()
+        .filter(|s| s.ids.overlaps(range))
+        .map(|s| s.container)
+        .collect();
+    if users.is_empty() {
+        return Ok((Some(SubIdChange::Release { first, count }), Vec::new()));
+    }
+    let note = format!(
+        "--release-range: root keeps {first}..{} in /etc/subuid and /etc/subgid: container {} still maps it (released, it would no longer start)",
+        range.last(),
+        users.join(", ")
+    );
+    Ok((None, vec![note]))
 }
 
 fn new_config(
@@ -939,7 +955,7 @@ fn check_no_account(host: &Host, first: u32, count: u32) -> Result<(), ConvertEr
 /// Ranges that `--to auto` must avoid: other users' subordinate ids and other
 /// containers' maps.
 fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<IdRange>, ConvertError> {
-    let mut taken: Vec<IdRange> = sibling_maps(container)
+    let mut taken: Vec<IdRange> = sibling_maps(container, host)
         .into_iter()
         .map(|sibling| sibling.ids)
         .collect();
@@ -951,15 +967,14 @@ fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<IdRange>, Conv
     Ok(taken)
 }
 
-/// The host ids another container of the same lxcpath maps.
+/// The host ids another container of the host (under any lxcpath) maps.
 struct SiblingMap {
     container: String,
     ids: IdRange,
 }
 
-fn sibling_maps(container: &Container) -> Vec<SiblingMap> {
-    container
-        .siblings()
+fn sibling_maps(container: &Container, host: &Host) -> Vec<SiblingMap> {
+    shared::other_containers(container, host)
         .into_iter()
         .filter_map(|c| {
             let text = std::fs::read_to_string(c.config()).ok()?;
@@ -975,9 +990,14 @@ fn sibling_maps(container: &Container) -> Vec<SiblingMap> {
         .collect()
 }
 
-fn check_range_free(container: &Container, first: u32, count: u32) -> Result<(), ConvertError> {
+fn check_range_free(
+    host: &Host,
+    container: &Container,
+    first: u32,
+    count: u32,
+) -> Result<(), ConvertError> {
     let wanted = IdRange::new(first, count);
-    for sibling in sibling_maps(container) {
+    for sibling in sibling_maps(container, host) {
         if wanted.overlaps(sibling.ids) {
             return Err(ConvertError::RangeTaken {
                 first,
