@@ -1526,6 +1526,32 @@ fn ranges_mapped_under_another_lxcpath_are_neither_taken_nor_released() {
     assert_eq!((f.subuid(), f.subgid()), (granted.clone(), granted), "kept");
 }
 
+/// The origin of an overlay clone (`lxc-copy -s -B overlay`) is the clone's lower
+/// layer: converting it is refused before anything is written.
+#[test]
+fn the_lower_layer_of_a_clone_is_never_shifted() {
+    if !require_root("the_lower_layer_of_a_clone_is_never_shifted") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("base");
+    let clone = format!(
+        "lxc.rootfs.path = overlay:{}:{}\nlxc.uts.name = clone\n",
+        rootfs.display(),
+        f.dir("clone").join("delta0").display()
+    );
+    f.config_only("clone", &clone);
+    let before = f.snapshot("base");
+    let err = f.refused(&f.options("base", Target::HostId(HOST_FIRST)));
+    let message = err.to_string();
+    assert!(
+        matches!(err, ConvertError::LowerLayerOfClone { ref other, .. } if other == "clone"),
+        "{message}"
+    );
+    assert!(message.contains("lxc-copy"), "{message}");
+    assert_unchanged(&before, &f.snapshot("base"), "the origin of a clone");
+}
+
 /// A Proxmox VE container (its `/etc/pve/lxc/VMID.conf` beside the LXC config that
 /// Proxmox writes anew at every start) is refused before anything is written.
 #[test]

@@ -107,6 +107,22 @@ fn lxcpaths(container: &Container, host: &Host) -> Vec<PathBuf> {
     paths
 }
 
+/// The other containers whose overlay rootfs has `rootfs` (or a directory in it)
+/// as its lower layer (`lxc-copy -s -B overlay` clones), with their configs.
+pub fn overlay_clones(rootfs: &Path, container: &Container, host: &Host) -> Vec<(String, PathBuf)> {
+    let rootfs = canonical(rootfs);
+    (other_containers(container, host).into_iter())
+        .filter(|other| {
+            let text = std::fs::read_to_string(other.config()).unwrap_or_default();
+            let layers = ContainerConfig::parse(&text)
+                .rootfs()
+                .and_then(|r| r.overlay_layers());
+            layers.is_some_and(|(lower, _)| overlaps(&rootfs, &canonical(&lower)))
+        })
+        .map(|other| (other.name.clone(), other.config()))
+        .collect()
+}
+
 /// What re-owning `source` would do to container `other`: its directory, or a
 /// bind mount of its own.
 fn container_users(source: &Path, other: &Container, host: &Host) -> Vec<String> {

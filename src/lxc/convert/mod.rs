@@ -171,6 +171,12 @@ pub enum ConvertError {
         conf: PathBuf,
         config: PathBuf,
     },
+    #[error("rootfs {rootfs} is the lower layer of container {other}'s overlay rootfs ({config}): shifting it would change {other}'s files too. Make {other} a full copy first (lxc-copy -n {other} -N NEWNAME -B dir, then lxc-destroy -n {other}), then run the same command again; nothing was changed")]
+    LowerLayerOfClone {
+        rootfs: PathBuf,
+        other: String,
+        config: PathBuf,
+    },
     #[error("--range must be at least 1; leave it out for the default, 65536")]
     EmptyRange,
     #[error("a conversion from {origin} to {target} was interrupted: finish it ({target_args}) or undo it ({origin_args}) first")]
@@ -341,6 +347,14 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     // was, and the final write takes the guard away.
     let config = ContainerConfig::parse(&config::guard::unguarded(&on_disk));
     let rootfs = shiftable_rootfs(&config, &config_path)?;
+    if let Some((other, config)) = shared::overlay_clones(&rootfs, &container, &options.host).pop()
+    {
+        return Err(ConvertError::LowerLayerOfClone {
+            rootfs,
+            other,
+            config,
+        });
+    }
     let course = course(options, &container, &config)?;
     let idmap_probe = idmap_probe(options, effects, &rootfs, &course)?;
     let (subids, notes) = subid_change(options, &container, &course)?;
