@@ -1552,6 +1552,40 @@ fn the_lower_layer_of_a_clone_is_never_shifted() {
     assert_unchanged(&before, &f.snapshot("base"), "the origin of a clone");
 }
 
+/// A rootfs under a directory the container's root could not traverse is refused
+/// before anything is written, with the command that opens it (the conversion used
+/// to say "Done", then lxc-start aborted); opened, the conversion goes through.
+#[test]
+fn a_rootfs_the_container_root_cannot_reach_is_refused() {
+    if !require_root("a_rootfs_the_container_root_cannot_reach_is_refused") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("web");
+    // o+x is there (the conversion adds only that to the parents of the container's
+    // directory), but an ACL entry of the container's root group shuts it out.
+    let deny = format!("g:{HOST_FIRST}:-");
+    lxc::ok("setfacl", &["-m", &deny, &f.lxc().display().to_string()]);
+    let before = f.snapshot("web");
+    let err = f.refused(&f.options("web", Target::HostId(HOST_FIRST)));
+    let message = err.to_string();
+    assert!(
+        matches!(err, ConvertError::ParentNotTraversable { .. }),
+        "{message}"
+    );
+    let fix = format!("setfacl -m u:{HOST_FIRST}:x {}", f.lxc().display());
+    assert!(message.contains(&fix), "{message}");
+    assert_unchanged(&before, &f.snapshot("web"), "a rootfs out of reach");
+    assert_eq!(
+        owner(&rootfs.join(paths::ROOT_FILE)).0,
+        0,
+        "nothing shifted"
+    );
+    lxc::ok("setfacl", &["-b", &f.lxc().display().to_string()]);
+    f.convert("web", Target::HostId(HOST_FIRST));
+    assert_eq!(owner(&rootfs.join(paths::ROOT_FILE)).0, HOST_FIRST);
+}
+
 /// A Proxmox VE container (its `/etc/pve/lxc/VMID.conf` beside the LXC config that
 /// Proxmox writes anew at every start) is refused before anything is written.
 #[test]

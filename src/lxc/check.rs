@@ -530,43 +530,18 @@ impl Checker<'_> {
         let view = self.view(false);
         let mut seen: Vec<PathBuf> = Vec::new();
         for path in paths {
-            let canonical = std::fs::canonicalize(path).ok();
-            let chains = std::iter::once(path.as_path()).chain(canonical.as_deref());
-            for dir in chains.flat_map(|p| p.ancestors().skip(1)) {
-                if dir.as_os_str().is_empty() || seen.iter().any(|s| s == dir) {
-                    continue;
-                }
-                seen.push(dir.to_path_buf());
-                let Ok(meta) = std::fs::symlink_metadata(dir) else {
-                    continue;
+            for closed in closed_parents(path, (uid, gid), &view, &mut seen) {
+                let what = match paths.first() == Some(path) {
+                    true => "cannot start",
+                    false => "cannot start with this bind mount",
                 };
-                if meta.is_symlink() {
-                    continue;
-                }
-                let acl = access_acl(dir);
-                if traversable(&meta, acl.as_ref(), (uid, gid), &view) {
-                    continue;
-                }
-                let message = format!(
-                    "the container's root (host uid {uid}, gid {gid}) cannot traverse {} ({}:{} {:04o}), a parent of {}: the container {}",
-                    dir.display(),
-                    meta.uid(),
-                    meta.gid(),
-                    meta.mode() & 0o7777,
-                    path.display(),
-                    if paths.first() == Some(path) {
-                        "cannot start"
-                    } else {
-                        "cannot start with this bind mount"
-                    }
+                let message = format!("{}: the container {what}", closed.message);
+                self.problem(
+                    ProblemKind::ParentNotTraversable,
+                    &closed.dir,
+                    message,
+                    closed.fix,
                 );
-                // With an ACL, o+x may not reach the container's root (a named
-                // entry of its uid or gid comes first): an entry of its own does.
-                let fix = match acl {
-                    Some(_) => format!("setfacl -m u:{uid}:x {}", dir.display()),
-                    None => format!("chmod o+x {}", dir.display()),
-                };
-                self.problem(ProblemKind::ParentNotTraversable, dir, message, fix);
             }
         }
     }
@@ -783,6 +758,62 @@ fn access_acl(dir: &Path) -> Option<Acl> {
     let mut buf = vec![0u8; 65536];
     let len = rustix::fs::lgetxattr(dir, ACL_ACCESS, &mut buf[..]).ok()?;
     Acl::parse(&buf[..len]).ok()
+}
+
+/// A parent directory the container's root cannot search.
+pub struct ClosedParent {
+    pub dir: PathBuf,
+    /// What blocks whom, naming the path it is a parent of.
+    pub message: String,
+    /// The command that opens it to the container's root alone.
+    pub fix: String,
+}
+
+/// The parents of `path` (as written and canonical) that a process of host uid
+/// `uid`, gid `gid` (the container's root, seeing ids through `view`) cannot
+/// search, skipping those in `seen` (and adding the ones looked at).
+pub fn closed_parents(
+    path: &Path,
+    (uid, gid): (u32, u32),
+    view: &View,
+    seen: &mut Vec<PathBuf>,
+) -> Vec<ClosedParent> {
+    let canonical = std::fs::canonicalize(path).ok();
+    let chains = std::iter::once(path).chain(canonical.as_deref());
+    let mut closed = Vec::new();
+    for dir in chains.flat_map(|p| p.ancestors().skip(1)) {
+        if dir.as_os_str().is_empty() || seen.iter().any(|s| s == dir) {
+            continue;
+        }
+        seen.push(dir.to_path_buf());
+        let Ok(meta) = std::fs::symlink_metadata(dir) else {
+            continue;
+        };
+        let acl = access_acl(dir);
+        if meta.is_symlink() || traversable(&meta, acl.as_ref(), (uid, gid), view) {
+            continue;
+        }
+        let message = format!(
+            "the container's root (host uid {uid}, gid {gid}) cannot traverse {} ({}:{} {:04o}), a parent of {}",
+            dir.display(),
+            meta.uid(),
+            meta.gid(),
+            meta.mode() & 0o7777,
+            path.display(),
+        );
+        // With an ACL, o+x may not reach the container's root (a named entry of
+        // its uid or gid comes first): an entry of its own does.
+        let fix = match acl {
+            Some(_) => format!("setfacl -m u:{uid}:x {}", dir.display()),
+            None => format!("chmod o+x {}", dir.display()),
+        };
+        closed.push(ClosedParent {
+            dir: dir.to_path_buf(),
+            message,
+            fix,
+        });
+    }
+    closed
 }
 
 /// Whether a process of host uid `uid`, gid `gid` (the container's root, with no

@@ -12,6 +12,7 @@ pub use describe::describe;
 pub use execute::{execute, mount_journal};
 
 use super::accounts::{self, HostAccounts, IdBounds, SubIdBounds};
+use super::check;
 use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::effects::HostEffects;
@@ -177,6 +178,8 @@ pub enum ConvertError {
         other: String,
         config: PathBuf,
     },
+    #[error("{message}: the container could not start after the conversion. Open it to the container's root ({fix}), then run the same command again; nothing was changed")]
+    ParentNotTraversable { message: String, fix: String },
     #[error("--range must be at least 1; leave it out for the default, 65536")]
     EmptyRange,
     #[error("a conversion from {origin} to {target} was interrupted: finish it ({target_args}) or undo it ({origin_args}) first")]
@@ -398,6 +401,9 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         old: Some(on_disk),
     });
     let (perms, record_perms) = perm_plan(&container, course.to, &course.recorded.perms)?;
+    if let Some(host_first) = course.to {
+        refuse_closed_parents(&rootfs, host_first, course.range, &perms)?;
+    }
     let mount_shifts = match &course.interrupted {
         Some(state) => state.shifted_mounts.clone(),
         None if course.to.is_none() => course.recorded.shifted_mounts.clone(),
@@ -496,6 +502,33 @@ fn idmap_probe(
             host,
         }),
         _ => Ok(Some(probe)),
+    }
+}
+
+/// The container's root must traverse every parent of its rootfs to start: one it
+/// cannot, and that the plan's permission changes do not open, is refused (what
+/// `check` would report after the conversion), with the command that opens it.
+fn refuse_closed_parents(
+    rootfs: &Path,
+    host_first: u32,
+    range: u32,
+    perms: &[PermChange],
+) -> Result<(), ConvertError> {
+    let view = View {
+        maps: container_maps(host_first, range),
+        idmapped: false,
+    };
+    let mut seen: Vec<PathBuf> = perms.iter().map(|p| p.path.clone()).collect();
+    let ids = (host_first, host_first);
+    match check::closed_parents(rootfs, ids, &view, &mut seen)
+        .into_iter()
+        .next()
+    {
+        Some(closed) => Err(ConvertError::ParentNotTraversable {
+            message: closed.message,
+            fix: closed.fix,
+        }),
+        None => Ok(()),
     }
 }
 
