@@ -1586,6 +1586,48 @@ fn a_rootfs_the_container_root_cannot_reach_is_refused() {
     assert_eq!(owner(&rootfs.join(paths::ROOT_FILE)).0, HOST_FIRST);
 }
 
+/// Undoing an interrupted conversion gives /etc/subuid and /etc/subgid back byte
+/// for byte, without `--release-range`: the range it granted goes again. A range
+/// root held before stays.
+#[test]
+fn an_undone_interrupted_conversion_restores_the_subid_files() {
+    if !require_root("an_undone_interrupted_conversion_restores_the_subid_files") {
+        return;
+    }
+    for held_before in [false, true] {
+        let f = Fixture::new();
+        let rootfs = f.container("web");
+        if held_before {
+            let text = format!("{SUBIDS}root:1000000:65536\n");
+            std::fs::write(f.root().join("etc/subuid"), &text).unwrap();
+            std::fs::write(f.root().join("etc/subgid"), &text).unwrap();
+        }
+        let before = f.snapshot("web");
+        let subids = (f.subuid(), f.subgid());
+        let Some(stuck) = ImmutableGuard::set(&rootfs.join(paths::ROOT_FILE)) else {
+            return;
+        };
+        let to = |target: &str| {
+            let mut args = convert_args(&f, "web", target);
+            args.retain(|a| a != "--release-range");
+            run(&args)
+        };
+        assert_exit(&to("1000000"), 1, "stopped by an immutable file");
+        assert!(
+            f.subuid().contains("root:1000000:65536"),
+            "granted on the way"
+        );
+        drop(stuck);
+        assert_exit(&to("0"), 0, "undone without --release-range");
+        assert_eq!(
+            (f.subuid(), f.subgid()),
+            subids,
+            "held before: {held_before}"
+        );
+        assert_unchanged(&before, &outcome_of(&f, "web"), "undone");
+    }
+}
+
 /// A Proxmox VE container (its `/etc/pve/lxc/VMID.conf` beside the LXC config that
 /// Proxmox writes anew at every start) is refused before anything is written.
 #[test]

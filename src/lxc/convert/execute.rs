@@ -157,6 +157,8 @@ fn finish_state(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertErr
                 shifted_mounts: plan.mount_shifts.clone(),
                 origin_method: plan.to_method,
                 target_method: plan.to_method,
+                // Finished: going back keeps the range unless --release-range.
+                granted_range: false,
             },
         ),
         None if path.exists() => Ok(effects.remove_file(&path)?),

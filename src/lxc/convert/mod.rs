@@ -229,6 +229,11 @@ pub struct ConversionState {
     pub origin_method: Method,
     #[serde(default, skip_serializing_if = "Method::is_shift")]
     pub target_method: Method,
+    /// Whether this conversion gave root its range (root did not hold it before):
+    /// undoing it, interrupted, takes the range back, so that /etc/subuid and
+    /// /etc/subgid are as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub granted_range: bool,
 }
 
 impl ConversionState {
@@ -425,6 +430,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         shifted_mounts: mount_shifts.clone(),
         origin_method: course.from_method,
         target_method: course.to_method,
+        granted_range: grants_new_range(&options.host, subids)?,
     });
     let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, course.to)?;
     // Towards a container from privileged ids (0..): what its map leaves out. An
@@ -869,8 +875,9 @@ fn course(
     })
 }
 
-/// Root gets the target range; `--release-range` on the way back gives it up,
-/// unless another container of the host still maps part of it (said in the notes).
+/// Root gets the target range; `--release-range` on the way back gives it up, and
+/// so does undoing an interrupted conversion that granted it; unless another
+/// container of the host still maps part of it (said in the notes).
 fn subid_change(
     options: &ConvertOptions,
     container: &Container,
@@ -885,7 +892,8 @@ fn subid_change(
         .interrupted
         .as_ref()
         .map_or(course.from, |s| s.target);
-    let (true, Some(first)) = (options.release_range, held) else {
+    let undo_grant = (course.interrupted.as_ref()).is_some_and(|s| s.granted_range);
+    let (true, Some(first)) = (options.release_range || undo_grant, held) else {
         return Ok((None, Vec::new()));
     };
     let range = IdRange::new(first, count);
@@ -898,7 +906,7 @@ fn subid_change(
         return Ok((Some(SubIdChange::Release { first, count }), Vec::new()));
     }
     let note = format!(
-        "--release-range: root keeps {first}..{} in /etc/subuid and /etc/subgid: container {} still maps it (released, it would no longer start)",
+        "root keeps {first}..{} in /etc/subuid and /etc/subgid: container {} still maps it (released, it would no longer start)",
         range.last(),
         users.join(", ")
     );
@@ -1012,6 +1020,24 @@ fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<IdRange>, Conv
         taken.extend(ids.all_ranges().into_iter().filter(|r| !own.contains(r)));
     }
     Ok(taken)
+}
+
+/// Whether `change` gives root a range it does not hold yet in both files.
+fn grants_new_range(host: &Host, change: Option<SubIdChange>) -> Result<bool, ConvertError> {
+    let Some(SubIdChange::Grant { first, count }) = change else {
+        return Ok(false);
+    };
+    let wanted = IdRange::new(first, count);
+    for path in [host.subuid(), host.subgid()] {
+        let held = read_subids(&path)?.ranges_of(ROOT_USER);
+        if !held
+            .iter()
+            .any(|r| r.first <= wanted.first && r.last() >= wanted.last())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The host ids another container of the host (under any lxcpath) maps.
