@@ -238,7 +238,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         }
     }
     if outcome.udev_reloaded == Some(false) {
-        eprintln!("warning: udevadm not found: the udev rule takes effect at the next boot or `udevadm control --reload`");
+        eprintln!("warning: no udevd runs here (or udevadm is missing): the udev rule takes effect when udevd starts, at the next replug or boot; the device nodes were given their owners now");
     }
     if !args.json {
         say!(

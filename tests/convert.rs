@@ -10,7 +10,7 @@ use lxc_idshift::engine::run::Quiet;
 use lxc_idshift::lxc::convert::{
     describe, execute, plan, ConvertError, ConvertOptions, MountsChoice, Outcome, Plan, Target,
 };
-use lxc_idshift::lxc::effects::{RealHost, RecordingHost};
+use lxc_idshift::lxc::effects::{HostCall, RealHost, RecordingHost};
 use lxc_idshift::lxc::host::Host;
 use lxc_idshift::lxc::method::Method;
 use lxc_idshift::manifest::Manifest;
@@ -753,7 +753,19 @@ fn passed_through_devices_get_a_udev_rule() {
     // The container calls gid 27 dialout: the rule must say 1000027, not 1000020.
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\ndialout:x:27:\n").unwrap();
 
-    f.convert("usb", Target::HostId(1_000_000));
+    let there = stopped();
+    execute(
+        f.plan("usb", Target::HostId(1_000_000)),
+        &there,
+        Some(2),
+        &Quiet,
+    )
+    .unwrap();
+    // udev is told about this device only, never every device of the host.
+    let reloads: Vec<HostCall> = (there.calls().into_iter())
+        .filter(|c| matches!(c, HostCall::ReloadUdev(_)))
+        .collect();
+    assert_eq!(reloads, [HostCall::ReloadUdev(vec![node.clone()])]);
     let rules = f.root().join("etc/udev/rules.d/99-lxc-idshift-usb.rules");
     let text = std::fs::read_to_string(&rules).unwrap();
     assert!(text.contains("ATTRS{idVendor}==\"10c4\""), "{text}");
@@ -765,6 +777,8 @@ fn passed_through_devices_get_a_udev_rule() {
 
     f.convert("usb", Target::Privileged);
     assert!(!rules.exists(), "the rule is removed when going back");
+    let meta = std::fs::metadata(&node).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 20), "its owners come back");
 }
 
 /// The CLI conversion of `name` in the fixture, with the fixture as host root.

@@ -12,7 +12,7 @@ use crate::fsutil::{self, failed, FileError};
 use crate::lxc::{perms, udev};
 use std::ffi::OsStr;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Everything the conversion changes on the host, and the programs it runs. A
@@ -36,7 +36,7 @@ pub trait HostEffects {
     /// Gives a device node its owner and group (a by-id link is followed).
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), FileError>;
     /// `udevadm control --reload` and `trigger`; Ok(false) when udevadm is not installed.
-    fn reload_udev(&self) -> io::Result<bool>;
+    fn reload_udev(&self, nodes: &[PathBuf]) -> io::Result<bool>;
     /// Shifts a tree with the engine ([`run::shift`]). A host effect too: only root
     /// can chown a tree, and the engine has its own tests.
     fn shift(
@@ -79,8 +79,8 @@ impl HostEffects for RealHost {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(failed("chown", path))
     }
 
-    fn reload_udev(&self) -> io::Result<bool> {
-        udev::reload_udev()
+    fn reload_udev(&self, nodes: &[PathBuf]) -> io::Result<bool> {
+        udev::reload_udev(nodes)
     }
 
     fn shift(
@@ -130,7 +130,8 @@ mod recording {
             uid: u32,
             gid: u32,
         },
-        ReloadUdev,
+        /// Reload, and trigger these device nodes.
+        ReloadUdev(Vec<PathBuf>),
         Shift {
             root: PathBuf,
             map: String,
@@ -320,9 +321,11 @@ mod recording {
                 .map_or(Ok(()), |h| h.chown(path, uid, gid))
         }
 
-        fn reload_udev(&self) -> io::Result<bool> {
-            self.record(HostCall::ReloadUdev)?;
-            self.inner.as_ref().map_or(Ok(true), RealHost::reload_udev)
+        fn reload_udev(&self, nodes: &[PathBuf]) -> io::Result<bool> {
+            self.record(HostCall::ReloadUdev(nodes.to_vec()))?;
+            self.inner
+                .as_ref()
+                .map_or(Ok(true), |h| h.reload_udev(nodes))
         }
 
         fn shift(

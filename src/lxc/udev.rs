@@ -285,17 +285,29 @@ pub fn rules_path(host: &Host, container: &str) -> PathBuf {
         .join(format!("99-lxc-idshift-{container}.rules"))
 }
 
-/// Reloads udev's rules and re-triggers the devices so the new owners apply now.
-/// Ok(false) when `udevadm` is not on PATH (the caller warns: the rule applies at
-/// the next replug or boot).
-pub fn reload_udev() -> std::io::Result<bool> {
+/// Reloads udev's rules and re-triggers `nodes`, and only them, so that the new
+/// owners apply now. Ok(false) when `udevadm` is not on PATH or no udevd runs (the
+/// caller warns: the rule applies when udevd starts, at the next replug or boot).
+pub fn reload_udev(nodes: &[PathBuf]) -> std::io::Result<bool> {
     let Some(udevadm) = find_on_path("udevadm") else {
         return Ok(false);
     };
+    // udevd listens there while it runs; without it `control` fails, and the rule
+    // takes effect when udevd starts (the nodes were chowned already).
+    if !Path::new(UDEVD_CONTROL).exists() {
+        return Ok(false);
+    }
     run(&udevadm, &["control", "--reload"])?;
-    run(&udevadm, &["trigger"])?;
+    for node in nodes {
+        // Only these devices: a trigger of every device replays the host's rules.
+        let name = format!("--name-match={}", node.display());
+        run(&udevadm, &["trigger", &name])?;
+    }
     Ok(true)
 }
+
+/// The control socket of a running udevd.
+const UDEVD_CONTROL: &str = "/run/udev/control";
 
 /// The first executable file named `name` in $PATH.
 fn find_on_path(name: &str) -> Option<PathBuf> {

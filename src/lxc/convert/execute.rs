@@ -159,6 +159,7 @@ fn finish_state(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertErr
                 target_method: plan.to_method,
                 // Finished: going back keeps the range unless --release-range.
                 granted_range: false,
+                device_owners: plan.state.device_owners.clone(),
             },
         ),
         None if path.exists() => Ok(effects.remove_file(&path)?),
@@ -186,7 +187,8 @@ fn apply_devices(effects: &dyn HostEffects, plan: &Plan) -> Result<Option<bool>,
     match &plan.udev_rules {
         Some(edit) => {
             write_edit(effects, edit)?;
-            let reloaded = effects.reload_udev();
+            let nodes: Vec<PathBuf> = plan.device_owners.iter().map(|o| o.node.clone()).collect();
+            let reloaded = effects.reload_udev(&nodes);
             Ok(Some(
                 reloaded.map_err(fsutil::failed("reload udev for", &edit.path))?,
             ))

@@ -234,6 +234,10 @@ pub struct ConversionState {
     /// /etc/subgid are as they were.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub granted_range: bool,
+    /// The owners of the passed-through device nodes before the first conversion to
+    /// unprivileged, given back by `--to 0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_owners: Vec<DeviceOwner>,
 }
 
 impl ConversionState {
@@ -253,8 +257,8 @@ impl ConversionState {
     }
 }
 
-/// A device node and the host owner and group it gets.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A device node and the host owner and group it gets (or had).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceOwner {
     pub node: PathBuf,
     pub uid: u32,
@@ -422,6 +426,12 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
             all
         }
     };
+    let recorded_devices = &course
+        .interrupted
+        .as_ref()
+        .unwrap_or(&course.recorded)
+        .device_owners;
+    let devices = device_plan(options, &config, &rootfs, course.to, recorded_devices)?;
     let state = course.interrupted.clone().unwrap_or(ConversionState {
         origin: course.from,
         target: course.to,
@@ -431,8 +441,8 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         origin_method: course.from_method,
         target_method: course.to_method,
         granted_range: grants_new_range(&options.host, subids)?,
+        device_owners: devices.original,
     });
-    let (udev_rules, device_owners) = device_plan(options, &config, &rootfs, course.to)?;
     // Towards a container from privileged ids (0..): what its map leaves out. An
     // idmapped rootfs stays as it is: scanned for the --dry-run plan only, so that
     // the conversion itself costs no walk.
@@ -473,8 +483,8 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
             options.host.subgid(),
             udev::rules_path(&options.host, &options.name),
         ],
-        udev_rules,
-        device_owners,
+        udev_rules: devices.rules,
+        device_owners: devices.owners,
         subids,
         host: options.host.clone(),
         unmapped,
@@ -1213,31 +1223,69 @@ pub fn read_state(container: &Container) -> Result<Option<ConversionState>, Conv
 
 /// The udev rule file and the owners of passed-through device nodes; a privileged
 /// container, or one without devices, has no rule file.
+/// The udev rule, the owners the device nodes get, and the owners they had before
+/// the first conversion to unprivileged (`recorded`, else read now): going
+/// privileged, the nodes get those back.
 fn device_plan(
     options: &ConvertOptions,
     config: &ContainerConfig,
     rootfs: &Path,
     to: Option<u32>,
-) -> Result<(Option<FileEdit>, Vec<DeviceOwner>), ConvertError> {
+    recorded: &[DeviceOwner],
+) -> Result<DevicePlan, ConvertError> {
     let rules = match to {
         Some(host_first) => device_rules(options, config, rootfs, host_first)?,
         None => Vec::new(),
     };
-    let owners = rules
-        .iter()
-        .map(|r| DeviceOwner {
-            node: r.device.node.clone(),
-            uid: r.owner,
-            gid: r.group,
-        })
-        .collect();
+    let original = match recorded.is_empty() {
+        true => rules
+            .iter()
+            .filter_map(|r| current_owner(&r.device.node))
+            .collect(),
+        false => recorded.to_vec(),
+    };
+    let owners = match to {
+        Some(_) => rules
+            .iter()
+            .map(|r| DeviceOwner {
+                node: r.device.node.clone(),
+                uid: r.owner,
+                gid: r.group,
+            })
+            .collect(),
+        None => original.clone(),
+    };
     let path = udev::rules_path(&options.host, &options.name);
     let edit = FileEdit {
         old: std::fs::read_to_string(&path).ok(),
         new: (!rules.is_empty()).then(|| udev::rules_text(&options.name, &rules)),
         path,
     };
-    Ok((Some(edit).filter(FileEdit::changes), owners))
+    Ok(DevicePlan {
+        rules: Some(edit).filter(FileEdit::changes),
+        owners,
+        original,
+    })
+}
+
+/// What happens to the passed-through devices.
+struct DevicePlan {
+    /// The udev rule file's edit, if it changes.
+    rules: Option<FileEdit>,
+    /// The owners the nodes get now.
+    owners: Vec<DeviceOwner>,
+    /// Their owners before the first conversion to unprivileged.
+    original: Vec<DeviceOwner>,
+}
+
+fn current_owner(node: &Path) -> Option<DeviceOwner> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(node).ok()?;
+    Some(DeviceOwner {
+        node: node.to_path_buf(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+    })
 }
 
 fn device_rules(
