@@ -115,8 +115,27 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
         // The run that brought the tree back was cut before it put this aside.
         journal.archive()?;
         journal = open()?;
+    } else if journal.state.untouched() && started_elsewhere(&journal, &options.map)? {
+        // Left by a run that went the no-op way from the tree's start and was cut
+        // before it wrote: it says nothing about the tree.
+        journal.discard()?;
+        journal = open()?;
     }
     run.journaled(journal)
+}
+
+/// Whether the archived journal of these maps, which brought the tree back to its
+/// start, started in another direction than `journal` (a journal no run wrote to).
+fn started_elsewhere(journal: &Journal, map: &IdMap) -> Result<bool, RunError> {
+    let archived = journal::archive_path(&journal.path);
+    if !archived.exists() {
+        return Ok(false);
+    }
+    let state = journal::State::read(&archived)?;
+    let start = state
+        .first_direction()
+        .filter(|_| state.maps.as_ref() == Some(map));
+    Ok(start.is_some() && start != journal.state.first_direction())
 }
 
 /// Opens the tree at `root` (with every refusal) and walks it once, read-only, with
@@ -173,9 +192,11 @@ impl<'a> RunContext<'a> {
 
     fn journaled(&self, journal: Journal) -> Result<ShiftReport, RunError> {
         if journal.state.untouched() {
-            if let Some(note) = self.untouched_tree_note(&journal)? {
+            if let Some((note, keep)) = self.untouched_tree_note(&journal)? {
                 let path = journal.path.clone();
-                journal.discard()?;
+                if !keep {
+                    journal.discard()?;
+                }
                 return Ok(self.unchanged(path, &note));
             }
         }
@@ -264,12 +285,18 @@ impl<'a> RunContext<'a> {
     /// would only undo: either the interrupted runs it would undo, or a finished run
     /// that already returned the tree to its start (the archived journal says so).
     /// Walking anyway would take ids the tree held from the start for shifted ones.
-    fn untouched_tree_note(&self, journal: &Journal) -> Result<Option<String>, RunError> {
+    /// The note, and whether the journal stays: the one of interrupted runs does, so
+    /// that the same undo, run again, again does nothing.
+    fn untouched_tree_note(&self, journal: &Journal) -> Result<Option<(String, bool)>, RunError> {
         let first = journal.state.first_direction();
         if first.is_some_and(|d| d != self.direction) {
-            return Ok(Some(
-                "the interrupted run had not changed anything yet: nothing to undo".into(),
-            ));
+            let note = format!(
+                "the interrupted run had not changed anything yet: nothing to undo. To run \
+                 this direction anyway (the tree was shifted by something else), move its \
+                 journal {} aside",
+                journal.path.display()
+            );
+            return Ok(Some((note, true)));
         }
         let archived = journal::archive_path(&journal.path);
         if !archived.exists() {
@@ -281,12 +308,13 @@ impl<'a> RunContext<'a> {
         if !same || state.maps.as_ref() != Some(self.map) {
             return Ok(None);
         }
-        Ok(Some(format!(
+        let note = format!(
             "a {} run with these maps already returned this tree to where it started \
              (journal {}); nothing to do. To shift it again anyway, move that file aside",
             self.direction,
             archived.display()
-        )))
+        );
+        Ok(Some((note, false)))
     }
 
     fn unchanged(&self, journal: PathBuf, note: &str) -> ShiftReport {
