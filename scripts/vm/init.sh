@@ -6,12 +6,11 @@
 # pc_map, pc_steps (fwd,rev). The host reads the PC-* markers off the serial line
 # and may SIGKILL QEMU at any moment: that is the power cut.
 export PATH=/bin
+echo PC-INIT
+/bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for module in $(cat /modules.load); do
-    insmod "/modules/$module" || echo "PC-NOTE insmod $module failed"
-done
 for arg in $(cat /proc/cmdline); do
     case $arg in
     pc_fs=*) fs=${arg#pc_fs=} ;;
@@ -22,6 +21,12 @@ for arg in $(cat /proc/cmdline); do
     pc_steps=*) steps=${arg#pc_steps=} ;;
     esac
 done
+
+# Only the modules of the disk and of the file system mounted: each costs boot time.
+while read -r group module; do
+    [ "$group" = base ] || [ "$group" = "$fs" ] || continue
+    insmod "/modules/$module" || echo "PC-NOTE insmod $module failed"
+done </modules.load
 
 if [ -n "$fs" ]; then
     # virtio_blk may register the disk a moment after insmod returns.

@@ -243,7 +243,11 @@ pub fn build_host_range_inodes(root: &Path, count: usize) -> io::Result<usize> {
     }
     let mut made = 0;
     while b.inodes < count {
-        let rel = format!("rec/d{:02}/{}{made:04}", made % 10, ["f", "l", "s"][made % 3]);
+        let rel = format!(
+            "rec/d{:02}/{}{made:04}",
+            made % 10,
+            ["f", "l", "s"][made % 3]
+        );
         let rel = rel.as_bytes();
         let (uid, gid) = match rng.below(3) {
             0 => (host(&mut rng), rng.below(1000)),
