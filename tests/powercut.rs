@@ -287,23 +287,30 @@ fn sparse_copy(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("--sparse=always").arg(from).arg(to));
 }
 
-/// One uninterrupted forward and one reverse, each in its own boot so that each
-/// result is checked against its manifest.
+/// Two uninterrupted boots: forward alone, its result checked; then forward and
+/// reverse as a cut boot runs them (the reverse finds warm caches there), timed,
+/// and the round trip checked.
 fn calibrate(lab: &Lab) -> Calibration {
     let mut guest = lab.boot_fresh("fwd");
     let ready = wait_marker(&mut guest, "PC-READY");
     let boot = ready.at - guest.started;
-    let forward = timed_step(&mut guest, "FWD");
+    timed_step(&mut guest, "FWD");
+    assert!(guest.wait_exit(GUEST_LIMIT), "the guest did not power off");
     lab.fs.mount();
     let shifted = lab.actual(Dir::Forward);
     assert_same(&lab.shifted, &shifted, "forward in the guest");
     lab.fs.unmount();
-    // The reverse goes on from the shifted image, journal included.
-    let mut guest = lab.boot_as_is("rev");
+    let mut guest = lab.boot_fresh("fwd,rev");
+    let forward = timed_step(&mut guest, "FWD");
     let reverse = timed_step(&mut guest, "REV");
+    assert!(guest.wait_exit(GUEST_LIMIT), "the guest did not power off");
     lab.fs.mount();
     let original = lab.actual(Dir::Reverse);
-    assert_same(&lab.original, &original, "reverse in the guest");
+    assert_same(
+        &lab.original,
+        &original,
+        "forward then reverse in the guest",
+    );
     lab.fs.unmount();
     eprintln!(
         "powercut {}: boot {boot:.1?}, forward {forward:.1?}, reverse {reverse:.1?} \
@@ -332,7 +339,6 @@ fn timed_step(guest: &mut Guest, step: &str) -> Duration {
         "{step} in the guest failed:\n{}",
         guest.tail(40)
     );
-    assert!(guest.wait_exit(GUEST_LIMIT), "the guest did not power off");
     end.at - start.at
 }
 
@@ -377,8 +383,7 @@ impl Lab<'_> {
             Some(_) => Dir::Reverse,
             None => Dir::Forward,
         };
-        let runs = plan.runs(cut);
-        let (class, checked) = self.recover(&guest, runs);
+        let (class, runs, checked) = self.recover(&guest, cut, plan);
         let what = format!(
             "powercut {name} seed={seed:#x} class={class} cut {delay:.2?} after PC-FWD-START \
              (of {whole:.1?}), recovery {runs:?}"
@@ -402,19 +407,44 @@ impl Lab<'_> {
         guest
     }
 
-    /// After the cut: the file system's log replayed by a mount, a clean check,
-    /// the cut classified, and the recovery `runs` checked against the manifests.
-    fn recover(&self, guest: &Guest, runs: [Dir; 2]) -> (String, Result<(), String>) {
+    /// After the cut: the file system's log replayed by a mount, a clean check, a
+    /// copy of the image as the cut left it, the cut classified, and the recovery
+    /// runs checked against the manifests. Returns the class and the runs.
+    fn recover(
+        &self,
+        guest: &Guest,
+        cut: Dir,
+        plan: Plan,
+    ) -> (String, [Dir; 2], Result<(), String>) {
         drop(self.mounted());
         if let Err(why) = self.fsck() {
-            return ("unknown".into(), Err(why));
+            return ("unknown".into(), plan.runs(cut), Err(why));
         }
+        sparse_copy(&self.fs.image, &self.after_cut());
         let mounted = self.mounted();
-        let journal = self.journal_text();
-        let class = classify(guest, &journal);
+        let class = classify(guest, &self.journal_text());
+        let runs = self.runs_for(cut, plan);
         let checked = runs.iter().try_for_each(|&dir| self.recovery_run(dir));
         drop(mounted);
-        (class, checked)
+        (class, runs, checked)
+    }
+
+    /// A forward run cut before its journal reached the disk never began: going
+    /// back from there is a plain reverse of an unshifted tree, which no journal
+    /// can turn into an undo. Such a cut is recovered the same way instead.
+    fn runs_for(&self, cut: Dir, plan: Plan) -> [Dir; 2] {
+        let journal = self.journal();
+        let on_disk = std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0)
+            || journal.with_extension("done").exists();
+        match on_disk {
+            true => plan.runs(cut),
+            false => Plan::Same.runs(cut),
+        }
+    }
+
+    /// The image as the cut left it (log replayed), kept when its recovery fails.
+    fn after_cut(&self) -> PathBuf {
+        self._pristine_dir.path().join("after-cut")
     }
 
     fn recovery_run(&self, dir: Dir) -> Result<(), String> {
@@ -484,12 +514,20 @@ impl Lab<'_> {
     /// Keeps the image, and says everything about the failed cut.
     fn failed(&self, what: &str, why: &str, seed: u64) -> String {
         std::fs::create_dir_all(KEEP_DIR).unwrap();
-        let kept = Path::new(KEEP_DIR).join(format!("{}-{seed:#x}.img", self.kind.name));
-        sparse_copy(&self.fs.image, &kept);
+        let kept = |what: &str| {
+            Path::new(KEEP_DIR).join(format!("{}-{seed:#x}-{what}.img", self.kind.name))
+        };
+        let (cut, recovered) = (kept("cut"), kept("recovered"));
+        if self.after_cut().exists() {
+            sparse_copy(&self.after_cut(), &cut);
+        }
+        sparse_copy(&self.fs.image, &recovered);
         let message = format!(
-            "{what}: FAILED\n{why}\nimage kept at {} (mount it at {} to look)",
-            kept.display(),
-            self.fs.mount.display()
+            "{what}: FAILED\n{why}\nimages kept: {} (as the cut left it), {} (after the \
+             recovery); the journal records the tree at {}",
+            cut.display(),
+            recovered.display(),
+            self.tree().display()
         );
         eprintln!("{message}");
         message
@@ -505,11 +543,17 @@ impl Drop for Mounted<'_> {
     }
 }
 
-/// Where the cut fell, from the serial markers and the journal's lines: before
-/// the first write, mid-walk (with the progress the journal had committed), after
-/// the journal said done, between the runs, or the same in the reverse.
-fn classify(guest: &Guest, journal: &str) -> String {
-    let mut runs: Vec<(String, bool, Option<u64>, bool)> = Vec::new();
+/// What the journal's lines say about one run.
+#[derive(Default)]
+struct RunLines {
+    reverse: bool,
+    writing: bool,
+    progress: Option<u64>,
+    done: bool,
+}
+
+fn journal_runs(journal: &str) -> Vec<RunLines> {
+    let mut runs: Vec<RunLines> = Vec::new();
     for line in journal.lines() {
         // The last line may be torn by the cut: it does not count.
         let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -517,36 +561,40 @@ fn classify(guest: &Guest, journal: &str) -> String {
         };
         let tag = line["t"].as_str().unwrap_or("");
         match (tag, runs.last_mut()) {
-            ("run", _) => runs.push((line["direction"].to_string(), false, None, false)),
-            ("writing", Some(run)) => run.1 = true,
-            ("progress", Some(run)) => run.2 = line["inodes"].as_u64(),
-            ("done", Some(run)) => run.3 = true,
+            ("run", _) => runs.push(RunLines {
+                reverse: line["direction"] == "Reverse",
+                ..RunLines::default()
+            }),
+            ("writing", Some(run)) => run.writing = true,
+            ("progress", Some(run)) => run.progress = line["inodes"].as_u64(),
+            ("done", Some(run)) => run.done = true,
             _ => {}
         }
     }
-    let step = if guest.marker("PC-REV-START").is_some() {
-        "rev"
-    } else {
-        "fwd"
+    runs
+}
+
+/// Where the cut fell, from the serial markers and the journal's lines: before
+/// the first write, mid-walk (with the progress the journal had committed), after
+/// the journal said done, between the runs, or the same in the reverse.
+fn classify(guest: &Guest, journal: &str) -> String {
+    let reverse = guest.marker("PC-REV-START").is_some();
+    let (step, end) = match reverse {
+        true => ("rev", "PC-REV-END"),
+        false => ("fwd", "PC-FWD-END"),
     };
-    let ended = |step: &str| guest.marker(&format!("PC-{}-END", step.to_uppercase()));
-    let Some((direction, writing, progress, done)) = runs.last() else {
+    let runs = journal_runs(journal);
+    let Some(run) = runs.last().filter(|run| run.reverse == reverse) else {
         return format!("{step}:before-journal");
     };
-    let journal_step = if direction.contains("Reverse") {
-        "rev"
-    } else {
-        "fwd"
+    let class = match (run.writing, run.done) {
+        (false, _) => "before-first-write",
+        (true, false) => "mid-walk",
+        (true, true) if guest.marker(end).is_none() => "after-done",
+        (true, true) if !reverse => "between-runs",
+        (true, true) => "after-end",
     };
-    let class = match (journal_step == step, writing, done) {
-        (false, ..) => "before-journal",
-        (true, false, _) => "before-first-write",
-        (true, true, false) => "mid-walk",
-        (true, true, true) if ended(step).is_none() => "after-done",
-        (true, true, true) if step == "fwd" => "between-runs",
-        (true, true, true) => "after-end",
-    };
-    match (class, progress) {
+    match (class, run.progress) {
         ("mid-walk", Some(inodes)) => format!("{step}:{class}(progress {inodes})"),
         _ => format!("{step}:{class}"),
     }
