@@ -7,7 +7,8 @@
 //!
 //! LXC_IDSHIFT_POWERCUTS (cuts per file system, default 6), LXC_IDSHIFT_POWERCUT_SEED
 //! (base seed, default from the clock; cut i uses base+i), LXC_IDSHIFT_VM_KERNEL
-//! (6.1 by default; scripts/vm/setup.sh fetches it).
+//! (6.1 by default; scripts/vm/setup.sh fetches it), LXC_IDSHIFT_POWERCUT_FOCUS=undo
+//! (every cut in the forward run, recovered by going back at once).
 
 mod common;
 
@@ -88,7 +89,7 @@ fn powercut(kind: &FsKind) {
     let Some(lab) = Lab::new(kind, vm) else {
         return;
     };
-    let calibration = calibrate(&lab);
+    let mut calibration = calibrate(&lab);
     let (cuts, base) = (cuts_per_fs(), base_seed());
     eprintln!(
         "powercut {}: {cuts} cuts, base seed {base:#x}, kernel {} ({:?})",
@@ -96,7 +97,7 @@ fn powercut(kind: &FsKind) {
     );
     let started = Instant::now();
     let failures: Vec<String> = (0..cuts as u64)
-        .filter_map(|i| lab.cut(&calibration, base.wrapping_add(i)).err())
+        .filter_map(|i| lab.cut(&mut calibration, base.wrapping_add(i)).err())
         .collect();
     let each = started.elapsed() / cuts.max(1) as u32;
     eprintln!(
@@ -157,9 +158,41 @@ impl Rng {
 }
 
 /// Times of an uninterrupted run in the guest, host clock, marker to marker.
+/// Under TCG they follow the host's load: every cut that saw a run end updates
+/// them, so the cuts keep landing inside the runs.
 struct Calibration {
     forward: Duration,
     reverse: Duration,
+}
+
+impl Calibration {
+    /// The span the cuts fall in, from the forward run's start marker: the
+    /// forward run alone when only undos are tested (LXC_IDSHIFT_POWERCUT_FOCUS=undo).
+    fn window(&self) -> Duration {
+        let whole = match focus_on_undo() {
+            true => self.forward,
+            false => self.forward + self.reverse,
+        };
+        whole.mul_f64(SPREAD)
+    }
+
+    fn learn(&mut self, guest: &Guest) {
+        let at = |marker| guest.marker(marker).map(|line| line.at);
+        let (fwd_start, fwd_end) = (at("PC-FWD-START"), at("PC-FWD-END"));
+        let (rev_start, rev_end) = (at("PC-REV-START"), at("PC-REV-END"));
+        if let (Some(start), Some(end)) = (fwd_start, fwd_end) {
+            self.forward = end - start;
+        }
+        if let (Some(start), Some(end)) = (rev_start, rev_end) {
+            self.reverse = end - start;
+        }
+    }
+}
+
+/// LXC_IDSHIFT_POWERCUT_FOCUS=undo: every cut falls in the forward run and is
+/// recovered by going back at once, the path where a lost ctime shows.
+fn focus_on_undo() -> bool {
+    std::env::var("LXC_IDSHIFT_POWERCUT_FOCUS").as_deref() == Ok("undo")
 }
 
 /// One file system: its image (mounted at the path the guest uses too, because
@@ -366,19 +399,19 @@ const KEEP_DIR: &str = "/var/tmp/lxc-idshift-powercut";
 impl Lab<'_> {
     /// One power cut and its recovery; Err says what broke, with everything needed
     /// to look again (seed, class, kept image).
-    fn cut(&self, calibration: &Calibration, seed: u64) -> Result<(), String> {
+    fn cut(&self, calibration: &mut Calibration, seed: u64) -> Result<(), String> {
         let name = self.kind.name;
         eprintln!("powercut {name} seed={seed:#x}");
         let started = Instant::now();
         let mut rng = Rng(seed);
-        let whole = calibration.forward + calibration.reverse;
-        let delay = whole.mul_f64(SPREAD * rng.fraction());
-        let plan = if rng.next() & 1 == 1 {
-            Plan::Undo
-        } else {
-            Plan::Same
+        let whole = calibration.window();
+        let delay = whole.mul_f64(rng.fraction());
+        let plan = match rng.next() & 1 == 1 || focus_on_undo() {
+            true => Plan::Undo,
+            false => Plan::Same,
         };
         let guest = self.cut_guest(delay);
+        calibration.learn(&guest);
         let cut = match guest.marker("PC-REV-START") {
             Some(_) => Dir::Reverse,
             None => Dir::Forward,
@@ -386,7 +419,7 @@ impl Lab<'_> {
         let (class, runs, checked) = self.recover(&guest, cut, plan);
         let what = format!(
             "powercut {name} seed={seed:#x} class={class} cut {delay:.2?} after PC-FWD-START \
-             (of {whole:.1?}), recovery {runs:?}"
+             (window {whole:.1?}), recovery {runs:?}"
         );
         match checked {
             Ok(()) => {

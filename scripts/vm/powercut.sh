@@ -2,7 +2,9 @@
 # Runs the power-cut test (tests/powercut.rs) with N cuts per file system, as root.
 # usage: scripts/vm/powercut.sh N [SEED] [TEST-NAME-FILTER]
 #   SEED: base seed (0x... or decimal; cut i uses SEED+i), default from the clock.
-#   LXC_IDSHIFT_VM_KERNEL=6.12 picks another kernel (scripts/vm/setup.sh 6.12 first).
+#   LXC_IDSHIFT_VM_KERNEL=6.12 (or 5.10) picks another kernel (fetched by setup.sh).
+#   LXC_IDSHIFT_POWERCUT_FOCUS=undo puts every cut in the forward run and recovers
+#   it by going back at once (the undo path).
 # Every cut prints its seed on stderr; a failed cut keeps its image and says where.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
