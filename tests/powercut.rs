@@ -618,7 +618,12 @@ fn classify(guest: &Guest, journal: &str) -> String {
     };
     let runs = journal_runs(journal);
     let Some(run) = runs.last().filter(|run| run.reverse == reverse) else {
-        return format!("{step}:before-journal");
+        // A journal without this run's line: its direction never reached the disk.
+        let class = match journal.trim().is_empty() {
+            true => "before-journal",
+            false => "journal-without-run",
+        };
+        return format!("{step}:{class}");
     };
     let class = match (run.writing, run.done) {
         (false, _) => "before-first-write",
