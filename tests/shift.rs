@@ -278,26 +278,6 @@ fn per_inode_error_then_rerun() {
     assert_same(&expected, &collect(&root), "after the re-run");
 }
 
-/// Deterministic delays for the kill test.
-struct Lcg(u64);
-
-impl Lcg {
-    fn fraction(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Starts a shift and SIGKILLs it after `delay`; true when it was really killed.
 fn interrupted(tool: &Tool, root: &Path, extra: &[&str], delay: Duration) -> bool {
     kill_after(&tool.shift_args(root, extra), delay)

@@ -129,6 +129,7 @@ mod tests {
             nlink,
             btime: None,
             ctime: (0, 0),
+            rdev: 0,
         }
     }
 

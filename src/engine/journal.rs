@@ -1,14 +1,50 @@
 //! The journal: an append-only file of JSON lines, kept outside the tree and locked
-//! for the whole run, that makes every run resumable and undoable after SIGKILL.
+//! for the whole run, that makes every run resumable and undoable after SIGKILL or
+//! a power cut.
 //!
 //! A run records the original metadata of every inode a re-walk could not
 //! reconstruct, and has the record on disk before it changes the inode (a group
 //! commit shared by many inodes): those a chown damages (setuid/setgid, file
-//! capabilities) and, on the journal's first run, those that already hold ids in the
+//! capabilities) and, while no run has finished, those that already hold ids in the
 //! target range. All other inodes (ACL entries included) shift idempotently, so a
 //! resumed run walks again. A record is applied only to the inode it was taken
 //! from: see [`Record::matches`]. Which inodes no run has touched yet is told by
 //! their ctime: see [`State::first_run`].
+//!
+//! # Why no interruption loses anything
+//!
+//! What must be on disk before what, whatever the file system:
+//! 1. `writing`, with the first writing run's ctime boundary B, before the first
+//!    change to the tree; every ctime in the tree is older than B then (the run
+//!    waits for the clock to pass it) and every change after it gets B or later.
+//! 2. An inode's record before any change to that inode (group commits).
+//! 3. A new ctime before any change to an inode whose ctime is older than B. ext4
+//!    does not give that by itself: its setattr writes a new owner with the quota
+//!    transfer in one journal handle and the new ctime in a later one, so a commit
+//!    between the two makes "new owner, old ctime" durable (seen in real power
+//!    cuts). There the run first stamps the ctime alone (a chown to -1:-1), then
+//!    changes the inode: two updates of one inode reach the disk in order (jbd2
+//!    commits transactions in order and a cut keeps a prefix of them), so a change
+//!    on disk implies the stamp on disk. xfs (`xfs_setattr_nonsize`) and btrfs
+//!    (`btrfs_setattr`) write owner and ctime in one transaction, and tmpfs keeps
+//!    nothing: no stamp there (`sys::owner_and_ctime_land_together`); every other
+//!    file system gets the stamp. xattr writes (ACLs, capabilities) stamp the ctime
+//!    in the transaction that writes the value on all three.
+//! 4. B stays in force until a run finishes: a resumed run's `writing` carries no
+//!    boundary and keeps the first one's. `done` is written only after a `syncfs` of
+//!    the tree, so a finished run's changes and records are all on disk.
+//! 5. A run that brings the tree back to where the journal started renames the
+//!    journal aside and syncs its directory; cut before that, the next run finds the
+//!    journal back at its start and puts it aside itself ([`State::back_at_start`]).
+//!
+//! Hence, while no run has finished, an inode whose ctime is older than B holds
+//! what it held before the first run, in any interleaving of kills and power cuts
+//! of forward runs, resumes and undos: a run in the first run's direction handles
+//! it as the first run would (recording it if it holds target ids), a run in the
+//! other direction leaves it as it is. Every other inode was reached by some run;
+//! whatever it held that a re-walk could not rebuild has a record on disk (2), and
+//! the rest moves between the two ranges exactly, so the last direction run to its
+//! end gives exactly that direction's tree.
 
 use super::idmap::{Direction, IdMap};
 use super::meta::Meta;
@@ -64,6 +100,10 @@ pub struct Record {
     /// (FS_IOC_GETVERSION; regular files and directories only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u32>,
+    /// Where neither exists (symlinks, device nodes, FIFOs and sockets without a
+    /// birth time): a hash of what the inode cannot change without being a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<u64>,
     /// ctime when the scan recorded it.
     pub ctime: (i64, u32),
     /// Direction of the run that recorded it: `source` is the tree before that run.
@@ -90,8 +130,10 @@ pub enum Identity {
 
 impl Record {
     /// A record applies only to the inode it was taken from: proven by the birth
-    /// time, else by the generation. Symlinks and device nodes on file systems
-    /// without birth times have neither; their ctime may be of whole seconds, so it
+    /// time, else by the generation, else (symlinks, device nodes, FIFOs, sockets)
+    /// by their fingerprint: none of these can carry privilege of their own, and
+    /// an inode with another type, device or target is surely another. Records of
+    /// older versions have none of these; their ctime may be of whole seconds, so it
     /// proves identity only where nothing else could have happened: unchanged since
     /// this run's own scan (`fresh`: the record was made or checked by this
     /// process), or since a finished run applied it.
@@ -107,6 +149,9 @@ impl Record {
         if let Some(generation) = self.generation {
             return same(inode.generation() == Some(generation));
         }
+        if let Some(fingerprint) = self.fingerprint {
+            return same(self::fingerprint(inode) == Some(fingerprint));
+        }
         let unchanged_since_scan = fresh && self.ctime == stat.ctime;
         if unchanged_since_scan || self.applied_ctime == Some(stat.ctime) {
             return Identity::Same;
@@ -115,14 +160,46 @@ impl Record {
     }
 }
 
+/// For an inode that can carry no privilege of its own (no regular file, no
+/// directory): FNV-1a over its type, device number and symlink target, which no
+/// change gives it short of making a new inode. None where the target cannot be read.
+pub fn fingerprint(inode: &Inode) -> Option<u64> {
+    let stat = &inode.stat;
+    let kind = stat.file_type();
+    if matches!(kind, sys::FileType::RegularFile | sys::FileType::Directory) {
+        return None;
+    }
+    let target = match kind {
+        sys::FileType::Symlink => inode.link_target().ok()?,
+        _ => Vec::new(),
+    };
+    let (kind, rdev) = (
+        (stat.mode & 0o170000).to_le_bytes(),
+        stat.rdev.to_le_bytes(),
+    );
+    Some(fnv1a(kind.iter().chain(&rdev).chain(&target)))
+}
+
+/// The FNV-1a hash: small, and stable across versions (records are kept on disk).
+fn fnv1a<'b>(bytes: impl IntoIterator<Item = &'b u8>) -> u64 {
+    (bytes.into_iter()).fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
 /// One line of the journal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Line {
+    /// The journal's first line, on disk together with the file's name: a run
+    /// killed at any point after has left its direction behind.
     Header {
         version: u32,
         root: String,
         maps: IdMap,
+        /// The direction of the run that made the journal (None: older versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        direction: Option<Direction>,
     },
     Run {
         direction: Direction,
@@ -184,6 +261,8 @@ pub struct FirstRun {
 pub struct State {
     pub root: Option<String>,
     pub maps: Option<IdMap>,
+    /// The direction of the run that made the journal, from its header.
+    pub made_by: Option<Direction>,
     pub runs: Vec<RunState>,
     pub records: HashMap<u64, Record>,
 }
@@ -191,9 +270,15 @@ pub struct State {
 impl State {
     fn apply(&mut self, line: Line) {
         match line {
-            Line::Header { root, maps, .. } => {
+            Line::Header {
+                root,
+                maps,
+                direction,
+                ..
+            } => {
                 self.root = Some(root);
                 self.maps = Some(maps);
+                self.made_by = direction;
             }
             Line::Run {
                 direction,
@@ -214,9 +299,11 @@ impl State {
             Line::Forget { ino } => {
                 self.records.remove(&ino);
             }
+            // A resumed run notes that it writes again, with no boundary of its
+            // own: the boundary its first part noted still holds.
             Line::Writing { untouched_before } => self.with_last_run(|r| {
                 r.writing = true;
-                r.untouched_before = untouched_before;
+                r.untouched_before = r.untouched_before.or(untouched_before);
             }),
             Line::Scanned { .. } => self.with_last_run(|r| r.writing = true),
             Line::Progress { inodes } => self.with_last_run(|r| r.progress = inodes),
@@ -290,11 +377,10 @@ impl State {
     /// While no run has finished: the journal's first writing run, whose records
     /// of inodes already holding target ids may be incomplete (it was interrupted
     /// before it reached them all). An inode whose ctime is older than its boundary
-    /// was never touched by any run of this journal: the kernel sets the ctime with
-    /// every change, in the same update as the change, so this holds across power
-    /// cuts too, and for every name of a hardlinked inode. None once a run finished
-    /// (its records are complete), and for journals of scanning versions (their
-    /// scan recorded everything before the first write).
+    /// was never touched by any run of this journal, power cuts included (points 1,
+    /// 3 and 4 of the module's argument), and for every name of a hardlinked inode.
+    /// None once a run finished (its records are complete), and for journals of
+    /// scanning versions (their scan recorded everything before the first write).
     pub fn first_run(&self) -> Option<FirstRun> {
         if self.runs.iter().any(|r| r.done.is_some()) {
             return None;
@@ -304,6 +390,18 @@ impl State {
             direction: first.direction,
             untouched_before: first.untouched_before?,
         })
+    }
+
+    /// Whether the last run finished and brought the tree back to where the
+    /// journal's first run found it: what the journal says no longer matters.
+    pub fn back_at_start(&self) -> bool {
+        let last = self.runs.last().map(|r| r.direction.opposite());
+        self.last_run_finished() && last == self.first_direction()
+    }
+
+    /// The direction the journal started in: that of the run that made it.
+    pub fn first_direction(&self) -> Option<Direction> {
+        self.made_by.or(self.runs.first().map(|r| r.direction))
     }
 
     /// Whether the last run finished cleanly (so the tree may have been used since).
@@ -326,14 +424,8 @@ pub fn default_path(root: &Path) -> PathBuf {
             }
         })
         .collect();
-    // FNV-1a keeps two paths that read alike apart.
-    let hash = root
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-        });
+    // The hash keeps two paths that read alike apart.
+    let hash = fnv1a(root.as_os_str().as_encoded_bytes());
     Path::new(DEFAULT_DIR).join(format!("{readable}-{hash:016x}.journal"))
 }
 
@@ -352,11 +444,24 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating if needed) and locks the journal of `tree`, and checks that it
-    /// lies outside the tree (by identity) and belongs to this tree and these maps.
-    pub fn open(path: &Path, tree: &Tree, maps: &IdMap) -> Result<Journal, JournalError> {
+    /// Opens (creating if needed, for a run in `direction`) and locks the journal of
+    /// `tree`, and checks that it lies outside the tree (by identity) and belongs to
+    /// this tree and these maps.
+    pub fn open(
+        path: &Path,
+        tree: &Tree,
+        maps: &IdMap,
+        direction: Direction,
+    ) -> Result<Journal, JournalError> {
         let root = tree.path.as_path();
-        let file = open_outside(path, tree)?;
+        let given = root.to_string_lossy().into_owned();
+        let header = Line::Header {
+            version: FORMAT_VERSION,
+            root: given.clone(),
+            maps: maps.clone(),
+            direction: Some(direction),
+        };
+        let file = open_outside(path, tree, &line_bytes(&header))?;
         let file = match file {
             Some(file) => file,
             None => {
@@ -371,7 +476,6 @@ impl Journal {
         }
         drop_torn_tail(&file).map_err(failed("repair the torn last line of the journal", path))?;
         let state = State::read(path)?;
-        let given = root.to_string_lossy().into_owned();
         if let Some(recorded) = &state.root {
             if *recorded != given {
                 return Err(JournalError::OtherTree {
@@ -395,11 +499,8 @@ impl Journal {
             state,
         };
         if journal.state.root.is_none() {
-            let header = Line::Header {
-                version: FORMAT_VERSION,
-                root: given,
-                maps: maps.clone(),
-            };
+            // Made without its header (where the file system cannot make a file
+            // whole before naming it): the run that made it changed nothing.
             journal.append_now(&header)?;
             journal.state.apply(header);
         }
@@ -408,9 +509,7 @@ impl Journal {
 
     fn append_now(&mut self, line: &Line) -> Result<(), JournalError> {
         let io_err = failed("write the journal", &self.path);
-        let mut text = serde_json::to_vec(line).expect("journal lines serialize");
-        text.push(b'\n');
-        self.file.write_all(&text).map_err(io_err)?;
+        self.file.write_all(&line_bytes(line)).map_err(io_err)?;
         self.file.sync_data().map_err(io_err)?;
         Ok(())
     }
@@ -433,6 +532,13 @@ impl Journal {
         let archived = archive_path(&self.path);
         std::fs::rename(&self.path, &archived)
             .map_err(failed("move aside the finished journal", &self.path))?;
+        // A journal left in place after a cut would hide the next run's first-run
+        // duties; `back_at_start` catches it, this makes it rare.
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(failed("sync the journal's directory", dir))?;
         Ok(archived)
     }
 
@@ -443,9 +549,16 @@ impl Journal {
     }
 }
 
-/// Opens (creating) the journal file without following a symlink in its last
-/// component; None when its directory is the tree or lies inside it.
-fn open_outside(path: &Path, tree: &Tree) -> Result<Option<File>, FileError> {
+fn line_bytes(line: &Line) -> Vec<u8> {
+    let mut text = serde_json::to_vec(line).expect("journal lines serialize");
+    text.push(b'\n');
+    text
+}
+
+/// Opens the journal file without following a symlink in its last component,
+/// creating it with `header` as its content where it does not exist; None when its
+/// directory is the tree or lies inside it.
+fn open_outside(path: &Path, tree: &Tree, header: &[u8]) -> Result<Option<File>, FileError> {
     use rustix::fs::{Mode, OFlags};
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -477,8 +590,9 @@ fn open_outside(path: &Path, tree: &Tree) -> Result<Option<File>, FileError> {
     if inside(&dir_fd).map_err(dir_failed)? {
         return Ok(None);
     }
-    let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let open_failed = failed("open the journal", path);
+    create_whole(&dir_fd, name, header).map_err(failed("create the journal", path))?;
+    let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(&dir_fd, name, flags, Mode::from_raw_mode(0o600))
         .map_err(|e| open_failed(io::Error::from_raw_os_error(e.raw_os_error())))?;
     let file = File::from(fd);
@@ -487,6 +601,36 @@ fn open_outside(path: &Path, tree: &Tree) -> Result<Option<File>, FileError> {
         return Err(open_failed(source));
     }
     Ok(Some(file))
+}
+
+/// Where `name` does not exist in `dir`, makes it a file holding `content`, on
+/// disk before the name is: an unnamed file (O_TMPFILE) written, synced, then
+/// linked in, and the directory synced. A file system without O_TMPFILE leaves the
+/// creation to the caller's plain open. An existing name is left as it is.
+fn create_whole(
+    dir: &rustix::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+    content: &[u8],
+) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let exists = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW);
+    if !matches!(exists, Err(rustix::io::Errno::NOENT)) {
+        return Ok(());
+    }
+    let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+    let unnamed = match rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    (&unnamed).write_all(content)?;
+    unnamed.sync_all()?;
+    match rustix::fs::linkat(&unnamed, "", dir, name, AtFlags::EMPTY_PATH) {
+        Ok(()) => rustix::fs::fsync(dir).map_err(io::Error::from),
+        // Another run made it first: its content stands.
+        Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Truncates a partial last line left by a crash, so the next line starts clean.
@@ -664,6 +808,7 @@ mod tests {
             ino,
             btime: Some((1, 2)),
             generation: None,
+            fingerprint: None,
             ctime: (3, 4),
             direction: Direction::Forward,
             source: Meta {
@@ -691,7 +836,7 @@ mod tests {
         let path = dir.path().join("j");
         let (_t, root) = tree();
         {
-            let journal = Journal::open(&path, &root, &map()).unwrap();
+            let journal = Journal::open(&path, &root, &map(), Direction::Forward).unwrap();
             let writer = journal.writer().unwrap();
             writer.send(Line::Run {
                 direction: Direction::Forward,
@@ -712,7 +857,7 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"{\"t\":\"progr").unwrap();
         drop(file);
-        let journal = Journal::open(&path, &root, &map()).unwrap();
+        let journal = Journal::open(&path, &root, &map(), Direction::Forward).unwrap();
         let state = &journal.state;
         assert_eq!(state.runs.len(), 1);
         assert!(state.runs[0].writing);
@@ -728,25 +873,43 @@ mod tests {
         assert!(text.ends_with('\n'), "torn tail removed");
     }
 
+    /// A resumed first run notes `writing` again without a boundary of its own; the
+    /// boundary of its first part must survive, or inodes no run ever reached would
+    /// pass for changed ones (issue: a killed resume lost the first run's boundary).
+    #[test]
+    fn a_resumed_run_keeps_the_first_parts_boundary() {
+        let run = r#"{"t":"run","direction":"Forward","first":true,"started":1}"#;
+        let first = r#"{"t":"writing","untouched_before":[1796530529,639424637]}"#;
+        let resumed = r#"{"t":"writing"}"#;
+        let text = format!("{run}\n{first}\n{resumed}\n{resumed}\n");
+        let state = State::parse(text.as_bytes(), Path::new("j")).unwrap();
+        let boundary = FirstRun {
+            direction: Direction::Forward,
+            untouched_before: (1_796_530_529, 639_424_637),
+        };
+        assert_eq!(state.first_run(), Some(boundary));
+        fuzz_read(text.as_bytes());
+    }
+
     #[test]
     fn refuses_other_maps_other_trees_and_locks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let (_t, root) = tree();
-        let held = Journal::open(&path, &root, &map()).unwrap();
+        let held = Journal::open(&path, &root, &map(), Direction::Forward).unwrap();
         assert!(matches!(
-            Journal::open(&path, &root, &map()),
+            Journal::open(&path, &root, &map(), Direction::Forward),
             Err(JournalError::Locked { .. })
         ));
         drop(held);
         let other = IdMap::parse(&["b:0:2000000:65536"]).unwrap();
         assert!(matches!(
-            Journal::open(&path, &root, &other),
+            Journal::open(&path, &root, &other, Direction::Forward),
             Err(JournalError::OtherMaps { .. })
         ));
         let (_o, other_tree) = tree();
         assert!(matches!(
-            Journal::open(&path, &other_tree, &map()),
+            Journal::open(&path, &other_tree, &map(), Direction::Forward),
             Err(JournalError::OtherTree { .. })
         ));
     }
@@ -769,7 +932,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    Journal::open(&path, &root, &map()),
+                    Journal::open(&path, &root, &map(), Direction::Forward),
                     Err(JournalError::InsideTree { .. })
                 ),
                 "{}",

@@ -109,7 +109,13 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
         return run.dry_run(&journal_path);
     }
     tree.lock()?;
-    let journal = Journal::open(&journal_path, &tree, &options.map)?;
+    let open = || Journal::open(&journal_path, &tree, &options.map, options.direction);
+    let mut journal = open()?;
+    if journal.state.back_at_start() {
+        // The run that brought the tree back was cut before it put this aside.
+        journal.archive()?;
+        journal = open()?;
+    }
     run.journaled(journal)
 }
 
@@ -199,8 +205,7 @@ impl<'a> RunContext<'a> {
         writer
             .finish()
             .map_err(|source| journal_io(&journal, source))?;
-        let back_at_start =
-            state.runs.first().map(|r| r.direction) == Some(self.direction.opposite());
+        let back_at_start = state.first_direction() == Some(self.direction.opposite());
         let journal_path = journal.path.clone();
         let journal_archived = clean && back_at_start;
         if journal_archived {
@@ -260,12 +265,8 @@ impl<'a> RunContext<'a> {
     /// that already returned the tree to its start (the archived journal says so).
     /// Walking anyway would take ids the tree held from the start for shifted ones.
     fn untouched_tree_note(&self, journal: &Journal) -> Result<Option<String>, RunError> {
-        if journal
-            .state
-            .runs
-            .first()
-            .is_some_and(|r| r.direction != self.direction)
-        {
+        let first = journal.state.first_direction();
+        if first.is_some_and(|d| d != self.direction) {
             return Ok(Some(
                 "the interrupted run had not changed anything yet: nothing to undo".into(),
             ));
@@ -303,6 +304,10 @@ impl<'a> RunContext<'a> {
         let state = match journal_path.exists() {
             true => journal::State::read(journal_path)?,
             false => journal::State::default(),
+        };
+        let state = match state.back_at_start() {
+            true => journal::State::default(),
+            false => state,
         };
         let shift = ShiftWalk::new(self, self.history(&state), None);
         self.progress.phase("scanning", None);
@@ -439,6 +444,9 @@ struct ShiftWalk<'a> {
     base: Base<'a>,
     history: History<'a>,
     writer: Option<&'a Writer>,
+    /// Whether a change to an untouched inode is preceded by a stamp of its ctime:
+    /// where the file system could write the change without the ctime.
+    stamp_untouched: bool,
     done: AtomicU64,
     /// Inodes whose new records must reach the disk before they change.
     waiting: Mutex<Vec<Pending>>,
@@ -465,6 +473,7 @@ impl<'a> ShiftWalk<'a> {
             },
             history,
             writer,
+            stamp_untouched: !sys::owner_and_ctime_land_together(run.tree.fd.as_fd()),
             done: AtomicU64::new(0),
             waiting: Mutex::default(),
         }
@@ -495,6 +504,18 @@ impl<'a> ShiftWalk<'a> {
 
     fn decide(&self, dir: &DirNode, name: &CStr, inode: &Inode, current: &Meta) -> Decision<'a> {
         let stat = &inode.stat;
+        let (map, direction) = (self.base.map, self.base.direction);
+        let record = |direction| self.new_record(dir, name, inode, current, direction);
+        // Untouched by every run of the journal: as the first run found it (a record
+        // of it, if any, says the same), so handled as the first run would.
+        match self.untouched(stat) {
+            Some(first) if first != direction => return Decision::AsFound(record(first)),
+            Some(_) if current.has_target_ids(map, direction) => {
+                return Decision::New(record(direction))
+            }
+            Some(_) => return self.decide_by_meta(stat, current, record),
+            None => {}
+        }
         let known = self.history.known.get(&stat.ino);
         if let Some(record) = self.valid_record(known, (dir, name), inode) {
             return Decision::Journaled(record);
@@ -502,18 +523,19 @@ impl<'a> ShiftWalk<'a> {
         if let (Some(writer), Some(_)) = (self.writer, known) {
             writer.send(Line::Forget { ino: stat.ino });
         }
-        let (map, direction) = (self.base.map, self.base.direction);
-        match self.untouched(stat) {
-            Some(first) if first != direction => {
-                return Decision::AsFound(self.new_record(dir, name, inode, current, first))
-            }
-            Some(_) if current.has_target_ids(map, direction) => {
-                return Decision::New(self.new_record(dir, name, inode, current, direction))
-            }
-            _ => {}
-        }
+        self.decide_by_meta(stat, current, record)
+    }
+
+    /// Without a journal record: one is made only where a chown destroys what a
+    /// re-walk could not rebuild.
+    fn decide_by_meta(
+        &self,
+        stat: &sys::Stat,
+        current: &Meta,
+        record: impl FnOnce(Direction) -> Record,
+    ) -> Decision<'a> {
         match current.chown_destroys(stat.is_dir()) {
-            true => Decision::New(self.new_record(dir, name, inode, current, direction)),
+            true => Decision::New(record(self.base.direction)),
             false => Decision::Plain,
         }
     }
@@ -559,6 +581,11 @@ impl<'a> ShiftWalk<'a> {
             ino: stat.ino,
             btime: stat.btime,
             generation: stat.btime.is_none().then(|| inode.generation()).flatten(),
+            fingerprint: stat
+                .btime
+                .is_none()
+                .then(|| journal::fingerprint(inode))
+                .flatten(),
             ctime: stat.ctime,
             direction,
             source: source.clone(),
@@ -624,7 +651,10 @@ impl<'a> ShiftWalk<'a> {
         target: &Meta,
         recorded: bool,
     ) {
-        let applied = match inode::apply(inode, current, target) {
+        // A change to an inode no run has touched yet must never reach the disk
+        // without its new ctime, which is what tells it from an untouched one.
+        let stamp_first = self.stamp_untouched && self.untouched(&inode.stat).is_some();
+        let applied = match inode::apply(inode, current, target, stamp_first) {
             Ok(applied) => applied,
             Err(e) => return self.base.counters.os_error(path(), e.operation, &e.error),
         };

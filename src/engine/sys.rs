@@ -36,6 +36,8 @@ pub struct Stat {
     /// identifies an inode across runs (inode numbers get reused, birth times do not).
     pub btime: Option<(i64, u32)>,
     pub ctime: (i64, u32),
+    /// The device a device node stands for (0 for other types).
+    pub rdev: u64,
 }
 
 impl Stat {
@@ -92,6 +94,7 @@ fn to_stat(st: &rustix::fs::Statx) -> Stat {
         nlink: st.stx_nlink,
         btime,
         ctime: (st.stx_ctime.tv_sec, st.stx_ctime.tv_nsec),
+        rdev: (u64::from(st.stx_rdev_major) << 32) | u64::from(st.stx_rdev_minor),
     }
 }
 
@@ -447,6 +450,13 @@ impl Inode {
         rustix::fs::chownat(self.fd()?, c"", Some(uid), Some(gid), AtFlags::EMPTY_PATH).map_err(err)
     }
 
+    /// `fchownat(fd, "", -1, -1, AT_EMPTY_PATH)`: no id changes, but the ctime is
+    /// stamped as by any change; like every chown of a non-directory it also clears
+    /// setuid/setgid and removes the capability.
+    pub fn stamp_ctime(&self) -> io::Result<()> {
+        rustix::fs::chownat(self.fd()?, c"", None, None, AtFlags::EMPTY_PATH).map_err(err)
+    }
+
     /// Sets the permission bits of this (non-symlink) inode.
     pub fn chmod(&self, perm: u32) -> io::Result<()> {
         if self.stat.is_symlink() {
@@ -532,6 +542,19 @@ impl Inode {
             Err(Errno::NODATA) | Ok(()) => Ok(()),
             Err(e) => Err(err(e)),
         }
+    }
+
+    /// A symlink's target, read through the handle (or by name), never followed.
+    pub fn link_target(&self) -> io::Result<Vec<u8>> {
+        let target = match &self.access {
+            Access::Handle(fd) => rustix::fs::readlinkat(fd, c"", Vec::new()),
+            Access::ReadByName { dir, name, .. } => {
+                // SAFETY: a read-only walk keeps `dir` open while it visits the entry.
+                let dir = unsafe { BorrowedFd::borrow_raw(*dir) };
+                rustix::fs::readlinkat(dir, name.as_c_str(), Vec::new())
+            }
+        };
+        target.map(CString::into_bytes).map_err(err)
     }
 
     /// The inode's generation number (`FS_IOC_GETVERSION`): with the inode number it
@@ -685,6 +708,16 @@ pub fn ctime_marks_renames(fd: BorrowedFd<'_>) -> bool {
     const MARKING: [u64; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x0102_1994];
     // f_type is i64 on x86_64 but narrower (and signed) on other architectures.
     rustix::fs::fstatfs(fd).is_ok_and(|s| MARKING.contains(&(s.f_type as u64 & 0xffff_ffff)))
+}
+
+/// Whether the file system holding `fd` is known to write an inode's new owner and
+/// its new ctime in one transaction, so that a crash keeps both or neither: xfs
+/// (`xfs_setattr_nonsize`), btrfs (`btrfs_setattr`), and tmpfs (nothing survives).
+/// ext4 is not (its setattr writes the owner with the quota transfer in one journal
+/// handle and the ctime in a later one), nor is any file system not checked.
+pub fn owner_and_ctime_land_together(fd: BorrowedFd<'_>) -> bool {
+    const TOGETHER: [u64; 3] = [0x5846_5342, 0x9123_683E, 0x0102_1994];
+    rustix::fs::fstatfs(fd).is_ok_and(|s| TOGETHER.contains(&(s.f_type as u64 & 0xffff_ffff)))
 }
 
 fn clock(id: libc::clockid_t) -> (i64, u32) {

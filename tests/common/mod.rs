@@ -192,6 +192,47 @@ pub fn kill_after<S: AsRef<OsStr>>(args: &[S], delay: Duration) -> bool {
     running
 }
 
+/// Deterministic pseudo-random numbers for kill delays and sequences.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn fraction(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A number in 0..n.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.fraction() * n as f64) as usize).min(n - 1)
+    }
+}
+
+/// A number from the environment, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A seed from the environment (decimal or 0x-hex), else a new one from the clock:
+/// each run tries new points, and prints the seed that replays it.
+pub fn env_seed(name: &str) -> u64 {
+    let given = std::env::var(name)
+        .ok()
+        .and_then(|v| match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => v.parse().ok(),
+        });
+    given.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map(|d| d.as_nanos() as u64).unwrap_or(1)
+    })
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
