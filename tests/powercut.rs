@@ -82,11 +82,11 @@ fn powercut(kind: &FsKind) {
     if !require_root(&format!("powercut {}", kind.name)) {
         return;
     }
-    let Some(vm) = vm::vm(&bin()) else { return };
     let _turn = ONE_GUEST_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let Some(lab) = Lab::new(kind, vm) else {
+    let Some(vm) = vm::vm(&bin()) else { return };
+    let Some(lab) = Lab::new(kind, &vm) else {
         return;
     };
     let mut calibration = calibrate(&lab);

@@ -7,6 +7,7 @@ use super::skip;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -146,27 +147,25 @@ pub struct Vm {
     pub accel: Accel,
 }
 
-/// The VM of this process, or a loud skip (a failure under CI=true) when the VM
-/// tooling is missing.
-pub fn vm(binary: &Path) -> Option<&'static Vm> {
-    static VM: OnceLock<Result<Vm, String>> = OnceLock::new();
-    let prepared = VM.get_or_init(|| {
-        let kernel = Kernel::from_env()?;
-        let initramfs = Initramfs::build(&kernel, binary);
-        let accel = Accel::choose(&kernel, &initramfs);
-        Ok(Vm {
-            kernel,
-            initramfs,
-            accel,
-        })
-    });
-    match prepared {
-        Ok(vm) => Some(vm),
+/// A VM for one test (its initramfs is removed with it: a static would never be
+/// dropped), or a loud skip (a failure under CI=true) when the VM tooling is
+/// missing. The accelerator is chosen once per process.
+pub fn vm(binary: &Path) -> Option<Vm> {
+    static ACCEL: OnceLock<Accel> = OnceLock::new();
+    let kernel = match Kernel::from_env() {
+        Ok(kernel) => kernel,
         Err(why) => {
             skip(&format!("power-cut test: {why}"));
-            None
+            return None;
         }
-    }
+    };
+    let initramfs = Initramfs::build(&kernel, binary);
+    let accel = *ACCEL.get_or_init(|| Accel::choose(&kernel, &initramfs));
+    Some(Vm {
+        kernel,
+        initramfs,
+        accel,
+    })
 }
 
 /// A cpio archive (uncompressed: unpacking costs nothing under TCG) holding
@@ -353,6 +352,16 @@ impl Guest {
         if let Some(disk) = disk {
             let drive = format!("file={},format=raw,if=virtio", disk.display());
             qemu.arg("-drive").arg(drive);
+        }
+        // SAFETY: prctl only, async-signal-safe. A test killed by a signal never
+        // runs its destructors: QEMU then dies with the thread that started it.
+        unsafe {
+            qemu.pre_exec(
+                || match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                },
+            );
         }
         let started = Instant::now();
         let mut child = qemu
