@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lxc;
+pub mod vm;
 
 use lxc_idshift::manifest::{self, Manifest};
 use std::ffi::OsStr;
