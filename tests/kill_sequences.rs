@@ -12,7 +12,6 @@ mod common;
 use common::*;
 use lxc_idshift::manifest::Manifest;
 use lxc_idshift::sample::{build_bulk_tree, build_host_range_inodes};
-use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -119,14 +118,9 @@ fn kill_sequences_where_ctimes_keep_whole_seconds() {
     if !require_root("kill_sequences_where_ctimes_keep_whole_seconds") {
         return;
     }
-    let mkfs = ["-I", "128", "-N", "40000"];
-    let (Some(victim), Some(reference)) = (LoopFs::new("ext4", &mkfs), LoopFs::new("ext4", &mkfs))
-    else {
+    let Some((_images, victim, reference)) = whole_second_trees() else {
         return;
     };
-    let (victim, reference) = (victim.mount.join("tree"), reference.mount.join("tree"));
-    fs::create_dir(&victim).unwrap();
-    fs::create_dir(&reference).unwrap();
     let sequences = env_usize("LXC_IDSHIFT_KILL_SEQUENCES", 40) / 4;
     kill_sequences(&victim, &reference, 12_000, sequences.max(4));
 }

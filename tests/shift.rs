@@ -309,14 +309,9 @@ fn killed_runs_where_ctimes_keep_whole_seconds() {
     if !require_root("killed_runs_where_ctimes_keep_whole_seconds") {
         return;
     }
-    let mkfs = ["-I", "128", "-N", "40000"];
-    let (Some(victim), Some(reference)) = (LoopFs::new("ext4", &mkfs), LoopFs::new("ext4", &mkfs))
-    else {
+    let Some((_images, victim, reference)) = whole_second_trees() else {
         return;
     };
-    let (victim, reference) = (victim.mount.join("tree"), reference.mount.join("tree"));
-    fs::create_dir(&victim).unwrap();
-    fs::create_dir(&reference).unwrap();
     kill_cycle(&victim, &reference, 15_000, 12, false);
 }
 

@@ -411,6 +411,18 @@ impl Drop for MountGuard {
     }
 }
 
+/// Two ext4 images with 128-byte inodes (ctimes keep whole seconds there), each with
+/// an empty directory `tree`: a victim and a reference; None (said loudly) without
+/// mkfs.ext4. The images stay mounted while the first element lives.
+pub fn whole_second_trees() -> Option<([LoopFs; 2], PathBuf, PathBuf)> {
+    let mkfs = ["-I", "128", "-N", "40000"];
+    let images = [LoopFs::new("ext4", &mkfs)?, LoopFs::new("ext4", &mkfs)?];
+    let [victim, reference] = [0, 1].map(|i| images[i].mount.join("tree"));
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::create_dir(&reference).unwrap();
+    Some((images, victim, reference))
+}
+
 /// A loop-mounted image of a fresh file system, unmounted on drop.
 pub struct LoopFs {
     pub mount: PathBuf,
