@@ -58,7 +58,7 @@ pub fn other_users(
     for (user, home) in homes(host) {
         if overlaps(&source, &home) {
             found.push(format!(
-                "host user {user}'s home {} lies there",
+                "it is in, or holds, host user {user}'s home {} ({user} would lose access)",
                 home.display()
             ));
         }
@@ -129,7 +129,7 @@ fn container_users(source: &Path, other: &Container, host: &Host) -> Vec<String>
     let dir = canonical(&other.dir());
     if overlaps(source, &dir) {
         return vec![format!(
-            "container {}'s directory {} lies there (its config and rootfs: LXC runs that config's hooks as host root)",
+            "it is in, or holds, container {}'s directory {} (its config and rootfs: LXC runs that config's hooks as host root)",
             other.name,
             dir.display()
         )];
