@@ -160,7 +160,8 @@ pub fn apply(
     let chowned = current.uid != target.uid || current.gid != target.gid;
     let stamped = stamp_first && current != target;
     if stamped {
-        inode.stamp_ctime().map_err(at("stamp the ctime of"))?;
+        // A chown to -1:-1: failing, it fails as the chown itself would (EPERM...).
+        inode.stamp_ctime().map_err(at("chown"))?;
     }
     if chowned {
         inode.chown(target.uid, target.gid).map_err(at("chown"))?;
