@@ -127,15 +127,18 @@ pub fn shift(options: &ShiftOptions, progress: &dyn Progress) -> Result<ShiftRep
 /// Whether the archived journal of these maps, which brought the tree back to its
 /// start, started in another direction than `journal` (a journal no run wrote to).
 fn started_elsewhere(journal: &Journal, map: &IdMap) -> Result<bool, RunError> {
-    let archived = journal::archive_path(&journal.path);
-    if !archived.exists() {
-        return Ok(false);
-    }
-    let state = journal::State::read(&archived)?;
-    let start = state
-        .first_direction()
-        .filter(|_| state.maps.as_ref() == Some(map));
+    let start = archived_state(&journal.path, map)?.and_then(|s| s.first_direction());
     Ok(start.is_some() && start != journal.state.first_direction())
+}
+
+/// The archived journal (`*.done`) beside `path`, when it holds runs with `map`.
+fn archived_state(path: &Path, map: &IdMap) -> Result<Option<State>, RunError> {
+    let archived = journal::archive_path(path);
+    if !archived.exists() {
+        return Ok(None);
+    }
+    let state = State::read(&archived)?;
+    Ok((state.maps.as_ref() == Some(map)).then_some(state))
 }
 
 /// Opens the tree at `root` (with every refusal) and walks it once, read-only, with
@@ -298,16 +301,15 @@ impl<'a> RunContext<'a> {
             );
             return Ok(Some((note, true)));
         }
-        let archived = journal::archive_path(&journal.path);
-        if !archived.exists() {
+        let Some(state) = archived_state(&journal.path, self.map)? else {
             return Ok(None);
-        }
-        let state = journal::State::read(&archived)?;
+        };
         let last = state.runs.last();
         let same = last.is_some_and(|r| r.direction == self.direction && r.done.is_some());
-        if !same || state.maps.as_ref() != Some(self.map) {
+        if !same {
             return Ok(None);
         }
+        let archived = journal::archive_path(&journal.path);
         let note = format!(
             "a {} run with these maps already returned this tree to where it started \
              (journal {}); nothing to do. To shift it again anyway, move that file aside",
