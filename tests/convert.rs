@@ -1406,9 +1406,10 @@ fn convert_with(f: &Fixture, to: Target, mounts: MountsChoice) -> Plan {
 
 /// `--mounts shift` never re-owns a source that is not the container's alone: one
 /// another container binds too, another container's directory (whose config LXC
-/// runs hooks from as host root), the lxcpath, a host user's home, one with a file
-/// system mounted inside, one whose entry sits in an include outside the container's
-/// directory. Each is refused before anything is written, naming who else uses it
+/// runs hooks from as host root), the container's own directory (its config) or a
+/// directory in its rootfs (shifted twice), the lxcpath, a host user's home, one
+/// with a file system mounted inside, one whose entry sits in an include outside
+/// the container's directory. Each is refused before anything is written, naming who else uses it
 /// and the ways out.
 #[test]
 fn a_bind_source_used_by_others_is_never_shifted() {
@@ -1444,6 +1445,14 @@ fn a_bind_source_used_by_others_is_never_shifted() {
         std::mem::forget(guard); // unmounted below, once the plan is refused
         "mounted inside it"
     };
+    let its_own_directory = |f: &Fixture| {
+        retarget(f, "/lxc/www");
+        "the container's own directory"
+    };
+    let inside_its_own_rootfs = |f: &Fixture| {
+        retarget(f, "/lxc/www/rootfs/etc");
+        "the container's own rootfs"
+    };
     let a_foreign_include = |f: &Fixture| {
         let shared = f.root().join("shared");
         std::fs::create_dir(&shared).unwrap();
@@ -1454,8 +1463,10 @@ fn a_bind_source_used_by_others_is_never_shifted() {
         std::fs::write(f.config_path("www"), config).unwrap();
         "outside the container's directory"
     };
-    let cases: [(&str, &SharingCase); 6] = [
+    let cases: [(&str, &SharingCase); 8] = [
         ("shared with another container", &shared_with_other),
+        ("its own directory", &its_own_directory),
+        ("inside its own rootfs", &inside_its_own_rootfs),
         ("another container's directory", &other_containers_dir),
         ("the lxcpath", &the_lxcpath),
         ("a host user's home", &a_users_home),

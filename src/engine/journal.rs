@@ -412,6 +412,16 @@ impl State {
 
 /// The default journal of a tree: one file per canonical path.
 pub fn default_path(root: &Path) -> PathBuf {
+    Path::new(DEFAULT_DIR).join(format!("{}.journal", tree_tag(root)))
+}
+
+/// The readable part of a journal's name kept for a tree: a name must fit in
+/// NAME_MAX (255) whatever the length of the tree's path.
+const READABLE_MAX: usize = 100;
+
+/// A file-name-safe tag for a tree: the end of its path (at most READABLE_MAX
+/// characters) and a hash of all of it, which keeps two paths that read alike apart.
+pub fn tree_tag(root: &Path) -> String {
     let text = root.to_string_lossy();
     let readable: String = text
         .trim_matches('/')
@@ -424,9 +434,9 @@ pub fn default_path(root: &Path) -> PathBuf {
             }
         })
         .collect();
-    // The hash keeps two paths that read alike apart.
+    let readable = &readable[readable.len().saturating_sub(READABLE_MAX)..];
     let hash = fnv1a(root.as_os_str().as_encoded_bytes());
-    Path::new(DEFAULT_DIR).join(format!("{readable}-{hash:016x}.journal"))
+    format!("{readable}-{hash:016x}")
 }
 
 /// Where a finished journal is kept for `status` once the tree is back where it started.
@@ -952,6 +962,16 @@ mod tests {
         let b = default_path(Path::new("/var/lib/lxc/a/b/rootfs"));
         assert_ne!(a, b);
         assert!(a.starts_with(DEFAULT_DIR));
+    }
+
+    /// A path of any length LXC accepts (PATH_MAX) still gives a name that fits in
+    /// NAME_MAX, and two long paths differing only at their start stay apart.
+    #[test]
+    fn a_journal_name_fits_whatever_the_paths_length() {
+        let deep = |first: &str| PathBuf::from(format!("/{first}{}", "/d123456789".repeat(400)));
+        let (a, b) = (default_path(&deep("a")), default_path(&deep("b")));
+        assert!(a.file_name().unwrap().len() <= 255, "{}", a.display());
+        assert_ne!(a, b);
     }
 
     #[test]

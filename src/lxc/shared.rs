@@ -3,9 +3,12 @@
 //! is looked for. Any one of them makes the source not the container's alone:
 //! - its entry lies in a file outside the container's directory (other containers
 //!   may include that file);
-//! - it holds an lxcpath, or another container's directory (whose config LXC runs
-//!   hooks from as host root: re-owned, the converted container's root could write
-//!   one), or lies inside another container's directory;
+//! - it holds an lxcpath, the container's own directory or another container's
+//!   (whose config LXC runs hooks from as host root: re-owned, the converted
+//!   container's root could write one), or lies inside another container's
+//!   directory;
+//! - it is, holds or lies inside the container's rootfs (shifted with the rootfs
+//!   already: a second shift would move its ids twice);
 //! - another container, under any lxcpath of the host, binds it, a directory inside
 //!   it, or one holding it;
 //! - it holds a host user's home, or lies inside one;
@@ -31,7 +34,7 @@ const NOBODY: u32 = 65534;
 pub fn other_users(
     source: &Path,
     foreign_entry: Option<&Path>,
-    container: &Container,
+    (container, rootfs): (&Container, &Path),
     host: &Host,
 ) -> Vec<String> {
     let source = canonical(source);
@@ -43,6 +46,7 @@ pub fn other_users(
         ));
     }
     let own = canonical(&container.dir());
+    found.extend(own_users(&source, container, rootfs));
     for lxcpath in lxcpaths(container, host) {
         if lxcpath.starts_with(&source) {
             found.push(format!(
@@ -64,6 +68,26 @@ pub fn other_users(
         }
     }
     found.extend(nested_mounts(&source));
+    found
+}
+
+/// What re-owning `source` would do to the container itself: its config, or its
+/// rootfs shifted a second time.
+fn own_users(source: &Path, container: &Container, rootfs: &Path) -> Vec<String> {
+    let (dir, rootfs) = (canonical(&container.dir()), canonical(rootfs));
+    let mut found = Vec::new();
+    if dir.starts_with(source) {
+        found.push(format!(
+            "it holds the container's own directory {} (its config: LXC runs that config's hooks as host root, and the container's root could write one)",
+            dir.display()
+        ));
+    }
+    if overlaps(source, &rootfs) {
+        found.push(format!(
+            "it is in, or holds, the container's own rootfs {} (shifted with it already: a second shift would move its ids twice)",
+            rootfs.display()
+        ));
+    }
     found
 }
 

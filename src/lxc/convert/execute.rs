@@ -3,6 +3,7 @@
 
 use super::{read_subid_text, ConversionState, ConvertError, FileEdit, Outcome, Plan, ROOT_USER};
 use crate::engine::idmap::IdMap;
+use crate::engine::journal;
 use crate::engine::run::{Progress, ShiftOptions, ShiftReport};
 use crate::fsutil;
 use crate::lxc::config::guard;
@@ -128,17 +129,25 @@ fn failed(shift: &Option<ShiftReport>) -> bool {
 }
 
 /// The journal of a bind mount source's shift: in the container's directory, named
-/// after the source and the map.
+/// after the source (see `journal::tree_tag`) and the map. A journal of the
+/// earlier naming (the whole path, where that fit in a name) is still found.
 pub fn mount_journal(container: &Container, source: &Path, map: &IdMap) -> PathBuf {
     let tag = map.to_string().replace([':', ' '], "-");
-    let name: String = source
+    let legacy: String = source
         .to_string_lossy()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
+    let legacy = container
+        .dir()
+        .join(format!("lxc-idshift.mount{legacy}.{tag}.journal"));
+    if legacy.file_name().is_some_and(|n| n.len() <= 255) && legacy.exists() {
+        return legacy;
+    }
+    let name = journal::tree_tag(source);
     container
         .dir()
-        .join(format!("lxc-idshift.mount{name}.{tag}.journal"))
+        .join(format!("lxc-idshift.mount.{name}.{tag}.journal"))
 }
 
 /// A finished conversion to unprivileged keeps the recorded ownerships for the way
@@ -234,6 +243,23 @@ fn write_state(
 mod tests {
     use super::*;
     use crate::lxc::effects::RealHost;
+
+    /// Two sources whose paths read alike, or a source path of any length, each get
+    /// a journal of their own whose name fits in NAME_MAX.
+    #[test]
+    fn each_mount_source_has_a_journal_of_its_own() {
+        let container = Container {
+            name: "c".into(),
+            lxcpath: PathBuf::from("/var/lib/lxc"),
+        };
+        let map = IdMap::parse(&["b:0:1000000:65536"]).unwrap();
+        let journal = |source: &str| mount_journal(&container, Path::new(source), &map);
+        assert_ne!(journal("/srv/a_b"), journal("/srv/a/b"));
+        let long = format!("/srv{}", "/directory".repeat(300));
+        let name = journal(&long);
+        assert!(name.file_name().unwrap().len() <= 255, "{}", name.display());
+        assert!(name.starts_with("/var/lib/lxc/c/"));
+    }
 
     /// A failed write names its path once, with the way on.
     #[test]

@@ -572,12 +572,17 @@ fn refuse_other_manager(
 /// anything but this container uses it (see `shared`), naming each.
 fn refuse_shared_source(
     options: &ConvertOptions,
-    container: &Container,
+    (container, rootfs): (&Container, &Path),
     bind: &mounts::BindMount,
     editable: bool,
 ) -> Result<(), ConvertError> {
     let foreign_entry = (!editable).then_some(bind.origin.file.as_path());
-    let users = shared::other_users(&bind.host_source, foreign_entry, container, &options.host);
+    let users = shared::other_users(
+        &bind.host_source,
+        foreign_entry,
+        (container, rootfs),
+        &options.host,
+    );
     if users.is_empty() {
         return Ok(());
     }
@@ -712,7 +717,7 @@ fn mount_plan(
             continue;
         }
         if shift {
-            refuse_shared_source(options, container, &bind, editable)?;
+            refuse_shared_source(options, (container, rootfs), &bind, editable)?;
             // After the shift its container ids 0..range are host ids: what an
             // idmapped view of it shows now.
             plan.notes.push(format!(
