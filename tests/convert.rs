@@ -1942,6 +1942,124 @@ fn bind_mounts_shifted_with_the_rootfs_and_back() {
     assert!(!f.state_file("www").exists());
 }
 
+/// A shifted bind source moved (and its entry updated) before `--to 0`: refused
+/// before anything is written, naming where the config binds now; moved back, the
+/// way back is exact. Gone for good, an empty directory in its place lets it end.
+#[test]
+fn a_shifted_source_moved_before_going_back_is_refused_until_it_is_back() {
+    if !require_root("a_shifted_source_moved_before_going_back_is_refused_until_it_is_back") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = www_with_bind_mount(&f);
+    let (before, config_before) = (collect(&data), f.config("www"));
+    convert_with(&f, Target::HostId(1_000_000), MountsChoice::Shift);
+    let moved = f.root().join("srv/moved");
+    std::fs::rename(&data, &moved).unwrap();
+    retarget(&f, "/srv/moved");
+    let snapshot = f.snapshot("www");
+    let err = f.refused(&f.options("www", Target::Privileged));
+    let message = err.to_string();
+    assert!(
+        matches!(err, ConvertError::ShiftedSourceMissing { .. }),
+        "{message}"
+    );
+    assert!(message.contains(&data.display().to_string()), "{message}");
+    assert!(
+        message.contains("the config now binds") && message.contains("srv/moved"),
+        "{message}"
+    );
+    assert_unchanged(&snapshot, &f.snapshot("www"), "refused --to 0");
+
+    std::fs::rename(&moved, &data).unwrap();
+    let entry = DATA_ENTRY.replace("/srv/data", "/srv/moved");
+    let config = f.config("www").replace(&entry, DATA_ENTRY);
+    std::fs::write(f.config_path("www"), config).unwrap();
+    f.convert("www", Target::Privileged);
+    assert_same(
+        &before,
+        &collect(&data),
+        "the source moved back, after --to 0",
+    );
+    assert_eq!(f.config("www"), config_before);
+
+    // Gone for good: an empty directory in its place lets the conversion end.
+    convert_with(&f, Target::HostId(1_000_000), MountsChoice::Shift);
+    std::fs::remove_dir_all(&data).unwrap();
+    assert!(matches!(
+        f.refused(&f.options("www", Target::Privileged)),
+        ConvertError::ShiftedSourceMissing { .. }
+    ));
+    std::fs::create_dir(&data).unwrap();
+    f.convert("www", Target::Privileged);
+    assert_eq!(f.config("www"), config_before);
+    assert!(!f.state_file("www").exists());
+}
+
+/// A rootfs sharing inodes with another container (`cp -al`) is refused before the
+/// first write, both ways, naming the other container and the way out; once it has
+/// files of its own (the command the refusal gives), it converts and comes back
+/// exactly, and the other container's files never change.
+#[test]
+fn a_rootfs_sharing_inodes_with_another_container_is_refused() {
+    if !require_root("a_rootfs_sharing_inodes_with_another_container_is_refused") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("www");
+    let hardlink_copy = |name: &str| {
+        f.config_only(name, &debian_config(name, &f.rootfs(name)));
+        let status = Command::new("cp")
+            .arg("-al")
+            .args([&rootfs, &f.rootfs(name)])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hardlink_copy("copy");
+    for to in [Target::HostId(1_000_000), Target::Privileged] {
+        let (before, copy_before) = (f.snapshot("www"), collect(&f.rootfs("copy")));
+        let err = f.refused(&f.options("www", to));
+        let message = err.to_string();
+        assert!(
+            matches!(err, ConvertError::RootfsSharesInodes { .. }),
+            "{to:?}: {message}"
+        );
+        assert!(
+            message.contains("container copy's rootfs") && message.contains("cp -a "),
+            "{to:?}: {message}"
+        );
+        assert_unchanged(&before, &f.snapshot("www"), "refused");
+        assert_same(&copy_before, &collect(&f.rootfs("copy")), "the copy");
+        if to == Target::Privileged {
+            break;
+        }
+        // Made unprivileged while it had files of its own, then copied with cp -al.
+        std::fs::remove_dir_all(f.dir("copy")).unwrap();
+        f.convert("www", Target::HostId(1_000_000));
+        hardlink_copy("copy");
+    }
+    // The way out the refusal gives: a copy with files of its own.
+    let own = rootfs.with_extension("own");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .args([&rootfs, &own])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::rename(&rootfs, rootfs.with_extension("shared")).unwrap();
+    std::fs::rename(&own, &rootfs).unwrap();
+    let shifted = collect(&rootfs);
+    f.convert("www", Target::Privileged);
+    f.convert("www", Target::HostId(1_000_000));
+    assert_same(&shifted, &collect(&rootfs), "there and back after the copy");
+    assert_same(
+        &shifted,
+        &collect(&f.rootfs("copy")),
+        "the cp -al copy, never touched",
+    );
+}
+
 /// Where an idmapped mount does not work (ramfs cannot be idmapped), the default
 /// keeps the entry and says why; `--mounts idmap` refuses before any write.
 #[test]

@@ -147,6 +147,33 @@ pub fn overlay_clones(rootfs: &Path, container: &Container, host: &Host) -> Vec<
         .collect()
 }
 
+/// The other containers whose rootfs holds the inode at `path` (a name in `rootfs`)
+/// at the same place: hard links of a `cp -al` copy, named in a refusal.
+pub fn rootfs_sharing(
+    path: &Path,
+    rootfs: &Path,
+    container: &Container,
+    host: &Host,
+) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(relative), Ok(meta)) = (path.strip_prefix(rootfs), std::fs::symlink_metadata(path))
+    else {
+        return Vec::new();
+    };
+    let same = |other: &Container| {
+        let text = std::fs::read_to_string(other.config()).unwrap_or_default();
+        let Some(theirs) = ContainerConfig::parse(&text).rootfs() else {
+            return false;
+        };
+        std::fs::symlink_metadata(theirs.location.join(relative))
+            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+    };
+    (other_containers(container, host).iter())
+        .filter(|other| same(other))
+        .map(|other| other.name.clone())
+        .collect()
+}
+
 /// What re-owning `source` would do to container `other`: its directory, or a
 /// bind mount of its own.
 fn container_users(source: &Path, other: &Container, host: &Host) -> Vec<String> {

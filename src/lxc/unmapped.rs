@@ -1,16 +1,18 @@
 //! Owners and groups in a rootfs that a conversion's map leaves alone: a privileged
 //! container may hold files of uid 100000 or 4294967294, beyond the container range.
 //! Unprivileged, the container sees them as nobody (65534). The plan counts them per
-//! id, and offers the `--range` that would map them when there is one.
+//! id, and offers the `--range` that would map them when there is one. The same
+//! walk finds files with hard links outside the rootfs (`cp -al` copies): a shift
+//! must leave them alone, so a conversion is refused before its first write.
 
 use crate::engine::hardlinks::SeenInodes;
 use crate::engine::idmap::{Direction, IdKind, IdMap, Shift};
 use crate::engine::report::Counters;
 use crate::engine::run::{self, RunError};
 use crate::engine::sys::Inode;
-use crate::engine::walk::{DirNode, Visitor, WalkError};
+use crate::engine::walk::{self, DirNode, Visitor, WalkError};
 use std::collections::BTreeMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -47,15 +49,27 @@ impl UnmappedIds {
     }
 }
 
+/// What a read-only walk of a rootfs finds before its shift.
+#[derive(Debug, Default)]
+pub struct RootfsScan {
+    /// The owners and groups the map leaves alone, per id.
+    pub unmapped: UnmappedIds,
+    /// How many hardlinked inodes have names outside the rootfs.
+    pub linked_outside: usize,
+    /// One name of the first of them (by inode number), to show.
+    pub linked_outside_example: Option<PathBuf>,
+}
+
 /// Counts, per id, the owners and groups in `root` that `map` shifted in
-/// `direction` would leave alone (neither in its source nor already in its target).
-/// A read-only walk: stat only, no file is opened.
+/// `direction` would leave alone (neither in its source nor already in its target),
+/// and the inodes with hard links outside `root`. A read-only walk: stat only, no
+/// file is opened.
 pub fn scan(
     root: &Path,
     map: &IdMap,
     direction: Direction,
     threads: Option<usize>,
-) -> Result<UnmappedIds, RunError> {
+) -> Result<RootfsScan, RunError> {
     let scanner = run::read_only_walk(root, threads, |root| Scanner {
         root,
         counters: Counters::default(),
@@ -64,14 +78,23 @@ pub fn scan(
         seen: SeenInodes::default(),
         found: Mutex::default(),
     })?;
-    Ok(scanner.found.into_inner().expect("unmapped ids lock"))
+    let outside = scanner.seen.linked_from_outside();
+    let example = outside
+        .first()
+        .map(|o| walk::display_path(&scanner.root, &o.first.0.entry_path(&o.first.1)));
+    Ok(RootfsScan {
+        unmapped: scanner.found.into_inner().expect("unmapped ids lock"),
+        linked_outside: outside.len(),
+        linked_outside_example: example,
+    })
 }
 
 struct Scanner<'a> {
     root: PathBuf,
     map: &'a IdMap,
     direction: Direction,
-    seen: SeenInodes,
+    /// Each hardlinked inode's first name, kept to name it if it has others outside.
+    seen: SeenInodes<(Arc<DirNode>, CString)>,
     counters: Counters,
     found: Mutex<UnmappedIds>,
 }
@@ -81,9 +104,10 @@ impl Visitor for Scanner<'_> {
         false
     }
 
-    fn visit(&self, _dir: &Arc<DirNode>, _name: &CStr, inode: Inode) {
+    fn visit(&self, dir: &Arc<DirNode>, name: &CStr, inode: Inode) {
         let stat = &inode.stat;
-        if !self.seen.first_visit(stat) {
+        let first_name = || (dir.clone(), name.to_owned());
+        if !self.seen.name_seen(stat, first_name).first {
             return;
         }
         let unmapped =

@@ -164,6 +164,15 @@ pub enum ConvertError {
         why: String,
         name: String,
     },
+    #[error("{count} files of {rootfs} have hard links outside it (for example {example}{with}): a shift would change those other names too, so it could neither finish nor come back exactly. Nothing was changed. Give the rootfs files of its own, e.g. `cp -a {rootfs} {rootfs}.own && mv {rootfs} {rootfs}.shared && mv {rootfs}.own {rootfs}` (cp -a keeps the hard links inside the copy), then run the same command again")]
+    RootfsSharesInodes {
+        rootfs: PathBuf,
+        count: usize,
+        example: PathBuf,
+        with: String,
+    },
+    #[error("bind mount source {mount} was shifted with the rootfs by an earlier conversion, but it is no longer a directory there{now}. Nothing was changed: put it back at {mount} and run the same command again; if it is gone for good, create an empty directory there first")]
+    ShiftedSourceMissing { mount: PathBuf, now: String },
     #[error("--mounts shift would re-own bind mount source {mount} with the container's range, but it is not the container's alone: {users}. Convert with --mounts idmap (the container sees its files with their owners; nothing on disk changes) or --mounts keep, or give the container a directory of its own")]
     SharedMountSource { mount: PathBuf, users: String },
     #[error("container {name} is managed by Proxmox VE ({conf}): Proxmox writes {config} anew from that file at every start, so a conversion here would be undone at the next start while the rootfs stayed shifted. lxc-idshift does not convert Proxmox VE containers yet: use Proxmox's backup and `pct restore --unprivileged`; nothing was changed")]
@@ -426,6 +435,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
             all
         }
     };
+    refuse_missing_shifted(&mount_shifts, &mount_plan)?;
     let recorded_devices = &course
         .interrupted
         .as_ref()
@@ -443,17 +453,26 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         granted_range: grants_new_range(&options.host, subids)?,
         device_owners: devices.original,
     });
+    // Every shift walks the rootfs first (stat only): what the map leaves out and
+    // files linked from outside, refused before the first write.
+    let scan = match &course.shift {
+        Some((map, direction)) => Some(unmapped::scan(&rootfs, map, *direction, options.threads)?),
+        None => None,
+    };
+    if let Some(scan) = &scan {
+        refuse_linked_outside(scan, (&container, &rootfs), &options.host)?;
+    }
     // Towards a container from privileged ids (0..): what its map leaves out. An
     // idmapped rootfs stays as it is: scanned for the --dry-run plan only, so that
     // the conversion itself costs no walk.
     let idmapped_from_zero = course.from.is_none() && course.to_method == Method::Idmap;
-    let unmapped = match (&course.shift, course.to) {
-        (Some((map, Direction::Forward)), _)
+    let unmapped = match (&course.shift, course.to, scan) {
+        (Some((map, Direction::Forward)), _, Some(scan))
             if map.entries().iter().all(|e| e.container_first == 0) =>
         {
-            unmapped::scan(&rootfs, map, Direction::Forward, options.threads)?
+            scan.unmapped
         }
-        (None, Some(host_first)) if idmapped_from_zero && options.dry_run => {
+        (None, Some(host_first), _) if idmapped_from_zero && options.dry_run => {
             let view = View {
                 maps: container_maps(host_first, course.range),
                 idmapped: true,
@@ -589,6 +608,58 @@ fn refuse_shared_source(
     Err(ConvertError::SharedMountSource {
         mount: bind.source.clone(),
         users: users.join("; "),
+    })
+}
+
+/// Files of the rootfs with hard links outside it (a `cp -al` copy, a
+/// deduplication across containers): a shift must leave them alone, and the
+/// conversion could then neither finish nor come back exactly. Refused before the
+/// first write, naming the containers that share them.
+fn refuse_linked_outside(
+    scan: &unmapped::RootfsScan,
+    (container, rootfs): (&Container, &Path),
+    host: &Host,
+) -> Result<(), ConvertError> {
+    let Some(example) = scan.linked_outside_example.clone() else {
+        return Ok(());
+    };
+    let sharing = shared::rootfs_sharing(&example, rootfs, container, host);
+    Err(ConvertError::RootfsSharesInodes {
+        rootfs: rootfs.to_path_buf(),
+        count: scan.linked_outside,
+        example,
+        with: match sharing.is_empty() {
+            true => String::new(),
+            false => format!(
+                ", the same file as in container {}'s rootfs",
+                sharing.join(", ")
+            ),
+        },
+    })
+}
+
+/// A source an earlier conversion shifted must still be where it was: its shift is
+/// undone (or finished) after the rootfs's, and a source gone by then would leave
+/// the conversion between states. Refused before anything is written, naming the
+/// source the config binds now when it could be the same one moved.
+fn refuse_missing_shifted(shifted: &[PathBuf], plan: &MountPlan) -> Result<(), ConvertError> {
+    let Some(missing) = shifted.iter().find(|s| !s.is_dir()) else {
+        return Ok(());
+    };
+    let now: Vec<String> = (plan.mounts.iter())
+        .map(|(bind, _)| &bind.host_source)
+        .filter(|source| !shifted.contains(source) && source.is_dir())
+        .map(|source| source.display().to_string())
+        .collect();
+    Err(ConvertError::ShiftedSourceMissing {
+        mount: missing.clone(),
+        now: match now.is_empty() {
+            true => String::new(),
+            false => format!(
+                " (the config now binds {}: if it moved there, move it back and restore its entry)",
+                now.join(", ")
+            ),
+        },
     })
 }
 
