@@ -2060,6 +2060,36 @@ fn a_rootfs_sharing_inodes_with_another_container_is_refused() {
     );
 }
 
+/// A source shifted with one container's rootfs and bound by another made since:
+/// `check` on the other names the container that shifted it and the way back.
+#[test]
+fn check_says_when_another_container_shifted_a_bind_source() {
+    if !require_root("check_says_when_another_container_shifted_a_bind_source") {
+        return;
+    }
+    let f = Fixture::new();
+    www_with_bind_mount(&f);
+    let check_db = || {
+        lxc_idshift::lxc::check::check(&lxc_idshift::lxc::check::CheckOptions {
+            name: "db".into(),
+            lxcpath: Some(f.lxc()),
+            threads: Some(2),
+            host: Host::under(f.root()),
+        })
+        .unwrap()
+    };
+    convert_with(&f, Target::HostId(1_000_000), MountsChoice::Shift);
+    f.container_with("db", |rootfs| debian_config("db", rootfs) + DATA_ENTRY);
+    let report = check_db();
+    let problem = (report.problems.iter())
+        .find(|p| p.kind == lxc_idshift::lxc::check::ProblemKind::MountShiftedByOther)
+        .unwrap_or_else(|| panic!("{:?}", report.problems));
+    assert!(problem.message.contains("container www's rootfs"), "{}", problem.message);
+    assert!(problem.fix.starts_with("lxc-idshift www "), "{}", problem.fix);
+    f.convert("www", Target::Privileged);
+    assert!(check_db().ok(), "{:?}", check_db().problems);
+}
+
 /// Where an idmapped mount does not work (ramfs cannot be idmapped), the default
 /// keeps the entry and says why; `--mounts idmap` refuses before any write.
 #[test]

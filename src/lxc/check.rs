@@ -11,11 +11,12 @@
 
 use super::config::{self, guard, ContainerConfig};
 use super::container::{Container, ContainerError};
-use super::convert::ConversionState;
+use super::convert::{self, ConversionState};
 use super::effects::RealHost;
 use super::host::Host;
 use super::method::Layout;
 use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
+use super::shared;
 use super::subid::SubIds;
 use super::udev;
 use crate::engine::acl::{
@@ -82,6 +83,9 @@ pub enum ProblemKind {
     /// An `idmap=container` mount (bind or rootfs) that this kernel, file system or
     /// LXC cannot make: the container does not start.
     IdmapUnsupported,
+    /// A bind mount source another container's conversion shifted with its rootfs
+    /// (`--mounts shift`): its files carry that container's host ids.
+    MountShiftedByOther,
     /// A passed-through device node's owner or group shows as nobody.
     DeviceShowsNobody,
     /// A passed-through device has no udev rule giving it the container's ids.
@@ -99,6 +103,7 @@ impl ProblemKind {
             ProblemKind::MountSourceMissing => "mount_source_missing",
             ProblemKind::MountShowsNobody => "mount_shows_nobody",
             ProblemKind::IdmapUnsupported => "idmap_unsupported",
+            ProblemKind::MountShiftedByOther => "mount_shifted_by_other",
             ProblemKind::DeviceShowsNobody => "device_shows_nobody",
             ProblemKind::DeviceWithoutUdevRule => "device_without_udev_rule",
         }
@@ -546,6 +551,38 @@ impl Checker<'_> {
         }
     }
 
+    /// A source (or a directory holding or inside it) that another container's
+    /// conversion shifted: its files hold that container's host ids, whatever this
+    /// container sees of them.
+    fn shifted_by_others(&mut self, bind: &BindMount) {
+        let source = std::fs::canonicalize(&bind.host_source).unwrap_or(bind.host_source.clone());
+        for other in shared::other_containers(self.container, &self.options.host) {
+            let Ok(Some(state)) = convert::read_state(&other) else {
+                continue;
+            };
+            let overlapping = (state.shifted_mounts.iter())
+                .map(|s| std::fs::canonicalize(s).unwrap_or(s.clone()))
+                .any(|s| s.starts_with(&source) || source.starts_with(&s));
+            if !overlapping {
+                continue;
+            }
+            let message = format!(
+                "bind mount source {} ({}:{}) was shifted with container {}'s rootfs (--mounts shift): its files belong to that container's host ids now, and this container's users may no longer own or reach them",
+                bind.source.display(),
+                bind.origin.file.display(),
+                bind.origin.line,
+                other.name
+            );
+            let fix = format!(
+                "lxc-idshift {} --lxcpath {} --to 0   (shifts it back), then convert {} again with --mounts idmap, or give one of them a directory of its own",
+                other.name,
+                other.lxcpath.display(),
+                other.name
+            );
+            self.problem(ProblemKind::MountShiftedByOther, &bind.source, message, fix);
+        }
+    }
+
     fn mount(&mut self, bind: &BindMount) -> Result<(), CheckError> {
         let mut check = MountCheck {
             source: bind.source.clone(),
@@ -579,6 +616,7 @@ impl Checker<'_> {
             self.report.mounts.push(check);
             return Ok(());
         }
+        self.shifted_by_others(bind);
         let scan = mounts::scan(
             &bind.host_source,
             &self.view(bind.idmapped()),
