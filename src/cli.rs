@@ -220,6 +220,9 @@ pub struct ListArgs {
     /// Print only the names, one a line (for shell completion; fast, runs nothing).
     #[arg(long, conflicts_with = "json")]
     pub names: bool,
+    /// Where the host's /etc is found (tests use a temporary root).
+    #[arg(long, hide = true, default_value = "/", value_name = "DIR")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -145,7 +145,10 @@ fn list(args: cli::ListArgs) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
-    let (lxcpath, entries) = list::list(args.lxcpath.as_deref())?;
+    let (lxcpath, entries) = list::list(
+        args.lxcpath.as_deref(),
+        &lxc_idshift::lxc::host::Host::under(args.host_root),
+    )?;
     output::list_report(&lxcpath, &entries, args.json)?;
     Ok(0)
 }

@@ -311,6 +311,9 @@ pub fn list_report(
         if let Some(problem) = &entry.problem {
             eprintln!("{}: {problem}", entry.name);
         }
+        if let Some(manager) = &entry.managed_by {
+            eprintln!("{}: {manager}", entry.name);
+        }
     }
     Ok(())
 }

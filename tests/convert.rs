@@ -1684,6 +1684,34 @@ fn a_container_proxmox_manages_is_refused() {
     let out = run(&convert_args(&f, "101", "100000"));
     assert_exit(&out, 2, "the command refuses too");
     assert_unchanged(&before, &f.snapshot("101"), "a refused Proxmox container");
+    // `list` and `check` say so, with what to do instead.
+    let (lxc, root) = (f.lxc(), f.root().to_path_buf());
+    let list = run(&[
+        "list".as_ref(),
+        "--json".as_ref(),
+        "-P".as_ref(),
+        lxc.as_os_str(),
+        "--host-root".as_ref(),
+        root.as_os_str(),
+    ]);
+    let listed = text_of(&list);
+    assert!(
+        listed.contains("\"managed_by\": \"managed by Proxmox VE"),
+        "{listed}"
+    );
+    let check = run(&[
+        "check".as_ref(),
+        "101".as_ref(),
+        "-P".as_ref(),
+        lxc.as_os_str(),
+        "--host-root".as_ref(),
+        root.as_os_str(),
+    ]);
+    let checked = text_of(&check);
+    assert!(
+        checked.contains("managed by Proxmox VE") && checked.contains("pct restore"),
+        "{checked}"
+    );
 }
 
 /// Sets up one way of sharing www's bind source; returns what the refusal must say.
@@ -2084,8 +2112,16 @@ fn check_says_when_another_container_shifted_a_bind_source() {
     let problem = (report.problems.iter())
         .find(|p| p.kind == lxc_idshift::lxc::check::ProblemKind::MountShiftedByOther)
         .unwrap_or_else(|| panic!("{:?}", report.problems));
-    assert!(problem.message.contains("container www's rootfs"), "{}", problem.message);
-    assert!(problem.fix.starts_with("lxc-idshift www "), "{}", problem.fix);
+    assert!(
+        problem.message.contains("container www's rootfs"),
+        "{}",
+        problem.message
+    );
+    assert!(
+        problem.fix.starts_with("lxc-idshift www "),
+        "{}",
+        problem.fix
+    );
     f.convert("www", Target::Privileged);
     assert!(check_db().ok(), "{:?}", check_db().problems);
 }

@@ -14,6 +14,7 @@ use super::container::{Container, ContainerError};
 use super::convert::{self, ConversionState};
 use super::effects::RealHost;
 use super::host::Host;
+use super::manager::OtherManager;
 use super::method::Layout;
 use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
 use super::shared;
@@ -226,6 +227,9 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
             notes: found.notes.clone(),
         },
     };
+    if let Some(manager) = OtherManager::of(&container, &options.host) {
+        checker.report.notes.push(manager.said(&container));
+    }
     checker.interrupted()?;
     let interrupted = !checker.report.problems.is_empty();
     if start_guard && !interrupted {

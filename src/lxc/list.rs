@@ -6,6 +6,8 @@ use super::config::{guard, Backend, ContainerConfig};
 use super::container::{default_lxcpath, Container};
 use super::convert;
 use super::effects::RealHost;
+use super::host::Host;
+use super::manager::OtherManager;
 use super::method::Layout;
 use crate::engine::journal;
 use crate::fsutil::FileError;
@@ -60,6 +62,9 @@ pub struct Entry {
     /// Whether its config holds the start guard of an unfinished conversion, which
     /// makes every start through LXC refuse.
     pub start_guard: bool,
+    /// The manager that regenerates its config (Proxmox VE), which lxc-idshift
+    /// does not convert yet, and what to do instead.
+    pub managed_by: Option<String>,
     /// What is wrong, and the command to run next.
     pub problem: Option<String>,
 }
@@ -80,7 +85,7 @@ pub fn names(lxcpath: &Path) -> Result<Vec<String>, ListError> {
 
 /// Every container under `lxcpath` (default: `lxc-config lxc.lxcpath`). The commands
 /// that entries name carry `-P` when an lxcpath was given.
-pub fn list(lxcpath: Option<&Path>) -> Result<(PathBuf, Vec<Entry>), ListError> {
+pub fn list(lxcpath: Option<&Path>, host: &Host) -> Result<(PathBuf, Vec<Entry>), ListError> {
     let path = lxcpath
         .map(Path::to_path_buf)
         .unwrap_or_else(|| default_lxcpath(&RealHost));
@@ -91,13 +96,13 @@ pub fn list(lxcpath: Option<&Path>) -> Result<(PathBuf, Vec<Entry>), ListError> 
                 name,
                 lxcpath: path.clone(),
             };
-            entry(&container, lxcpath.is_some())
+            entry(&container, lxcpath.is_some(), host)
         })
         .collect();
     Ok((path, entries))
 }
 
-fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
+fn entry(container: &Container, explicit_lxcpath: bool, host: &Host) -> Entry {
     let command = |rest: &str| {
         let lxcpath = match explicit_lxcpath {
             true => format!(" -P {}", container.lxcpath.display()),
@@ -114,6 +119,7 @@ fn entry(container: &Container, explicit_lxcpath: bool) -> Entry {
         store: None,
         unfinished: None,
         start_guard: false,
+        managed_by: OtherManager::of(container, host).map(|m| m.said(container)),
         problem: None,
     };
     let config_path = container.config();

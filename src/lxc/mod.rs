@@ -7,7 +7,7 @@
 //! groups and login.defs bounds, `lock` serializes conversions and takes shadow's
 //! locks on /etc/subuid and /etc/subgid, `unmapped` counts the rootfs ids a map
 //! leaves out, `convert` plans and runs it all, and `list` shows every container
-//! of an lxcpath. `method` says which rootfs method (shift or idmap) a container
+//! of an lxcpath (`manager` recognises containers another manager, Proxmox VE, owns). `method` says which rootfs method (shift or idmap) a container
 //! uses and what each keeps on disk. `mounts` finds the bind mounts of host paths a config sets up and
 //! scans what they hold, and `shared` finds who else uses a bind mount source; `check`
 //! says whether a container will start and work, and how to fix what would not.
@@ -21,6 +21,7 @@ pub mod effects;
 pub mod host;
 pub mod list;
 pub mod lock;
+pub mod manager;
 pub mod method;
 pub mod mounts;
 pub mod perms;

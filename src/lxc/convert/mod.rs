@@ -18,6 +18,7 @@ use super::container::{Container, ContainerError};
 use super::effects::HostEffects;
 use super::host::Host;
 use super::lock;
+use super::manager::OtherManager;
 use super::method::{self, Layout, Method};
 use super::mounts::{self, Origin, ScannedMount, View, IDMAP_OPTION};
 use super::perms::{self, Ownership, PermChange};
@@ -573,18 +574,14 @@ fn refuse_other_manager(
     options: &ConvertOptions,
     container: &Container,
 ) -> Result<(), ConvertError> {
-    let pve = options
-        .host
-        .path(format!("/etc/pve/lxc/{}.conf", container.name));
-    let numeric = container.name.bytes().all(|b| b.is_ascii_digit());
-    if !numeric || !pve.is_file() {
-        return Ok(());
+    match OtherManager::of(container, &options.host) {
+        Some(manager) => Err(ConvertError::ManagedByProxmox {
+            name: container.name.clone(),
+            conf: manager.conf,
+            config: container.config(),
+        }),
+        None => Ok(()),
     }
-    Err(ConvertError::ManagedByProxmox {
-        name: container.name.clone(),
-        conf: pve,
-        config: container.config(),
-    })
 }
 
 /// `--mounts shift` re-owns a source with the container's range: refused where
