@@ -781,6 +781,95 @@ fn passed_through_devices_get_a_udev_rule() {
     assert_eq!((meta.uid(), meta.gid()), (0, 20), "its owners come back");
 }
 
+/// Makes a character device node `path` (major:minor) owned by 0:group, with a
+/// sysfs entry under the fixture root naming it `kernel`.
+fn fake_char_device(f: &Fixture, path: &str, (major, minor): (u32, u32), group: u32) -> PathBuf {
+    let node = f.root().join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(node.parent().unwrap()).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &node,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o660),
+        rustix::fs::makedev(major, minor),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&node, Some(0), Some(group)).unwrap();
+    let kernel = node.file_name().unwrap();
+    let sys = f
+        .root()
+        .join("sys/devices/pci0000:00/0000:00:02.0/drm")
+        .join(kernel);
+    std::fs::create_dir_all(&sys).unwrap();
+    let char_dir = f.root().join("sys/dev/char");
+    std::fs::create_dir_all(&char_dir).unwrap();
+    std::os::unix::fs::symlink(&sys, char_dir.join(format!("{major}:{minor}"))).unwrap();
+    node
+}
+
+/// A GPU passed in as a `/dev/dri` directory, from an include of the container's
+/// own: the nodes its cgroup lines allow get the container's root and its `render`
+/// group (by name, as the container numbers it) and a udev rule each; a node they
+/// do not allow is left alone; `--to 0` gives every owner back.
+#[test]
+fn devices_of_a_dev_directory_the_cgroup_allows_are_passed_through() {
+    if !require_root("devices_of_a_dev_directory_the_cgroup_allows_are_passed_through") {
+        return;
+    }
+    let f = Fixture::new();
+    let card = fake_char_device(&f, "/dev/dri/card0", (226, 0), 44);
+    let render = fake_char_device(&f, "/dev/dri/renderD128", (226, 128), 105);
+    let other = fake_char_device(&f, "/dev/dri/card1", (226, 1), 44);
+    std::fs::write(
+        f.root().join("etc/group"),
+        "root:x:0:\nvideo:x:44:\nrender:x:105:\n",
+    )
+    .unwrap();
+    let include = "lxc.cgroup2.devices.allow = c 226:0 rwm\n\
+                   lxc.cgroup2.devices.allow = c 226:128 rwm\n\
+                   lxc.mount.entry = /dev/dri dev/dri none bind,optional,create=dir\n";
+    let rootfs = f.container_with("gpu", |rootfs| {
+        debian_config("gpu", rootfs) + "lxc.include = /lxc/gpu/gpu.conf\n"
+    });
+    std::fs::write(f.dir("gpu").join("gpu.conf"), include).unwrap();
+    std::fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\nvideo:x:44:\nrender:x:107:\n",
+    )
+    .unwrap();
+
+    f.convert("gpu", Target::HostId(1_000_000));
+    let ids = |node: &Path| {
+        let meta = std::fs::metadata(node).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(ids(&card), (1_000_000, 1_000_044));
+    assert_eq!(
+        ids(&render),
+        (1_000_000, 1_000_107),
+        "render as the container numbers it"
+    );
+    assert_eq!(
+        ids(&other),
+        (0, 44),
+        "not allowed by the cgroup lines: not passed"
+    );
+    let rules = f.root().join("etc/udev/rules.d/99-lxc-idshift-gpu.rules");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    assert!(
+        text.contains("KERNEL==\"card0\"") && text.contains("KERNEL==\"renderD128\""),
+        "{text}"
+    );
+    assert!(!text.contains("card1"), "{text}");
+
+    f.convert("gpu", Target::Privileged);
+    assert_eq!(
+        (ids(&card), ids(&render), ids(&other)),
+        ((0, 44), (0, 105), (0, 44))
+    );
+    assert!(!rules.exists());
+}
+
 /// The CLI conversion of `name` in the fixture, with the fixture as host root.
 fn convert_args(f: &Fixture, name: &str, to: &str) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = vec![name.into(), "--to".into(), to.into()];

@@ -321,7 +321,7 @@ mod tests {
         .unwrap();
         std::fs::create_dir(p.join("not-a-container")).unwrap();
         assert_eq!(names(p).unwrap(), ["half", "priv", "unpriv"]);
-        let (path, entries) = list(Some(p)).unwrap();
+        let (path, entries) = list(Some(p), &Host::system()).unwrap();
         assert_eq!(path, p);
         let by_name = |n: &str| entries.iter().find(|e| e.name == n).unwrap().clone();
         let privileged = by_name("priv");
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn a_missing_lxcpath_names_the_way_out() {
-        let err = list(Some(Path::new("/nonexistent/lxc"))).unwrap_err();
+        let err = list(Some(Path::new("/nonexistent/lxc")), &Host::system()).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("/nonexistent/lxc") && text.contains("-P DIR"),

@@ -10,7 +10,7 @@
 //! kernel file systems. [`scan`] counts, read-only, what one holds and how much of
 //! it a given [`View`] would show as nobody.
 
-use super::config::{ConfigError, ContainerConfig, MountEntry};
+use super::config::{ConfigError, ContainerConfig, DeviceAccess, MountEntry};
 use super::effects::HostEffects;
 use super::host::Host;
 use super::unmapped::UnmappedIds;
@@ -153,6 +153,7 @@ struct Found {
 #[derive(Default)]
 struct Collected {
     entries: Vec<Found>,
+    access: DeviceAccess,
     fstab: Option<(String, Origin)>,
     notes: Vec<String>,
 }
@@ -175,8 +176,14 @@ pub fn list(
         notes: collected.notes,
         ..Mounts::default()
     };
+    let mut device_dirs = Vec::new();
     for found in lines {
-        classify(host, found, &mut mounts);
+        classify(host, found, &mut mounts, &mut device_dirs);
+    }
+    for dir in device_dirs {
+        mounts
+            .devices
+            .extend(allowed_nodes(&dir, &collected.access, DEVICE_DIR_DEPTH));
     }
     mounts.devices.sort();
     mounts.devices.dedup();
@@ -201,6 +208,7 @@ fn collect(
         fstab: false,
     };
     for (line, key, value) in config.assignments() {
+        out.access.take(key, value);
         match key {
             "lxc.mount.entry" if value.is_empty() => out.entries.clear(),
             "lxc.mount.entry" => {
@@ -301,17 +309,35 @@ fn read_fstab(
     Ok(found)
 }
 
-/// Sorts a mount line into a bind mount with data, a device, or neither.
-fn classify(host: &Host, found: Found, mounts: &mut Mounts) {
+/// How deep a bind-mounted `/dev` directory is searched for nodes
+/// (`/dev/bus/usb/001/002` is two levels down from `/dev/bus/usb`).
+const DEVICE_DIR_DEPTH: usize = 3;
+
+/// Sorts a mount line into a bind mount with data, a device (or a `/dev` directory
+/// of them), or neither.
+fn classify(host: &Host, found: Found, mounts: &mut Mounts, device_dirs: &mut Vec<PathBuf>) {
     let entry = found.entry;
-    if !entry.is_bind() {
-        return; // proc, sysfs, tmpfs, cgroup...: nothing of the host's files
+    if !entry.is_bind() || entry.has_option("relative") {
+        // proc, sysfs, tmpfs, cgroup...: nothing of the host's files; `relative`: a
+        // path in the rootfs itself, shifted with it.
+        return;
     }
     let source = PathBuf::from(&entry.source);
+    if !source.is_absolute() {
+        mounts.notes.push(format!(
+            "{}:{}: bind mount source {} is relative without the `relative` option: LXC resolves it against the directory lxc-start runs in, so it is not listed and never shifted; write it absolute",
+            found.origin.file.display(),
+            found.origin.line,
+            source.display()
+        ));
+        return;
+    }
     let host_source = host.path(&source);
     if source.starts_with("/dev") {
-        if host_source.exists() && !host_source.is_dir() {
-            mounts.devices.push(host_source);
+        match (host_source.is_dir(), host_source.exists()) {
+            (true, _) => device_dirs.push(host_source),
+            (false, true) => mounts.devices.push(host_source),
+            _ => {}
         }
         return;
     }
@@ -324,6 +350,35 @@ fn classify(host: &Host, found: Found, mounts: &mut Mounts) {
         entry,
         origin: found.origin,
     });
+}
+
+/// The device nodes in a bind-mounted `/dev` directory that the cgroup lines let the
+/// container open, `depth` levels down at most; symlinks are not followed.
+fn allowed_nodes(dir: &Path, access: &DeviceAccess, depth: usize) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut nodes = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let kind = meta.file_type();
+        if kind.is_dir() && depth > 1 {
+            nodes.extend(allowed_nodes(&entry.path(), access, depth - 1));
+        }
+        let is_char = kind.is_char_device();
+        if !is_char && !kind.is_block_device() {
+            continue;
+        }
+        let (major, minor) = (
+            rustix::fs::major(meta.rdev()),
+            rustix::fs::minor(meta.rdev()),
+        );
+        if access.allows(is_char, major, minor) {
+            nodes.push(entry.path());
+        }
+    }
+    nodes
 }
 
 // f_type is i64 on x86_64 but narrower on other architectures.
@@ -669,6 +724,8 @@ mod tests {
                            lxc.mount.entry = /dev/ttyUSB0 dev/ttyUSB0 none bind,optional,create=file\n\
                            lxc.mount.entry = /dev/ttyUSB9 dev/ttyUSB9 none bind,optional,create=file\n\
                            lxc.mount.entry = /proc/sys/x proc/x none bind 0 0\n\
+                           lxc.mount.entry = dev/null proc/kcore none bind,relative 0 0\n\
+                           lxc.mount.entry = srv/rel srv/rel none bind 0 0\n\
                            lxc.mount.entry = /srv/data srv/data none bind,create=dir,idmap=container 0 0\n";
         let config_path = dir.join("config");
         write(&config_path, config_text);
@@ -679,8 +736,15 @@ mod tests {
             ["/srv/inc", "/srv/conf-d", "/srv/data", "/srv/tab"]
         );
         assert_eq!(mounts.devices, [tmp.path().join("dev/ttyUSB0")]);
-        assert_eq!(mounts.notes.len(), 1, "{:?}", mounts.notes);
+        // A `relative` source is in the rootfs; a relative one without it is LXC's
+        // working directory's: neither is a host bind, the second is said.
+        assert_eq!(mounts.notes.len(), 2, "{:?}", mounts.notes);
         assert!(mounts.notes[0].contains("/share/missing.conf"));
+        assert!(
+            mounts.notes[1].contains("srv/rel is relative"),
+            "{}",
+            mounts.notes[1]
+        );
         let data = &mounts.binds[2];
         assert_eq!(data.host_source, tmp.path().join("srv/data"));
         assert!(data.idmapped() && !data.optional());
@@ -688,7 +752,7 @@ mod tests {
             data.origin,
             Origin {
                 file: config_path.clone(),
-                line: 9,
+                line: 11,
                 fstab: false
             }
         );

@@ -11,9 +11,10 @@
 //!
 //! Parts: `line` (one line and how LXC reads its value), `rootfs` (backend,
 //! location and mount options of the rootfs), `mount_entry` (mount entries and
-//! their options), `edit` (the unprivileged and privileged edits), `guard` (the
+//! their options), `device_access` (the devices the cgroup lines allow), `edit` (the unprivileged and privileged edits), `guard` (the
 //! lines that keep a container from starting while a conversion is unfinished).
 
+mod device_access;
 mod edit;
 #[cfg(feature = "testkit")]
 mod fuzz;
@@ -24,6 +25,7 @@ mod rootfs;
 #[cfg(test)]
 mod test_configs;
 
+pub use device_access::DeviceAccess;
 #[doc(hidden)]
 #[cfg(feature = "testkit")]
 pub use fuzz::fuzz_edit;

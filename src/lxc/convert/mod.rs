@@ -442,7 +442,13 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         .as_ref()
         .unwrap_or(&course.recorded)
         .device_owners;
-    let devices = device_plan(options, &config, &rootfs, course.to, recorded_devices)?;
+    let devices = device_plan(
+        options,
+        (&container, &config),
+        &rootfs,
+        course.to,
+        recorded_devices,
+    )?;
     let state = course.interrupted.clone().unwrap_or(ConversionState {
         origin: course.from,
         target: course.to,
@@ -1301,13 +1307,13 @@ pub fn read_state(container: &Container) -> Result<Option<ConversionState>, Conv
 /// privileged, the nodes get those back.
 fn device_plan(
     options: &ConvertOptions,
-    config: &ContainerConfig,
+    (container, config): (&Container, &ContainerConfig),
     rootfs: &Path,
     to: Option<u32>,
     recorded: &[DeviceOwner],
 ) -> Result<DevicePlan, ConvertError> {
     let rules = match to {
-        Some(host_first) => device_rules(options, config, rootfs, host_first)?,
+        Some(host_first) => device_rules(options, (container, config), rootfs, host_first)?,
         None => Vec::new(),
     };
     let original = match recorded.is_empty() {
@@ -1363,11 +1369,11 @@ fn current_owner(node: &Path) -> Option<DeviceOwner> {
 
 fn device_rules(
     options: &ConvertOptions,
-    config: &ContainerConfig,
+    (container, config): (&Container, &ContainerConfig),
     rootfs: &Path,
     host_first: u32,
 ) -> Result<Vec<udev::DeviceRule>, ConvertError> {
-    let nodes = device_nodes(config, &options.host, &options.devices)?;
+    let nodes = device_nodes((container, config), &options.host, &options.devices)?;
     let mut rules = Vec::new();
     for node in nodes {
         let device = udev::probe(&options.host, &node)?;
@@ -1390,14 +1396,18 @@ fn device_rules(
     Ok(rules)
 }
 
-/// Device nodes passed in: `lxc.mount.entry` sources under the host's /dev, and
-/// `--device`. A missing source (an optional entry, an unplugged device) has nothing
-/// to own; a missing `--device` is reported by `probe`.
+/// Device nodes passed in: `lxc.mount.entry` sources under the host's /dev (in the
+/// config, its includes and fstab; the nodes of a `/dev` directory that its cgroup
+/// lines allow), and `--device`. A missing source (an optional entry, an unplugged
+/// device) has nothing to own; a missing `--device` is reported by `probe`.
 fn device_nodes(
-    config: &ContainerConfig,
+    (container, config): (&Container, &ContainerConfig),
     host: &Host,
     extra: &[PathBuf],
 ) -> Result<Vec<PathBuf>, ConvertError> {
+    let listed = mounts::list(host, &container.dir(), &container.config(), config)
+        .map(|m| m.devices)
+        .unwrap_or_default();
     let mut nodes: Vec<PathBuf> = config
         .mount_entries()?
         .into_iter()
@@ -1405,6 +1415,7 @@ fn device_nodes(
         .filter(|source| source.starts_with("/dev/"))
         .map(|source| host.path(source))
         .filter(|node| node.exists() && !node.is_dir())
+        .chain(listed)
         .chain(extra.iter().cloned())
         .collect();
     nodes.sort();
