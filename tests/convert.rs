@@ -381,6 +381,14 @@ fn refusals_change_nothing() {
     );
     assert_eq!(f.config("ovl"), overlay);
 
+    // A relative rootfs path is LXC's working directory's: never guessed.
+    f.config_only("rel", "lxc.rootfs.path = dir:rootfs\nlxc.uts.name = rel\n");
+    let rel = f.refused(&f.options("rel", Target::HostId(2_000_000)));
+    assert!(
+        matches!(rel, ConvertError::RelativeRootfs { .. }) && rel.to_string().contains("absolute"),
+        "{rel}"
+    );
+
     let ghost = f.refused(&f.options("ghost", Target::HostId(2_000_000)));
     let missing = lxc.join("ghost/config");
     assert!(

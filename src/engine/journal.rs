@@ -181,7 +181,7 @@ pub fn fingerprint(inode: &Inode) -> Option<u64> {
 }
 
 /// The FNV-1a hash: small, and stable across versions (records are kept on disk).
-fn fnv1a<'b>(bytes: impl IntoIterator<Item = &'b u8>) -> u64 {
+pub(crate) fn fnv1a<'b>(bytes: impl IntoIterator<Item = &'b u8>) -> u64 {
     (bytes.into_iter()).fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
     })

@@ -15,7 +15,7 @@ pub enum ContainerError {
         lxcpath: PathBuf,
         config: PathBuf,
     },
-    #[error("container name {0:?} is not a plain directory name; `lxc-idshift list` shows the containers' names")]
+    #[error("container name {0:?} is not a plain directory name (one path component, at most 255 bytes, no control characters such as a line break); nothing was changed; `lxc-idshift list` shows the containers' names")]
     BadName(String),
     #[error("container {name} is {state}: stop it first (lxc-stop -n {name}); shifting a running container races its writes")]
     NotStopped { name: String, state: String },
@@ -23,6 +23,14 @@ pub enum ContainerError {
         "cannot tell whether container {name} runs: {reason}; make sure lxc-info works, then retry"
     )]
     UnknownState { name: String, reason: String },
+}
+
+/// A name LXC can give a container directory, and that no file lxc-idshift writes
+/// (a config line, a udev rule) can be broken by: one path component (NAME_MAX),
+/// no control character such as a line break.
+fn is_plain_name(name: &str) -> bool {
+    let component = !name.is_empty() && name.len() <= 255 && !name.contains('/');
+    component && name != "." && name != ".." && !name.chars().any(char::is_control)
 }
 
 /// A container as LXC lays it out: `<lxcpath>/<name>/config`.
@@ -39,7 +47,7 @@ impl Container {
         lxcpath: Option<&Path>,
         host: &dyn HostEffects,
     ) -> Result<Container, ContainerError> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        if !is_plain_name(name) {
             return Err(ContainerError::BadName(name.into()));
         }
         let lxcpath = lxcpath
@@ -143,9 +151,20 @@ mod tests {
             Container::find("c", Some(tmp.path()), &RealHost),
             Err(ContainerError::NotFound { .. })
         ));
-        assert!(matches!(
-            Container::find("../etc", Some(tmp.path()), &RealHost),
-            Err(ContainerError::BadName(_))
-        ));
+        for bad in [
+            "../etc",
+            "",
+            "..",
+            "a\nlxc.hook.pre-start = /x",
+            &"n".repeat(256),
+        ] {
+            assert!(
+                matches!(
+                    Container::find(bad, Some(tmp.path()), &RealHost),
+                    Err(ContainerError::BadName(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -225,6 +225,12 @@ fn collect(
             "lxc.mount.fstab" | "lxc.mount" => {
                 out.fstab = Some((value.to_string(), origin(line))).filter(|_| !value.is_empty());
             }
+            "lxc.include" if !Path::new(value).is_absolute() && !value.is_empty() => {
+                out.notes.push(format!(
+                    "{}:{line}: lxc.include {value} is relative: LXC reads it from the directory the LXC command runs in, so its mounts (if any) are not listed; write it absolute",
+                    path.display()
+                ));
+            }
             "lxc.include" if !value.is_empty() => {
                 include(host, Path::new(value), depth, out)?;
             }
@@ -726,6 +732,7 @@ mod tests {
                            lxc.mount.entry = /proc/sys/x proc/x none bind 0 0\n\
                            lxc.mount.entry = dev/null proc/kcore none bind,relative 0 0\n\
                            lxc.mount.entry = srv/rel srv/rel none bind 0 0\n\
+                           lxc.include = rel.conf\n\
                            lxc.mount.entry = /srv/data srv/data none bind,create=dir,idmap=container 0 0\n";
         let config_path = dir.join("config");
         write(&config_path, config_text);
@@ -738,13 +745,11 @@ mod tests {
         assert_eq!(mounts.devices, [tmp.path().join("dev/ttyUSB0")]);
         // A `relative` source is in the rootfs; a relative one without it is LXC's
         // working directory's: neither is a host bind, the second is said.
-        assert_eq!(mounts.notes.len(), 2, "{:?}", mounts.notes);
+        // A relative include is not read either, and said.
+        assert_eq!(mounts.notes.len(), 3, "{:?}", mounts.notes);
         assert!(mounts.notes[0].contains("/share/missing.conf"));
-        assert!(
-            mounts.notes[1].contains("srv/rel is relative"),
-            "{}",
-            mounts.notes[1]
-        );
+        assert!(mounts.notes[1].contains("lxc.include rel.conf is relative"));
+        assert!(mounts.notes[2].contains("srv/rel is relative"));
         let data = &mounts.binds[2];
         assert_eq!(data.host_source, tmp.path().join("srv/data"));
         assert!(data.idmapped() && !data.optional());
@@ -752,7 +757,7 @@ mod tests {
             data.origin,
             Origin {
                 file: config_path.clone(),
-                line: 11,
+                line: 12,
                 fstab: false
             }
         );

@@ -58,6 +58,12 @@ pub enum DeviceError {
         sysfs: PathBuf,
         source: std::io::Error,
     },
+    #[error("device {path}: its {what} {value:?} (from sysfs) has characters a udev rule cannot hold safely; nothing was changed: pass the device another way, or write its rule by hand")]
+    UnsafeValue {
+        path: PathBuf,
+        what: &'static str,
+        value: String,
+    },
 }
 
 /// Reads the device behind `node` (a host path, not re-rooted under `host`): its
@@ -96,7 +102,7 @@ pub fn probe(host: &Host, node: &Path) -> Result<Device, DeviceError> {
         Some(name) => name.to_string_lossy().into_owned(),
         None => node_name(node),
     };
-    Ok(Device {
+    let device = Device {
         node: node.to_path_buf(),
         kernel_name,
         usb: usb_ids(&sys_root(host), &dir),
@@ -105,7 +111,38 @@ pub fn probe(host: &Host, node: &Path) -> Result<Device, DeviceError> {
         minor,
         is_char,
         gid: meta.gid(),
-    })
+    };
+    device.refuse_unsafe_values()?;
+    Ok(device)
+}
+
+impl Device {
+    /// What goes into the rule between quotes comes from sysfs: only characters
+    /// kernel names and attributes use, so that no value can end the quotes or the
+    /// line (a rule runs as root).
+    fn refuse_unsafe_values(&self) -> Result<(), DeviceError> {
+        let (vendor, product) = match &self.usb {
+            Some((vendor, product)) => (Some(vendor), Some(product)),
+            None => (None, None),
+        };
+        let values = [
+            ("kernel name", Some(&self.kernel_name)),
+            ("subsystem", self.subsystem.as_ref()),
+            ("idVendor", vendor),
+            ("idProduct", product),
+        ];
+        let safe = |c: char| c.is_ascii_alphanumeric() || "_.:+@!-".contains(c);
+        for (what, value) in values {
+            if let Some(value) = value.filter(|v| !v.chars().all(safe)) {
+                return Err(DeviceError::UnsafeValue {
+                    path: self.node.clone(),
+                    what,
+                    value: value.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The final component of `node` after its symlinks (a fallback kernel name).
@@ -281,8 +318,23 @@ fn rule_subsystem(device: &Device) -> &str {
 /// Where the container's rules go: <root>/etc/udev/rules.d/99-lxc-idshift-NAME.rules
 /// (99: after the distribution's rules, so ours win).
 pub fn rules_path(host: &Host, container: &str) -> PathBuf {
-    host.udev_rules_dir()
-        .join(format!("99-lxc-idshift-{container}.rules"))
+    host.udev_rules_dir().join(rules_file_name(container))
+}
+
+/// `99-lxc-idshift-NAME.rules`, or, for a name too long to fit in NAME_MAX, its
+/// start and a hash of all of it.
+fn rules_file_name(container: &str) -> String {
+    let name = format!("99-lxc-idshift-{container}.rules");
+    if name.len() <= 255 {
+        return name;
+    }
+    let start: String = container
+        .chars()
+        .take_while(char::is_ascii)
+        .take(100)
+        .collect();
+    let hash = crate::engine::journal::fnv1a(container.as_bytes());
+    format!("99-lxc-idshift-{start}-{hash:016x}.rules")
 }
 
 /// Reloads udev's rules and re-triggers `nodes`, and only them, so that the new
@@ -410,6 +462,38 @@ mod tests {
                 gid: 20,
             }
         );
+    }
+
+    /// A sysfs value that could end the rule's quotes or line is refused, naming it.
+    #[test]
+    fn a_value_a_rule_cannot_hold_safely_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_sysfs(tmp.path());
+        let usb = tmp.path().join("sys").join(USB_DIR);
+        std::fs::write(usb.join("idProduct"), "ea60\", RUN+=\"/bin/x\n").unwrap();
+        let node = tmp.path().join("ttyUSB0");
+        mknod(&node, 188, 0, 20);
+        let err = probe(&Host::under(tmp.path()), &node).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DeviceError::UnsafeValue {
+                    what: "idProduct",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    /// A container name as long as LXC allows still gives a rules file name that fits.
+    #[test]
+    fn a_long_container_name_gives_a_rules_file_name_that_fits() {
+        let (long, other) = ("c".repeat(250), format!("{}d", "c".repeat(249)));
+        let name = rules_file_name(&long);
+        assert!(name.len() <= 255 && name.ends_with(".rules"), "{name}");
+        assert_ne!(name, rules_file_name(&other));
+        assert_eq!(rules_file_name("web"), "99-lxc-idshift-web.rules");
     }
 
     #[test]

@@ -172,6 +172,8 @@ pub enum ConvertError {
         example: PathBuf,
         with: String,
     },
+    #[error("lxc.rootfs.path = {value} in {config} is a relative path, which LXC resolves against the directory the LXC command runs in: lxc-idshift cannot tell which directory that is. Nothing was changed: write the rootfs's absolute path there, then run the same command again")]
+    RelativeRootfs { config: PathBuf, value: String },
     #[error("bind mount source {mount} was shifted with the rootfs by an earlier conversion, but it is no longer a directory there{now}. Nothing was changed: put it back at {mount} and run the same command again; if it is gone for good, create an empty directory there first")]
     ShiftedSourceMissing { mount: PathBuf, now: String },
     #[error("--mounts shift would re-own bind mount source {mount} with the container's range, but it is not the container's alone: {users}. Convert with --mounts idmap (the container sees its files with their owners; nothing on disk changes) or --mounts keep, or give the container a directory of its own")]
@@ -1029,6 +1031,12 @@ fn shiftable_rootfs(config: &ContainerConfig, path: &Path) -> Result<PathBuf, Co
         backend: format!("{:?}", rootfs.backend).to_lowercase(),
         why,
     };
+    if !rootfs.location.is_absolute() {
+        return Err(ConvertError::RelativeRootfs {
+            config: path.to_path_buf(),
+            value: rootfs.raw.clone(),
+        });
+    }
     match &rootfs.backend {
         Backend::Dir => Ok(rootfs.location.clone()),
         Backend::Btrfs | Backend::Zfs if rootfs.location.is_dir() => Ok(rootfs.location.clone()),
