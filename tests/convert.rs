@@ -760,6 +760,10 @@ fn passed_through_devices_get_a_udev_rule() {
     let rootfs = f.container_with("usb", |rootfs| debian_config("usb", rootfs) + entry);
     // The container calls gid 27 dialout: the rule must say 1000027, not 1000020.
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\ndialout:x:27:\n").unwrap();
+    // A udevd runs on this host.
+    let control = f.root().join("run/udev/control");
+    std::fs::create_dir_all(control.parent().unwrap()).unwrap();
+    std::fs::write(&control, "").unwrap();
 
     let there = stopped();
     execute(
@@ -783,7 +787,16 @@ fn passed_through_devices_get_a_udev_rule() {
     let meta = std::fs::metadata(&node).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (1_000_000, 1_000_027));
 
-    f.convert("usb", Target::Privileged);
+    // Without a udevd, the plan says so before anything is written, and the
+    // conversion ends well: no reload is tried, the owners are set all the same.
+    std::fs::remove_file(&control).unwrap();
+    let back = f.plan("usb", Target::Privileged);
+    let text = describe(&back);
+    assert!(text.contains("no udevd runs here"), "{text}");
+    let here = stopped();
+    let outcome = execute(back, &here, Some(2), &Quiet).unwrap();
+    assert_eq!(outcome.udev_reloaded, Some(false));
+    assert!(!(here.calls().iter()).any(|c| matches!(c, HostCall::ReloadUdev(_))));
     assert!(!rules.exists(), "the rule is removed when going back");
     let meta = std::fs::metadata(&node).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (0, 20), "its owners come back");

@@ -361,6 +361,12 @@ pub fn reload_udev(nodes: &[PathBuf]) -> std::io::Result<bool> {
 /// The control socket of a running udevd.
 const UDEVD_CONTROL: &str = "/run/udev/control";
 
+/// Whether a udevd runs on `host` to be told about new rules. Asked while planning,
+/// so that a host without one is known before anything is written.
+pub fn udevd_runs(host: &Host) -> bool {
+    host.path(UDEVD_CONTROL).exists()
+}
+
 /// The first executable file named `name` in $PATH.
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

@@ -65,6 +65,9 @@ pub fn describe(plan: &Plan) -> String {
         let DeviceOwner { node, uid, gid } = owner;
         text += &format!("chown {uid}:{gid} {}\n", node.display());
     }
+    if plan.udev_rules.is_some() && !plan.udevd_runs {
+        text += "note: no udevd runs here (or udevadm is missing): the nodes get their owners now, and the rule takes effect when udevd starts\n";
+    }
     text
 }
 

@@ -196,6 +196,9 @@ fn apply_devices(effects: &dyn HostEffects, plan: &Plan) -> Result<Option<bool>,
     match &plan.udev_rules {
         Some(edit) => {
             write_edit(effects, edit)?;
+            if !plan.udevd_runs {
+                return Ok(Some(false));
+            }
             let nodes: Vec<PathBuf> = plan.device_owners.iter().map(|o| o.node.clone()).collect();
             let reloaded = effects.reload_udev(&nodes);
             Ok(Some(

@@ -314,6 +314,8 @@ pub struct Plan {
     /// The host files a conversion may rewrite (subordinate ids, udev rule).
     pub host_files: Vec<PathBuf>,
     pub udev_rules: Option<FileEdit>,
+    /// Whether a udevd runs to reload `udev_rules` (asked while planning).
+    pub udevd_runs: bool,
     pub device_owners: Vec<DeviceOwner>,
     /// What happens to root's subordinate ids; the edits above show it, but
     /// `execute` applies it to the files as they are once locked.
@@ -511,6 +513,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
             options.host.subgid(),
             udev::rules_path(&options.host, &options.name),
         ],
+        udevd_runs: udev::udevd_runs(&options.host),
         udev_rules: devices.rules,
         device_owners: devices.owners,
         subids,
