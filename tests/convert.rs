@@ -2198,6 +2198,33 @@ fn a_rootfs_sharing_inodes_with_another_container_is_refused() {
     );
 }
 
+/// A bind source to shift with a file linked from outside it (a backup made with
+/// hard links) is refused before anything is written, the rootfs included.
+#[test]
+fn a_bind_source_with_files_linked_from_outside_is_never_shifted() {
+    if !require_root("a_bind_source_with_files_linked_from_outside_is_never_shifted") {
+        return;
+    }
+    let f = Fixture::new();
+    let data = www_with_bind_mount(&f);
+    std::fs::create_dir(f.root().join("backup")).unwrap();
+    std::fs::hard_link(data.join("a"), f.root().join("backup/a")).unwrap();
+    let (before, files_before) = (f.snapshot("www"), collect(&f.root().join("srv")));
+    let options = ConvertOptions {
+        mounts: MountsChoice::Shift,
+        ..f.options("www", Target::HostId(1_000_000))
+    };
+    let err = f.refused(&options);
+    let message = err.to_string();
+    assert!(
+        matches!(err, ConvertError::RootfsSharesInodes { .. }),
+        "{message}"
+    );
+    assert!(message.contains("srv/data/a"), "{message}");
+    assert_unchanged(&before, &f.snapshot("www"), "refused");
+    assert_same(&files_before, &collect(&f.root().join("srv")), "the source");
+}
+
 /// A source shifted with one container's rootfs and bound by another made since:
 /// `check` on the other names the container that shifted it and the way back.
 #[test]

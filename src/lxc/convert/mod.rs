@@ -165,9 +165,9 @@ pub enum ConvertError {
         why: String,
         name: String,
     },
-    #[error("{count} files of {rootfs} have hard links outside it (for example {example}{with}): a shift would change those other names too, so it could neither finish nor come back exactly. Nothing was changed. Give the rootfs files of its own, e.g. `cp -a {rootfs} {rootfs}.own && mv {rootfs} {rootfs}.shared && mv {rootfs}.own {rootfs}` (cp -a keeps the hard links inside the copy), then run the same command again")]
+    #[error("{count} files of {tree} have hard links outside it (for example {example}{with}): a shift would change those other names too, so it could neither finish nor come back exactly. Nothing was changed. Give it files of its own, e.g. `cp -a {tree} {tree}.own && mv {tree} {tree}.shared && mv {tree}.own {tree}` (cp -a keeps the hard links inside the copy), then run the same command again")]
     RootfsSharesInodes {
-        rootfs: PathBuf,
+        tree: PathBuf,
         count: usize,
         example: PathBuf,
         with: String,
@@ -473,6 +473,14 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     if let Some(scan) = &scan {
         refuse_linked_outside(scan, (&container, &rootfs), &options.host)?;
     }
+    // So does each bind mount source shifted along (shifted after the rootfs: a
+    // refusal there would leave the conversion half-way).
+    for source in mount_shifts.iter().filter(|s| s.is_dir()) {
+        if let Some((map, direction)) = &course.shift {
+            let found = unmapped::scan(source, map, *direction, options.threads)?;
+            refuse_linked_outside(&found, (&container, source), &options.host)?;
+        }
+    }
     // Towards a container from privileged ids (0..): what its map leaves out. An
     // idmapped rootfs stays as it is: scanned for the --dry-run plan only, so that
     // the conversion itself costs no walk.
@@ -619,21 +627,21 @@ fn refuse_shared_source(
     })
 }
 
-/// Files of the rootfs with hard links outside it (a `cp -al` copy, a
-/// deduplication across containers): a shift must leave them alone, and the
-/// conversion could then neither finish nor come back exactly. Refused before the
-/// first write, naming the containers that share them.
+/// Files of a tree to shift (the rootfs, a bind source) with hard links outside it
+/// (a `cp -al` copy, a deduplication across containers): a shift must leave them
+/// alone, and the conversion could then neither finish nor come back exactly.
+/// Refused before the first write, naming the containers whose rootfs shares them.
 fn refuse_linked_outside(
     scan: &unmapped::RootfsScan,
-    (container, rootfs): (&Container, &Path),
+    (container, tree): (&Container, &Path),
     host: &Host,
 ) -> Result<(), ConvertError> {
     let Some(example) = scan.linked_outside_example.clone() else {
         return Ok(());
     };
-    let sharing = shared::rootfs_sharing(&example, rootfs, container, host);
+    let sharing = shared::rootfs_sharing(&example, tree, container, host);
     Err(ConvertError::RootfsSharesInodes {
-        rootfs: rootfs.to_path_buf(),
+        tree: tree.to_path_buf(),
         count: scan.linked_outside,
         example,
         with: match sharing.is_empty() {
