@@ -2198,6 +2198,52 @@ fn a_rootfs_sharing_inodes_with_another_container_is_refused() {
     );
 }
 
+/// A rootfs and a bind source at paths as long as LXC takes (near PATH_MAX, 4096)
+/// convert and come back exactly: every name written for them (journals, records)
+/// stays within NAME_MAX.
+#[test]
+fn paths_as_long_as_lxc_accepts_convert_and_come_back() {
+    if !require_root("paths_as_long_as_lxc_accepts_convert_and_come_back") {
+        return;
+    }
+    let f = Fixture::new();
+    let long = |root: &Path| root.join(vec!["d".repeat(200); 16].join("/"));
+    let source = long(&f.root().join("srv"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a"), "a").unwrap();
+    let host_source = source.strip_prefix(f.root()).unwrap();
+    let entry = format!(
+        "lxc.mount.entry = /{} srv/data none bind,create=dir 0 0\n",
+        host_source.display()
+    );
+    let rootfs = long(&f.dir("www"));
+    assert!(rootfs.as_os_str().len() > 3200, "{}", rootfs.display());
+    f.config_only("www", &(debian_config("www", &rootfs) + &entry));
+    // Built at a short path (a socket's path must fit in sun_path), then moved there.
+    let short = f.root().join("s");
+    std::fs::create_dir(&short).unwrap();
+    lxc_idshift::sample::build_sample_rootfs(&short).unwrap();
+    std::fs::create_dir_all(rootfs.parent().unwrap()).unwrap();
+    std::fs::rename(&short, &rootfs).unwrap();
+    let (before, source_before, config) = (collect(&rootfs), collect(&source), f.config("www"));
+    let there = plan(
+        &ConvertOptions {
+            mounts: MountsChoice::Shift,
+            ..f.options("www", Target::HostId(1_000_000))
+        },
+        &stopped(),
+    )
+    .unwrap();
+    let outcome = execute(there, &stopped(), Some(2), &Quiet).unwrap();
+    assert_eq!(outcome.shift.unwrap().summary.errors, 0);
+    assert_eq!(outcome.mount_shifts[0].summary.errors, 0);
+    assert_eq!(owner(&source.join("a")).0, 1_000_000);
+    f.convert("www", Target::Privileged);
+    assert_same(&before, &collect(&rootfs), "the rootfs after --to 0");
+    assert_same(&source_before, &collect(&source), "the source after --to 0");
+    assert_eq!(f.config("www"), config);
+}
+
 /// A bind source to shift with a file linked from outside it (a backup made with
 /// hard links) is refused before anything is written, the rootfs included.
 #[test]
