@@ -2198,6 +2198,35 @@ fn a_rootfs_sharing_inodes_with_another_container_is_refused() {
     );
 }
 
+/// User and group ranges on different host ids, or a map with holes, are refused
+/// before anything is written (converted with the user range alone, every group
+/// would stay where it was while the plan said "privileged").
+#[test]
+fn maps_of_other_shapes_are_refused_until_supported() {
+    if !require_root("maps_of_other_shapes_are_refused_until_supported") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("split");
+    let shapes = [
+        "lxc.idmap = u 0 1000000 65536\nlxc.idmap = g 0 2000000 65536\n",
+        "lxc.idmap = u 0 1000000 1000\nlxc.idmap = u 1000 1000 1\nlxc.idmap = u 1001 1001001 64535\nlxc.idmap = g 0 1000000 65536\n",
+    ];
+    for maps in shapes {
+        let config = debian_config("split", &rootfs) + maps;
+        std::fs::write(f.config_path("split"), &config).unwrap();
+        let before = f.snapshot("split");
+        for to in [Target::Privileged, Target::HostId(3_000_000)] {
+            let err = f.refused(&f.options("split", to));
+            assert!(
+                matches!(err, ConvertError::UnusualMap { .. }),
+                "{maps} {to:?}: {err}"
+            );
+            assert_unchanged(&before, &f.snapshot("split"), maps);
+        }
+    }
+}
+
 /// A rootfs and a bind source at paths as long as LXC takes (near PATH_MAX, 4096)
 /// convert and come back exactly: every name written for them (journals, records)
 /// stays within NAME_MAX.

@@ -136,7 +136,7 @@ pub enum ConvertError {
         "rootfs {0} is not a mounted directory; mount it (btrfs subvolume / zfs dataset) and retry"
     )]
     RootfsNotMounted(PathBuf),
-    #[error("{config} maps container ids in a way lxc-idshift does not convert ({maps}); expected u/g lines `0 HOSTID COUNT`")]
+    #[error("{config} maps container ids in a way lxc-idshift does not convert yet ({maps}): it converts one range for users and groups alike, u and g lines `0 HOSTID COUNT` with the same HOSTID and COUNT; nothing was changed")]
     UnusualMap { config: PathBuf, maps: String },
     #[error("range {first}..{last} overlaps container {other}'s map ({other_first}..{other_last}); choose another --to (or --to auto)")]
     RangeTaken {
@@ -1064,7 +1064,18 @@ fn current_host_id(maps: &[MapEntry], path: &Path) -> Result<Option<u32>, Conver
         return Ok(None);
     }
     let root = maps.iter().find(|m| m.users && m.container_first == 0);
-    let simple = maps.iter().all(|m| m.container_first == 0);
+    // One range for users and groups alike: a split map (groups elsewhere than
+    // users) or one with several pieces would be converted with the user range alone.
+    let same = |m: &MapEntry| {
+        root.is_some_and(|r| {
+            (m.container_first, m.host_first, m.count) == (0, r.host_first, r.count)
+        })
+    };
+    let kinds = (
+        maps.iter().filter(|m| m.users).count(),
+        maps.iter().filter(|m| m.groups).count(),
+    );
+    let simple = maps.iter().all(same) && kinds == (1, 1);
     match root {
         Some(m) if simple => Ok(Some(m.host_first)),
         _ => Err(ConvertError::UnusualMap {
