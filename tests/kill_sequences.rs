@@ -29,16 +29,20 @@ fn build(root: &Path, inodes: usize, host_inodes: usize) {
 
 /// Builds the victim and a reference tree, shifts the reference without
 /// interruption and checks it against the independent expectation.
-fn expected(victim: &Path, reference: &Path, inodes: usize) -> Expected {
+fn expected(victim: &Path, reference: &Path, inodes: usize, map: &TestMap) -> Expected {
     build(victim, inodes, 400);
     build(reference, inodes, 400);
     let orig = collect(victim);
     assert_same(&orig, &collect(reference), "two trees from the same seed");
     let started = Instant::now();
-    Tool::new().shift_ok(reference, &[]);
+    Tool::with_map(map).shift_ok(reference, &[]);
     let run_time = started.elapsed();
     let shifted = collect(reference);
-    assert_same(&expected_forward(&orig), &shifted, "uninterrupted forward");
+    assert_same(
+        &expected_forward_with(&orig, map),
+        &shifted,
+        "uninterrupted forward",
+    );
     Expected {
         orig,
         shifted,
@@ -48,11 +52,16 @@ fn expected(victim: &Path, reference: &Path, inodes: usize) -> Expected {
 
 /// Runs `sequences` random sequences of 1 to 4 killed runs, each followed by one
 /// run to its end in a random direction, on `victim`.
-fn kill_sequences(victim: &Path, reference: &Path, inodes: usize, sequences: usize) {
+fn kill_sequences(
+    (victim, reference): (&Path, &Path),
+    inodes: usize,
+    sequences: usize,
+    map: &TestMap,
+) {
     let seed = env_seed("LXC_IDSHIFT_KILL_SEED");
     eprintln!("kill sequences on {}: seed={seed:#x}", victim.display());
-    let want = expected(victim, reference, inodes);
-    let (tool, mut rng) = (Tool::new(), Lcg(seed));
+    let want = expected(victim, reference, inodes, map);
+    let (tool, mut rng) = (Tool::with_map(map), Lcg(seed));
     let (mut killed, mut runs) = (0, 0);
     // Resumes and undos are shorter than a whole run: the kills aim at the lengths
     // seen, shorter after a run ended before its kill, longer after a kill.
@@ -107,7 +116,40 @@ fn kill_sequences_end_exactly() {
     }
     let (victim, reference) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let sequences = env_usize("LXC_IDSHIFT_KILL_SEQUENCES", 40);
-    kill_sequences(victim.path(), reference.path(), 20_000, sequences);
+    kill_sequences(
+        (victim.path(), reference.path()),
+        20_000,
+        sequences,
+        &SIMPLE,
+    );
+}
+
+/// A map with a hole where the bulk tree has owners (its owners are 0..1000): uid
+/// and gid 500 shared with the host, as LXC maps a shared user.
+const HOLE_AT_500: TestMap = TestMap(&[
+    ('u', 0, 1_000_000, 500),
+    ('u', 500, 500, 1),
+    ('u', 501, 1_000_501, 65_035),
+    ('g', 0, 1_000_000, 500),
+    ('g', 500, 500, 1),
+    ('g', 501, 1_000_501, 65_035),
+]);
+
+/// The same with a map that has a hole: its identity piece never moves and is
+/// never taken for an id moved already.
+#[test]
+fn kill_sequences_with_a_map_with_a_hole_end_exactly() {
+    if !require_root("kill_sequences_with_a_map_with_a_hole_end_exactly") {
+        return;
+    }
+    let (victim, reference) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sequences = env_usize("LXC_IDSHIFT_KILL_SEQUENCES", 40) / 4;
+    kill_sequences(
+        (victim.path(), reference.path()),
+        12_000,
+        sequences.max(4),
+        &HOLE,
+    );
 }
 
 /// The same where ctimes keep whole seconds (ext4 with 128-byte inodes): the symlinks
@@ -122,5 +164,5 @@ fn kill_sequences_where_ctimes_keep_whole_seconds() {
         return;
     };
     let sequences = env_usize("LXC_IDSHIFT_KILL_SEQUENCES", 40) / 4;
-    kill_sequences(&victim, &reference, 12_000, sequences.max(4));
+    kill_sequences((&victim, &reference), 12_000, sequences.max(4), &SIMPLE);
 }

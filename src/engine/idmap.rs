@@ -123,6 +123,11 @@ impl MapEntry {
         }
     }
 
+    /// A piece mapping each id onto itself (LXC's way to share a host id).
+    pub fn is_identity(&self) -> bool {
+        self.container_first == self.host_first
+    }
+
     fn kinds_overlap(&self, other: &MapEntry) -> bool {
         (self.users && other.users) || (self.groups && other.groups)
     }
@@ -213,8 +218,13 @@ impl IdMap {
                 let name = |e: &MapEntry| e.to_string();
                 let crosses = a.container_range().overlaps(b.host_range())
                     || a.host_range().overlaps(b.container_range());
-                if crosses && std::ptr::eq(a, b) {
+                // An identity piece (`u 1000 1000 1`: a host id shared with the
+                // container) maps each id onto itself: nothing to undo.
+                if crosses && std::ptr::eq(a, b) && !a.is_identity() {
                     return Err(IdMapError::SelfOverlap(name(a)));
+                }
+                if std::ptr::eq(a, b) && a.is_identity() {
+                    continue;
                 }
                 if crosses {
                     return Err(IdMapError::ContainerHostOverlap(name(a), name(b)));
@@ -269,11 +279,12 @@ impl IdMap {
         }
     }
 
-    /// Whether `id` lies in a range that a shift in `direction` moves ids into.
+    /// Whether `id` lies in a range that a shift in `direction` moves ids into. An
+    /// identity piece's ids are its own source too: never "already moved".
     pub fn in_target(&self, kind: IdKind, id: u32, direction: Direction) -> bool {
         self.entries
             .iter()
-            .filter(|e| e.applies_to(kind))
+            .filter(|e| e.applies_to(kind) && !e.is_identity())
             .any(|e| IdRange::new(e.target_first(direction), e.count).contains(id))
     }
 
@@ -326,7 +337,11 @@ pub fn fuzz_parse(data: &[u8]) {
             let crosses = a.container_range().overlaps(b.host_range())
                 || a.host_range().overlaps(b.container_range());
             let same = std::ptr::eq(a, b);
-            assert!(!crosses, "{a} and {b}: container range meets host range");
+            let identity = same && a.is_identity();
+            assert!(
+                !crosses || identity,
+                "{a} and {b}: container range meets host range"
+            );
             assert!(
                 same || !a.container_range().overlaps(b.container_range()),
                 "{a}, {b}"
@@ -421,6 +436,45 @@ mod tests {
         // Users and groups are separate id spaces.
         assert!(IdMap::parse(&["u:0:1000000:100", "g:50:1000000:100"]).is_ok());
         assert_eq!(IdMap::parse::<&str>(&[]), Err(IdMapError::NoMap));
+    }
+
+    /// A map with a hole, as LXC writes one to share host user 1000: the identity
+    /// piece is accepted, its id never moves and never counts as already moved,
+    /// and the ids around it shift both ways.
+    #[test]
+    fn a_map_with_a_hole_shares_its_identity_piece() {
+        let m = map(&[
+            "u:0:100000:1000",
+            "u:1000:1000:1",
+            "u:1001:101001:64535",
+            "g:0:100000:65536",
+        ]);
+        let (u, g, fwd, rev) = (
+            IdKind::User,
+            IdKind::Group,
+            Direction::Forward,
+            Direction::Reverse,
+        );
+        assert_eq!(m.shift(u, 999, fwd), Shift::Mapped(100_999));
+        assert_eq!(m.shift(u, 1000, fwd), Shift::Mapped(1000));
+        assert_eq!(m.shift(u, 1000, rev), Shift::Mapped(1000));
+        assert_eq!(m.shift(u, 1001, fwd), Shift::Mapped(101_001));
+        assert_eq!(
+            m.shift(u, 101_000, rev),
+            Shift::Unmapped,
+            "the hole's host id"
+        );
+        assert!(!m.in_target(u, 1000, fwd) && !m.in_target(u, 1000, rev));
+        assert_eq!(
+            m.shift(g, 1000, fwd),
+            Shift::Mapped(101_000),
+            "groups have no hole"
+        );
+        // Only a whole identity piece: one that maps onto part of itself shifts.
+        assert!(matches!(
+            IdMap::parse(&["u:1000:1001:5"]),
+            Err(IdMapError::SelfOverlap(..))
+        ));
     }
 
     #[test]

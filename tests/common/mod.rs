@@ -119,6 +119,7 @@ pub fn run_with_timeout<S: AsRef<OsStr>>(args: &[S], limit: Duration) -> Output 
 /// A journal in its own temporary directory, so nothing lands under /var/lib.
 pub struct Tool {
     journal_dir: tempfile::TempDir,
+    maps: Vec<String>,
 }
 
 impl Default for Tool {
@@ -129,8 +130,14 @@ impl Default for Tool {
 
 impl Tool {
     pub fn new() -> Tool {
+        Tool::with_map(&SIMPLE)
+    }
+
+    /// A tool that shifts with `map` (one `--map` per piece).
+    pub fn with_map(map: &TestMap) -> Tool {
         Tool {
             journal_dir: tempfile::tempdir().unwrap(),
+            maps: map.args(),
         }
     }
 
@@ -141,7 +148,10 @@ impl Tool {
     /// `shift DIR --map MAP --journal J [extra...]`.
     pub fn shift_args(&self, dir: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec!["shift".into(), dir.into()];
-        args.extend(["--map".into(), MAP.into(), "--journal".into()]);
+        for map in &self.maps {
+            args.extend(["--map".into(), map.into()]);
+        }
+        args.push("--journal".into());
         args.push(self.journal().into());
         args.extend(extra.iter().map(Into::into));
         args
@@ -297,12 +307,44 @@ pub fn owner(path: &Path) -> (u32, u32, u32) {
 // ---------------------------------------------------------------------------
 
 /// Forward map of one id: container range to host range, anything else unchanged.
-pub fn map_id(id: u32) -> u32 {
-    if (CONTAINER_FIRST..CONTAINER_FIRST + COUNT).contains(&id) {
-        id - CONTAINER_FIRST + HOST_FIRST
-    } else {
-        id
+/// A map as the tests expect it to work, written apart from the engine's: pieces
+/// of (kind 'u', 'g' or 'b', container first, host first, count).
+pub struct TestMap(pub &'static [(char, u32, u32, u32)]);
+
+/// MAP.
+pub const SIMPLE: TestMap = TestMap(&[('b', CONTAINER_FIRST, HOST_FIRST, COUNT)]);
+
+/// A map with a hole (host user 1000 shared with the container, as LXC maps it).
+pub const HOLE: TestMap = TestMap(&[
+    ('u', 0, 1_000_000, 1000),
+    ('u', 1000, 1000, 1),
+    ('u', 1001, 1_001_001, 64_535),
+    ('g', 0, 1_000_000, 65_536),
+]);
+
+/// Users and groups on different host ranges.
+pub const SPLIT: TestMap = TestMap(&[('u', 0, 1_000_000, 65_536), ('g', 0, 2_000_000, 65_536)]);
+
+impl TestMap {
+    /// The forward image of a uid (`user`) or gid.
+    pub fn id(&self, user: bool, id: u32) -> u32 {
+        let kind = if user { 'u' } else { 'g' };
+        (self.0.iter())
+            .filter(|(k, ..)| *k == kind || *k == 'b')
+            .find(|(_, container, _, count)| (*container..container + count).contains(&id))
+            .map_or(id, |(_, container, host, _)| id - container + host)
     }
+
+    pub fn args(&self) -> Vec<String> {
+        (self.0.iter())
+            .map(|(k, c, h, n)| format!("{k}:{c}:{h}:{n}"))
+            .collect()
+    }
+}
+
+/// The forward image of an id under MAP (users and groups alike).
+pub fn map_id(id: u32) -> u32 {
+    SIMPLE.id(true, id)
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -312,6 +354,11 @@ fn le32(b: &[u8], at: usize) -> u32 {
 /// system.posix_acl_*: u32 version, then (u16 tag, u16 perm, u32 id) entries; only
 /// ACL_USER (0x02) and ACL_GROUP (0x08) carry ids.
 pub fn expected_acl(value: &[u8]) -> Vec<u8> {
+    expected_acl_with(value, &SIMPLE)
+}
+
+/// `expected_acl` under `map`: ACL_USER entries map as uids, ACL_GROUP as gids.
+pub fn expected_acl_with(value: &[u8], map: &TestMap) -> Vec<u8> {
     assert!(
         value.len() >= 4 && (value.len() - 4).is_multiple_of(8),
         "odd ACL size {}",
@@ -322,7 +369,7 @@ pub fn expected_acl(value: &[u8]) -> Vec<u8> {
     for at in (4..value.len()).step_by(8) {
         let tag = u16::from_le_bytes([value[at], value[at + 1]]);
         if tag == 0x02 || tag == 0x08 {
-            let id = map_id(le32(value, at + 4));
+            let id = map.id(tag == 0x02, le32(value, at + 4));
             out[at + 4..at + 8].copy_from_slice(&id.to_le_bytes());
         }
     }
@@ -332,11 +379,16 @@ pub fn expected_acl(value: &[u8]) -> Vec<u8> {
 /// security.capability: v2 (20 bytes) becomes v3 (24 bytes) with rootid = host uid of
 /// container root; a v3 rootid is mapped like a uid.
 pub fn expected_caps(value: &[u8]) -> Vec<u8> {
+    expected_caps_with(value, &SIMPLE)
+}
+
+/// `expected_caps` under `map`: the rootid is a uid.
+pub fn expected_caps_with(value: &[u8], map: &TestMap) -> Vec<u8> {
     let magic = le32(value, 0);
     let flags = magic & 0x00ff_ffff;
     let (body, rootid) = match (magic >> 24, value.len()) {
-        (2, 20) => (&value[4..20], HOST_FIRST),
-        (3, 24) => (&value[4..20], map_id(le32(value, 20))),
+        (2, 20) => (&value[4..20], map.id(true, 0)),
+        (3, 24) => (&value[4..20], map.id(true, le32(value, 20))),
         other => panic!("unexpected security.capability layout {other:?}"),
     };
     let mut out = (0x0300_0000 | flags).to_le_bytes().to_vec();
@@ -347,16 +399,21 @@ pub fn expected_caps(value: &[u8]) -> Vec<u8> {
 
 /// The manifest a correct forward shift of `orig` with MAP must produce.
 pub fn expected_forward(orig: &Manifest) -> Manifest {
+    expected_forward_with(orig, &SIMPLE)
+}
+
+/// The manifest a correct forward shift of `orig` with `map` must produce.
+pub fn expected_forward_with(orig: &Manifest, map: &TestMap) -> Manifest {
     let mut out = orig.clone();
     for entry in out.entries.values_mut() {
-        entry.uid = map_id(entry.uid);
-        entry.gid = map_id(entry.gid);
+        entry.uid = map.id(true, entry.uid);
+        entry.gid = map.id(false, entry.gid);
         for (name, value) in entry.xattrs.iter_mut() {
             match name.as_slice() {
                 b"system.posix_acl_access" | b"system.posix_acl_default" => {
-                    *value = expected_acl(value)
+                    *value = expected_acl_with(value, map)
                 }
-                b"security.capability" => *value = expected_caps(value),
+                b"security.capability" => *value = expected_caps_with(value, map),
                 _ => {}
             }
         }
