@@ -148,7 +148,7 @@ fn kill_sequences_with_a_map_with_a_hole_end_exactly() {
         (victim.path(), reference.path()),
         12_000,
         sequences.max(4),
-        &HOLE,
+        &HOLE_AT_500,
     );
 }
 
