@@ -344,6 +344,10 @@ pub struct ConvertReport<'a> {
     pub edits: Vec<EditReport>,
     pub permissions: Vec<String>,
     pub devices: &'a [lxc_idshift::lxc::convert::DeviceOwner],
+    /// systemd units masked in the rootfs (they cannot work unprivileged) and
+    /// unmasked (going privileged).
+    pub units_masked: &'a [String],
+    pub units_unmasked: &'a [String],
     /// Rootfs owners and groups beyond the range: id -> inodes.
     pub unmapped: &'a lxc_idshift::lxc::unmapped::UnmappedIds,
     pub shift: Option<&'a ShiftReport>,
@@ -410,6 +414,8 @@ impl<'a> ConvertReport<'a> {
             edits,
             permissions: plan.perms.iter().map(perms::describe).collect(),
             devices: &plan.device_owners,
+            units_masked: &plan.units.mask,
+            units_unmasked: &plan.units.unmask,
             unmapped: &plan.unmapped,
             shift,
             udev_reloaded: None,

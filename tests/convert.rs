@@ -958,6 +958,10 @@ fn killed_conversions_finish_or_undo_exactly() {
     let rootfs = f.container("big");
     std::fs::create_dir(rootfs.join("srv")).unwrap();
     lxc_idshift::sample::build_bulk_tree(&rootfs.join("srv"), 20_000).unwrap();
+    // A unit the conversion masks: its mask is made and removed under kills too.
+    std::fs::create_dir_all(rootfs.join("lib/systemd/system")).unwrap();
+    std::fs::create_dir_all(rootfs.join("etc/systemd/system")).unwrap();
+    std::fs::write(rootfs.join("lib/systemd/system/sys-kernel-debug.mount"), "").unwrap();
     let original = outcome_of(&f, "big");
     let started = std::time::Instant::now();
     assert_exit(
@@ -967,6 +971,11 @@ fn killed_conversions_finish_or_undo_exactly() {
     );
     let run_time = started.elapsed();
     let converted = outcome_of(&f, "big");
+    let mask = rootfs.join("etc/systemd/system/sys-kernel-debug.mount");
+    assert!(
+        std::fs::symlink_metadata(&mask).is_ok(),
+        "the unit is masked"
+    );
     assert_exit(&run(&convert_args(&f, "big", "0")), 0, "back");
     assert_unchanged(
         &original,
@@ -2195,6 +2204,88 @@ fn a_rootfs_sharing_inodes_with_another_container_is_refused() {
         &shifted,
         &collect(&f.rootfs("copy")),
         "the cp -al copy, never touched",
+    );
+}
+
+/// Units that fail only because the container became unprivileged are masked in
+/// its rootfs (a link to /dev/null, owned by the container's root), said in the
+/// plan, and unmasked by `--to 0`, which gives back the exact tree. A unit the
+/// admin configured already, and a masks directory that leads out of the rootfs,
+/// are left alone.
+#[test]
+fn units_that_cannot_work_unprivileged_are_masked_and_unmasked() {
+    if !require_root("units_that_cannot_work_unprivileged_are_masked_and_unmasked") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("web");
+    let units = rootfs.join("lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    for unit in [
+        "sys-kernel-debug.mount",
+        "systemd-modules-load.service",
+        "cron.service",
+    ] {
+        std::fs::write(units.join(unit), "[Unit]\n").unwrap();
+    }
+    let masks = rootfs.join("etc/systemd/system");
+    std::fs::create_dir_all(&masks).unwrap();
+    // The admin's own override of one of them stays as it is.
+    std::fs::write(masks.join("systemd-modules-load.service"), "[Unit]\n").unwrap();
+    let before = collect(&rootfs);
+
+    let there = f.plan("web", Target::HostId(1_000_000));
+    let text = describe(&there);
+    assert!(
+        text.contains("mask sys-kernel-debug.mount in the rootfs"),
+        "{text}"
+    );
+    assert!(!text.contains("mask systemd-modules-load"), "{text}");
+    execute(there, &stopped(), Some(2), &Quiet).unwrap();
+    let mask = masks.join("sys-kernel-debug.mount");
+    assert_eq!(std::fs::read_link(&mask).unwrap(), Path::new("/dev/null"));
+    let meta = std::fs::symlink_metadata(&mask).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1_000_000, 1_000_000));
+    let state = std::fs::read_to_string(f.state_file("web")).unwrap();
+    assert!(state.contains("sys-kernel-debug.mount"), "{state}");
+
+    // Unmasked by hand, `check` finds it, and its fix masks it again.
+    std::fs::remove_file(&mask).unwrap();
+    let check = || {
+        lxc_idshift::lxc::check::check(&lxc_idshift::lxc::check::CheckOptions {
+            name: "web".into(),
+            lxcpath: Some(f.lxc()),
+            threads: Some(2),
+            host: Host::under(f.root()),
+        })
+        .unwrap()
+    };
+    let unit_problems = || {
+        (check().problems.into_iter())
+            .filter(|p| p.kind.name() == "unit_fails_unprivileged")
+            .collect::<Vec<_>>()
+    };
+    let found = unit_problems();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].fix.contains("--to 1000000"), "{}", found[0].fix);
+    f.convert("web", Target::HostId(1_000_000));
+    assert!(unit_problems().is_empty());
+
+    let back = f.plan("web", Target::Privileged);
+    assert!(describe(&back).contains("unmask sys-kernel-debug.mount"));
+    execute(back, &stopped(), Some(2), &Quiet).unwrap();
+    assert_same(&before, &collect(&rootfs), "the rootfs after --to 0");
+
+    // etc/systemd leading to the host's files: resolved inside the rootfs, nothing
+    // is masked and the host's directory stays empty.
+    let host_dir = f.root().join("host-systemd");
+    std::fs::create_dir_all(host_dir.join("system")).unwrap();
+    std::fs::remove_dir_all(rootfs.join("etc/systemd")).unwrap();
+    std::os::unix::fs::symlink(&host_dir, rootfs.join("etc/systemd")).unwrap();
+    f.convert("web", Target::HostId(1_000_000));
+    assert_eq!(
+        std::fs::read_dir(host_dir.join("system")).unwrap().count(),
+        0
     );
 }
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::lxc::{create_debian, ok, start_and_wait};
+use common::lxc::{create_debian, ok, sh, start_and_wait};
 use common::{assert_exit, bin, require_root, run, text};
 use std::path::Path;
 
@@ -27,6 +27,23 @@ fn inside(args: &[&str]) -> String {
 }
 
 /// The test container has no bridge to attach to on a CI machine: no network.
+/// How healthy systemd says the container is once booted: its state and the
+/// failed units, sorted.
+fn health() -> (String, Vec<String>) {
+    let attach = |args: &[&str]| {
+        let mut full = vec!["-n", NAME, "--"];
+        full.extend_from_slice(args);
+        text(&sh("lxc-attach", &full).stdout)
+    };
+    let state = attach(&["systemctl", "is-system-running", "--wait"]);
+    let failed = attach(&["systemctl", "--failed", "--plain", "--no-legend"]);
+    let mut units: Vec<String> = (failed.lines())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    units.sort();
+    (state.trim().to_string(), units)
+}
+
 fn without_network(config: &Path) {
     let text = std::fs::read_to_string(config).unwrap();
     let lines: Vec<&str> = text
@@ -86,6 +103,11 @@ fn convert_a_real_container_and_back() {
     );
     std::fs::copy("/usr/sbin/getcap", rootfs.join("usr/local/bin/getcap")).unwrap();
 
+    // Booted privileged first: the conversion must leave it as healthy as that.
+    start_and_wait(NAME);
+    let healthy = health();
+    ok("lxc-stop", &["-n", NAME]);
+
     let before = listed();
     assert_eq!(before["state"], "STOPPED", "{before}");
     assert_eq!(before["unprivileged"], false, "{before}");
@@ -101,6 +123,13 @@ fn convert_a_real_container_and_back() {
     assert!(config.contains("userns.conf"), "{config}");
 
     start_and_wait(NAME);
+    assert_eq!(
+        health(),
+        healthy,
+        "unprivileged, it boots as healthy as privileged (sys-kernel-debug.mount is masked)"
+    );
+    let masked = inside(&["readlink", "/etc/systemd/system/sys-kernel-debug.mount"]);
+    assert_eq!(masked.trim(), "/dev/null");
     let running = listed();
     assert_eq!(running["state"], "RUNNING", "{running}");
     assert_eq!(running["unprivileged"], true, "{running}");
@@ -146,6 +175,19 @@ fn convert_a_real_container_and_back() {
         "the container's init runs as host root again"
     );
     assert!(inside(&["/usr/local/bin/getcap", "/usr/local/bin/captest"]).contains("cap_net_raw"));
+    assert_eq!(health(), healthy, "privileged again, as healthy as before");
+    let unmasked = sh(
+        "lxc-attach",
+        &[
+            "-n",
+            NAME,
+            "--",
+            "test",
+            "-L",
+            "/etc/systemd/system/sys-kernel-debug.mount",
+        ],
+    );
+    assert!(!unmasked.status.success(), "--to 0 unmasks the unit");
     ok("lxc-stop", &["-n", NAME]);
 
     let again = run(&[NAME, "--to", "0"]);

@@ -20,6 +20,7 @@ use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
 use super::shared;
 use super::subid::SubIds;
 use super::udev;
+use super::units;
 use crate::engine::acl::{
     Acl, AclEntry, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ,
 };
@@ -87,6 +88,9 @@ pub enum ProblemKind {
     /// A bind mount source another container's conversion shifted with its rootfs
     /// (`--mounts shift`): its files carry that container's host ids.
     MountShiftedByOther,
+    /// A systemd unit of the rootfs that fails in an unprivileged container is
+    /// not masked.
+    UnitFailsUnprivileged,
     /// A passed-through device node's owner or group shows as nobody.
     DeviceShowsNobody,
     /// A passed-through device has no udev rule giving it the container's ids.
@@ -105,6 +109,7 @@ impl ProblemKind {
             ProblemKind::MountShowsNobody => "mount_shows_nobody",
             ProblemKind::IdmapUnsupported => "idmap_unsupported",
             ProblemKind::MountShiftedByOther => "mount_shifted_by_other",
+            ProblemKind::UnitFailsUnprivileged => "unit_fails_unprivileged",
             ProblemKind::DeviceShowsNobody => "device_shows_nobody",
             ProblemKind::DeviceWithoutUdevRule => "device_without_udev_rule",
         }
@@ -468,7 +473,25 @@ impl Checker<'_> {
     }
 
     /// The rootfs's owners as the container sees them.
+    /// Units the rootfs has that fail in an unprivileged container, not masked.
+    fn units(&mut self, rootfs: &Path) {
+        for unit in units::to_mask(rootfs) {
+            let message = format!(
+                "systemd unit {} fails in an unprivileged container ({}), so the container boots degraded",
+                unit.name, unit.why
+            );
+            let fix = format!(
+                "{} --to {}   (masks it in the rootfs; --to 0 unmasks it)",
+                self.command(),
+                self.root_host_id(IdKind::User).unwrap_or(0)
+            );
+            let path = rootfs.join("etc/systemd/system").join(unit.name);
+            self.problem(ProblemKind::UnitFailsUnprivileged, &path, message, fix);
+        }
+    }
+
     fn rootfs(&mut self, rootfs: &Path, idmapped: bool) -> Result<(), CheckError> {
+        self.units(rootfs);
         let scan = mounts::scan(rootfs, &self.view(idmapped), self.options.threads)?;
         if scan.nobody > 0 {
             let message = format!(

@@ -9,7 +9,7 @@
 
 use crate::engine::run::{self, Progress, RunError, ShiftOptions, ShiftReport};
 use crate::fsutil::{self, failed, FileError};
-use crate::lxc::{perms, udev};
+use crate::lxc::{perms, udev, units};
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ pub trait HostEffects {
     fn apply_perms(&self, changes: &[perms::PermChange]) -> Result<(), FileError>;
     /// Gives a device node its owner and group (a by-id link is followed).
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), FileError>;
+    /// Masks (`mask`) or unmasks systemd units in the rootfs ([`units`]).
+    fn mask_units(&self, rootfs: &Path, names: &[String], mask: bool) -> Result<(), FileError>;
     /// `udevadm control --reload` and `trigger`; Ok(false) when udevadm is not installed.
     fn reload_udev(&self, nodes: &[PathBuf]) -> io::Result<bool>;
     /// Shifts a tree with the engine ([`run::shift`]). A host effect too: only root
@@ -77,6 +79,13 @@ impl HostEffects for RealHost {
 
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), FileError> {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(failed("chown", path))
+    }
+
+    fn mask_units(&self, rootfs: &Path, names: &[String], mask: bool) -> Result<(), FileError> {
+        match mask {
+            true => units::mask(rootfs, names),
+            false => units::unmask(rootfs, names),
+        }
     }
 
     fn reload_udev(&self, nodes: &[PathBuf]) -> io::Result<bool> {
@@ -132,6 +141,12 @@ mod recording {
         },
         /// Reload, and trigger these device nodes.
         ReloadUdev(Vec<PathBuf>),
+        /// Mask (true) or unmask these units in the rootfs.
+        Units {
+            rootfs: PathBuf,
+            names: Vec<String>,
+            mask: bool,
+        },
         Shift {
             root: PathBuf,
             map: String,
@@ -319,6 +334,18 @@ mod recording {
             self.inner
                 .as_ref()
                 .map_or(Ok(()), |h| h.chown(path, uid, gid))
+        }
+
+        fn mask_units(&self, rootfs: &Path, names: &[String], mask: bool) -> Result<(), FileError> {
+            let call = HostCall::Units {
+                rootfs: rootfs.into(),
+                names: names.to_vec(),
+                mask,
+            };
+            self.record_at(call, "mask units in", rootfs)?;
+            self.inner
+                .as_ref()
+                .map_or(Ok(()), |h| h.mask_units(rootfs, names, mask))
         }
 
         fn reload_udev(&self, nodes: &[PathBuf]) -> io::Result<bool> {

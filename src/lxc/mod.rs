@@ -10,7 +10,8 @@
 //! of an lxcpath (`manager` recognises containers another manager, Proxmox VE, owns). `method` says which rootfs method (shift or idmap) a container
 //! uses and what each keeps on disk. `mounts` finds the bind mounts of host paths a config sets up and
 //! scans what they hold, and `shared` finds who else uses a bind mount source; `check`
-//! says whether a container will start and work, and how to fix what would not.
+//! says whether a container will start and work, and how to fix what would not;
+//! `units` masks the systemd units that cannot work unprivileged.
 
 pub(crate) mod accounts;
 pub mod check;
@@ -28,4 +29,5 @@ pub mod perms;
 pub mod shared;
 pub mod subid;
 pub mod udev;
+pub mod units;
 pub mod unmapped;

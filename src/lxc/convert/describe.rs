@@ -4,6 +4,7 @@ use super::{shift_for, DeviceOwner, Plan};
 use crate::diff;
 use crate::lxc::method::{Layout, Method};
 use crate::lxc::mounts::{self, IDMAP_OPTION};
+use crate::lxc::units;
 use crate::lxc::{perms, unmapped};
 
 /// The plan as `--dry-run` prints it: each file edit as a diff, each permission and
@@ -64,6 +65,18 @@ pub fn describe(plan: &Plan) -> String {
     for owner in &plan.device_owners {
         let DeviceOwner { node, uid, gid } = owner;
         text += &format!("chown {uid}:{gid} {}\n", node.display());
+    }
+    for name in &plan.units.mask {
+        let why = (units::FAILING_UNPRIVILEGED.iter())
+            .find(|u| u.name == name)
+            .map_or("", |u| u.why);
+        text += &format!(
+            "mask {name} in the rootfs (it cannot work unprivileged: {why}; --to 0 unmasks it)\n"
+        );
+    }
+    for name in &plan.units.unmask {
+        text +=
+            &format!("unmask {name} in the rootfs (masked by the conversion to unprivileged)\n");
     }
     if plan.udev_rules.is_some() && !plan.udevd_runs {
         text += "note: no udevd runs here (or udevadm is missing): the nodes get their owners now, and the rule takes effect when udevd starts\n";

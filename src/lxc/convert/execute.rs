@@ -33,11 +33,17 @@ pub fn execute(
     }
     // Nothing is done when nothing changes; otherwise the start guard comes first,
     // then the state.
-    if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() {
+    let units = &plan.units;
+    let changes_units = !units.mask.is_empty() || !units.unmask.is_empty();
+    if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() || changes_units {
         guard_start(effects, &plan)?;
         write_state(effects, &plan.container, &plan.state)?;
     }
     apply_subids(effects, &plan)?;
+    // Masked before the shift, owned as the rootfs is now: the shift moves them along.
+    if !units.mask.is_empty() {
+        effects.mask_units(&plan.rootfs, &units.mask, true)?;
+    }
     let shift = match &plan.shift {
         Some((map, direction)) => Some(effects.shift(
             &ShiftOptions {
@@ -91,6 +97,9 @@ pub fn execute(
         write_edit(effects, edit)?;
     }
     effects.apply_perms(&plan.perms)?;
+    if !plan.units.unmask.is_empty() {
+        effects.mask_units(&plan.rootfs, &plan.units.unmask, false)?;
+    }
     finish_state(effects, &plan)?;
     let udev_reloaded = apply_devices(effects, &plan)?;
     Ok(Outcome {
@@ -169,6 +178,7 @@ fn finish_state(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertErr
                 // Finished: going back keeps the range unless --release-range.
                 granted_range: false,
                 device_owners: plan.state.device_owners.clone(),
+                masked_units: plan.units.masked.clone(),
             },
         ),
         None if path.exists() => Ok(effects.remove_file(&path)?),

@@ -25,6 +25,7 @@ use super::perms::{self, Ownership, PermChange};
 use super::shared;
 use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
+use super::units;
 use super::unmapped::{self, UnmappedIds};
 use crate::engine::idmap::{Direction, IdMap, MapEntry};
 use crate::engine::idrange::IdRange;
@@ -250,6 +251,10 @@ pub struct ConversionState {
     /// unprivileged, given back by `--to 0`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub device_owners: Vec<DeviceOwner>,
+    /// The systemd units masked in the rootfs because they cannot work
+    /// unprivileged, unmasked by `--to 0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked_units: Vec<String>,
 }
 
 impl ConversionState {
@@ -313,6 +318,9 @@ pub struct Plan {
     pub state: ConversionState,
     /// The host files a conversion may rewrite (subordinate ids, udev rule).
     pub host_files: Vec<PathBuf>,
+    /// The units masked (going unprivileged) or unmasked (going privileged) in the
+    /// rootfs.
+    pub units: UnitPlan,
     pub udev_rules: Option<FileEdit>,
     /// Whether a udevd runs to reload `udev_rules` (asked while planning).
     pub udevd_runs: bool,
@@ -453,6 +461,12 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         course.to,
         recorded_devices,
     )?;
+    let recorded_units = &course
+        .interrupted
+        .as_ref()
+        .unwrap_or(&course.recorded)
+        .masked_units;
+    let units = unit_plan(&rootfs, course.to, recorded_units);
     let state = course.interrupted.clone().unwrap_or(ConversionState {
         origin: course.from,
         target: course.to,
@@ -463,6 +477,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         target_method: course.to_method,
         granted_range: grants_new_range(&options.host, subids)?,
         device_owners: devices.original,
+        masked_units: units.masked.clone(),
     });
     // Every shift walks the rootfs first (stat only): what the map leaves out and
     // files linked from outside, refused before the first write.
@@ -522,6 +537,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
             udev::rules_path(&options.host, &options.name),
         ],
         udevd_runs: udev::udevd_runs(&options.host),
+        units,
         udev_rules: devices.rules,
         device_owners: devices.owners,
         subids,
@@ -1375,6 +1391,37 @@ fn device_plan(
         owners,
         original,
     })
+}
+
+/// What happens to the systemd units that cannot work unprivileged.
+#[derive(Debug, Clone, Default)]
+pub struct UnitPlan {
+    /// Masked now (going unprivileged: those the rootfs has and does not configure).
+    pub mask: Vec<String>,
+    /// Unmasked now (going privileged: those a conversion masked).
+    pub unmask: Vec<String>,
+    /// Masked once this conversion is done.
+    pub masked: Vec<String>,
+}
+
+fn unit_plan(rootfs: &Path, to: Option<u32>, recorded: &[String]) -> UnitPlan {
+    if to.is_none() {
+        return UnitPlan {
+            unmask: recorded.to_vec(),
+            ..UnitPlan::default()
+        };
+    }
+    // Every one not masked now, recorded or not (a mask removed by hand comes back).
+    let mask: Vec<String> = (units::to_mask(rootfs).into_iter())
+        .map(|u| u.name.to_string())
+        .collect();
+    let mut masked: Vec<String> = recorded.to_vec();
+    masked.extend(mask.iter().filter(|n| !recorded.contains(n)).cloned());
+    UnitPlan {
+        mask,
+        unmask: Vec::new(),
+        masked,
+    }
 }
 
 /// What happens to the passed-through devices.
