@@ -92,6 +92,17 @@ pub fn start_and_wait(name: &str) {
 /// it and restores the host files; None (a loud skip) without lxc and debootstrap,
 /// or when a container of that name exists already (it is never touched).
 pub fn create_debian(test: &str, name: &'static str) -> Option<HostGuard> {
+    create_release(test, name, "bookworm", &[])
+}
+
+/// Creates a Debian `release` container `name` with `packages` installed, like
+/// `create_debian`.
+pub fn create_release(
+    test: &str,
+    name: &'static str,
+    release: &str,
+    packages: &[&str],
+) -> Option<HostGuard> {
     if sh("which", &["lxc-create", "debootstrap"]).status.code() != Some(0) {
         skip(&format!(
             "{test} needs lxc and debootstrap (.ci/run installs them)"
@@ -105,9 +116,11 @@ pub fn create_debian(test: &str, name: &'static str) -> Option<HostGuard> {
         return None;
     }
     let guard = HostGuard::new(name);
-    ok(
-        "lxc-create",
-        &["-n", name, "-t", "debian", "--", "-r", "bookworm"],
-    );
+    let packages = format!("--packages={}", packages.join(","));
+    let mut args = vec!["-n", name, "-t", "debian", "--", "-r", release];
+    if packages != "--packages=" {
+        args.push(&packages);
+    }
+    ok("lxc-create", &args);
     Some(guard)
 }
