@@ -67,12 +67,16 @@ fn kill_sequences(
     // seen, shorter after a run ended before its kill, longer after a kill.
     let mut reach = 1.2;
     let started = Instant::now();
+    // A reverse before any forward made its journal would shift a tree that was never
+    // shifted: a forward killed before that is no run at all (later, the archived
+    // journal makes such a reverse a no-op).
+    let journal = tool.journal();
+    let began =
+        || journal.exists() || lxc_idshift::engine::journal::archive_path(&journal).exists();
     for sequence in 0..sequences {
         let mut story = Vec::new();
-        for run in 0..1 + rng.below(4) {
-            // A reverse before any forward would shift a tree that was never shifted
-            // (later, the archived journal makes it a no-op).
-            let reverse = rng.below(2) == 1 && (sequence, run) != (0, 0);
+        for _ in 0..1 + rng.below(4) {
+            let reverse = rng.below(2) == 1 && began();
             let delay = want.run_time.mul_f64(reach * rng.fraction());
             let args: &[&str] = if reverse { &["--reverse"] } else { &[] };
             let was_killed = kill_after(&tool.shift_args(victim, args), delay);
@@ -86,7 +90,7 @@ fn kill_sequences(
             let direction = if reverse { "reverse" } else { "forward" };
             story.push(format!("{direction} {end} at {delay:?}"));
         }
-        let reverse = rng.below(2) == 1;
+        let reverse = rng.below(2) == 1 && began();
         let (args, wanted, name): (&[&str], _, _) = match reverse {
             true => (&["--reverse"], &want.orig, "reverse"),
             false => (&[], &want.shifted, "forward"),

@@ -248,6 +248,12 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
         );
         checker.problem(ProblemKind::StartGuard, &config_path, message, fix);
     }
+    if !maps.is_empty() && convert::one_range(&maps).is_none() {
+        checker.report.notes.push(format!(
+            "its map ({}) is not one range for users and groups alike: lxc-idshift does not convert this shape yet, so the fixes below that run `lxc-idshift --to` do not apply to it",
+            checker.report.maps.join(", ")
+        ));
+    }
     if !maps.is_empty() {
         checker.range()?;
         if rootfs.backend == config::Backend::Dir || rootfs.location.is_dir() {

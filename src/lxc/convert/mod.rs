@@ -1079,22 +1079,9 @@ fn current_host_id(maps: &[MapEntry], path: &Path) -> Result<Option<u32>, Conver
     if maps.is_empty() {
         return Ok(None);
     }
-    let root = maps.iter().find(|m| m.users && m.container_first == 0);
-    // One range for users and groups alike: a split map (groups elsewhere than
-    // users) or one with several pieces would be converted with the user range alone.
-    let same = |m: &MapEntry| {
-        root.is_some_and(|r| {
-            (m.container_first, m.host_first, m.count) == (0, r.host_first, r.count)
-        })
-    };
-    let kinds = (
-        maps.iter().filter(|m| m.users).count(),
-        maps.iter().filter(|m| m.groups).count(),
-    );
-    let simple = maps.iter().all(same) && kinds == (1, 1);
-    match root {
-        Some(m) if simple => Ok(Some(m.host_first)),
-        _ => Err(ConvertError::UnusualMap {
+    match one_range(maps) {
+        Some(host_first) => Ok(Some(host_first)),
+        None => Err(ConvertError::UnusualMap {
             config: path.to_path_buf(),
             maps: maps
                 .iter()
@@ -1103,6 +1090,21 @@ fn current_host_id(maps: &[MapEntry], path: &Path) -> Result<Option<u32>, Conver
                 .join(" "),
         }),
     }
+}
+
+/// The host id of container root when the map is one range for users and groups
+/// alike, the shape conversions handle: a split map (groups elsewhere than users)
+/// or one with several pieces would be converted with the user range alone.
+pub fn one_range(maps: &[MapEntry]) -> Option<u32> {
+    let root = maps.iter().find(|m| m.users && m.container_first == 0)?;
+    let same = |m: &MapEntry| {
+        (m.container_first, m.host_first, m.count) == (0, root.host_first, root.count)
+    };
+    let kinds = (
+        maps.iter().filter(|m| m.users).count(),
+        maps.iter().filter(|m| m.groups).count(),
+    );
+    (maps.iter().all(same) && kinds == (1, 1)).then_some(root.host_first)
 }
 
 fn target_host_id(
