@@ -996,28 +996,113 @@ fn killed_conversions_finish_or_undo_exactly() {
         "uninterrupted round trip",
     );
 
+    let converted_to = || convert_args(&f, "big", "1000000");
+    let back = || convert_args(&f, "big", "0");
+    let ends = (&original, &converted);
+    kill_and_end(&f, "big", (&converted_to, &back), ends, (run_time, 20));
+}
+
+/// Kills `forward` at `kills` spread-out moments over `run_time`; after each, every
+/// other time the same command must end as `converted`, then `back` must give
+/// `original` back exactly.
+fn kill_and_end(
+    f: &Fixture,
+    name: &str,
+    (forward, back): (
+        &dyn Fn() -> Vec<std::ffi::OsString>,
+        &dyn Fn() -> Vec<std::ffi::OsString>,
+    ),
+    (original, converted): (&Snapshot, &Snapshot),
+    (run_time, kills): (std::time::Duration, usize),
+) {
     let (mut killed, mut i, mut max_delay) = (0, 0u64, run_time);
-    while killed < 20 {
+    while killed < kills {
         assert!(
-            i < 80,
+            i < 4 * kills as u64,
             "only {killed} of {i} conversions were killed mid-way"
         );
         // A deterministic spread of delays over the run.
         let delay = max_delay.mul_f64(((i * 37) % 101) as f64 / 100.0);
-        if kill_after(&convert_args(&f, "big", "1000000"), delay) {
+        if kill_after(&forward(), delay) {
             killed += 1;
         } else {
             max_delay = max_delay.mul_f64(0.8);
         }
         if i % 2 == 0 {
-            assert_exit(&run(&convert_args(&f, "big", "1000000")), 0, "finish");
+            assert_exit(&run(&forward()), 0, "finish");
             let what = format!("iteration {i}: finished after a kill at {delay:?}");
-            assert_unchanged(&converted, &outcome_of(&f, "big"), &what);
+            assert_unchanged(converted, &outcome_of(f, name), &what);
         }
-        assert_exit(&run(&convert_args(&f, "big", "0")), 0, "undo");
+        assert_exit(&run(&back()), 0, "undo");
         let what = format!("iteration {i}: undone after a kill at {delay:?}");
-        assert_unchanged(&original, &outcome_of(&f, "big"), &what);
+        assert_unchanged(original, &outcome_of(f, name), &what);
         i += 1;
+    }
+}
+
+/// The same between maps of other shapes: from privileged to a map with a hole
+/// (`--map`), and from user and group ranges apart to a range sharing host user
+/// and group 1000 (`--share-ids`) and back (`--map`).
+#[test]
+fn killed_conversions_between_map_shapes_finish_or_undo_exactly() {
+    if !require_root("killed_conversions_between_map_shapes_finish_or_undo_exactly") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("big");
+    std::fs::remove_file(rootfs.join(paths::HOST_RANGE)).unwrap();
+    std::fs::create_dir(rootfs.join("srv")).unwrap();
+    lxc_idshift::sample::build_bulk_tree(&rootfs.join("srv"), 20_000).unwrap();
+    let with = |extra: &[String]| {
+        let mut args = convert_args(&f, "big", "0");
+        args.retain(|a| a != "--to" && a != "0" && a != "--release-range");
+        args.extend(extra.iter().map(|a| a.into()));
+        args
+    };
+    let maps = |map: &TestMap| -> Vec<String> {
+        map.args()
+            .into_iter()
+            .flat_map(|a| ["--map".to_string(), a])
+            .collect()
+    };
+    let privileged = || with(&["--to".into(), "0".into(), "--release-range".into()]);
+    let hole = || with(&maps(&HOLE));
+    let split = || with(&maps(&SPLIT));
+    let shared = || {
+        with(&[
+            "--to".into(),
+            "3000000".into(),
+            "--share-ids".into(),
+            "u:1000,g:1000".into(),
+        ])
+    };
+    for (what, from, to) in [
+        (
+            "privileged -> hole",
+            &privileged as &dyn Fn() -> _,
+            &hole as &dyn Fn() -> _,
+        ),
+        ("split -> shared", &split, &shared),
+    ] {
+        // Once there and back first: a move between unprivileged maps leaves root
+        // the ranges it held (only `--to 0 --release-range` gives them up).
+        for step in [from, to, from] {
+            assert_exit(&run(&step()), 0, what);
+        }
+        let original = outcome_of(&f, "big");
+        let started = std::time::Instant::now();
+        assert_exit(&run(&to()), 0, what);
+        let run_time = started.elapsed();
+        let converted = outcome_of(&f, "big");
+        assert_exit(&run(&from()), 0, what);
+        assert_unchanged(&original, &outcome_of(&f, "big"), what);
+        kill_and_end(
+            &f,
+            "big",
+            (&to, &from),
+            (&original, &converted),
+            (run_time, 10),
+        );
     }
 }
 
