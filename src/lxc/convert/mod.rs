@@ -448,7 +448,8 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     }
     let course = course(options, &container, &config)?;
     let idmap_probe = idmap_probe(options, effects, &rootfs, &course)?;
-    let (subids, notes) = subid_change(options, &container, &course)?;
+    let (subids, mut notes) = subid_change(options, &container, &course)?;
+    notes.extend(shared_ids_note(course.to_map()));
     let mut edits = match &subids {
         Some(change) => subid_edits(&options.host, change)?,
         None => Vec::new(),
@@ -1092,6 +1093,21 @@ fn subid_change(
     }
     notes.dedup();
     Ok(((!change.is_empty()).then_some(change), notes))
+}
+
+/// What sharing host ids gives away, said in every plan that shares some.
+fn shared_ids_note(to: Option<&HostMap>) -> Option<String> {
+    let shared = to?.shared();
+    let names: Vec<String> = (shared.iter())
+        .map(|s| match s.kind {
+            IdKind::User => format!("uid {}", s.id),
+            IdKind::Group => format!("gid {}", s.id),
+        })
+        .collect();
+    (!names.is_empty()).then(|| format!(
+        "{} inside the container are the host's own: the container's root has full power over that host user's and group's files wherever the container can reach them (read, change, delete, create files owned by them). Share only an account made for this container",
+        names.join(", ")
+    ))
 }
 
 fn subid_file(kind: IdKind) -> &'static str {
