@@ -534,9 +534,11 @@ impl Checker<'_> {
                 .any(in_container_range);
         let mut fixes = Vec::new();
         if unshifted {
+            let now = Layout::of_config(self.host_map(), self.config);
             fixes.push(format!(
-                "{} --to {first}   (shifts the container ids 0..{} it finds to host ids)",
+                "{} {}   (shifts the container ids 0..{} it finds to host ids)",
                 self.command(),
+                now.args(),
                 count - 1
             ));
         }

@@ -78,8 +78,8 @@ impl Container {
     /// The engine's journal for one map: in the container's directory, never inside
     /// the rootfs. Going back with the same map finds the journal of the way there.
     pub fn journal_for(&self, map: &IdMap) -> PathBuf {
-        let tag = map.to_string().replace([':', ' '], "-");
-        self.dir().join(format!("lxc-idshift.{tag}.journal"))
+        self.dir()
+            .join(format!("lxc-idshift.{}.journal", map_tag(map)))
     }
 
     /// What the conversion records about the container (permissions before it).
@@ -130,9 +130,38 @@ pub fn default_lxcpath(host: &dyn HostEffects) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_LXCPATH))
 }
 
+/// A journal name's part for `map`: its pieces spelled out (`b-0-1000000-65536`),
+/// or, for a map of many pieces, the first of them and a hash of all, so that a
+/// name stays within NAME_MAX.
+pub fn map_tag(map: &IdMap) -> String {
+    const SPELLED_OUT: usize = 120;
+    let tag = map.to_string().replace([':', ' '], "-");
+    if tag.len() <= SPELLED_OUT {
+        return tag;
+    }
+    let hash = crate::engine::journal::fnv1a(tag.as_bytes());
+    let head: String = tag.chars().take(SPELLED_OUT / 2).collect();
+    format!("{head}-{hash:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_names_of_maps_of_many_pieces_stay_short_and_distinct() {
+        let pieces = |host: u32| -> Vec<String> {
+            (0..12u32)
+                .map(|i| format!("u:{}:{}:1000", i * 1000, host + i * 1000))
+                .chain(["g:0:3000000:65536".to_string()])
+                .collect()
+        };
+        let a = map_tag(&IdMap::parse(&pieces(1_000_000)).unwrap());
+        let b = map_tag(&IdMap::parse(&pieces(2_000_000)).unwrap());
+        assert!(a.len() < 100 && b.len() < 100 && a != b, "{a} {b}");
+        let simple = map_tag(&IdMap::parse(&["b:0:1000000:65536"]).unwrap());
+        assert_eq!(simple, "b-0-1000000-65536");
+    }
     use crate::lxc::effects::RealHost;
 
     #[test]

@@ -52,6 +52,10 @@ pub struct Entry {
     pub unprivileged: Option<bool>,
     /// The range its config maps container root to (None: privileged).
     pub range: Option<RootRange>,
+    /// The whole map as lxc.idmap values, when it is not one range for users and
+    /// groups alike (split ranges, holes, shared ids).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map: Option<Vec<String>>,
     /// How an unprivileged container's rootfs fits its range: `shift` (its ids
     /// shifted on disk) or `idmap` (an idmapped mount of an unshifted rootfs);
     /// None for a privileged one.
@@ -116,6 +120,7 @@ fn entry(container: &Container, explicit_lxcpath: bool, host: &Host) -> Entry {
         state: state(container),
         unprivileged: None,
         range: None,
+        map: None,
         method: None,
         store: None,
         unfinished: None,
@@ -162,6 +167,9 @@ fn entry(container: &Container, explicit_lxcpath: bool, host: &Host) -> Entry {
     });
     let current = entry.range.map(|r| r.host_first);
     let map = HostMap::new(maps).ok();
+    entry.map = (map.as_ref())
+        .filter(|m| m.one_range().is_none())
+        .map(HostMap::lxc_lines);
     let now = Layout::of_config(map, &config);
     match convert::read_state(container) {
         Ok(Some(state)) if state.interrupted_at(&now) => {
@@ -266,8 +274,11 @@ pub fn table(entries: &[Entry]) -> String {
                 e.name.clone(),
                 e.state.clone(),
                 e.unprivileged.map_or("-".into(), |u| u.to_string()),
-                e.range
-                    .map_or("-".into(), |r| format!("{}:{}", r.host_first, r.count)),
+                e.range.map_or("-".into(), |r| {
+                    // `+`: more pieces follow (`--json` lists them).
+                    let more = if e.map.is_some() { "+" } else { "" };
+                    format!("{}:{}{more}", r.host_first, r.count)
+                }),
                 e.method.clone().unwrap_or_else(|| "-".into()),
                 e.unfinished
                     .as_ref()

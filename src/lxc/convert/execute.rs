@@ -141,7 +141,7 @@ fn failed(shift: &Option<ShiftReport>) -> bool {
 /// after the source (see `journal::tree_tag`) and the map. A journal of the
 /// earlier naming (the whole path, where that fit in a name) is still found.
 pub fn mount_journal(container: &Container, source: &Path, map: &IdMap) -> PathBuf {
-    let tag = map.to_string().replace([':', ' '], "-");
+    let tag = crate::lxc::container::map_tag(map);
     let legacy: String = source
         .to_string_lossy()
         .chars()
