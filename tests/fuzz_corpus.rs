@@ -2,7 +2,7 @@
 //! `cargo test` checks them on stable Rust without libFuzzer.
 
 use lxc_idshift::engine::{acl, caps, idmap, journal};
-use lxc_idshift::lxc::{config, subid};
+use lxc_idshift::lxc::{config, pve, subid};
 use std::fs;
 use std::path::PathBuf;
 
@@ -57,4 +57,10 @@ fn config_corpus_holds_properties() {
 fn subid_corpus_holds_properties() {
     let n = replay("subid", subid::fuzz_edit);
     assert!(n >= 6, "only {n} subid seeds");
+}
+
+#[test]
+fn pve_conf_corpus_holds_properties() {
+    let n = replay("pve_conf", pve::conf::fuzz_edit);
+    assert!(n >= 6, "only {n} pve_conf seeds");
 }

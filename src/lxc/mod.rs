@@ -27,6 +27,7 @@ pub mod manager;
 pub mod method;
 pub mod mounts;
 pub mod perms;
+pub mod pve;
 pub mod shared;
 pub mod subid;
 pub mod udev;
