@@ -53,6 +53,17 @@ fn rewrite(file: &str) -> String {
     format!("c=$(cat {file}) && printf '%s\\n' \"$c\" > {file}")
 }
 
+/// The config's text without its network lines (CI has no bridge); an `empty`
+/// network goes after it.
+fn without_network(config_path: &Path) -> String {
+    std::fs::read_to_string(config_path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("lxc.net.0."))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 fn check_json() -> (i32, serde_json::Value) {
     let out = run(&["check", NAME, "--json"]);
     let report = serde_json::from_slice(&out.stdout)
@@ -79,12 +90,7 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
     let original = collect(&data);
     // No network (CI has no bridge), and the bind mount.
     let config_path = dir.join("config");
-    let config: String = std::fs::read_to_string(&config_path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("lxc.net.0."))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let config = without_network(&config_path);
     let config = format!(
         "{config}lxc.net.0.type = empty\nlxc.mount.entry = {} srv/data none bind,create=dir 0 0\n",
         data.display()
@@ -262,12 +268,7 @@ fn a_host_user_shared_with_share_ids_reads_and_writes_the_same_files() {
     }
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).unwrap();
     let config_path = dir.join("config");
-    let config: String = std::fs::read_to_string(&config_path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("lxc.net.0."))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let config = without_network(&config_path);
     std::fs::write(&config_path, format!("{config}lxc.net.0.type = empty\n")).unwrap();
     // Alice, uid and gid 1000, inside the privileged container (before her home
     // holds a mount point, so that useradd makes it hers).
