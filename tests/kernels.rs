@@ -59,6 +59,9 @@ enum Only {
     /// The walker's own limits over the same syscalls on every kernel: the oldest
     /// kernel runs them, the others spend their minutes elsewhere.
     OnTheOldest,
+    /// The listing races: 5.10 takes the same path as 6.1 (no fchmodat2, no
+    /// *xattrat), where they run, at a third of the speed under TCG.
+    NotOnTheOldest,
 }
 
 impl Only {
@@ -66,6 +69,7 @@ impl Only {
         match self {
             Only::WithIdmappedMounts => idmapped_mounts_on(kernel),
             Only::OnTheOldest => kernel.series == OLDEST,
+            Only::NotOnTheOldest => kernel.series != OLDEST,
         }
     }
 
@@ -77,6 +81,9 @@ impl Only {
             }
             Only::OnTheOldest => {
                 "the walker's limits, over the same syscalls on every kernel: run on 5.10 only"
+            }
+            Only::NotOnTheOldest => {
+                "the listing races take 6.1's path here, and run on 6.1 (3x slower on 5.10 under TCG)"
             }
         }
     }
@@ -102,7 +109,16 @@ const PLAN: &[Suite] = &[
         name: "hostile",
         target: "hostile",
         filters: &[],
-        only: &[],
+        only: &[
+            (
+                "a_name_swapped_during_a_run_never_takes_another_inodes_xattrs",
+                Only::NotOnTheOldest,
+            ),
+            (
+                "a_name_swapped_where_ctimes_keep_whole_seconds_never_takes_another_inodes_xattrs",
+                Only::NotOnTheOldest,
+            ),
+        ],
     },
     Suite {
         name: "filesystems",
@@ -379,6 +395,8 @@ struct Outcome {
     skipped: Vec<String>,
     seconds: f64,
     failures: Vec<String>,
+    /// Lines of a panic's message still to keep.
+    message_lines: usize,
 }
 
 struct Report {
@@ -538,6 +556,7 @@ impl Outcome {
             skipped: Vec::new(),
             seconds: 0.0,
             failures: Vec::new(),
+            message_lines: 0,
         }
     }
 
@@ -561,6 +580,11 @@ impl Outcome {
                 .push(text[at + 9..].trim_end_matches(" !").to_string());
         } else if text.contains("panicked at") || text.ends_with("... FAILED") {
             self.failures.push(text.to_string());
+            self.message_lines = 3;
+        } else if self.message_lines > 0 {
+            // The panic's message follows its location.
+            self.message_lines -= 1;
+            self.failures.push(format!("    {text}"));
         }
     }
 

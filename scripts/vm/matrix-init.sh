@@ -31,6 +31,9 @@ mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t tmpfs tmpfs /host/run
 mount -t tmpfs tmpfs /host/var/tmp
+# A conversion looks at every container of the lxcpath for shared ranges: the
+# host's own (which come and go with whatever else runs there) are not the guest's.
+[ -d /host/var/lib/lxc ] && mount -t tmpfs tmpfs /host/var/lib/lxc
 # switch_root, not chroot: a chrooted process may not create user namespaces,
 # which the idmapped-mount probe and the container-root checks need.
 exec switch_root /host /bin/sh /tmp/plan.sh
