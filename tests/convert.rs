@@ -195,6 +195,17 @@ impl Fixture {
         outcome
     }
 
+    /// `check NAME` in the fixture.
+    fn check(&self, name: &str) -> lxc_idshift::lxc::check::CheckReport {
+        lxc_idshift::lxc::check::check(&lxc_idshift::lxc::check::CheckOptions {
+            name: name.into(),
+            lxcpath: Some(self.lxc()),
+            threads: Some(2),
+            host: Host::under(self.root()),
+        })
+        .unwrap_or_else(|e| panic!("check {name}: {e}"))
+    }
+
     /// A conversion that must be refused before anything is written.
     fn refused(&self, options: &ConvertOptions) -> ConvertError {
         match plan(options, &stopped()) {
@@ -2251,15 +2262,7 @@ fn units_that_cannot_work_unprivileged_are_masked_and_unmasked() {
 
     // Unmasked by hand, `check` finds it, and its fix masks it again.
     std::fs::remove_file(&mask).unwrap();
-    let check = || {
-        lxc_idshift::lxc::check::check(&lxc_idshift::lxc::check::CheckOptions {
-            name: "web".into(),
-            lxcpath: Some(f.lxc()),
-            threads: Some(2),
-            host: Host::under(f.root()),
-        })
-        .unwrap()
-    };
+    let check = || f.check("web");
     let unit_problems = || {
         (check().problems.into_iter())
             .filter(|p| p.kind.name() == "unit_fails_unprivileged")
@@ -2315,6 +2318,14 @@ fn maps_of_other_shapes_are_refused_until_supported() {
             );
             assert_unchanged(&before, &f.snapshot("split"), maps);
         }
+        // `check` says its fixes naming a conversion do not apply to this shape.
+        let notes = f.check("split").notes;
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("does not convert this shape yet")),
+            "{notes:?}"
+        );
     }
 }
 
@@ -2400,15 +2411,7 @@ fn check_says_when_another_container_shifted_a_bind_source() {
     }
     let f = Fixture::new();
     www_with_bind_mount(&f);
-    let check_db = || {
-        lxc_idshift::lxc::check::check(&lxc_idshift::lxc::check::CheckOptions {
-            name: "db".into(),
-            lxcpath: Some(f.lxc()),
-            threads: Some(2),
-            host: Host::under(f.root()),
-        })
-        .unwrap()
-    };
+    let check_db = || f.check("db");
     convert_with(&f, Target::HostId(1_000_000), MountsChoice::Shift);
     f.container_with("db", |rootfs| debian_config("db", rootfs) + DATA_ENTRY);
     let report = check_db();
