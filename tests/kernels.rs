@@ -374,7 +374,8 @@ fn run_plan(kernel: &Kernel, binaries: &[PathBuf]) -> (Guest, Accel) {
     );
     let initramfs = Initramfs::build(kernel, MATRIX_INIT, None);
     let accel = *ACCEL.get_or_init(|| Accel::choose(kernel, &initramfs));
-    let mut guest = Guest::boot_sharing(kernel, &initramfs, accel, Some(&disk), "", true);
+    let keep = kept_checkout(&binaries[0]);
+    let mut guest = Guest::boot_sharing(kernel, &initramfs, accel, Some(&disk), &keep, true);
     let exited = guest.wait_exit(GUEST_LIMIT);
     assert!(
         exited || guest.marker("KM-DONE").is_some(),
@@ -383,6 +384,23 @@ fn run_plan(kernel: &Kernel, binaries: &[PathBuf]) -> (Guest, Accel) {
         guest.tail(40)
     );
     (guest, accel)
+}
+
+/// The guest covers these host directories with its own (its scratch disk, tmpfs).
+const COVERED: [&str; 4] = ["/tmp", "/var/tmp", "/run", "/var/lib/lxc"];
+
+/// `km_keep=DIR` when the test binaries lie under a directory the guest covers (a
+/// checkout in /tmp): DIR, the first directory below it, is brought back at its
+/// own path (scripts/vm/matrix-init.sh).
+fn kept_checkout(binary: &Path) -> String {
+    for covered in COVERED {
+        if let Ok(rest) = binary.strip_prefix(covered) {
+            if let Some(first) = rest.components().next() {
+                return format!("km_keep={}", Path::new(covered).join(first).display());
+            }
+        }
+    }
+    String::new()
 }
 
 /// One suite's outcome, read off the console.

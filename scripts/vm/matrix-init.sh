@@ -34,6 +34,22 @@ mount -t tmpfs tmpfs /host/var/tmp
 # A conversion looks at every container of the lxcpath for shared ranges: the
 # host's own (which come and go with whatever else runs there) are not the guest's.
 [ -d /host/var/lib/lxc ] && mount -t tmpfs tmpfs /host/var/lib/lxc
+# A checkout under one of the directories covered above (a CI clone in /tmp) comes
+# back at its own path (km_keep=DIR on the command line), from a second view of
+# the host's root: the test binaries run from there.
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+    km_keep=*)
+        keep=${arg#km_keep=}
+        if [ ! -d /hostview ]; then
+            mkdir -p /hostview
+            mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /hostview
+        fi
+        mkdir -p "/host$keep"
+        mount --bind "/hostview$keep" "/host$keep" || echo "KM-FATAL cannot keep $keep"
+        ;;
+    esac
+done
 # switch_root, not chroot: a chrooted process may not create user namespaces,
 # which the idmapped-mount probe and the container-root checks need.
 exec switch_root /host /bin/sh /tmp/plan.sh
