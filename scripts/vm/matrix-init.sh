@@ -22,6 +22,19 @@ mkdir -p /host
 # and library is read once instead of at each page fault.
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /host ||
     echo KM-FATAL cannot mount the host root over 9p
+# A checkout under a directory covered below (a CI clone in /tmp: km_keep=DIR on
+# the command line) is bound aside first and brought back at its own path after:
+# a virtio-9p channel takes one mount only.
+keeps=""
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+    km_keep=*)
+        keep=${arg#km_keep=}
+        mkdir -p "/keep$keep"
+        mount --bind "/host$keep" "/keep$keep" && keeps="$keeps $keep"
+        ;;
+    esac
+done
 # virtio_blk may register the disk a moment after insmod returns.
 tries=0
 while [ ! -b /dev/vda ] && [ $tries -lt 100 ]; do sleep 0.1; tries=$((tries + 1)); done
@@ -34,21 +47,9 @@ mount -t tmpfs tmpfs /host/var/tmp
 # A conversion looks at every container of the lxcpath for shared ranges: the
 # host's own (which come and go with whatever else runs there) are not the guest's.
 [ -d /host/var/lib/lxc ] && mount -t tmpfs tmpfs /host/var/lib/lxc
-# A checkout under one of the directories covered above (a CI clone in /tmp) comes
-# back at its own path (km_keep=DIR on the command line), from a second view of
-# the host's root: the test binaries run from there.
-for arg in $(cat /proc/cmdline); do
-    case $arg in
-    km_keep=*)
-        keep=${arg#km_keep=}
-        if [ ! -d /hostview ]; then
-            mkdir -p /hostview
-            mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /hostview
-        fi
-        mkdir -p "/host$keep"
-        mount --bind "/hostview$keep" "/host$keep" || echo "KM-FATAL cannot keep $keep"
-        ;;
-    esac
+for keep in $keeps; do
+    mkdir -p "/host$keep"
+    mount --bind "/keep$keep" "/host$keep" || echo "KM-FATAL cannot keep $keep"
 done
 # switch_root, not chroot: a chrooted process may not create user namespaces,
 # which the idmapped-mount probe and the container-root checks need.
