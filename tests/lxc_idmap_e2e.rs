@@ -22,6 +22,24 @@ const CAPCAT: &str = "/usr/local/bin/capcat";
 /// CAP_NET_RAW is capability 13.
 const CAP_NET_RAW: u64 = 1 << 13;
 
+/// The rootfs's manifest without the masks of units that cannot work unprivileged
+/// (`units.rs`): a conversion to unprivileged adds them, by either method, and
+/// `--to 0` removes them; `masked` checks them where they must be.
+fn rootfs_manifest() -> lxc_idshift::manifest::Manifest {
+    let mut manifest = collect(&rootfs());
+    for unit in lxc_idshift::lxc::units::FAILING_UNPRIVILEGED {
+        let name = format!("etc/systemd/system/{}", unit.name);
+        manifest.entries.remove(name.as_bytes());
+    }
+    manifest
+}
+
+/// Whether the rootfs holds the mask of sys-kernel-debug.mount (a link to /dev/null).
+fn masked() -> bool {
+    std::fs::read_link(in_rootfs("/etc/systemd/system/sys-kernel-debug.mount"))
+        .is_ok_and(|target| target == Path::new("/dev/null"))
+}
+
 fn rootfs() -> PathBuf {
     Path::new("/var/lib/lxc").join(NAME).join("rootfs")
 }
@@ -131,10 +149,14 @@ fn idmapped_rootfs_and_method_switches_in_a_real_container() {
     }
 
     // Privileged -> idmap: not an inode changes.
-    let before = collect(&rootfs());
+    let before = rootfs_manifest();
     let said = convert(&["--to", "1000000", "--method", "idmap"]);
     assert!(said.contains("stays as it is on disk"), "{said}");
-    assert_same(&before, &collect(&rootfs()), "privileged -> idmap");
+    assert_same(&before, &rootfs_manifest(), "privileged -> idmap");
+    assert!(
+        masked(),
+        "privileged -> idmap masks the units that cannot work"
+    );
     let config = std::fs::read_to_string(config_path()).unwrap();
     assert!(
         config.contains("lxc.rootfs.options = idmap=container\n")
@@ -154,9 +176,10 @@ fn idmapped_rootfs_and_method_switches_in_a_real_container() {
     std::fs::remove_file(in_rootfs("/root/written-inside")).unwrap();
 
     // Idmap -> privileged: the config as it was, not an inode changed.
-    let before = collect(&rootfs());
+    let before = rootfs_manifest();
     convert(&["--to", "0"]);
-    assert_same(&before, &collect(&rootfs()), "idmap -> privileged");
+    assert_same(&before, &rootfs_manifest(), "idmap -> privileged");
+    assert!(!masked(), "--to 0 unmasks them");
     assert_eq!(
         std::fs::read_to_string(config_path()).unwrap(),
         original_config
@@ -166,24 +189,24 @@ fn idmapped_rootfs_and_method_switches_in_a_real_container() {
     // Privileged -> shift -> idmap -> shift -> privileged, each compared with the
     // manifest just before it: a shift forward is the independent expected result,
     // a shift back its inverse.
-    let before = collect(&rootfs());
+    let before = rootfs_manifest();
     convert(&["--to", "1000000"]);
-    assert_same(&expected_forward(&before), &collect(&rootfs()), "-> shift");
+    assert_same(&expected_forward(&before), &rootfs_manifest(), "-> shift");
     start_and_look_inside(1_000_000);
 
-    let before = collect(&rootfs());
+    let before = rootfs_manifest();
     convert(&["--to", "1000000", "--method", "idmap"]);
-    let after = collect(&rootfs());
+    let after = rootfs_manifest();
     assert_same(&before, &expected_forward(&after), "shift -> idmap");
     assert_eq!(owner(&in_rootfs(SUID)), (0, 0, 0o4755));
     check_passes("idmap");
     start_and_look_inside(1_000_000);
 
-    let before = collect(&rootfs());
+    let before = rootfs_manifest();
     convert(&["--to", "1000000", "--method", "shift"]);
     assert_same(
         &expected_forward(&before),
-        &collect(&rootfs()),
+        &rootfs_manifest(),
         "idmap -> shift",
     );
     assert!(!std::fs::read_to_string(config_path())
@@ -192,11 +215,11 @@ fn idmapped_rootfs_and_method_switches_in_a_real_container() {
     check_passes("shift");
     start_and_look_inside(1_000_000);
 
-    let before = collect(&rootfs());
+    let before = rootfs_manifest();
     convert(&["--to", "0"]);
     assert_same(
         &before,
-        &expected_forward(&collect(&rootfs())),
+        &expected_forward(&rootfs_manifest()),
         "shift -> privileged",
     );
     assert_eq!(
