@@ -143,11 +143,32 @@ pub struct ConvertArgs {
     pub container: ContainerName,
     /// Host id of the container's root: 0 (privileged), a host id such as 1000000,
     /// or auto (the lowest free range).
-    #[arg(long, value_name = "HOSTID|0|auto")]
-    pub to: String,
+    #[arg(
+        long,
+        value_name = "HOSTID|0|auto",
+        required_unless_present = "map",
+        conflicts_with = "map"
+    )]
+    pub to: Option<String>,
     /// How many ids the container maps.
     #[arg(long, default_value_t = 65536, value_name = "COUNT")]
     pub range: u32,
+    /// Host ids the container gets as themselves, with --to HOSTID or auto:
+    /// `u:1000,g:1000` makes container user and group 1000 the host's 1000 (for a
+    /// bind mount of that user's files where idmapped mounts do not work). The
+    /// container's root then has full power over that host user's files.
+    #[arg(
+        long,
+        value_name = "u:ID,g:ID",
+        value_delimiter = ',',
+        conflicts_with = "map"
+    )]
+    pub share_ids: Vec<String>,
+    /// Instead of --to: the whole map, in LXC's or fuidshift's form, one piece per
+    /// --map (`u:0:1000000:65536 --map g:0:2000000:65536` for user and group ranges
+    /// apart). Pieces mapping an id onto itself share that host id.
+    #[arg(long = "map", short = 'm', value_name = "MAP")]
+    pub map: Vec<String>,
     /// Where the containers live (default: `lxc-config lxc.lxcpath`, else /var/lib/lxc).
     #[arg(long, short = 'P', value_name = "DIR")]
     pub lxcpath: Option<PathBuf>,

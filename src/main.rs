@@ -155,8 +155,22 @@ fn list(args: cli::ListArgs) -> anyhow::Result<u8> {
 
 fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
     use lxc_idshift::lxc::convert::{self, ConvertOptions};
+    let to = match &args.to {
+        Some(to) => to.parse().map_err(anyhow::Error::msg)?,
+        None => {
+            let pieces = lxc_idshift::engine::idmap::IdMap::parse(&args.map)?;
+            convert::Target::Map(lxc_idshift::lxc::hostmap::HostMap::new(
+                pieces.entries().to_vec(),
+            )?)
+        }
+    };
+    let share_ids = lxc_idshift::lxc::hostmap::parse_shared(&args.share_ids.join(","));
     let options = ConvertOptions {
-        to: args.to.parse().map_err(anyhow::Error::msg)?,
+        to,
+        share_ids: match args.share_ids.is_empty() {
+            true => Vec::new(),
+            false => share_ids?,
+        },
         name: args.container.get(),
         range: args.range,
         lxcpath: args.lxcpath,
@@ -247,7 +261,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
         say!(
             "Done: container {} is now {}.",
             outcome.plan.container.name,
-            outcome.plan.layout_after()
+            outcome.plan.after
         );
     }
     Ok(0)
@@ -259,7 +273,7 @@ fn again_command(plan: &lxc_idshift::lxc::convert::Plan) -> String {
         "lxc-idshift -n {} -P {} {}",
         plan.container.name,
         plan.container.lxcpath.display(),
-        plan.layout_after().args()
+        plan.after.args()
     )
 }
 

@@ -3,6 +3,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use lxc_idshift::engine::status::JournalState;
 use lxc_idshift::engine::verify::Finding;
+use lxc_idshift::lxc::hostmap::HostMap;
 use lxc_idshift::lxc::mounts::Scan;
 use lxc_idshift::VerifyReport;
 use lxc_idshift::{CheckReport, Direction, IdMap, Progress, ShiftReport, StatusReport};
@@ -330,6 +331,9 @@ pub struct ConvertReport<'a> {
     /// Host id of container root before and after; null: privileged.
     pub from: Option<u32>,
     pub to: Option<u32>,
+    /// The container's map before and after, as lxc.idmap values; null: privileged.
+    pub map_before: Option<Vec<String>>,
+    pub map_after: Option<Vec<String>>,
     /// The rootfs method after: "shift" or "idmap"; null when privileged.
     pub method: Option<&'static str>,
     /// Whether an idmapped rootfs works on this host (probed for --method idmap
@@ -403,9 +407,11 @@ impl<'a> ConvertReport<'a> {
                 true => ConvertResult::Planned,
                 false => ConvertResult::Done,
             },
-            from: plan.from,
-            to: plan.to,
-            method: plan.to.map(|_| plan.to_method.name()),
+            from: plan.before.root(),
+            to: plan.after.root(),
+            map_before: plan.before.map.as_ref().map(HostMap::lxc_lines),
+            map_after: plan.after.map.as_ref().map(HostMap::lxc_lines),
+            method: plan.after.map.as_ref().map(|_| plan.after.method.name()),
             idmap_works: plan.idmap_probe.as_ref().map(Result::is_ok),
             idmap_unsupported: plan.idmap_probe.clone().and_then(Result::err),
             range: plan.range,

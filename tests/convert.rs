@@ -5,13 +5,14 @@
 mod common;
 
 use common::*;
-use lxc_idshift::engine::idmap::Direction;
+use lxc_idshift::engine::idmap::{Direction, MapEntry};
 use lxc_idshift::engine::run::Quiet;
 use lxc_idshift::lxc::convert::{
     describe, execute, plan, ConvertError, ConvertOptions, MountsChoice, Outcome, Plan, Target,
 };
 use lxc_idshift::lxc::effects::{HostCall, RealHost, RecordingHost};
 use lxc_idshift::lxc::host::Host;
+use lxc_idshift::lxc::hostmap::{parse_shared, HostMap};
 use lxc_idshift::lxc::method::Method;
 use lxc_idshift::manifest::Manifest;
 use lxc_idshift::sample::paths;
@@ -164,17 +165,18 @@ impl Fixture {
             host: Host::under(self.root()),
             mounts: MountsChoice::Auto,
             method: None,
+            share_ids: Vec::new(),
         }
     }
 
     fn plan(&self, name: &str, to: Target) -> Plan {
-        plan(&self.options(name, to), &stopped())
+        plan(&self.options(name, to.clone()), &stopped())
             .unwrap_or_else(|e| panic!("plan {name} {to:?}: {e}"))
     }
 
     /// Plans and executes; the rootfs shift must finish without errors.
     fn convert(&self, name: &str, to: Target) -> Outcome {
-        let outcome = execute(self.plan(name, to), &stopped(), Some(2), &Quiet)
+        let outcome = execute(self.plan(name, to.clone()), &stopped(), Some(2), &Quiet)
             .unwrap_or_else(|e| panic!("execute {name} {to:?}: {e}"));
         if let Some(shift) = &outcome.shift {
             assert_eq!(shift.summary.errors, 0, "{:?}", shift.error_paths);
@@ -186,7 +188,7 @@ impl Fixture {
     fn convert_by(&self, name: &str, to: Target, method: Method) -> Outcome {
         let options = ConvertOptions {
             method: Some(method),
-            ..self.options(name, to)
+            ..self.options(name, to.clone())
         };
         let planned =
             plan(&options, &stopped()).unwrap_or_else(|e| panic!("plan {to:?} {method}: {e}"));
@@ -343,7 +345,7 @@ fn converting_twice_changes_nothing_the_second_time() {
 
     let second = f.plan("web", Target::HostId(HOST_FIRST));
     assert_eq!(
-        (second.from, second.to),
+        (second.before.root(), second.after.root()),
         (Some(HOST_FIRST), Some(HOST_FIRST))
     );
     let edited: Vec<&Path> = second.edits.iter().map(|e| e.path.as_path()).collect();
@@ -434,7 +436,7 @@ fn auto_takes_the_lowest_free_aligned_range() {
     // the way, so the next multiple of 65536 past them: 196608.
     const AUTO: u32 = 196_608;
     let outcome = f.convert("web", Target::Auto);
-    assert_eq!(outcome.plan.to, Some(AUTO));
+    assert_eq!(outcome.plan.after.root(), Some(AUTO));
     let expected = "alice:100000:65536\nroot:196608:65536\n";
     assert_eq!((f.subuid(), f.subgid()), (expected.into(), expected.into()));
     assert_eq!(
@@ -444,7 +446,7 @@ fn auto_takes_the_lowest_free_aligned_range() {
     assert_eq!(owner(&f.rootfs("web").join(paths::ROOT_FILE)).0, AUTO);
     // Its own range does not count as taken: auto again stays where it is.
     let again = f.plan("web", Target::Auto);
-    assert_eq!(again.to, Some(AUTO));
+    assert_eq!(again.after.root(), Some(AUTO));
     assert!(again.edits.is_empty() && again.perms.is_empty());
 }
 
@@ -491,7 +493,7 @@ fn moving_between_ranges_in_one_pass() {
 
     let outcome = f.convert("web", Target::HostId(2_000_000));
     assert_eq!(
-        (outcome.plan.from, outcome.plan.to),
+        (outcome.plan.before.root(), outcome.plan.after.root()),
         (Some(HOST_FIRST), Some(2_000_000))
     );
     let summary = &outcome.shift.as_ref().unwrap().summary;
@@ -994,28 +996,113 @@ fn killed_conversions_finish_or_undo_exactly() {
         "uninterrupted round trip",
     );
 
+    let converted_to = || convert_args(&f, "big", "1000000");
+    let back = || convert_args(&f, "big", "0");
+    let ends = (&original, &converted);
+    kill_and_end(&f, "big", (&converted_to, &back), ends, (run_time, 20));
+}
+
+/// Kills `forward` at `kills` spread-out moments over `run_time`; after each, every
+/// other time the same command must end as `converted`, then `back` must give
+/// `original` back exactly.
+fn kill_and_end(
+    f: &Fixture,
+    name: &str,
+    (forward, back): (
+        &dyn Fn() -> Vec<std::ffi::OsString>,
+        &dyn Fn() -> Vec<std::ffi::OsString>,
+    ),
+    (original, converted): (&Snapshot, &Snapshot),
+    (run_time, kills): (std::time::Duration, usize),
+) {
     let (mut killed, mut i, mut max_delay) = (0, 0u64, run_time);
-    while killed < 20 {
+    while killed < kills {
         assert!(
-            i < 80,
+            i < 4 * kills as u64,
             "only {killed} of {i} conversions were killed mid-way"
         );
         // A deterministic spread of delays over the run.
         let delay = max_delay.mul_f64(((i * 37) % 101) as f64 / 100.0);
-        if kill_after(&convert_args(&f, "big", "1000000"), delay) {
+        if kill_after(&forward(), delay) {
             killed += 1;
         } else {
             max_delay = max_delay.mul_f64(0.8);
         }
         if i % 2 == 0 {
-            assert_exit(&run(&convert_args(&f, "big", "1000000")), 0, "finish");
+            assert_exit(&run(&forward()), 0, "finish");
             let what = format!("iteration {i}: finished after a kill at {delay:?}");
-            assert_unchanged(&converted, &outcome_of(&f, "big"), &what);
+            assert_unchanged(converted, &outcome_of(f, name), &what);
         }
-        assert_exit(&run(&convert_args(&f, "big", "0")), 0, "undo");
+        assert_exit(&run(&back()), 0, "undo");
         let what = format!("iteration {i}: undone after a kill at {delay:?}");
-        assert_unchanged(&original, &outcome_of(&f, "big"), &what);
+        assert_unchanged(original, &outcome_of(f, name), &what);
         i += 1;
+    }
+}
+
+/// The same between maps of other shapes: from privileged to a map with a hole
+/// (`--map`), and from user and group ranges apart to a range sharing host user
+/// and group 1000 (`--share-ids`) and back (`--map`).
+#[test]
+fn killed_conversions_between_map_shapes_finish_or_undo_exactly() {
+    if !require_root("killed_conversions_between_map_shapes_finish_or_undo_exactly") {
+        return;
+    }
+    let f = Fixture::new();
+    let rootfs = f.container("big");
+    std::fs::remove_file(rootfs.join(paths::HOST_RANGE)).unwrap();
+    std::fs::create_dir(rootfs.join("srv")).unwrap();
+    lxc_idshift::sample::build_bulk_tree(&rootfs.join("srv"), 20_000).unwrap();
+    let with = |extra: &[String]| {
+        let mut args = convert_args(&f, "big", "0");
+        args.retain(|a| a != "--to" && a != "0" && a != "--release-range");
+        args.extend(extra.iter().map(|a| a.into()));
+        args
+    };
+    let maps = |map: &TestMap| -> Vec<String> {
+        map.args()
+            .into_iter()
+            .flat_map(|a| ["--map".to_string(), a])
+            .collect()
+    };
+    let privileged = || with(&["--to".into(), "0".into(), "--release-range".into()]);
+    let hole = || with(&maps(&HOLE));
+    let split = || with(&maps(&SPLIT));
+    let shared = || {
+        with(&[
+            "--to".into(),
+            "3000000".into(),
+            "--share-ids".into(),
+            "u:1000,g:1000".into(),
+        ])
+    };
+    for (what, from, to) in [
+        (
+            "privileged -> hole",
+            &privileged as &dyn Fn() -> _,
+            &hole as &dyn Fn() -> _,
+        ),
+        ("split -> shared", &split, &shared),
+    ] {
+        // Once there and back first: a move between unprivileged maps leaves root
+        // the ranges it held (only `--to 0 --release-range` gives them up).
+        for step in [from, to, from] {
+            assert_exit(&run(&step()), 0, what);
+        }
+        let original = outcome_of(&f, "big");
+        let started = std::time::Instant::now();
+        assert_exit(&run(&to()), 0, what);
+        let run_time = started.elapsed();
+        let converted = outcome_of(&f, "big");
+        assert_exit(&run(&from()), 0, what);
+        assert_unchanged(&original, &outcome_of(&f, "big"), what);
+        kill_and_end(
+            &f,
+            "big",
+            (&to, &from),
+            (&original, &converted),
+            (run_time, 10),
+        );
     }
 }
 
@@ -1178,7 +1265,7 @@ fn an_interrupted_conversion_must_be_finished_or_undone_first() {
     );
     // Finishing it and undoing it are both planned with the interrupted run's map.
     let finish = f.plan("web", Target::Auto);
-    assert_eq!(finish.to, Some(1_000_000));
+    assert_eq!(finish.after.root(), Some(1_000_000));
     let (map, direction) = finish.shift.expect("a shift");
     assert_eq!(
         (map.to_string(), direction),
@@ -1409,7 +1496,7 @@ fn ranges_holding_a_host_account_are_skipped_or_refused() {
     assert_unchanged(&before, &f.snapshot("web"), "after the refusals");
 
     let outcome = f.convert("web", Target::Auto);
-    assert_eq!(outcome.plan.to, Some(393_216));
+    assert_eq!(outcome.plan.after.root(), Some(393_216));
     // Where the container is, an account added later does not stop a re-run.
     std::fs::write(etc.join("group"), "root:x:0:\nlate:x:393300:\n").unwrap();
     let again = f.plan("web", Target::HostId(393_216));
@@ -1432,7 +1519,7 @@ fn auto_respects_login_defs_bounds() {
     )
     .unwrap();
     // The higher minimum (gids: 2000000) aligned up to 65536.
-    assert_eq!(f.plan("web", Target::Auto).to, Some(2_031_616));
+    assert_eq!(f.plan("web", Target::Auto).after.root(), Some(2_031_616));
     // 2031616..2097151 is the last range ending at or below SUB_UID_MAX 2100000.
     std::fs::write(
         &defs,
@@ -1451,7 +1538,10 @@ fn auto_respects_login_defs_bounds() {
             defs.display()
         )
     );
-    assert_eq!(f.plan("web", Target::HostId(5_000_000)).to, Some(5_000_000));
+    assert_eq!(
+        f.plan("web", Target::HostId(5_000_000)).after.root(),
+        Some(5_000_000)
+    );
 }
 
 /// Owners beyond the container range (a privileged rootfs may hold files of 100000
@@ -1524,7 +1614,7 @@ const DATA_IDMAPPED: &str =
 fn convert_with(f: &Fixture, to: Target, mounts: MountsChoice) -> Plan {
     let options = ConvertOptions {
         mounts,
-        ..f.options("www", to)
+        ..f.options("www", to.clone())
     };
     let planned = plan(&options, &stopped()).unwrap_or_else(|e| panic!("plan {to:?}: {e}"));
     let text = describe(&planned);
@@ -1658,7 +1748,7 @@ fn ranges_mapped_under_another_lxcpath_are_neither_taken_nor_released() {
         "{err}"
     );
     assert_ne!(
-        f.plan("web", Target::Auto).to,
+        f.plan("web", Target::Auto).after.root(),
         Some(2_000_000),
         "auto skips it"
     );
@@ -2177,7 +2267,7 @@ fn a_rootfs_sharing_inodes_with_another_container_is_refused() {
     hardlink_copy("copy");
     for to in [Target::HostId(1_000_000), Target::Privileged] {
         let (before, copy_before) = (f.snapshot("www"), collect(&f.rootfs("copy")));
-        let err = f.refused(&f.options("www", to));
+        let err = f.refused(&f.options("www", to.clone()));
         let message = err.to_string();
         assert!(
             matches!(err, ConvertError::RootfsSharesInodes { .. }),
@@ -2292,41 +2382,122 @@ fn units_that_cannot_work_unprivileged_are_masked_and_unmasked() {
     );
 }
 
-/// User and group ranges on different host ids, or a map with holes, are refused
-/// before anything is written (converted with the user range alone, every group
-/// would stay where it was while the plan said "privileged").
+/// A container moves through maps of every shape LXC accepts (user and group
+/// ranges apart, a hole sharing host user 1000, one range, `--share-ids`) and back
+/// to privileged: at each step every inode holds exactly what the map gives its
+/// container ids, the config has the map's lines, root holds its host ids (a
+/// shared id's line only while it is shared), and at the end the rootfs, the
+/// config and the permissions are what they were.
 #[test]
-fn maps_of_other_shapes_are_refused_until_supported() {
-    if !require_root("maps_of_other_shapes_are_refused_until_supported") {
+fn maps_of_every_shape_convert_and_come_back_exactly() {
+    if !require_root("maps_of_every_shape_convert_and_come_back_exactly") {
         return;
     }
+    const AT_3M: TestMap = TestMap(&[('b', 0, 3_000_000, 65_536)]);
+    const SHARED_4M: TestMap = TestMap(&[
+        ('b', 0, 4_000_000, 1000),
+        ('b', 1000, 1000, 1),
+        ('b', 1001, 4_001_001, 64_535),
+    ]);
     let f = Fixture::new();
-    let rootfs = f.container("split");
-    let shapes = [
-        "lxc.idmap = u 0 1000000 65536\nlxc.idmap = g 0 2000000 65536\n",
-        "lxc.idmap = u 0 1000000 1000\nlxc.idmap = u 1000 1000 1\nlxc.idmap = u 1001 1001001 64535\nlxc.idmap = g 0 1000000 65536\n",
+    let rootfs = f.container("web");
+    // A file a privileged rootfs holds with a host id of the first range comes back
+    // only from that range (the journal keeps it); once the container runs, it is
+    // the container's uid 33, as on any range move (`moving_between_ranges_in_one_pass`).
+    std::fs::remove_file(rootfs.join(paths::HOST_RANGE)).unwrap();
+    let original = f.snapshot("web");
+    let share = ConvertOptions {
+        share_ids: parse_shared("u:1000,g:1000").unwrap(),
+        ..f.options("web", Target::HostId(4_000_000))
+    };
+    let steps: [(&str, ConvertOptions, &TestMap); 4] = [
+        (
+            "split",
+            f.options("web", Target::Map(host_map(&SPLIT))),
+            &SPLIT,
+        ),
+        (
+            "hole",
+            f.options("web", Target::Map(host_map(&HOLE))),
+            &HOLE,
+        ),
+        (
+            "one range",
+            f.options("web", Target::HostId(3_000_000)),
+            &AT_3M,
+        ),
+        ("shared", share, &SHARED_4M),
     ];
-    for maps in shapes {
-        let config = debian_config("split", &rootfs) + maps;
-        std::fs::write(f.config_path("split"), &config).unwrap();
-        let before = f.snapshot("split");
-        for to in [Target::Privileged, Target::HostId(3_000_000)] {
-            let err = f.refused(&f.options("split", to));
-            assert!(
-                matches!(err, ConvertError::UnusualMap { .. }),
-                "{maps} {to:?}: {err}"
-            );
-            assert_unchanged(&before, &f.snapshot("split"), maps);
-        }
-        // `check` says its fixes naming a conversion do not apply to this shape.
-        let notes = f.check("split").notes;
-        assert!(
-            notes
+    for (what, options, map) in steps {
+        let planned = plan(&options, &stopped()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let outcome = execute(planned, &stopped(), Some(2), &Quiet).unwrap();
+        assert_eq!(outcome.shift.map_or(0, |s| s.summary.errors), 0, "{what}");
+        let expected = expected_forward_with(&original.manifest, map);
+        assert_same(&expected, &collect(&f.rootfs("web")), what);
+        let lines: Vec<String> = (f.config("web").lines())
+            .filter_map(|l| l.strip_prefix("lxc.idmap = "))
+            .map(String::from)
+            .collect();
+        assert_eq!(lines, host_map(map).lxc_lines(), "{what}: config");
+        let (subuid, subgid) = (f.subuid(), f.subgid());
+        let shares = |kind: char| {
+            map.0
                 .iter()
-                .any(|n| n.contains("does not convert this shape yet")),
-            "{notes:?}"
+                .any(|e| e.2 == 1000 && (e.0 == kind || e.0 == 'b'))
+        };
+        assert_eq!(
+            subuid.contains("root:1000:1\n"),
+            shares('u'),
+            "{what}: {subuid}"
+        );
+        assert_eq!(
+            subgid.contains("root:1000:1\n"),
+            shares('g'),
+            "{what}: {subgid}"
+        );
+        let notes = f.check("web").notes;
+        assert!(
+            !notes.iter().any(|n| n.contains("cannot be converted")),
+            "{what}: {notes:?}"
         );
     }
+    // The whole range of the shared map is one line, as LXC's examples write it.
+    assert!(
+        f.subuid().contains("root:4000000:65536\n"),
+        "{}",
+        f.subuid()
+    );
+    let back = ConvertOptions {
+        release_range: true,
+        ..f.options("web", Target::Privileged)
+    };
+    execute(
+        plan(&back, &stopped()).unwrap(),
+        &stopped(),
+        Some(2),
+        &Quiet,
+    )
+    .unwrap();
+    let now = f.snapshot("web");
+    assert_same(&original.manifest, &now.manifest, "back to privileged");
+    assert_eq!(original.config, now.config);
+    assert_eq!(original.perms, now.perms);
+    for text in [&now.subuid, &now.subgid] {
+        assert!(
+            !text.contains("root:1000:1") && !text.contains("root:4000000"),
+            "{text}"
+        );
+    }
+}
+
+/// The container's map as `--map` gives it.
+fn host_map(map: &TestMap) -> HostMap {
+    let pieces = map
+        .args()
+        .iter()
+        .map(|a| MapEntry::parse(a).unwrap())
+        .collect();
+    HostMap::new(pieces).unwrap()
 }
 
 /// A rootfs and a bind source at paths as long as LXC takes (near PATH_MAX, 4096)
@@ -2587,7 +2758,7 @@ fn the_idmap_method_touches_no_inode_either_way() {
 
     let outcome = f.convert_by("web", Target::HostId(HOST_FIRST), Method::Idmap);
     assert!(outcome.shift.is_none(), "nothing shifts");
-    assert_eq!(outcome.plan.to_method, Method::Idmap);
+    assert_eq!(outcome.plan.after.method, Method::Idmap);
     assert_eq!(outcome.plan.idmap_probe, Some(Ok(())));
     let after = f.snapshot("web");
     assert_same(&original.manifest, &after.manifest, "rootfs, idmapped");
@@ -2606,7 +2777,7 @@ fn the_idmap_method_touches_no_inode_either_way() {
     // Another range, no --method: still idmap, still no inode touched.
     let outcome = f.convert("web", Target::HostId(2_000_000));
     assert!(outcome.shift.is_none());
-    assert_eq!(outcome.plan.to_method, Method::Idmap);
+    assert_eq!(outcome.plan.after.method, Method::Idmap);
     assert_same(&original.manifest, &collect(&rootfs), "rootfs, moved");
     let config = unprivileged(&original.config, USERNS, "lxc.idmap", 2_000_000);
     assert_eq!(f.config("web"), idmapped(&config, &rootfs));
@@ -2863,7 +3034,7 @@ fn an_interrupted_method_switch_is_finished_or_undone_by_its_method() {
     };
     let map_of = |planned: Plan| {
         let (map, direction) = planned.shift.expect("a shift");
-        (map.to_string(), direction, planned.to_method)
+        (map.to_string(), direction, planned.after.method)
     };
     let finish = (
         "b:0:1000000:65536".to_string(),

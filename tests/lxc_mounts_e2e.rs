@@ -65,6 +65,7 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
     if !require_root("bind_mounts_idmapped_kept_and_shifted_in_a_real_container") {
         return;
     }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(_guard) = create_debian(
         "bind_mounts_idmapped_kept_and_shifted_in_a_real_container",
         NAME,
@@ -227,4 +228,154 @@ fn bind_mounts_idmapped_kept_and_shifted_in_a_real_container() {
     inside_ok("root", &rewrite("/srv/data/root-file"));
     ok("lxc-stop", &["-n", NAME]);
     assert_same(&original, &collect(&data), "the mount after shift and back");
+}
+
+const SHARING: &str = "idshift-share";
+
+/// The two tests convert containers and restore the subid files each: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `--share-ids u:1000,g:1000`: a host user's directory bind-mounted where no
+/// idmapped mount is used (`--mounts keep`, as on NFS, CIFS or an older kernel).
+/// Container user 1000 and host user 1000 read and write the same files, each
+/// seeing the other's writes with the same owner; root holds `root:1000:1` only
+/// while the ids are shared, and `--to 0` gives the config and subid files back.
+#[test]
+fn a_host_user_shared_with_share_ids_reads_and_writes_the_same_files() {
+    let test = "a_host_user_shared_with_share_ids_reads_and_writes_the_same_files";
+    if !require_root(test) {
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_guard) = create_debian(test, SHARING) else {
+        return;
+    };
+    let dir = Path::new("/var/lib/lxc").join(SHARING);
+    let rootfs = dir.join("rootfs");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = tmp.path().join("alice");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("notes"), "from the host\n").unwrap();
+    for path in [&shared, &shared.join("notes")] {
+        std::os::unix::fs::chown(path, Some(1000), Some(1000)).unwrap();
+    }
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config_path = dir.join("config");
+    let config: String = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("lxc.net.0."))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config_path, format!("{config}lxc.net.0.type = empty\n")).unwrap();
+    // Alice, uid and gid 1000, inside the privileged container (before her home
+    // holds a mount point, so that useradd makes it hers).
+    start_and_wait(SHARING);
+    attach_ok(SHARING, "root", "useradd -m -u 1000 -U -s /bin/sh alice");
+    ok("lxc-stop", &["-n", SHARING]);
+    let config = format!(
+        "{config}lxc.net.0.type = empty\nlxc.mount.entry = {} home/alice/shared none bind,create=dir 0 0\n",
+        shared.display()
+    );
+    std::fs::write(&config_path, &config).unwrap();
+    let subids =
+        || ["/etc/subuid", "/etc/subgid"].map(|p| std::fs::read_to_string(p).unwrap_or_default());
+    let subids_before = subids();
+
+    let to = [
+        SHARING,
+        "--to",
+        "2000000",
+        "--share-ids",
+        "u:1000,g:1000",
+        "--mounts",
+        "keep",
+    ];
+    let out = run(&to);
+    assert_exit(&out, 0, "--to 2000000 --share-ids u:1000,g:1000");
+    let said = text(&out.stdout);
+    assert!(said.contains("full power over"), "the plan warns: {said}");
+    let converted = std::fs::read_to_string(&config_path).unwrap();
+    for line in [
+        "u 0 2000000 1000",
+        "u 1000 1000 1",
+        "u 1001 2001001 64535",
+        "g 1000 1000 1",
+    ] {
+        assert!(
+            converted.contains(&format!("lxc.idmap = {line}\n")),
+            "{line}: {converted}"
+        );
+    }
+    for text in subids() {
+        assert!(
+            text.contains("root:1000:1\n") && text.contains("root:2000000:65536\n"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        owner(&rootfs.join("home/alice")).0,
+        1000,
+        "alice's home is host uid 1000"
+    );
+    assert_eq!(
+        owner(&rootfs.join("root")).0,
+        2_000_000,
+        "root's home moved"
+    );
+
+    start_and_wait(SHARING);
+    let seen = attach_ok(
+        SHARING,
+        "alice",
+        "stat -c '%u:%g' /home/alice/shared/notes && cat /home/alice/shared/notes",
+    );
+    assert!(seen.starts_with("1000:1000\nfrom the host\n"), "{seen}");
+    attach_ok(
+        SHARING,
+        "alice",
+        "echo from the container >> /home/alice/shared/notes && echo new > /home/alice/shared/new",
+    );
+    assert_eq!(
+        owner(&shared.join("new")),
+        (1000, 1000, 0o644),
+        "alice's new file is host 1000's"
+    );
+    let host = ok(
+        "setpriv",
+        &[
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "sh",
+            "-c",
+            &format!(
+                "echo from the host again >> {0}/new && cat {0}/notes",
+                shared.display()
+            ),
+        ],
+    );
+    assert_eq!(host, "from the host\nfrom the container\n");
+    let inside = attach_ok(SHARING, "alice", "cat /home/alice/shared/new");
+    assert_eq!(inside, "new\nfrom the host again\n");
+    // What the plan warns of: root inside holds every capability over the ids its
+    // namespace maps, so alice's 0700 directory is open to it.
+    let root_reads = attach_ok(SHARING, "root", "cat /home/alice/shared/notes");
+    assert_eq!(root_reads, "from the host\nfrom the container\n");
+    ok("lxc-stop", &["-n", SHARING]);
+
+    assert_exit(
+        &run(&[SHARING, "--to", "0", "--release-range"]),
+        0,
+        "--to 0",
+    );
+    assert_eq!(std::fs::read_to_string(&config_path).unwrap(), config);
+    assert_eq!(subids(), subids_before, "root's lines are gone");
+    assert_eq!(owner(&rootfs.join("home/alice")).0, 1000);
+    assert_eq!(owner(&rootfs.join("root")).0, 0);
+    start_and_wait(SHARING);
+    let seen = attach_ok(SHARING, "alice", "cat /home/alice/shared/new");
+    assert_eq!(seen, "new\nfrom the host again\n");
+    ok("lxc-stop", &["-n", SHARING]);
 }

@@ -14,6 +14,7 @@ use super::container::{Container, ContainerError};
 use super::convert::{self, ConversionState};
 use super::effects::RealHost;
 use super::host::Host;
+use super::hostmap::HostMap;
 use super::manager::OtherManager;
 use super::method::Layout;
 use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
@@ -241,17 +242,17 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
         let message = "its config holds lxc-idshift's start guard, so every start refuses, \
             but no conversion of it is unfinished"
             .to_string();
+        let now = Layout::of_config(checker.host_map(), checker.config);
         let fix = format!(
-            "{} --to {}   (converts it to what it is, which takes the guard away)",
+            "{} {}   (converts it to what it is, which takes the guard away)",
             checker.command(),
-            checker.root_host_id(IdKind::User).unwrap_or(0)
+            now.args()
         );
         checker.problem(ProblemKind::StartGuard, &config_path, message, fix);
     }
-    if !maps.is_empty() && convert::one_range(&maps).is_none() {
+    if let Some(Err(e)) = (!maps.is_empty()).then(|| HostMap::new(maps.clone())) {
         checker.report.notes.push(format!(
-            "its map ({}) is not one range for users and groups alike: lxc-idshift does not convert this shape yet, so the fixes below that run `lxc-idshift --to` do not apply to it",
-            checker.report.maps.join(", ")
+            "its map cannot be converted: {e}; the fixes below that run `lxc-idshift --to` do not apply to it until the map is fixed"
         ));
     }
     if !maps.is_empty() {
@@ -345,6 +346,11 @@ impl Checker<'_> {
             .map(|m| m.host_first)
     }
 
+    /// The container's map, when it is one lxc-idshift converts.
+    fn host_map(&self) -> Option<HostMap> {
+        HostMap::new(self.maps.to_vec()).ok()
+    }
+
     fn view(&self, idmapped: bool) -> View {
         View {
             maps: self.maps.to_vec(),
@@ -361,8 +367,8 @@ impl Checker<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_error(&path)(e)),
         };
-        let now = Layout::of_config(self.root_host_id(IdKind::User), self.config);
-        if !state.interrupted_at(now) {
+        let now = Layout::of_config(self.host_map(), self.config);
+        if !state.interrupted_at(&now) {
             return Ok(());
         }
         let message = format!(

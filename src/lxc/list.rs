@@ -7,6 +7,7 @@ use super::container::{default_lxcpath, Container};
 use super::convert;
 use super::effects::RealHost;
 use super::host::Host;
+use super::hostmap::HostMap;
 use super::manager::OtherManager;
 use super::method::Layout;
 use crate::engine::journal;
@@ -160,9 +161,10 @@ fn entry(container: &Container, explicit_lxcpath: bool, host: &Host) -> Entry {
         count: m.count,
     });
     let current = entry.range.map(|r| r.host_first);
-    let now = Layout::of_config(current, &config);
+    let map = HostMap::new(maps).ok();
+    let now = Layout::of_config(map, &config);
     match convert::read_state(container) {
-        Ok(Some(state)) if state.interrupted_at(now) => {
+        Ok(Some(state)) if state.interrupted_at(&now) => {
             entry.unfinished = Some(Unfinished {
                 from: state.origin,
                 to: state.target,

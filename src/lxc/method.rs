@@ -8,6 +8,7 @@
 //! follows from the ids each layout keeps on disk.
 
 use super::config::ContainerConfig;
+use super::hostmap::HostMap;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,58 +49,67 @@ impl std::str::FromStr for Method {
     }
 }
 
-/// Where a container stands: privileged (`host` None), or unprivileged with its
-/// root at host id `host` and a rootfs method. A privileged layout's method is
-/// always `Shift`: its rootfs holds container ids, which are host ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a container stands: privileged (`map` None), or unprivileged with its map
+/// and a rootfs method. A privileged layout's method is always `Shift`: its rootfs
+/// holds container ids, which are host ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
-    pub host: Option<u32>,
+    pub map: Option<HostMap>,
     pub method: Method,
 }
 
 impl Layout {
-    pub fn new(host: Option<u32>, method: Method) -> Layout {
-        let method = host.map_or(Method::Shift, |_| method);
-        Layout { host, method }
+    pub fn new(map: Option<HostMap>, method: Method) -> Layout {
+        let method = map.as_ref().map_or(Method::Shift, |_| method);
+        Layout { map, method }
     }
 
-    /// The layout a config describes, given its root's host id.
-    pub fn of_config(host: Option<u32>, config: &ContainerConfig) -> Layout {
+    /// The layout a config describes, given its map.
+    pub fn of_config(map: Option<HostMap>, config: &ContainerConfig) -> Layout {
         let method = match config.rootfs_idmapped() {
             true => Method::Idmap,
             false => Method::Shift,
         };
-        Layout::new(host, method)
+        Layout::new(map, method)
     }
 
-    /// The host id of container root as the rootfs holds it on disk: None when it
-    /// holds container ids 0.. (privileged, or idmapped).
-    pub fn on_disk(self) -> Option<u32> {
+    /// The host uid of container root (None: privileged).
+    pub fn root(&self) -> Option<u32> {
+        self.map.as_ref().map(HostMap::root_uid)
+    }
+
+    /// The map the rootfs holds on disk: None when it holds container ids 0..
+    /// (privileged, or idmapped).
+    pub fn on_disk(&self) -> Option<&HostMap> {
         match self.method {
-            Method::Shift => self.host,
+            Method::Shift => self.map.as_ref(),
             Method::Idmap => None,
         }
     }
 
     /// The arguments of the conversion that leads here: `--to 0`, `--to H`,
-    /// `--to H --method idmap`.
-    pub fn args(self) -> String {
-        match (self.host, self.method) {
+    /// `--to H --method idmap`, `--map ... --map ...` for other shapes.
+    pub fn args(&self) -> String {
+        match (&self.map, self.method) {
             (None, _) => "--to 0".to_string(),
-            (Some(host), Method::Shift) => format!("--to {host}"),
-            (Some(host), Method::Idmap) => format!("--to {host} --method idmap"),
+            (Some(map), Method::Shift) => map.args(),
+            (Some(map), Method::Idmap) => format!("{} --method idmap", map.args()),
         }
     }
 }
 
 impl fmt::Display for Layout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.host, self.method) {
-            (None, _) => f.write_str("privileged"),
-            (Some(host), Method::Shift) => write!(f, "unprivileged (root = host uid {host})"),
-            (Some(host), Method::Idmap) => {
-                write!(f, "unprivileged (root = host uid {host}, rootfs idmapped)")
-            }
+        let Some(map) = &self.map else {
+            return f.write_str("privileged");
+        };
+        let idmapped = match self.method {
+            Method::Shift => "",
+            Method::Idmap => ", rootfs idmapped",
+        };
+        match map.one_range() {
+            Some((host, _)) => write!(f, "unprivileged (root = host uid {host}{idmapped})"),
+            None => write!(f, "unprivileged (map {map}{idmapped})"),
         }
     }
 }
@@ -107,7 +117,7 @@ impl fmt::Display for Layout {
 /// The method a conversion to `to` uses: the one asked for; else the container's
 /// own when it is unprivileged already (an idmapped container moving ranges stays
 /// idmapped); else `shift`. Going privileged there is no method.
-pub fn target_method(asked: Option<Method>, from: Layout, to: Option<u32>) -> Method {
+pub fn target_method(asked: Option<Method>, from: &Layout, to: Option<&HostMap>) -> Method {
     match (to, asked) {
         (None, _) => Method::Shift,
         (Some(_), Some(method)) => method,
@@ -118,34 +128,43 @@ pub fn target_method(asked: Option<Method>, from: Layout, to: Option<u32>) -> Me
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::idmap::MapEntry;
 
     const PRIVILEGED: Layout = Layout {
-        host: None,
+        map: None,
         method: Method::Shift,
     };
 
+    fn range(host: u32) -> Option<HostMap> {
+        Some(HostMap::simple(host, 65536).unwrap())
+    }
+
     fn idmapped(host: u32) -> Layout {
-        Layout::new(Some(host), Method::Idmap)
+        Layout::new(range(host), Method::Idmap)
     }
 
     fn shifted(host: u32) -> Layout {
-        Layout::new(Some(host), Method::Shift)
+        Layout::new(range(host), Method::Shift)
     }
 
     #[test]
     fn the_method_asked_for_else_the_containers_own_else_shift() {
-        let to = Some(2_000_000);
-        assert_eq!(target_method(None, PRIVILEGED, to), Method::Shift);
-        assert_eq!(target_method(None, shifted(1_000_000), to), Method::Shift);
-        assert_eq!(target_method(None, idmapped(1_000_000), to), Method::Idmap);
+        let to = range(2_000_000);
+        let to = to.as_ref();
+        assert_eq!(target_method(None, &PRIVILEGED, to), Method::Shift);
+        assert_eq!(target_method(None, &shifted(1_000_000), to), Method::Shift);
+        assert_eq!(target_method(None, &idmapped(1_000_000), to), Method::Idmap);
         let asked = Some(Method::Idmap);
-        assert_eq!(target_method(asked, PRIVILEGED, to), Method::Idmap);
-        assert_eq!(target_method(asked, shifted(1_000_000), to), Method::Idmap);
+        assert_eq!(target_method(asked, &PRIVILEGED, to), Method::Idmap);
+        assert_eq!(target_method(asked, &shifted(1_000_000), to), Method::Idmap);
         let asked = Some(Method::Shift);
-        assert_eq!(target_method(asked, idmapped(1_000_000), to), Method::Shift);
+        assert_eq!(
+            target_method(asked, &idmapped(1_000_000), to),
+            Method::Shift
+        );
         // Going privileged there is no method.
         assert_eq!(
-            target_method(None, idmapped(1_000_000), None),
+            target_method(None, &idmapped(1_000_000), None),
             Method::Shift
         );
     }
@@ -153,7 +172,7 @@ mod tests {
     #[test]
     fn the_ids_on_disk_follow_the_method() {
         assert_eq!(PRIVILEGED.on_disk(), None);
-        assert_eq!(shifted(1_000_000).on_disk(), Some(1_000_000));
+        assert_eq!(shifted(1_000_000).on_disk(), range(1_000_000).as_ref());
         assert_eq!(idmapped(1_000_000).on_disk(), None);
         // A privileged layout has no idmapped rootfs.
         assert_eq!(Layout::new(None, Method::Idmap), PRIVILEGED);
@@ -164,15 +183,29 @@ mod tests {
         let plain = ContainerConfig::parse("lxc.rootfs.path = dir:/r\n");
         let options = "lxc.rootfs.path = dir:/r\nlxc.rootfs.options = noatime, idmap=container\n";
         let idmap = ContainerConfig::parse(options);
-        assert_eq!(Layout::of_config(Some(7), &plain), shifted(7));
-        assert_eq!(Layout::of_config(Some(7), &idmap), idmapped(7));
+        assert_eq!(Layout::of_config(range(700000), &plain), shifted(700000));
+        assert_eq!(Layout::of_config(range(700000), &idmap), idmapped(700000));
         assert_eq!(Layout::of_config(None, &idmap), PRIVILEGED);
         assert_eq!(PRIVILEGED.args(), "--to 0");
-        assert_eq!(shifted(7).args(), "--to 7");
-        assert_eq!(idmapped(7).args(), "--to 7 --method idmap");
+        assert_eq!(shifted(700000).args(), "--to 700000");
+        assert_eq!(idmapped(700000).args(), "--to 700000 --method idmap");
         assert_eq!(
-            idmapped(7).to_string(),
-            "unprivileged (root = host uid 7, rootfs idmapped)"
+            idmapped(700000).to_string(),
+            "unprivileged (root = host uid 700000, rootfs idmapped)"
+        );
+        let split = HostMap::new(vec![
+            MapEntry::parse("u 0 700000 65536").unwrap(),
+            MapEntry::parse("g 0 100000 65536").unwrap(),
+        ])
+        .unwrap();
+        let split = Layout::new(Some(split), Method::Shift);
+        assert_eq!(
+            split.args(),
+            "--map u:0:700000:65536 --map g:0:100000:65536"
+        );
+        assert_eq!(
+            split.to_string(),
+            "unprivileged (map u:0:700000:65536 g:0:100000:65536)"
         );
         assert_eq!("idmap".parse(), Ok(Method::Idmap));
         assert!("both".parse::<Method>().is_err());

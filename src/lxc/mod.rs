@@ -20,6 +20,7 @@ pub mod container;
 pub mod convert;
 pub mod effects;
 pub mod host;
+pub mod hostmap;
 pub mod list;
 pub mod lock;
 pub mod manager;

@@ -227,21 +227,75 @@ impl SubIds {
     }
 }
 
-/// What a conversion does to an owner's subordinate ids; applied to the file as it
-/// is when the lock is held, so lines others added since the plan stay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubIdChange {
-    /// `with_range`: the owner gets first..first+count (unless it has them).
-    Grant { first: u32, count: u32 },
-    /// `without_range`: the line `owner:first:count` goes.
-    Release { first: u32, count: u32 },
+/// The lines of one file (/etc/subuid or /etc/subgid) a conversion adds or removes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeChanges {
+    /// `with_range`: the owner gets each (unless it has it).
+    pub grant: Vec<IdRange>,
+    /// `without_range`: each line `owner:first:count` goes.
+    pub release: Vec<IdRange>,
+}
+
+impl RangeChanges {
+    pub fn is_empty(&self) -> bool {
+        self.grant.is_empty() && self.release.is_empty()
+    }
+
+    fn apply(&self, owner: &str, ids: &SubIds) -> Result<SubIds, SubIdError> {
+        let mut out = ids.clone();
+        for r in &self.release {
+            out = out.without_range(owner, r.first, r.count);
+        }
+        for r in &self.grant {
+            out = out.with_range(owner, r.first, r.count)?;
+        }
+        Ok(out)
+    }
+}
+
+/// What a conversion does to an owner's subordinate ids, user ids in /etc/subuid
+/// and group ids in /etc/subgid; applied to the files as they are when the lock is
+/// held, so lines others added since the plan stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubIdChange {
+    pub users: RangeChanges,
+    pub groups: RangeChanges,
 }
 
 impl SubIdChange {
-    pub fn apply(&self, owner: &str, ids: &SubIds) -> Result<SubIds, SubIdError> {
-        match *self {
-            SubIdChange::Grant { first, count } => ids.with_range(owner, first, count),
-            SubIdChange::Release { first, count } => Ok(ids.without_range(owner, first, count)),
+    /// The same ranges granted in both files.
+    pub fn grant(first: u32, count: u32) -> SubIdChange {
+        let both = RangeChanges {
+            grant: vec![IdRange::new(first, count)],
+            release: Vec::new(),
+        };
+        SubIdChange {
+            users: both.clone(),
+            groups: both,
+        }
+    }
+
+    /// The same line removed from both files.
+    pub fn release(first: u32, count: u32) -> SubIdChange {
+        let both = RangeChanges {
+            grant: Vec::new(),
+            release: vec![IdRange::new(first, count)],
+        };
+        SubIdChange {
+            users: both.clone(),
+            groups: both,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
+
+    /// Applies the changes of one file: /etc/subuid for `users`, else /etc/subgid.
+    pub fn apply(&self, owner: &str, users: bool, ids: &SubIds) -> Result<SubIds, SubIdError> {
+        match users {
+            true => self.users.apply(owner, ids),
+            false => self.groups.apply(owner, ids),
         }
     }
 }
@@ -463,20 +517,22 @@ broken line
 
     #[test]
     fn changes_apply_to_the_file_as_it_is_now() {
-        let grant = SubIdChange::Grant {
-            first: 1000000,
-            count: 65536,
-        };
+        let grant = SubIdChange::grant(1000000, 65536);
         let now = SubIds::parse("u:300000:10\n");
-        let granted = grant.apply("root", &now).unwrap();
+        let granted = grant.apply("root", true, &now).unwrap();
         assert_eq!(granted.to_text(), "u:300000:10\nroot:1000000:65536\n");
-        assert_eq!(grant.apply("root", &granted).unwrap(), granted);
-        let release = SubIdChange::Release {
-            first: 1000000,
-            count: 65536,
-        };
-        assert_eq!(release.apply("root", &granted).unwrap(), now);
+        assert_eq!(grant.apply("root", false, &granted).unwrap(), granted);
+        let release = SubIdChange::release(1000000, 65536);
+        assert_eq!(release.apply("root", true, &granted).unwrap(), now);
         let taken = SubIds::parse("u:1000005:1\n");
-        assert!(grant.apply("root", &taken).is_err());
+        assert!(grant.apply("root", true, &taken).is_err());
+        // A shared id's line goes while the range's line comes, each file its own.
+        let mut move_on = SubIdChange::grant(2000000, 65536);
+        move_on.users.release.push(IdRange::new(1000, 1));
+        let shared = SubIds::parse("root:1000:1\n");
+        let moved = move_on.apply("root", true, &shared).unwrap();
+        assert_eq!(moved.to_text(), "root:2000000:65536\n");
+        let groups = move_on.apply("root", false, &shared).unwrap();
+        assert_eq!(groups.to_text(), "root:1000:1\nroot:2000000:65536\n");
     }
 }

@@ -21,41 +21,44 @@ pub(super) fn is_userns_include(include: &Path) -> bool {
 }
 
 impl ContainerConfig {
-    /// The config for an unprivileged container whose ids 0..count are host ids
-    /// host_first..: ensures `lxc.include = <userns_include>` (replacing another
-    /// `*userns.conf` include in place, else right after the `<distro>.common.conf`
-    /// include, else after the last include, else at the end) and one u and one g
-    /// idmap line. Existing idmap lines are rewritten in place (the first u and the
-    /// first g line; the others are dropped); missing ones go right after the
-    /// include, or next to their existing partner. Idempotent.
-    pub fn with_unprivileged(
-        &self,
-        host_first: u32,
-        count: u32,
-        userns_include: &Path,
-    ) -> ContainerConfig {
+    /// The config for an unprivileged container with the idmap lines `idmaps` (u
+    /// and g values such as `u 0 100000 65536`): ensures `lxc.include =
+    /// <userns_include>` (replacing another `*userns.conf` include in place, else
+    /// right after the `<distro>.common.conf` include, else after the last include,
+    /// else at the end). The u lines take the place of the first existing u line,
+    /// the g lines that of the first g line (other idmap lines are dropped); missing
+    /// ones go right after the include, or next to their existing partner.
+    /// Idempotent.
+    pub fn with_unprivileged(&self, idmaps: &[String], userns_include: &Path) -> ContainerConfig {
         let key = if self.legacy_keys() {
             "lxc.id_map"
         } else {
             "lxc.idmap"
         };
-        let wanted = [
-            format!("u 0 {host_first} {count}"),
-            format!("g 0 {host_first} {count}"),
-        ];
+        let of_kind = |kind: &str| -> Vec<Line> {
+            (idmaps.iter())
+                .filter(|v| v.split_whitespace().next() == Some(kind))
+                .map(|v| Line::new(format!("{key} = {v}")))
+                .collect()
+        };
+        let wanted = [of_kind("u"), of_kind("g")];
         let lines = with_include(&self.lines, userns_include);
         let (mut lines, placed) = with_idmaps_in_place(&lines, &wanted);
-        let new_line = |i: usize| Line::new(format!("{key} = {}", wanted[i]));
         match placed {
             [Some(_), Some(_)] => {}
-            [Some(u), None] => lines.insert(u + 1, new_line(1)),
-            [None, Some(g)] => lines.insert(g, new_line(0)),
+            [Some(u), None] => {
+                let at = u + wanted[0].len();
+                lines.splice(at..at, wanted[1].clone());
+            }
+            [None, Some(g)] => {
+                lines.splice(g..g, wanted[0].clone());
+            }
             [None, None] => {
                 let at = lines
                     .iter()
                     .position(|l| l.include() == Some(userns_include))
                     .map_or(lines.len(), |i| i + 1);
-                lines.splice(at..at, [new_line(0), new_line(1)]);
+                lines.splice(at..at, wanted.concat());
             }
         }
         self.edited(lines)
@@ -120,6 +123,15 @@ impl ContainerConfig {
     }
 }
 
+/// The u and g idmap values of one range: container ids 0..count are host ids
+/// host_first.., users and groups alike.
+#[cfg(any(test, feature = "testkit"))]
+pub fn range_lines(host_first: u32, count: u32) -> Vec<String> {
+    ["u", "g"]
+        .map(|kind| format!("{kind} 0 {host_first} {count}"))
+        .to_vec()
+}
+
 /// `lines` with `lxc.include = <include>` present (see `with_unprivileged`).
 fn with_include(lines: &[Line], include: &Path) -> Vec<Line> {
     let mut out = lines.to_vec();
@@ -145,10 +157,14 @@ fn with_include(lines: &[Line], include: &Path) -> Vec<Line> {
     out
 }
 
-/// `lines` with the first u and the first g idmap line set to `wanted` and every
-/// other idmap line dropped (duplicates, split maps, clearing lines, invalid lines);
-/// also returns where the u and g lines ended up.
-fn with_idmaps_in_place(lines: &[Line], wanted: &[String; 2]) -> (Vec<Line>, [Option<usize>; 2]) {
+/// `lines` with the first u and the first g idmap line replaced by `wanted`'s u and
+/// g lines (the first keeps its spelling and comment) and every other idmap line
+/// dropped (other pieces, clearing lines, invalid lines); also returns where the u
+/// and g lines begin.
+fn with_idmaps_in_place(
+    lines: &[Line],
+    wanted: &[Vec<Line>; 2],
+) -> (Vec<Line>, [Option<usize>; 2]) {
     let mut out = Vec::with_capacity(lines.len() + 2);
     let mut placed = [None, None];
     for line in lines {
@@ -164,7 +180,12 @@ fn with_idmaps_in_place(lines: &[Line], wanted: &[String; 2]) -> (Vec<Line>, [Op
         };
         if let Some(slot) = slot.filter(|&s| placed[s].is_none()) {
             placed[slot] = Some(out.len());
-            out.push(line.with_value(&wanted[slot]));
+            let mut pieces = wanted[slot].iter();
+            if let Some(first) = pieces.next() {
+                let value = first.entry().map_or("", |(_, v)| v);
+                out.push(line.with_value(value));
+            }
+            out.extend(pieces.cloned());
         }
     }
     (out, placed)
@@ -181,7 +202,7 @@ mod tests {
 
     fn unprivileged(text: &str, host: u32) -> String {
         parse(text)
-            .with_unprivileged(host, 65536, Path::new(USERNS))
+            .with_unprivileged(&range_lines(host, 65536), Path::new(USERNS))
             .to_text()
     }
 
@@ -247,13 +268,17 @@ mod tests {
     #[test]
     fn split_and_partial_maps_become_one_u_and_one_g_line() {
         let split = "lxc.include = /c/debian.userns.conf\nlxc.idmap = u 0 100000 1000\nlxc.idmap = u 1000 1000 1\nlxc.idmap = u 1001 101001 64535\nlxc.idmap = g 0 100000 65536\n";
-        let out = parse(split).with_unprivileged(300000, 65536, Path::new("/c/debian.userns.conf"));
+        let out = parse(split).with_unprivileged(
+            &range_lines(300000, 65536),
+            Path::new("/c/debian.userns.conf"),
+        );
         assert_eq!(
             out.to_text(),
             "lxc.include = /c/debian.userns.conf\nlxc.idmap = u 0 300000 65536\nlxc.idmap = g 0 300000 65536\n"
         );
         let only_g = "a = 1\nlxc.idmap = g 0 5 6\nb = 2\n";
-        let out = parse(only_g).with_unprivileged(100000, 65536, Path::new("/c/userns.conf"));
+        let out = parse(only_g)
+            .with_unprivileged(&range_lines(100000, 65536), Path::new("/c/userns.conf"));
         assert_eq!(
             out.to_text(),
             "a = 1\nlxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\nb = 2\nlxc.include = /c/userns.conf\n"
@@ -263,8 +288,9 @@ mod tests {
     #[test]
     fn both_edits_are_idempotent() {
         for text in [DEBIAN, LEGACY, "lxc.arch = amd64", ""] {
-            let once = parse(text).with_unprivileged(100000, 65536, Path::new(USERNS));
-            let twice = once.with_unprivileged(100000, 65536, Path::new(USERNS));
+            let once =
+                parse(text).with_unprivileged(&range_lines(100000, 65536), Path::new(USERNS));
+            let twice = once.with_unprivileged(&range_lines(100000, 65536), Path::new(USERNS));
             assert_eq!(once, twice);
             let privileged = once.with_privileged();
             assert_eq!(privileged.with_privileged(), privileged);
@@ -282,7 +308,7 @@ mod tests {
             "",
         ] {
             let config = parse(text);
-            let there = config.with_unprivileged(100000, 65536, Path::new(USERNS));
+            let there = config.with_unprivileged(&range_lines(100000, 65536), Path::new(USERNS));
             assert_ne!(there.to_text(), text);
             assert_eq!(there.with_privileged().to_text(), text, "{text:?}");
         }
@@ -291,12 +317,13 @@ mod tests {
     #[test]
     fn include_placement_without_a_distro_include() {
         let text = "lxc.include = /usr/share/lxc/config/common.conf\nlxc.arch = amd64";
-        let out = parse(text).with_unprivileged(1, 2, Path::new("/u/userns.conf"));
+        let out = parse(text).with_unprivileged(&range_lines(1, 2), Path::new("/u/userns.conf"));
         assert_eq!(
             out.to_text(),
             "lxc.include = /usr/share/lxc/config/common.conf\nlxc.include = /u/userns.conf\nlxc.idmap = u 0 1 2\nlxc.idmap = g 0 1 2\nlxc.arch = amd64"
         );
-        let out = parse("lxc.arch = amd64").with_unprivileged(1, 2, Path::new("/u/userns.conf"));
+        let out = parse("lxc.arch = amd64")
+            .with_unprivileged(&range_lines(1, 2), Path::new("/u/userns.conf"));
         assert_eq!(
             out.to_text(),
             "lxc.arch = amd64\nlxc.include = /u/userns.conf\nlxc.idmap = u 0 1 2\nlxc.idmap = g 0 1 2"
@@ -306,7 +333,8 @@ mod tests {
     #[test]
     fn another_userns_include_is_replaced_in_place() {
         let text = "lxc.include = /x/debian.common.conf\n# userns\nlxc.include = /x/userns.conf\n";
-        let out = parse(text).with_unprivileged(1, 2, Path::new("/x/debian.userns.conf"));
+        let out =
+            parse(text).with_unprivileged(&range_lines(1, 2), Path::new("/x/debian.userns.conf"));
         assert_eq!(
             out.to_text(),
             "lxc.include = /x/debian.common.conf\n# userns\nlxc.include = /x/debian.userns.conf\nlxc.idmap = u 0 1 2\nlxc.idmap = g 0 1 2\n"
@@ -371,12 +399,15 @@ mod tests {
         let config = parse("lxc.include = \" /x/debian.common.conf\"\n");
         let include = config.userns_include(|_| false).unwrap();
         assert_eq!(include, Path::new(" /x/userns.conf"));
-        let once = config.with_unprivileged(100000, 65536, &include);
+        let once = config.with_unprivileged(&range_lines(100000, 65536), &include);
         assert!(once
             .to_text()
             .contains("lxc.include = \" /x/userns.conf\"\n"));
         assert!(parse(&once.to_text()).includes().contains(&include));
-        assert_eq!(once.with_unprivileged(100000, 65536, &include), once);
+        assert_eq!(
+            once.with_unprivileged(&range_lines(100000, 65536), &include),
+            once
+        );
         assert_eq!(written_value("/a/userns.conf"), "/a/userns.conf");
         assert_eq!(written_value("'/a'"), "\"'/a'\"");
     }
@@ -390,7 +421,8 @@ mod tests {
         assert_eq!(config.with_privileged().to_text(), "a = 1\n\n");
         let open = parse("a = 1\nlxc.include = /a/b.userns.conf");
         assert_eq!(open.with_privileged().to_text(), "a = 1");
-        let added = parse("a = 1").with_unprivileged(100000, 65536, Path::new(USERNS));
+        let added =
+            parse("a = 1").with_unprivileged(&range_lines(100000, 65536), Path::new(USERNS));
         assert_eq!(added.with_privileged().to_text(), "a = 1");
     }
 }

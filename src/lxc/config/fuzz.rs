@@ -1,6 +1,6 @@
 //! The property check the `config` fuzz target runs over the edits (testkit only).
 
-use super::edit::is_userns_include;
+use super::edit::{is_userns_include, range_lines};
 use super::line::Line;
 use super::ContainerConfig;
 use crate::engine::idmap::MapEntry;
@@ -34,8 +34,11 @@ pub fn fuzz_edit(data: &[u8]) {
     let original = kept(&config);
     let (count, mut current) = (1 + (seed >> 8) % 70000, config);
     for host in [100_000 + (seed % 4096) * 65536, 300_000_000] {
-        let next = current.with_unprivileged(host, count, &include);
-        assert_eq!(next.with_unprivileged(host, count, &include), next);
+        let next = current.with_unprivileged(&range_lines(host, count), &include);
+        assert_eq!(
+            next.with_unprivileged(&range_lines(host, count), &include),
+            next
+        );
         let reread = ContainerConfig::parse(&next.to_text());
         let map = |users| MapEntry {
             users,

@@ -1,7 +1,8 @@
 //! The conversion plan as `--dry-run` prints it.
 
-use super::{shift_for, DeviceOwner, Plan};
+use super::{DeviceOwner, Plan};
 use crate::diff;
+use crate::lxc::hostmap;
 use crate::lxc::method::{Layout, Method};
 use crate::lxc::mounts::{self, IDMAP_OPTION};
 use crate::lxc::units;
@@ -15,15 +16,15 @@ pub fn describe(plan: &Plan) -> String {
         "Container {} ({}): {} -> {}\n",
         plan.container.name,
         plan.container.dir().display(),
-        plan.layout_before(),
-        plan.layout_after()
+        plan.before,
+        plan.after
     );
     let rootfs = plan.rootfs.display();
     match &plan.shift {
         Some((map, direction)) => {
             text += &format!("rootfs {rootfs}: shift {direction} with {map}\n")
         }
-        None if plan.to_method == Method::Idmap => {
+        None if plan.after.method == Method::Idmap => {
             text += &format!(
             "rootfs {rootfs}: stays as it is on disk; LXC mounts it idmapped ({IDMAP_OPTION})\n"
         )
@@ -39,12 +40,18 @@ pub fn describe(plan: &Plan) -> String {
             );
         }
     }
-    if let Some(host_first) = plan.to {
-        // Only a privileged rootfs can take a wider range: an unprivileged one keeps its own.
-        let offer = plan.from.is_none();
-        text += &unmapped::describe(&plan.unmapped, plan.range, host_first, offer);
+    if let Some(to) = plan.to_map() {
+        // Only a privileged rootfs can take a wider range: an unprivileged one keeps
+        // its own, and so does a map of another shape.
+        let offer = plan.before.map.is_none() && to.one_range().is_some();
+        text += &unmapped::describe(&plan.unmapped, plan.range, to.root_uid(), offer);
     }
-    let map = plan.to.map(|first| format!("b:0:{first}:{}", plan.range));
+    let map = plan.to_map().map(|m| {
+        let pieces: Vec<String> = (hostmap::compact(m.entries().to_vec()).iter())
+            .map(|e| e.to_string())
+            .collect();
+        pieces.join(" --map ")
+    });
     text += &mounts::describe(&plan.mounts, map.as_deref());
     for note in &plan.mount_notes {
         text += &format!("  {note}\n");
@@ -87,19 +94,19 @@ pub fn describe(plan: &Plan) -> String {
 /// For `--dry-run`: whether each rootfs method works on this host and what it
 /// would do to the rootfs; the chosen one is marked.
 fn describe_methods(plan: &Plan) -> String {
-    let (Some(host), Some(probe)) = (plan.to, &plan.idmap_probe) else {
+    let (Some(to), Some(probe)) = (plan.to_map(), &plan.idmap_probe) else {
         return String::new();
     };
     let mut text = String::from("rootfs methods on this host (--method):\n");
     for method in [Method::Shift, Method::Idmap] {
-        let target = Layout::new(Some(host), method);
+        let target = Layout::new(Some(to.clone()), method);
         let works = match (method, probe) {
             (Method::Shift, _) => "works on any kernel".to_string(),
             (Method::Idmap, Ok(())) => "works here".to_string(),
             (Method::Idmap, Err(why)) => format!("does not work here: {why}"),
         };
-        let from = plan.layout_before().on_disk();
-        let does = match shift_for(from, target.on_disk(), plan.range) {
+        let from = plan.before.on_disk();
+        let does = match hostmap::shift_between(from, target.on_disk()) {
             Ok(Some((_, _))) if from == target.on_disk() => {
                 "walk the rootfs again, shifting only ids not shifted yet".to_string()
             }
@@ -112,7 +119,11 @@ fn describe_methods(plan: &Plan) -> String {
             Method::Idmap => format!(", with {IDMAP_OPTION} in lxc.rootfs.options"),
             Method::Shift => String::new(),
         };
-        let mark = if method == plan.to_method { "*" } else { " " };
+        let mark = if method == plan.after.method {
+            "*"
+        } else {
+            " "
+        };
         text += &format!("  {mark} {method}: {works}; would {does}{option}\n");
     }
     text

@@ -163,22 +163,18 @@ pub fn mount_journal(container: &Container, source: &Path, map: &IdMap) -> PathB
 /// back; a finished conversion to privileged needs no state.
 fn finish_state(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertError> {
     let path = plan.container.state_file();
-    match plan.to {
+    match plan.after.map {
         Some(_) => write_state(
             effects,
             &plan.container,
             &ConversionState {
-                origin: plan.to,
-                target: plan.to,
-                range: plan.range,
                 perms: plan.state.perms.clone(),
                 shifted_mounts: plan.mount_shifts.clone(),
-                origin_method: plan.to_method,
-                target_method: plan.to_method,
                 // Finished: going back keeps the range unless --release-range.
                 granted_range: false,
                 device_owners: plan.state.device_owners.clone(),
                 masked_units: plan.units.masked.clone(),
+                ..ConversionState::between(&plan.after, &plan.after, plan.range)
             },
         ),
         None if path.exists() => Ok(effects.remove_file(&path)?),
@@ -223,7 +219,7 @@ fn apply_devices(effects: &dyn HostEffects, plan: &Plan) -> Result<Option<bool>,
 /// files as they are then: a line `useradd` or `usermod` added since the plan stays,
 /// and a range given to another user meanwhile is refused.
 fn apply_subids(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertError> {
-    let Some(change) = plan.subids else {
+    let Some(change) = &plan.subids else {
         return Ok(());
     };
     let files = [plan.host.subuid(), plan.host.subgid()];
@@ -231,10 +227,10 @@ fn apply_subids(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertErr
         std::fs::create_dir_all(dir).map_err(fsutil::failed("create the directory", dir))?;
     }
     let _lock = ShadowLock::acquire(&plan.host, &files)?;
-    for path in &files {
+    for (path, users) in files.iter().zip([true, false]) {
         let old = read_subid_text(path)?;
         let ids = SubIds::parse(old.as_deref().unwrap_or_default());
-        let new = change.apply(ROOT_USER, &ids)?;
+        let new = change.apply(ROOT_USER, users, &ids)?;
         if new != ids || old.is_none() {
             effects.write_shadow_file(path, old.as_deref(), &new.to_text())?;
         }

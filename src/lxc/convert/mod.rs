@@ -17,6 +17,7 @@ use super::config::{self, Backend, ContainerConfig};
 use super::container::{Container, ContainerError};
 use super::effects::HostEffects;
 use super::host::Host;
+use super::hostmap::{self, HostMap, HostMapError, SharedId};
 use super::lock;
 use super::manager::OtherManager;
 use super::method::{self, Layout, Method};
@@ -27,7 +28,7 @@ use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
 use super::units;
 use super::unmapped::{self, UnmappedIds};
-use crate::engine::idmap::{Direction, IdMap, MapEntry};
+use crate::engine::idmap::{Direction, IdKind, IdMap, MapEntry};
 use crate::engine::idrange::IdRange;
 use crate::engine::run::{self, ShiftReport};
 use crate::fsutil::{failed, FileError};
@@ -36,11 +37,13 @@ use std::path::{Path, PathBuf};
 /// The user that owns the subordinate ids of system containers.
 const ROOT_USER: &str = "root";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Privileged,
     HostId(u32),
     Auto,
+    /// `--map`: the whole map, of any shape.
+    Map(HostMap),
 }
 
 impl std::str::FromStr for Target {
@@ -100,6 +103,9 @@ pub struct ConvertOptions {
     /// `--method`: how the rootfs becomes unprivileged (None: the container's own
     /// method when it is unprivileged already, else shift).
     pub method: Option<Method>,
+    /// `--share-ids`: host ids the container gets as themselves (with --to HOSTID
+    /// or auto).
+    pub share_ids: Vec<SharedId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +122,15 @@ pub enum ConvertError {
     Shift(#[from] run::RunError),
     #[error(transparent)]
     Map(#[from] crate::engine::idmap::IdMapError),
+    #[error("{config}: {source}; nothing was changed")]
+    ContainerMap {
+        config: PathBuf,
+        source: HostMapError,
+    },
+    #[error(transparent)]
+    TargetMap(#[from] HostMapError),
+    #[error("--share-ids is for unprivileged targets (--to HOSTID or --to auto): a privileged container's ids are all the host's own")]
+    ShareWithoutTarget,
     #[error(transparent)]
     Lock(#[from] lock::LockError),
     #[error(transparent)]
@@ -137,8 +152,6 @@ pub enum ConvertError {
         "rootfs {0} is not a mounted directory; mount it (btrfs subvolume / zfs dataset) and retry"
     )]
     RootfsNotMounted(PathBuf),
-    #[error("{config} maps container ids in a way lxc-idshift does not convert yet ({maps}): it converts one range for users and groups alike, u and g lines `0 HOSTID COUNT` with the same HOSTID and COUNT; nothing was changed")]
-    UnusualMap { config: PathBuf, maps: String },
     #[error("range {first}..{last} overlaps container {other}'s map ({other_first}..{other_last}); choose another --to (or --to auto)")]
     RangeTaken {
         first: u32,
@@ -202,22 +215,22 @@ pub enum ConvertError {
         origin_args: String,
         target_args: String,
     },
-    #[error("rootfs {rootfs} cannot be mounted idmapped here: {why}; convert with --method shift instead (`lxc-idshift {name} --to {host} --method shift` shifts the rootfs once and works on any kernel)")]
+    #[error("rootfs {rootfs} cannot be mounted idmapped here: {why}; convert with --method shift instead (`lxc-idshift {name} {args} --method shift` shifts the rootfs once and works on any kernel)")]
     RootfsIdmapUnsupported {
         rootfs: PathBuf,
         why: String,
         name: String,
-        host: u32,
+        args: String,
     },
     #[error("--method is for unprivileged targets: leave it out with --to 0 (going privileged removes {IDMAP_OPTION} or shifts the rootfs back, whichever the container uses)")]
     MethodWithoutTarget,
     #[error("--method idmap leaves the rootfs unshifted, so nothing shifts bind mount sources along ({why}): use --mounts idmap or --mounts keep, or --method shift")]
     MountShiftWithIdmap { why: String },
-    #[error("--mounts shift while moving {name} between host ranges: bind mount source {mount} was never shifted, and only a conversion from privileged shifts a source (its files hold the host's own ids). Use --mounts idmap or --mounts keep for this move, or go `lxc-idshift {name} --to 0` first and then `--to {to} --mounts shift`")]
+    #[error("--mounts shift while moving {name} between host ranges: bind mount source {mount} was never shifted, and only a conversion from privileged shifts a source (its files hold the host's own ids). Use --mounts idmap or --mounts keep for this move, or go `lxc-idshift {name} --to 0` first and then `{args} --mounts shift`")]
     MountShiftOnRangeMove {
         name: String,
         mount: PathBuf,
-        to: u32,
+        args: String,
     },
 }
 
@@ -255,22 +268,72 @@ pub struct ConversionState {
     /// unprivileged, unmasked by `--to 0`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masked_units: Vec<String>,
+    /// The whole maps when they are not one range (`origin`/`target` and `range`
+    /// say it for one range): split user and group ranges, holes, shared ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_map: Option<Vec<MapEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_map: Option<Vec<MapEntry>>,
 }
 
 impl ConversionState {
+    /// A state for a conversion between two layouts.
+    pub(super) fn between(origin: &Layout, target: &Layout, range: u32) -> ConversionState {
+        let pieces = |l: &Layout| {
+            (l.map.as_ref())
+                .filter(|m| m.one_range() != Some((m.root_uid(), range)))
+                .map(|m| m.entries().to_vec())
+        };
+        ConversionState {
+            origin: origin.root(),
+            target: target.root(),
+            range,
+            origin_method: origin.method,
+            target_method: target.method,
+            origin_map: pieces(origin),
+            target_map: pieces(target),
+            ..ConversionState::default()
+        }
+    }
+
+    fn map_of(root: Option<u32>, pieces: &Option<Vec<MapEntry>>, range: u32) -> Option<HostMap> {
+        let map = match pieces {
+            Some(pieces) => HostMap::new(pieces.clone()),
+            None => HostMap::simple(root?, range),
+        };
+        root.and(map.ok())
+    }
+
     pub fn origin_layout(&self) -> Layout {
-        Layout::new(self.origin, self.origin_method)
+        let map = Self::map_of(self.origin, &self.origin_map, self.range);
+        Layout::new(map, self.origin_method)
     }
 
     pub fn target_layout(&self) -> Layout {
-        Layout::new(self.target, self.target_method)
+        let map = Self::map_of(self.target, &self.target_map, self.range);
+        Layout::new(map, self.target_method)
+    }
+
+    /// Whether each end's map is valid (a state file is read back through this).
+    fn valid(&self) -> Result<(), HostMapError> {
+        for (root, pieces) in [
+            (self.origin, &self.origin_map),
+            (self.target, &self.target_map),
+        ] {
+            match (root, pieces) {
+                (Some(_), Some(pieces)) => HostMap::new(pieces.clone()).map(drop)?,
+                (Some(root), None) => HostMap::simple(root, self.range).map(drop)?,
+                (None, _) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Whether the recorded conversion was interrupted, the container's config
     /// saying it is at `now`: the config is written after the rootfs, so a state
     /// heading elsewhere is one whose rootfs may be half-way.
-    pub fn interrupted_at(&self, now: Layout) -> bool {
-        self.target_layout() != now
+    pub fn interrupted_at(&self, now: &Layout) -> bool {
+        self.target_layout() != *now
     }
 }
 
@@ -301,12 +364,9 @@ impl FileEdit {
 pub struct Plan {
     pub container: Container,
     pub rootfs: PathBuf,
-    /// The host id of container root before and after (None: privileged).
-    pub from: Option<u32>,
-    pub to: Option<u32>,
-    /// The rootfs method before and after (shift when privileged).
-    pub from_method: Method,
-    pub to_method: Method,
+    /// Where the container stands before and after: its map and rootfs method.
+    pub before: Layout,
+    pub after: Layout,
     /// Whether an idmapped mount of the rootfs works here with the target's map
     /// (probed for `--method idmap` and `--dry-run`; None when not probed).
     pub idmap_probe: Option<Result<(), String>>,
@@ -346,12 +406,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn layout_before(&self) -> Layout {
-        Layout::new(self.from, self.from_method)
-    }
-
-    pub fn layout_after(&self) -> Layout {
-        Layout::new(self.to, self.to_method)
+    /// The map after the conversion (None: privileged).
+    pub fn to_map(&self) -> Option<&HostMap> {
+        self.after.map.as_ref()
     }
 }
 
@@ -391,8 +448,9 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     }
     let course = course(options, &container, &config)?;
     let idmap_probe = idmap_probe(options, effects, &rootfs, &course)?;
-    let (subids, notes) = subid_change(options, &container, &course)?;
-    let mut edits = match subids {
+    let (subids, mut notes) = subid_change(options, &container, &course)?;
+    notes.extend(shared_ids_note(course.to_map()));
+    let mut edits = match &subids {
         Some(change) => subid_edits(&options.host, change)?,
         None => Vec::new(),
     };
@@ -401,19 +459,18 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         .as_ref()
         .unwrap_or(&course.recorded)
         .shifted_mounts;
-    if course.to_method == Method::Idmap {
+    if course.to.method == Method::Idmap {
         refuse_mount_shift(options, shifted_mounts)?;
     }
     let mount_plan = mount_plan(
         (options, effects),
         (&container, &rootfs),
         &config,
-        (course.layout_before().on_disk(), course.to),
-        course.range,
+        (course.from.on_disk(), course.to_map()),
         shifted_mounts,
     )?;
     let in_config = |o: &&Origin| o.file == config_path;
-    let with_mounts = match course.to {
+    let with_mounts = match course.to.map {
         Some(_) => mount_plan
             .edited
             .iter()
@@ -425,19 +482,19 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     };
     let others: Vec<&Origin> = mount_plan.edited.iter().filter(|o| !in_config(o)).collect();
     // Before the config's: the config is written last.
-    edits.extend(mount_file_edits(&others, course.to.is_some())?);
+    edits.extend(mount_file_edits(&others, course.to.map.is_some())?);
     edits.push(FileEdit {
         new: Some(new_config(options, &with_mounts, &course).to_text()),
         path: config_path,
         old: Some(on_disk),
     });
-    let (perms, record_perms) = perm_plan(&container, course.to, &course.recorded.perms)?;
-    if let Some(host_first) = course.to {
-        refuse_closed_parents(&rootfs, host_first, course.range, &perms)?;
+    let (perms, record_perms) = perm_plan(&container, course.to_map(), &course.recorded.perms)?;
+    if let Some(map) = course.to_map() {
+        refuse_closed_parents(&rootfs, map, &perms)?;
     }
     let mount_shifts = match &course.interrupted {
         Some(state) => state.shifted_mounts.clone(),
-        None if course.to.is_none() => course.recorded.shifted_mounts.clone(),
+        None if course.to.map.is_none() => course.recorded.shifted_mounts.clone(),
         None => {
             let mut all = course.recorded.shifted_mounts.clone();
             for source in &mount_plan.shift_sources {
@@ -458,7 +515,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         options,
         (&container, &config),
         &rootfs,
-        course.to,
+        course.to_map(),
         recorded_devices,
     )?;
     let recorded_units = &course
@@ -466,19 +523,18 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         .as_ref()
         .unwrap_or(&course.recorded)
         .masked_units;
-    let units = unit_plan(&rootfs, course.to, recorded_units);
-    let state = course.interrupted.clone().unwrap_or(ConversionState {
-        origin: course.from,
-        target: course.to,
-        range: course.range,
-        perms: record_perms,
-        shifted_mounts: mount_shifts.clone(),
-        origin_method: course.from_method,
-        target_method: course.to_method,
-        granted_range: grants_new_range(&options.host, subids)?,
-        device_owners: devices.original,
-        masked_units: units.masked.clone(),
-    });
+    let units = unit_plan(&rootfs, course.to_map(), recorded_units);
+    let state = match course.interrupted.clone() {
+        Some(state) => state,
+        None => ConversionState {
+            perms: record_perms,
+            shifted_mounts: mount_shifts.clone(),
+            granted_range: grants_new_range(&options.host, subids.as_ref())?,
+            device_owners: devices.original,
+            masked_units: units.masked.clone(),
+            ..ConversionState::between(&course.from, &course.to, course.range)
+        },
+    };
     // Every shift walks the rootfs first (stat only): what the map leaves out and
     // files linked from outside, refused before the first write.
     let scan = match &course.shift {
@@ -499,16 +555,12 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     // Towards a container from privileged ids (0..): what its map leaves out. An
     // idmapped rootfs stays as it is: scanned for the --dry-run plan only, so that
     // the conversion itself costs no walk.
-    let idmapped_from_zero = course.from.is_none() && course.to_method == Method::Idmap;
-    let unmapped = match (&course.shift, course.to, scan) {
-        (Some((map, Direction::Forward)), _, Some(scan))
-            if map.entries().iter().all(|e| e.container_first == 0) =>
-        {
-            scan.unmapped
-        }
-        (None, Some(host_first), _) if idmapped_from_zero && options.dry_run => {
+    let idmapped_from_zero = course.from.map.is_none() && course.to.method == Method::Idmap;
+    let unmapped = match (&course.shift, course.to_map(), scan) {
+        (Some(_), _, Some(scan)) if course.from.on_disk().is_none() => scan.unmapped,
+        (None, Some(map), _) if idmapped_from_zero && options.dry_run => {
             let view = View {
-                maps: container_maps(host_first, course.range),
+                maps: map.entries().to_vec(),
                 idmapped: true,
             };
             mounts::scan(&rootfs, &view, options.threads)?.hidden()
@@ -521,10 +573,8 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     Ok(Plan {
         container,
         rootfs,
-        from: course.from,
-        to: course.to,
-        from_method: course.from_method,
-        to_method: course.to_method,
+        before: course.from,
+        after: course.to,
         idmap_probe,
         range: course.range,
         shift: course.shift,
@@ -560,17 +610,17 @@ fn idmap_probe(
     rootfs: &Path,
     course: &Course,
 ) -> Result<Option<Result<(), String>>, ConvertError> {
-    let wanted = options.dry_run || course.to_method == Method::Idmap;
-    let Some(host) = course.to.filter(|_| wanted) else {
+    let wanted = options.dry_run || course.to.method == Method::Idmap;
+    let Some(map) = course.to_map().filter(|_| wanted) else {
         return Ok(None);
     };
-    let probe = mounts::idmap_works(effects, rootfs, host, course.range);
-    match (&probe, course.to_method) {
+    let probe = mounts::idmap_works(effects, rootfs, map.root_uid(), map.span());
+    match (&probe, course.to.method) {
         (Err(why), Method::Idmap) => Err(ConvertError::RootfsIdmapUnsupported {
             rootfs: rootfs.to_path_buf(),
             why: why.clone(),
             name: options.name.clone(),
-            host,
+            args: map.args(),
         }),
         _ => Ok(Some(probe)),
     }
@@ -581,16 +631,15 @@ fn idmap_probe(
 /// `check` would report after the conversion), with the command that opens it.
 fn refuse_closed_parents(
     rootfs: &Path,
-    host_first: u32,
-    range: u32,
+    map: &HostMap,
     perms: &[PermChange],
 ) -> Result<(), ConvertError> {
     let view = View {
-        maps: container_maps(host_first, range),
+        maps: map.entries().to_vec(),
         idmapped: false,
     };
     let mut seen: Vec<PathBuf> = perms.iter().map(|p| p.path.clone()).collect();
-    let ids = (host_first, host_first);
+    let ids = (map.root_uid(), map.root_gid());
     match check::closed_parents(rootfs, ids, &view, &mut seen)
         .into_iter()
         .next()
@@ -759,8 +808,7 @@ fn mount_plan(
     (options, effects): (&ConvertOptions, &dyn HostEffects),
     (container, rootfs): (&Container, &Path),
     config: &ContainerConfig,
-    (from, to): (Option<u32>, Option<u32>),
-    range: u32,
+    (from, to): (Option<&HostMap>, Option<&HostMap>),
     shifted: &[PathBuf],
 ) -> Result<MountPlan, ConvertError> {
     let mut plan = MountPlan {
@@ -778,7 +826,7 @@ fn mount_plan(
             return Ok(plan);
         }
     };
-    let maps = to.map_or(Vec::new(), |host_first| container_maps(host_first, range));
+    let maps = to.map_or(Vec::new(), |map| map.entries().to_vec());
     let scan = |bind: &mounts::BindMount, idmapped: bool| match bind.host_source.exists() {
         true => mounts::scan(
             &bind.host_source,
@@ -793,7 +841,7 @@ fn mount_plan(
     };
     for mut bind in found.binds {
         let editable = bind.in_own_file(&container.dir(), rootfs);
-        let Some(host_first) = to else {
+        let Some(to) = to else {
             if bind.idmapped() && editable {
                 bind.entry = without_option(&bind.entry, IDMAP_OPTION);
                 plan.edited.push(bind.origin.clone());
@@ -806,11 +854,11 @@ fn mount_plan(
         let recorded = shifted.contains(&bind.host_source);
         let shift =
             options.mounts == MountsChoice::Shift && !bind.idmapped() && bind.host_source.is_dir();
-        if shift && !recorded && from.is_some() && from != to {
+        if shift && !recorded && from.is_some_and(|from| from != to) {
             return Err(ConvertError::MountShiftOnRangeMove {
                 name: options.name.clone(),
                 mount: bind.host_source.clone(),
-                to: host_first,
+                args: to.args(),
             });
         }
         if recorded {
@@ -851,7 +899,7 @@ fn mount_plan(
             continue;
         }
         let works = match editable {
-            true => mounts::idmap_works(effects, &bind.host_source, host_first, range),
+            true => mounts::idmap_works(effects, &bind.host_source, to.root_uid(), to.span()),
             false => Err(format!(
                 "the entry is in {} line {}, outside the container's directory (it may be shared with other containers), which lxc-idshift does not edit: add {IDMAP_OPTION} there",
                 bind.origin.file.display(),
@@ -888,14 +936,6 @@ fn mount_plan(
     Ok(plan)
 }
 
-/// The u and g maps of container ids 0..range onto host ids host_first..
-fn container_maps(host_first: u32, range: u32) -> Vec<MapEntry> {
-    ["u", "g"]
-        .iter()
-        .filter_map(|kind| MapEntry::parse(&format!("{kind} 0 {host_first} {range}")).ok())
-        .collect()
-}
-
 /// Whether the bind would show fewer owners as nobody idmapped than plain (None
 /// when the idmapped view cannot be scanned).
 fn scan_idmapped(
@@ -930,10 +970,10 @@ fn without_option(entry: &config::MountEntry, option: &str) -> config::MountEntr
 
 /// Where the container is, where it goes, and the shift that takes its rootfs there.
 struct Course {
-    from: Option<u32>,
-    to: Option<u32>,
-    from_method: Method,
-    to_method: Method,
+    from: Layout,
+    to: Layout,
+    /// How many container ids a new one-range target maps (the span of the
+    /// container's own map when it has one).
     range: u32,
     shift: Option<(IdMap, Direction)>,
     /// The state of a conversion that was interrupted, if one was.
@@ -942,8 +982,8 @@ struct Course {
 }
 
 impl Course {
-    fn layout_before(&self) -> Layout {
-        Layout::new(self.from, self.from_method)
+    fn to_map(&self) -> Option<&HostMap> {
+        self.to.map.as_ref()
     }
 }
 
@@ -952,40 +992,39 @@ fn course(
     container: &Container,
     config: &ContainerConfig,
 ) -> Result<Course, ConvertError> {
-    let maps = config.idmaps()?;
-    let from = current_host_id(&maps, &container.config())?;
+    let from = current_map(config, &container.config())?;
     let now = Layout::of_config(from, config);
     let recorded = read_state(container)?;
-    let interrupted = recorded.clone().filter(|s| s.interrupted_at(now));
-    let range = match (&interrupted, from, maps.iter().find(|m| m.users)) {
-        (Some(state), _, _) => state.range,
-        (None, Some(_), Some(map)) => map.count,
+    let interrupted = recorded.clone().filter(|s| s.interrupted_at(&now));
+    let range = match (&interrupted, &now.map) {
+        (Some(state), _) => state.range,
+        (None, Some(map)) => map.span(),
         _ => options.range,
     };
-    let to = match (&interrupted, options.to) {
-        (Some(state), Target::Auto) => state.target,
-        _ => target_host_id(options, container, range)?,
+    let to = match (&interrupted, &options.to) {
+        (Some(state), Target::Auto) => state.target_layout().map,
+        _ => target_map(options, container, range)?,
     };
     if to.is_none() && options.method.is_some() {
         return Err(ConvertError::MethodWithoutTarget);
     }
-    // A range the container already has is where it is; a new one must not hold
-    // a host account.
-    if let Some(first) = to.filter(|&to| Some(to) != from) {
-        check_no_account(&options.host, first, range)?;
+    // A map the container already has is where it is; a new one must not give
+    // it a host account (but the ids it shares on purpose).
+    if let Some(map) = to.as_ref().filter(|&to| Some(to) != now.map.as_ref()) {
+        check_no_account(&options.host, map)?;
     }
     let (target, shift) = match &interrupted {
         None => {
-            let target = Layout::new(to, method::target_method(options.method, now, to));
-            (target, shift_for(now.on_disk(), target.on_disk(), range)?)
+            let method = method::target_method(options.method, &now, to.as_ref());
+            let target = Layout::new(to, method);
+            let shift = hostmap::shift_between(now.on_disk(), target.on_disk())?;
+            (target, shift)
         }
-        Some(state) => resume_or_undo(state, target_of(to, options.method, state)?)?,
+        Some(state) => resume_or_undo(state, target_of(to.as_ref(), options.method, state)?)?,
     };
     Ok(Course {
-        from,
-        to,
-        from_method: now.method,
-        to_method: target.method,
+        from: now,
+        to: target,
         range,
         shift,
         interrupted,
@@ -993,42 +1032,119 @@ fn course(
     })
 }
 
-/// Root gets the target range; `--release-range` on the way back gives it up, and
-/// so does undoing an interrupted conversion that granted it; unless another
-/// container of the host still maps part of it (said in the notes).
+/// Root gets the target map's host ids. Going privileged, `--release-range` gives
+/// up the map's ranges, and so does undoing an interrupted conversion that granted
+/// them. Host ids shared with the container as themselves (`root:1000:1`: root may
+/// map that host user) go whenever the container stops sharing them. Lines another
+/// container of the host still needs stay (said in the notes).
 fn subid_change(
     options: &ConvertOptions,
     container: &Container,
     course: &Course,
 ) -> Result<(Option<SubIdChange>, Vec<String>), ConvertError> {
-    let count = course.range;
-    if let Some(first) = course.to {
-        check_range_free(&options.host, container, first, count)?;
-        return Ok((Some(SubIdChange::Grant { first, count }), Vec::new()));
+    let mut change = SubIdChange::default();
+    if let Some(to) = course.to_map() {
+        check_range_free(&options.host, container, to)?;
+        change.users.grant = subid_ranges(to, IdKind::User);
+        change.groups.grant = subid_ranges(to, IdKind::Group);
     }
-    let held = course
-        .interrupted
-        .as_ref()
-        .map_or(course.from, |s| s.target);
-    let undo_grant = (course.interrupted.as_ref()).is_some_and(|s| s.granted_range);
-    let (true, Some(first)) = (options.release_range || undo_grant, held) else {
-        return Ok((None, Vec::new()));
+    let held = match &course.interrupted {
+        Some(state) => state.target_layout().map,
+        None => course.from.map.clone(),
     };
-    let range = IdRange::new(first, count);
-    let users: Vec<String> = sibling_maps(container, &options.host)
-        .into_iter()
-        .filter(|s| s.ids.overlaps(range))
-        .map(|s| s.container)
-        .collect();
-    if users.is_empty() {
-        return Ok((Some(SubIdChange::Release { first, count }), Vec::new()));
+    let undo_grant = (course.interrupted.as_ref()).is_some_and(|s| s.granted_range);
+    let release_range = course.to.map.is_none() && (options.release_range || undo_grant);
+    let mut notes = Vec::new();
+    if let Some(held) = held.filter(|h| Some(h) != course.to_map()) {
+        let siblings = sibling_maps(container, &options.host);
+        for (kind, changes) in [
+            (IdKind::User, &mut change.users),
+            (IdKind::Group, &mut change.groups),
+        ] {
+            let shared_now = (course.to_map()).map_or(Vec::new(), |m| m.shared());
+            for range in subid_ranges(&held, kind) {
+                let shared = held
+                    .shared()
+                    .iter()
+                    .any(|s| s.kind == kind && range.contains(s.id));
+                let kept_shared = shared_now
+                    .iter()
+                    .any(|s| s.kind == kind && range.contains(s.id));
+                let goes = release_range || (shared && !kept_shared);
+                if !goes || changes.grant.contains(&range) {
+                    continue;
+                }
+                let users: Vec<&str> = (siblings.iter())
+                    .filter(|s| s.kind == kind && s.ids.overlaps(range))
+                    .map(|s| s.container.as_str())
+                    .collect();
+                match users.is_empty() {
+                    true => changes.release.push(range),
+                    false => notes.push(format!(
+                        "root keeps {}..{} in {}: container {} still maps it (released, it would no longer start)",
+                        range.first,
+                        range.last(),
+                        subid_file(kind),
+                        users.join(", ")
+                    )),
+                }
+            }
+        }
     }
-    let note = format!(
-        "root keeps {first}..{} in /etc/subuid and /etc/subgid: container {} still maps it (released, it would no longer start)",
-        range.last(),
-        users.join(", ")
-    );
-    Ok((None, vec![note]))
+    notes.dedup();
+    Ok(((!change.is_empty()).then_some(change), notes))
+}
+
+/// What sharing host ids gives away, said in every plan that shares some.
+fn shared_ids_note(to: Option<&HostMap>) -> Option<String> {
+    let shared = to?.shared();
+    let names: Vec<String> = (shared.iter())
+        .map(|s| match s.kind {
+            IdKind::User => format!("uid {}", s.id),
+            IdKind::Group => format!("gid {}", s.id),
+        })
+        .collect();
+    (!names.is_empty()).then(|| format!(
+        "{} inside the container are the host's own: the container's root has full power over that host user's and group's files wherever the container can reach them (read, change, delete, create files owned by them). Share only an account made for this container",
+        names.join(", ")
+    ))
+}
+
+fn subid_file(kind: IdKind) -> &'static str {
+    match kind {
+        IdKind::User => "/etc/subuid",
+        IdKind::Group => "/etc/subgid",
+    }
+}
+
+/// The lines root needs to map `map`'s host ids of `kind`: a line per shared id,
+/// and the pieces of one range with holes (the same offset from container to host
+/// ids, as `--share-ids` makes them) as that one range, `root:100000:65536`.
+fn subid_ranges(map: &HostMap, kind: IdKind) -> Vec<IdRange> {
+    let of_kind = |e: &&MapEntry| {
+        if e.users {
+            kind == IdKind::User
+        } else {
+            kind == IdKind::Group
+        }
+    };
+    let mut pieces: Vec<&MapEntry> = map.entries().iter().filter(of_kind).collect();
+    pieces.sort_by_key(|e| e.host_first);
+    let offset = |e: &MapEntry| i64::from(e.host_first) - i64::from(e.container_first);
+    // Identity pieces have offset 0 and merge only when they touch.
+    let mut merged: Vec<(IdRange, i64)> = Vec::new();
+    for e in pieces {
+        let range = IdRange::new(e.host_first, e.count);
+        match merged.last_mut() {
+            Some((last, at))
+                if *at == offset(e) && (*at != 0 || last.end() == u64::from(range.first)) =>
+            {
+                last.count = (range.end() - u64::from(last.first)) as u32
+            }
+            _ => merged.push((range, offset(e))),
+        }
+    }
+    merged.into_iter().map(|(range, _)| range).collect()
 }
 
 fn new_config(
@@ -1036,16 +1152,16 @@ fn new_config(
     config: &ContainerConfig,
     course: &Course,
 ) -> ContainerConfig {
-    let config = match course.to {
-        Some(host_first) => {
+    let config = match course.to_map() {
+        Some(map) => {
             let include = config
                 .userns_include(|p| options.host.path(p).exists())
                 .unwrap_or_else(|| PathBuf::from("/usr/share/lxc/config/userns.conf"));
-            config.with_unprivileged(host_first, course.range, &include)
+            config.with_unprivileged(&map.lxc_lines(), &include)
         }
         None => config.with_privileged(),
     };
-    config.with_rootfs_option(IDMAP_OPTION, course.to_method == Method::Idmap)
+    config.with_rootfs_option(IDMAP_OPTION, course.to.method == Method::Idmap)
 }
 
 /// The rootfs directory, if its backend can be shifted in place.
@@ -1074,74 +1190,63 @@ fn shiftable_rootfs(config: &ContainerConfig, path: &Path) -> Result<PathBuf, Co
     }
 }
 
-/// The host id of container root now: None when privileged.
-fn current_host_id(maps: &[MapEntry], path: &Path) -> Result<Option<u32>, ConvertError> {
+/// The container's map now: None when privileged.
+fn current_map(config: &ContainerConfig, path: &Path) -> Result<Option<HostMap>, ConvertError> {
+    let maps = config.idmaps()?;
     if maps.is_empty() {
         return Ok(None);
     }
-    match one_range(maps) {
-        Some(host_first) => Ok(Some(host_first)),
-        None => Err(ConvertError::UnusualMap {
+    HostMap::new(maps)
+        .map(Some)
+        .map_err(|source| ConvertError::ContainerMap {
             config: path.to_path_buf(),
-            maps: maps
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-        }),
-    }
+            source,
+        })
 }
 
-/// The host id of container root when the map is one range for users and groups
-/// alike, the shape conversions handle: a split map (groups elsewhere than users)
-/// or one with several pieces would be converted with the user range alone.
-pub fn one_range(maps: &[MapEntry]) -> Option<u32> {
-    let root = maps.iter().find(|m| m.users && m.container_first == 0)?;
-    let same = |m: &MapEntry| {
-        (m.container_first, m.host_first, m.count) == (0, root.host_first, root.count)
-    };
-    let kinds = (
-        maps.iter().filter(|m| m.users).count(),
-        maps.iter().filter(|m| m.groups).count(),
-    );
-    (maps.iter().all(same) && kinds == (1, 1)).then_some(root.host_first)
-}
-
-fn target_host_id(
+/// The map `--to` (with `--share-ids`) or `--map` names; None for privileged.
+fn target_map(
     options: &ConvertOptions,
     container: &Container,
     range: u32,
-) -> Result<Option<u32>, ConvertError> {
-    match options.to {
-        Target::Privileged => Ok(None),
-        Target::HostId(id) => Ok(Some(id)),
+) -> Result<Option<HostMap>, ConvertError> {
+    let first = match &options.to {
+        Target::Privileged if options.share_ids.is_empty() => return Ok(None),
+        Target::Privileged => return Err(ConvertError::ShareWithoutTarget),
+        Target::Map(map) => return Ok(Some(map.clone())),
+        Target::HostId(id) => *id,
         Target::Auto => {
             let mut taken = taken_ranges(&options.host, container)?;
             taken.extend(HostAccounts::load(&options.host)?.taken());
             let IdBounds { min, max } = SubIdBounds::load(&options.host)?.both();
             subid::lowest_free(range, range.max(65536), min, &taken)
                 .filter(|&first| u64::from(first) + u64::from(range) - 1 <= u64::from(max))
-                .map(Some)
                 .ok_or_else(|| ConvertError::NoFreeRange {
                     count: range,
                     min,
                     max,
                     login_defs: options.host.login_defs(),
-                })
+                })?
         }
-    }
+    };
+    Ok(Some(HostMap::sharing(first, range, &options.share_ids)?))
 }
 
-/// Refuses a range holding the uid or gid of a host account.
-fn check_no_account(host: &Host, first: u32, count: u32) -> Result<(), ConvertError> {
-    match HostAccounts::load(host)?.first_in(first, count) {
-        Some(account) => Err(ConvertError::HostAccountInRange {
-            first,
-            last: first.saturating_add(count - 1),
-            account: account.to_string(),
-        }),
-        None => Ok(()),
+/// Refuses a map whose host ids hold the uid or gid of a host account, but for
+/// the ids it shares with the container on purpose.
+fn check_no_account(host: &Host, map: &HostMap) -> Result<(), ConvertError> {
+    let accounts = HostAccounts::load(host)?;
+    let ranges = map.entries().iter().filter(|e| !e.is_identity());
+    for e in ranges {
+        if let Some(account) = accounts.first_in(e.host_first, e.count) {
+            return Err(ConvertError::HostAccountInRange {
+                first: e.host_first,
+                last: e.host_first.saturating_add(e.count - 1),
+                account: account.to_string(),
+            });
+        }
     }
+    Ok(())
 }
 
 /// Ranges that `--to auto` must avoid: other users' subordinate ids and other
@@ -1159,28 +1264,30 @@ fn taken_ranges(host: &Host, container: &Container) -> Result<Vec<IdRange>, Conv
     Ok(taken)
 }
 
-/// Whether `change` gives root a range it does not hold yet in both files.
-fn grants_new_range(host: &Host, change: Option<SubIdChange>) -> Result<bool, ConvertError> {
-    let Some(SubIdChange::Grant { first, count }) = change else {
+/// Whether `change` gives root a range it does not hold yet.
+fn grants_new_range(host: &Host, change: Option<&SubIdChange>) -> Result<bool, ConvertError> {
+    let Some(change) = change else {
         return Ok(false);
     };
-    let wanted = IdRange::new(first, count);
-    for path in [host.subuid(), host.subgid()] {
-        let held = read_subids(&path)?.ranges_of(ROOT_USER);
-        if !held
-            .iter()
-            .any(|r| r.first <= wanted.first && r.last() >= wanted.last())
-        {
+    for (path, changes) in [
+        (host.subuid(), &change.users),
+        (host.subgid(), &change.groups),
+    ] {
+        let ids = read_subids(&path)?;
+        if (changes.grant.iter()).any(|r| !ids.covers(ROOT_USER, r.first, r.count)) {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-/// The host ids another container of the host (under any lxcpath) maps.
+/// The host ids of one kind another container of the host (under any lxcpath)
+/// maps; ids it shares as themselves are not counted as its range.
 struct SiblingMap {
     container: String,
+    kind: IdKind,
     ids: IdRange,
+    shared: bool,
 }
 
 fn sibling_maps(container: &Container, host: &Host) -> Vec<SiblingMap> {
@@ -1192,27 +1299,36 @@ fn sibling_maps(container: &Container, host: &Host) -> Vec<SiblingMap> {
             Some((c.name, maps))
         })
         .flat_map(|(name, maps)| {
-            maps.into_iter().map(move |m| SiblingMap {
-                container: name.clone(),
-                ids: IdRange::new(m.host_first, m.count),
+            maps.into_iter().flat_map(move |m| {
+                let name = name.clone();
+                [(m.users, IdKind::User), (m.groups, IdKind::Group)]
+                    .into_iter()
+                    .filter(|(applies, _)| *applies)
+                    .map(move |(_, kind)| SiblingMap {
+                        container: name.clone(),
+                        kind,
+                        ids: IdRange::new(m.host_first, m.count),
+                        shared: m.is_identity(),
+                    })
             })
         })
         .collect()
 }
 
-fn check_range_free(
-    host: &Host,
-    container: &Container,
-    first: u32,
-    count: u32,
-) -> Result<(), ConvertError> {
-    let wanted = IdRange::new(first, count);
-    for sibling in sibling_maps(container, host) {
-        if wanted.overlaps(sibling.ids) {
+/// Refuses a map whose host ids (but those shared as themselves) another container
+/// maps.
+fn check_range_free(host: &Host, container: &Container, map: &HostMap) -> Result<(), ConvertError> {
+    let siblings = sibling_maps(container, host);
+    for e in map.entries().iter().filter(|e| !e.is_identity()) {
+        let wanted = IdRange::new(e.host_first, e.count);
+        let kind = if e.users { IdKind::User } else { IdKind::Group };
+        let taken =
+            (siblings.iter()).find(|s| s.kind == kind && !s.shared && wanted.overlaps(s.ids));
+        if let Some(sibling) = taken {
             return Err(ConvertError::RangeTaken {
-                first,
+                first: wanted.first,
                 last: wanted.last(),
-                other: sibling.container,
+                other: sibling.container.clone(),
                 other_first: sibling.ids.first,
                 other_last: sibling.ids.last(),
             });
@@ -1221,44 +1337,20 @@ fn check_range_free(
     Ok(())
 }
 
-/// The map and direction that take the rootfs from `from` to `to`; a container
-/// already unprivileged moves between ranges in one pass.
-fn shift_for(
-    from: Option<u32>,
-    to: Option<u32>,
-    count: u32,
-) -> Result<Option<(IdMap, Direction)>, ConvertError> {
-    let entry = |container_first, host_first| MapEntry {
-        users: true,
-        groups: true,
-        container_first,
-        host_first,
-        count,
-    };
-    Ok(match (from, to) {
-        (None, None) => None,
-        (a, b) if a == b => Some((
-            IdMap::new(vec![entry(0, a.unwrap_or(0))])?,
-            Direction::Forward,
-        )),
-        (None, Some(host)) => Some((IdMap::new(vec![entry(0, host)])?, Direction::Forward)),
-        (Some(host), None) => Some((IdMap::new(vec![entry(0, host)])?, Direction::Reverse)),
-        (Some(old), Some(new)) => Some((IdMap::new(vec![entry(old, new)])?, Direction::Forward)),
-    })
-}
-
 /// Which end of an interrupted conversion `--to` (and `--method`, if given) names:
 /// its target (finish it), its origin (undo it), or neither. When both ends have
 /// the same host id, `--to` alone finishes.
 fn target_of(
-    to: Option<u32>,
+    to: Option<&HostMap>,
     asked: Option<Method>,
     state: &ConversionState,
 ) -> Result<Layout, ConvertError> {
-    let named = |end: Layout| end.host == to && asked.is_none_or(|m| Layout::new(to, m) == end);
+    let named = |end: &Layout| {
+        end.map.as_ref() == to && asked.is_none_or(|m| Layout::new(to.cloned(), m) == *end)
+    };
     [state.target_layout(), state.origin_layout()]
         .into_iter()
-        .find(|end| named(*end))
+        .find(named)
         .ok_or_else(|| ConvertError::Interrupted {
             origin: state.origin_layout(),
             target: state.target_layout(),
@@ -1275,7 +1367,7 @@ fn resume_or_undo(
     end: Layout,
 ) -> Result<(Layout, Option<(IdMap, Direction)>), ConvertError> {
     let (origin, target) = (state.origin_layout(), state.target_layout());
-    let shift = shift_for(origin.on_disk(), target.on_disk(), state.range)?;
+    let shift = hostmap::shift_between(origin.on_disk(), target.on_disk())?;
     match end == target {
         true => Ok((end, shift)),
         false => Ok((
@@ -1299,13 +1391,13 @@ fn read_subid_text(path: &Path) -> Result<Option<String>, ConvertError> {
 }
 
 /// The change as the files are now (for the plan and `--dry-run`).
-fn subid_edits(host: &Host, change: SubIdChange) -> Result<Vec<FileEdit>, ConvertError> {
-    [host.subuid(), host.subgid()]
+fn subid_edits(host: &Host, change: &SubIdChange) -> Result<Vec<FileEdit>, ConvertError> {
+    [(host.subuid(), true), (host.subgid(), false)]
         .into_iter()
-        .map(|path| {
+        .map(|(path, users)| {
             let ids = read_subids(&path)?;
             Ok(FileEdit {
-                new: Some(change.apply(ROOT_USER, &ids)?.to_text()),
+                new: Some(change.apply(ROOT_USER, users, &ids)?.to_text()),
                 old: Some(ids.to_text()),
                 path,
             })
@@ -1316,13 +1408,13 @@ fn subid_edits(host: &Host, change: SubIdChange) -> Result<Vec<FileEdit>, Conver
 /// Permission changes, and the ownerships to record before making them.
 fn perm_plan(
     container: &Container,
-    to: Option<u32>,
+    to: Option<&HostMap>,
     recorded: &[Ownership],
 ) -> Result<(Vec<PermChange>, Vec<Ownership>), ConvertError> {
     let dir = container.dir();
     match to {
-        Some(host_first) => {
-            let changes = perms::unprivileged_changes(&dir, &container.config(), host_first)?;
+        Some(map) => {
+            let changes = perms::unprivileged_changes(&dir, &container.config(), map.root_gid())?;
             let recorded = match recorded.is_empty() {
                 true => changes.iter().map(|c| c.before.clone()).collect(),
                 false => recorded.to_vec(),
@@ -1340,9 +1432,13 @@ fn perm_plan(
 pub fn read_state(container: &Container) -> Result<Option<ConversionState>, ConvertError> {
     let path = container.state_file();
     match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| FileError::new("parse", &path, std::io::Error::other(e)).into()),
+        Ok(text) => {
+            let parse = |e: String| FileError::new("parse", &path, std::io::Error::other(e));
+            let state: ConversionState =
+                serde_json::from_str(&text).map_err(|e| parse(e.to_string()))?;
+            state.valid().map_err(|e| parse(e.to_string()))?;
+            Ok(Some(state))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(FileError::new("read", &path, e).into()),
     }
@@ -1357,11 +1453,11 @@ fn device_plan(
     options: &ConvertOptions,
     (container, config): (&Container, &ContainerConfig),
     rootfs: &Path,
-    to: Option<u32>,
+    to: Option<&HostMap>,
     recorded: &[DeviceOwner],
 ) -> Result<DevicePlan, ConvertError> {
     let rules = match to {
-        Some(host_first) => device_rules(options, (container, config), rootfs, host_first)?,
+        Some(map) => device_rules(options, (container, config), rootfs, map)?,
         None => Vec::new(),
     };
     let original = match recorded.is_empty() {
@@ -1406,7 +1502,7 @@ pub struct UnitPlan {
     pub masked: Vec<String>,
 }
 
-fn unit_plan(rootfs: &Path, to: Option<u32>, recorded: &[String]) -> UnitPlan {
+fn unit_plan(rootfs: &Path, to: Option<&HostMap>, recorded: &[String]) -> UnitPlan {
     if to.is_none() {
         return UnitPlan {
             unmask: recorded.to_vec(),
@@ -1450,7 +1546,7 @@ fn device_rules(
     options: &ConvertOptions,
     (container, config): (&Container, &ContainerConfig),
     rootfs: &Path,
-    host_first: u32,
+    map: &HostMap,
 ) -> Result<Vec<udev::DeviceRule>, ConvertError> {
     let nodes = device_nodes((container, config), &options.host, &options.devices)?;
     let mut rules = Vec::new();
@@ -1461,15 +1557,10 @@ fn device_rules(
         let group = udev::container_group_name(&options.host.root, device.gid)
             .and_then(|name| udev::container_gid(rootfs, &name))
             .unwrap_or(device.gid);
-        let group = if group < options.range {
-            host_first + group
-        } else {
-            group
-        };
         rules.push(udev::DeviceRule {
             device,
-            owner: host_first,
-            group,
+            owner: map.root_uid(),
+            group: map.to_host(IdKind::Group, group).unwrap_or(group),
         });
     }
     Ok(rules)

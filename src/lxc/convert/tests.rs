@@ -54,6 +54,7 @@ impl Fixture {
             host: self.host.clone(),
             mounts: MountsChoice::Keep,
             method: None,
+            share_ids: Vec::new(),
         }
     }
 
