@@ -2651,6 +2651,74 @@ fn bind_mounts_that_cannot_be_idmapped_are_kept_or_refused() {
     assert_unchanged(&snapshot, &f.snapshot("www"), "a refused --mounts idmap");
 }
 
+/// Idmapped mounts only where the kernel has them (5.12+). Before, as on Debian
+/// 11's 5.10 (run there by tests/kernels.rs): `--method idmap` and `--mounts
+/// idmap` are refused before any write, saying why and what works instead, and the
+/// default keeps the bind mount with its reason and converts, there and back. On a
+/// newer kernel the same commands plan idmapped mounts.
+#[test]
+fn idmapped_mounts_are_used_only_where_the_kernel_has_them() {
+    if !require_root("idmapped_mounts_are_used_only_where_the_kernel_has_them") {
+        return;
+    }
+    let f = Fixture::new();
+    www_with_bind_mount(&f);
+    let config_before = f.config("www");
+    let before = f.snapshot("www");
+    let convert = |to: &str, extra: &[&str]| {
+        let mut args = convert_args(&f, "www", to);
+        args.extend(extra.iter().map(Into::into));
+        run(&args)
+    };
+    if kernel_has_idmapped_mounts() {
+        let out = convert(
+            "1000000",
+            &["--method", "idmap", "--mounts", "idmap", "--dry-run"],
+        );
+        assert_exit(&out, 0, "--method idmap --mounts idmap --dry-run");
+        assert!(text_of(&out).contains(DATA_IDMAPPED), "{}", text_of(&out));
+        return;
+    }
+    let no_idmap = "this kernel has no idmapped mounts (Linux 5.12 and later have them)";
+    let out = convert("1000000", &["--method", "idmap"]);
+    assert_exit(&out, 2, "--method idmap before 5.12");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot be mounted idmapped here: {no_idmap}"))
+            && stderr.contains("--to 1000000 --method shift"),
+        "{stderr}"
+    );
+    let out = convert("1000000", &["--mounts", "idmap"]);
+    assert_exit(&out, 2, "--mounts idmap before 5.12");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "bind mount /srv/data cannot be idmapped: {no_idmap}"
+        )) && stderr.contains("--mounts keep"),
+        "{stderr}"
+    );
+    assert_unchanged(&before, &f.snapshot("www"), "refused idmapped mounts");
+
+    let out = convert("1000000", &["--dry-run"]);
+    assert_exit(&out, 0, "the default's plan before 5.12");
+    let kept =
+        format!("/srv/data: kept as it is: an idmapped mount does not work here ({no_idmap})");
+    assert!(text_of(&out).contains(&kept), "{}", text_of(&out));
+    assert_exit(&convert("1000000", &[]), 0, "the default before 5.12");
+    let config = f.config("www");
+    assert!(
+        config.contains(DATA_ENTRY) && !config.contains("idmap="),
+        "{config}"
+    );
+    assert_exit(&convert("0", &[]), 0, "--to 0 before 5.12");
+    assert_eq!(f.config("www"), config_before);
+    assert_same(
+        &before.manifest,
+        &collect(&f.rootfs("www")),
+        "--to 0 before 5.12",
+    );
+}
+
 fn text_of(out: &std::process::Output) -> String {
     text(&out.stdout)
 }

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{assert_same, collect, expected_forward, require_root, LoopFs, Tool};
+use common::{
+    assert_same, collect, expected_forward, kernel_version, require_root, LoopFs, MountGuard, Tool,
+};
 use std::path::Path;
 
 /// XFS shows its on-disk ACLs again as trusted.SGI_ACL_*: the same ACLs, compared
@@ -59,4 +61,46 @@ fn round_trip_on_btrfs() {
     if require_root("round_trip_on_btrfs") {
         round_trip_on("btrfs");
     }
+}
+
+/// Whether each file system takes an idmapped mount on the running kernel, probed
+/// as a conversion probes it, against the kernel versions that brought them: ext4
+/// and xfs 5.12, btrfs 5.15, tmpfs 6.3. The kernel matrix (tests/kernels.rs) runs it
+/// on 5.10, 6.1 and 6.12; the answers printed are the README's kernel table.
+#[test]
+fn idmapped_mounts_exist_where_the_kernel_brought_them() {
+    if !require_root("idmapped_mounts_exist_where_the_kernel_brought_them") {
+        return;
+    }
+    let (major, minor) = kernel_version();
+    let mut answers = Vec::new();
+    for (fstype, since) in [("ext4", (5, 12)), ("xfs", (5, 12)), ("btrfs", (5, 15))] {
+        let Some(fs) = LoopFs::new(fstype, &[]) else {
+            return;
+        };
+        answers.push((fstype, since, probe(&fs.mount)));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = MountGuard::tmpfs(tmp.path()) else {
+        return;
+    };
+    answers.push(("tmpfs", (6, 3), probe(tmp.path())));
+    for (fstype, since, answer) in answers {
+        eprintln!(
+            "idmapped mounts on {fstype}, Linux {major}.{minor}: {}",
+            answer
+                .as_ref()
+                .map_or_else(|why| format!("no ({why})"), |_| "yes".into())
+        );
+        assert_eq!(
+            answer.is_ok(),
+            (major, minor) >= since,
+            "{fstype} on {major}.{minor} (since {since:?}): {answer:?}"
+        );
+    }
+}
+
+fn probe(source: &Path) -> Result<(), String> {
+    let host = lxc_idshift::lxc::effects::RealHost;
+    lxc_idshift::lxc::mounts::idmap_works(&host, source, 1_000_000, 65536)
 }

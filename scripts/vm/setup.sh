@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepares the power-cut test (tests/powercut.rs) on a Debian 12 machine, as root:
+# Prepares the VM suites (tests/powercut.rs; tests/kernels.rs, the kernel matrix,
+# with 6.1 5.10 6.12) on a Debian 12 machine, as root:
 # QEMU 10 from bookworm-backports (the image's qemu-utils is a backport, so
 # bookworm's qemu-system-x86 refuses to install beside it), the guest's tools, and
 # Debian kernels unpacked into a cache, never installed: nothing in /boot changes.

@@ -243,6 +243,20 @@ pub fn env_seed(name: &str) -> u64 {
     })
 }
 
+/// The running kernel's (major, minor), from /proc/sys/kernel/osrelease.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release
+        .split(['.', '-'])
+        .map(|part| part.parse().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
+/// Idmapped mounts came with Linux 5.12 (ext4, xfs; btrfs 5.15, tmpfs 6.3).
+pub fn kernel_has_idmapped_mounts() -> bool {
+    kernel_version() >= (5, 12)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

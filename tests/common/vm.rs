@@ -1,7 +1,7 @@
-//! Virtual machines for the power-cut test: a Debian kernel unpacked by
-//! scripts/vm/setup.sh, an initramfs built here around the binary under test, and a
-//! QEMU process whose serial console the host reads line by line. SIGKILL of that
-//! process is the power cut: what the guest had not written to its disk is lost.
+//! Virtual machines for the power-cut test and the kernel matrix: a Debian kernel
+//! unpacked by scripts/vm/setup.sh, an initramfs built here around an /init script,
+//! and a QEMU process whose serial console the host reads line by line. SIGKILL of
+//! that process is the power cut: what the guest had not written to its disk is lost.
 
 use super::skip;
 use std::collections::{HashMap, HashSet};
@@ -14,18 +14,22 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The guest's /init, also readable as a shell script on its own.
-const INIT: &str = include_str!("../../scripts/vm/init.sh");
+/// The power-cut guest's /init, also readable as a shell script on its own.
+pub const POWERCUT_INIT: &str = include_str!("../../scripts/vm/init.sh");
+/// The kernel matrix guest's /init (tests/kernels.rs).
+pub const MATRIX_INIT: &str = include_str!("../../scripts/vm/matrix-init.sh");
 
 /// Modules the guest needs (with their dependencies), by group: the guest loads
 /// "base" and the group of the file system it mounts, nothing more (every module
 /// costs boot time under TCG). crc32c_generic: the checksums ask for "crc32c" by
-/// name, and nothing in the guest could load it on demand.
+/// name, and nothing in the guest could load it on demand. "share": the host's
+/// root over virtio-9p and loop devices, for the kernel matrix's guest.
 const MODULE_GROUPS: &[(&str, &[&str])] = &[
     ("base", &["virtio_pci", "virtio_blk", "crc32c_generic"]),
     ("ext4", &["ext4"]),
     ("xfs", &["xfs"]),
     ("btrfs", &["btrfs"]),
+    ("share", &["9pnet_virtio", "9p", "loop"]),
 ];
 
 const HOST_TOOLS: &[&str] = &["qemu-system-x86_64", "busybox", "cpio", "ldd", "xz", "zstd"];
@@ -42,6 +46,12 @@ impl Kernel {
     /// The kernel `LXC_IDSHIFT_VM_KERNEL` names (default 6.1), or why it cannot run.
     pub fn from_env() -> Result<Kernel, String> {
         let series = std::env::var("LXC_IDSHIFT_VM_KERNEL").unwrap_or_else(|_| "6.1".into());
+        Kernel::of_series(&series)
+    }
+
+    /// The kernel of `series` (6.1, 6.12, 5.10) in the cache, or why it cannot run.
+    pub fn of_series(series: &str) -> Result<Kernel, String> {
+        let series = series.to_string();
         let cache = std::env::var("LXC_IDSHIFT_VM_CACHE")
             .unwrap_or_else(|_| "/var/cache/lxc-idshift-vm".into());
         let dir = Path::new(&cache).join(&series);
@@ -159,7 +169,7 @@ pub fn vm(binary: &Path) -> Option<Vm> {
             return None;
         }
     };
-    let initramfs = Initramfs::build(&kernel, binary);
+    let initramfs = Initramfs::build(&kernel, POWERCUT_INIT, Some(binary));
     let accel = *ACCEL.get_or_init(|| Accel::choose(&kernel, &initramfs));
     Some(Vm {
         kernel,
@@ -169,14 +179,15 @@ pub fn vm(binary: &Path) -> Option<Vm> {
 }
 
 /// A cpio archive (uncompressed: unpacking costs nothing under TCG) holding
-/// busybox, the binary under test with its libraries, the modules and /init.
+/// busybox, the binary under test (if any) with its libraries, the modules and
+/// `init` as /init.
 pub struct Initramfs {
     pub path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Initramfs {
-    pub fn build(kernel: &Kernel, binary: &Path) -> Initramfs {
+    pub fn build(kernel: &Kernel, init: &str, binary: Option<&Path>) -> Initramfs {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         for sub in ["bin", "modules", "proc", "sys", "dev", "tmp"] {
@@ -185,12 +196,13 @@ impl Initramfs {
         let busybox = which("busybox");
         std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
         std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-        copy_stripped(binary, &root.join("bin/lxc-idshift"));
-        for program in [&busybox, binary] {
-            copy_libraries(program, &root);
+        copy_libraries(&busybox, &root);
+        if let Some(binary) = binary {
+            copy_stripped(binary, &root.join("bin/lxc-idshift"));
+            copy_libraries(binary, &root);
         }
         copy_modules(kernel, &root);
-        write_executable(&root.join("init"), INIT);
+        write_executable(&root.join("init"), init);
         let path = dir.path().join("initramfs.cpio");
         pack_cpio(&root, &path);
         Initramfs { path, _dir: dir }
@@ -283,7 +295,7 @@ pub enum Accel {
 const KVM_PROBE_LIMIT: Duration = Duration::from_secs(15);
 
 impl Accel {
-    fn choose(kernel: &Kernel, initramfs: &Initramfs) -> Accel {
+    pub fn choose(kernel: &Kernel, initramfs: &Initramfs) -> Accel {
         match std::env::var("LXC_IDSHIFT_VM_ACCEL").as_deref() {
             Ok("tcg") => return Accel::Tcg,
             Ok("kvm") => return Accel::Kvm,
@@ -338,6 +350,19 @@ impl Guest {
         disk: Option<&Path>,
         params: &str,
     ) -> Guest {
+        Guest::boot_sharing(kernel, initramfs, accel, disk, params, false)
+    }
+
+    /// [`Guest::boot`], and with `share_root` the host's / read-only as the 9p
+    /// tag "hostroot" (its own files, owners and modes, as QEMU runs as root).
+    pub fn boot_sharing(
+        kernel: &Kernel,
+        initramfs: &Initramfs,
+        accel: Accel,
+        disk: Option<&Path>,
+        params: &str,
+        share_root: bool,
+    ) -> Guest {
         let append = format!("console=ttyS0 quiet panic=-1 {params}");
         let mut qemu = Command::new("qemu-system-x86_64");
         qemu.args(accel.qemu_args())
@@ -352,6 +377,13 @@ impl Guest {
         if let Some(disk) = disk {
             let drive = format!("file={},format=raw,if=virtio", disk.display());
             qemu.arg("-drive").arg(drive);
+        }
+        if share_root {
+            // multidevs=remap: the host's / spans several file systems, whose inode
+            // numbers would otherwise collide in the guest.
+            let fsdev = "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap";
+            qemu.args(["-fsdev", fsdev]);
+            qemu.args(["-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"]);
         }
         // SAFETY: prctl only, async-signal-safe. A test killed by a signal never
         // runs its destructors: QEMU then dies with the thread that started it.
