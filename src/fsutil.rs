@@ -189,9 +189,24 @@ fn write_temp(temp: &Path, text: &str, mode: u32, uid: u32, gid: u32) -> io::Res
         .mode(0o600)
         .open(temp)?;
     file.write_all(text.as_bytes())?;
-    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    // A file system that fixes owners and modes itself (Proxmox's pmxcfs under
+    // /etc/pve) refuses chown and chmod: fine when the file has them already.
+    let has = |file: &fs::File| -> io::Result<(u32, u32, u32)> {
+        let meta = file.metadata()?;
+        Ok((meta.uid(), meta.gid(), meta.mode() & 0o7777))
+    };
+    if let Err(e) = std::os::unix::fs::fchown(&file, Some(uid), Some(gid)) {
+        let (now_uid, now_gid, _) = has(&file)?;
+        if (now_uid, now_gid) != (uid, gid) {
+            return Err(e);
+        }
+    }
     // chmod after chown: chown clears setuid/setgid bits.
-    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    if let Err(e) = file.set_permissions(fs::Permissions::from_mode(mode)) {
+        if has(&file)?.2 != mode & 0o7777 {
+            return Err(e);
+        }
+    }
     file.sync_all()
 }
 

@@ -1873,38 +1873,153 @@ fn an_undone_interrupted_conversion_restores_the_subid_files() {
     }
 }
 
-/// A Proxmox VE container (its `/etc/pve/lxc/VMID.conf` beside the LXC config that
-/// Proxmox writes anew at every start) is refused before anything is written.
+/// A Proxmox VE container: its `/etc/pve/lxc/VMID.conf`, a `dir` storage holding
+/// its rootfs and a second volume as subvol directories, a bind mount point, and
+/// the LXC config Proxmox writes at every start beside it.
+struct ProxmoxContainer {
+    conf_path: PathBuf,
+    conf: String,
+    rootfs: PathBuf,
+    data: PathBuf,
+}
+
+fn proxmox_container(f: &Fixture) -> ProxmoxContainer {
+    f.config_only("101", &debian_config("101", &f.rootfs("101")));
+    std::fs::create_dir(f.rootfs("101")).unwrap();
+    // What the lxc-pve package gives root.
+    for file in ["etc/subuid", "etc/subgid"] {
+        std::fs::write(f.root().join(file), "root:100000:65536\n").unwrap();
+    }
+    let images = f.root().join("vz/images/101");
+    let (rootfs, data) = (
+        images.join("subvol-101-disk-0.subvol"),
+        images.join("subvol-101-disk-1.subvol"),
+    );
+    for dir in [&rootfs, &data] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    lxc_idshift::sample::build_sample_rootfs(&rootfs).unwrap();
+    lxc_idshift::sample::build_bulk_tree(&data, 2_000).unwrap();
+    let pve = f.root().join("etc/pve");
+    std::fs::create_dir_all(pve.join("lxc")).unwrap();
+    std::fs::write(
+        pve.join("storage.cfg"),
+        "dir: local\n\tpath /vz\n\tcontent rootdir,images\n",
+    )
+    .unwrap();
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pve-reference/101.conf");
+    let conf = std::fs::read_to_string(reference).unwrap().replace(
+        "rootfs: local-zfs:subvol-101-disk-0,size=8G\n",
+        "mp1: local:101/subvol-101-disk-1.subvol,mp=/var/lib/data,size=1G\nrootfs: local:101/subvol-101-disk-0.subvol,size=8G\n",
+    );
+    let conf_path = pve.join("lxc/101.conf");
+    std::fs::write(&conf_path, &conf).unwrap();
+    ProxmoxContainer {
+        conf_path,
+        conf,
+        rootfs,
+        data,
+    }
+}
+
+/// `lxc-idshift 101 --to 100000` on Proxmox VE: both volumes shifted, each as its
+/// own tree, the bind mount point and the raw device lines left as they are, the
+/// `.conf` given `unprivileged: 1` where Proxmox writes it (Proxmox's default map
+/// needs no raw lines) and no lock left; `--to 0` gives every volume, the `.conf`
+/// and the subid files back exactly. A map of another shape (`--share-ids`) is
+/// written as raw `lxc.idmap` lines, and back. A `lock:` of Proxmox's own is
+/// refused before anything is written; `list` and `check` say who manages it.
 #[test]
-fn a_container_proxmox_manages_is_refused() {
-    if !require_root("a_container_proxmox_manages_is_refused") {
+fn a_proxmox_container_converts_in_place_and_back() {
+    if !require_root("a_proxmox_container_converts_in_place_and_back") {
         return;
     }
+    const DEFAULT: TestMap = TestMap(&[('b', 0, 100_000, 65_536)]);
+    const SHARED: TestMap = TestMap(&[
+        ('b', 0, 200_000, 1000),
+        ('b', 1000, 1000, 1),
+        ('b', 1001, 201_001, 64_535),
+    ]);
     let f = Fixture::new();
-    f.container("101");
-    let pve = f.root().join("etc/pve/lxc");
-    std::fs::create_dir_all(&pve).unwrap();
-    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pve-reference/101.conf");
-    let conf = std::fs::read_to_string(&reference)
-        .unwrap_or_else(|_| "arch: amd64\nrootfs: local-zfs:subvol-101-disk-0,size=8G\n".into());
-    std::fs::write(pve.join("101.conf"), conf).unwrap();
-    let before = f.snapshot("101");
-    for to in [Target::HostId(100_000), Target::Auto] {
-        let err = f.refused(&f.options("101", to));
-        let message = err.to_string();
+    let ct = proxmox_container(&f);
+    let original = (collect(&ct.rootfs), collect(&ct.data));
+    let subids = (f.subuid(), f.subgid());
+    let share = ConvertOptions {
+        share_ids: parse_shared("u:1000,g:1000").unwrap(),
+        release_range: true,
+        ..f.options("101", Target::HostId(200_000))
+    };
+    let default = f.options("101", Target::HostId(100_000));
+    for (what, options, map) in [("default", default, &DEFAULT), ("shared", share, &SHARED)] {
+        let planned = plan(&options, &stopped()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let said = describe(&planned);
         assert!(
-            matches!(err, ConvertError::ManagedByProxmox { .. }),
-            "{message}"
+            said.contains("mp0 (/srv/data at /data): a bind mount"),
+            "{said}"
         );
-        assert!(
-            message.contains("101.conf") && message.contains("pct restore"),
-            "{message}"
+        let outcome = execute(planned, &stopped(), Some(2), &Quiet).unwrap();
+        assert_eq!(outcome.mount_shifts.len(), 1, "{what}: the data volume");
+        let expected = (
+            expected_forward_with(&original.0, map),
+            expected_forward_with(&original.1, map),
         );
+        assert_same(&expected.0, &collect(&ct.rootfs), what);
+        assert_same(&expected.1, &collect(&ct.data), what);
+        let conf = std::fs::read_to_string(&ct.conf_path).unwrap();
+        let raw: Vec<&str> = conf
+            .lines()
+            .filter(|l| l.starts_with("lxc.idmap: "))
+            .collect();
+        let wanted: Vec<String> = match what {
+            "default" => Vec::new(),
+            _ => host_map(map)
+                .lxc_lines()
+                .iter()
+                .map(|l| format!("lxc.idmap: {l}"))
+                .collect(),
+        };
+        assert_eq!(raw, wanted, "{what}: {conf}");
+        let without_raw: String = conf
+            .lines()
+            .filter(|l| !l.starts_with("lxc.idmap: "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            without_raw,
+            ct.conf
+                .replace("swap: 512\n", "swap: 512\nunprivileged: 1\n"),
+            "{what}: the flag where Proxmox writes it, nothing else"
+        );
+        let back = ConvertOptions {
+            release_range: what == "shared",
+            ..f.options("101", Target::Privileged)
+        };
+        execute(
+            plan(&back, &stopped()).unwrap(),
+            &stopped(),
+            Some(2),
+            &Quiet,
+        )
+        .unwrap();
+        assert_same(&original.0, &collect(&ct.rootfs), &format!("{what}, back"));
+        assert_same(&original.1, &collect(&ct.data), &format!("{what}, back"));
+        assert_eq!(
+            std::fs::read_to_string(&ct.conf_path).unwrap(),
+            ct.conf,
+            "{what}"
+        );
+        assert_eq!((f.subuid(), f.subgid()), subids, "{what}: root's lines");
     }
-    let out = run(&convert_args(&f, "101", "100000"));
-    assert_exit(&out, 2, "the command refuses too");
-    assert_unchanged(&before, &f.snapshot("101"), "a refused Proxmox container");
-    // `list` and `check` say so, with what to do instead.
+    // A lock of Proxmox's own: refused, nothing written.
+    let locked = ct
+        .conf
+        .replace("hostname: jeedom1\n", "hostname: jeedom1\nlock: backup\n");
+    std::fs::write(&ct.conf_path, &locked).unwrap();
+    let err = f.refused(&f.options("101", Target::HostId(100_000)));
+    assert!(matches!(err, ConvertError::ProxmoxLocked { .. }), "{err}");
+    assert_same(&original.0, &collect(&ct.rootfs), "refused");
+    assert_eq!(std::fs::read_to_string(&ct.conf_path).unwrap(), locked);
+    // `list` and `check` say so.
     let (lxc, root) = (f.lxc(), f.root().to_path_buf());
     let list = run(&[
         "list".as_ref(),
@@ -1919,19 +2034,75 @@ fn a_container_proxmox_manages_is_refused() {
         listed.contains("\"managed_by\": \"managed by Proxmox VE"),
         "{listed}"
     );
-    let check = run(&[
-        "check".as_ref(),
-        "101".as_ref(),
-        "-P".as_ref(),
-        lxc.as_os_str(),
-        "--host-root".as_ref(),
-        root.as_os_str(),
-    ]);
-    let checked = text_of(&check);
+}
+
+/// SIGKILLs spread over a Proxmox conversion and its way back: the same command
+/// finishes exactly, `--to 0` undoes exactly, every volume and the `.conf` (its
+/// lock too) included.
+#[test]
+fn killed_proxmox_conversions_finish_or_undo_exactly() {
+    if !require_root("killed_proxmox_conversions_finish_or_undo_exactly") {
+        return;
+    }
+    let f = Fixture::new();
+    let ct = proxmox_container(&f);
+    let bulk = ct.rootfs.join("srv/bulk");
+    std::fs::create_dir_all(&bulk).unwrap();
+    lxc_idshift::sample::build_bulk_tree(&bulk, 12_000).unwrap();
+    let snapshot = || {
+        let conf = std::fs::read_to_string(&ct.conf_path).unwrap();
+        let mut s = outcome_of(&f, "101");
+        s.config = conf;
+        s.manifest = collect(&ct.rootfs);
+        (s, collect(&ct.data))
+    };
+    let original = snapshot();
+    let to = || convert_args(&f, "101", "100000");
+    // Root keeps the range the lxc-pve package gave it.
+    let back = || {
+        let mut args = convert_args(&f, "101", "0");
+        args.retain(|a| a != "--release-range");
+        args
+    };
+    let started = std::time::Instant::now();
+    assert_exit(&run(&to()), 0, "uninterrupted");
+    let run_time = started.elapsed();
+    let converted = snapshot();
     assert!(
-        checked.contains("managed by Proxmox VE") && checked.contains("pct restore"),
-        "{checked}"
+        !converted.0.config.contains("lock:"),
+        "{}",
+        converted.0.config
     );
+    assert_exit(&run(&back()), 0, "back");
+    assert_eq!(snapshot().1, original.1, "the data volume");
+    assert_unchanged(&original.0, &snapshot().0, "uninterrupted round trip");
+    let (mut killed, mut i, mut max_delay) = (0, 0u64, run_time);
+    while killed < 10 {
+        assert!(
+            i < 40,
+            "only {killed} of {i} conversions were killed mid-way"
+        );
+        let delay = max_delay.mul_f64(((i * 37) % 101) as f64 / 100.0);
+        if kill_after(&to(), delay) {
+            killed += 1;
+        } else {
+            max_delay = max_delay.mul_f64(0.8);
+        }
+        if i % 2 == 0 {
+            assert_exit(&run(&to()), 0, "finish");
+            let now = snapshot();
+            assert_unchanged(&converted.0, &now.0, &format!("iteration {i}: finished"));
+            assert_eq!(
+                now.1, converted.1,
+                "iteration {i}: the data volume, finished"
+            );
+        }
+        assert_exit(&run(&back()), 0, "undo");
+        let now = snapshot();
+        assert_unchanged(&original.0, &now.0, &format!("iteration {i}: undone"));
+        assert_eq!(now.1, original.1, "iteration {i}: the data volume, undone");
+        i += 1;
+    }
 }
 
 /// Sets up one way of sharing www's bind source; returns what the refusal must say.

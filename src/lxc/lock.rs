@@ -33,6 +33,8 @@ pub enum LockError {
     PwdBusy { path: PathBuf, secs: u64 },
     #[error("{lock} is held by pid {pid} for more than {secs} s; wait until that process (useradd, usermod...) is done, then run the same command again")]
     Busy { lock: PathBuf, pid: u32, secs: u64 },
+    #[error("{lock} is held by another Proxmox operation on this container for more than {secs} s (pct, the API); wait until it is done, then run the same command again")]
+    ProxmoxBusy { lock: PathBuf, secs: u64 },
     #[error("{lock} exists but names no process ({content:?}); if no useradd or usermod is running, remove it and run the same command again")]
     NoPid { lock: PathBuf, content: String },
     #[error("{lock}: the lock was linked but {temp} has {links} links instead of 2 (a file system without hard links?); remove {lock} if it is left, then retry")]
@@ -87,6 +89,50 @@ impl ConversionLock {
             .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
             .map_err(failed("write", &path))?;
         Ok(ConversionLock { _file: file })
+    }
+}
+
+/// Proxmox VE's own lock on a container's config (`lock_config` in pve-container:
+/// an flock on `/run/lock/lxc/pve-config-VMID.lock`), held for each read-modify-
+/// write of the `.conf`, so that `pct set` and the API do not write it meanwhile.
+/// Released when dropped.
+#[derive(Debug)]
+pub struct ProxmoxConfigLock {
+    _file: File,
+}
+
+impl ProxmoxConfigLock {
+    /// Waits up to 10 s, as Proxmox's own callers do.
+    pub fn acquire(host: &Host, vmid: &str) -> Result<Self, LockError> {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+        let path = host.path(format!("/run/lock/lxc/pve-config-{vmid}.lock"));
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(failed("create the directory", dir))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(failed("open", &path))?;
+        let started = std::time::Instant::now();
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(ProxmoxConfigLock { _file: file }),
+                Err(Errno::WOULDBLOCK | Errno::INTR) if started.elapsed() < WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(Errno::WOULDBLOCK) => {
+                    return Err(LockError::ProxmoxBusy {
+                        lock: path,
+                        secs: WAIT.as_secs(),
+                    })
+                }
+                Err(e) => return Err(errno_error("lock", &path)(e)),
+            }
+        }
     }
 }
 

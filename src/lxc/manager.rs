@@ -1,6 +1,7 @@
 //! Containers another manager owns: one that writes the LXC config anew at every
 //! start would undo a conversion's config while the rootfs stayed shifted. Found
-//! here once, for `convert` (refused), `list` and `check` (said).
+//! here once, for `convert` (which converts it through the manager's own config),
+//! `list` and `check` (said).
 
 use super::container::Container;
 use super::host::Host;
@@ -30,7 +31,7 @@ impl OtherManager {
     /// What it means for lxc-idshift, in a sentence (for `list` and `check`).
     pub fn said(&self, container: &Container) -> String {
         format!(
-            "managed by {} ({}), which writes {} anew at every start: lxc-idshift does not convert it yet (use Proxmox's backup and `pct restore --unprivileged`)",
+            "managed by {} ({}), which writes {} anew at every start: lxc-idshift converts it through that file and its volumes",
             self.name,
             self.conf.display(),
             container.config().display()

@@ -1,7 +1,10 @@
 //! Carrying out a conversion plan: subordinate ids, the recorded ownerships, the
 //! rootfs shift, the config and other file edits, permissions and devices.
 
-use super::{read_subid_text, ConversionState, ConvertError, FileEdit, Outcome, Plan, ROOT_USER};
+use super::{
+    proxmox, read_subid_text, ConversionState, ConvertError, FileEdit, Flavour, Outcome, Plan,
+    ROOT_USER,
+};
 use crate::engine::idmap::IdMap;
 use crate::engine::journal;
 use crate::engine::run::{Progress, ShiftOptions, ShiftReport};
@@ -9,7 +12,8 @@ use crate::fsutil;
 use crate::lxc::config::guard;
 use crate::lxc::container::Container;
 use crate::lxc::effects::HostEffects;
-use crate::lxc::lock::ShadowLock;
+use crate::lxc::lock::{ProxmoxConfigLock, ShadowLock};
+use crate::lxc::pve::conf::PveConf;
 use crate::lxc::subid::SubIds;
 use std::path::{Path, PathBuf};
 
@@ -36,8 +40,17 @@ pub fn execute(
     let units = &plan.units;
     let changes_units = !units.mask.is_empty() || !units.unmask.is_empty();
     if plan.shift.is_some() || !plan.edits.is_empty() || !plan.perms.is_empty() || changes_units {
-        guard_start(effects, &plan)?;
-        write_state(effects, &plan.container, &plan.state)?;
+        match &plan.flavour {
+            Flavour::Lxc => {
+                guard_start(effects, &plan)?;
+                write_state(effects, &plan.container, &plan.state)?;
+            }
+            // The state first: a lock without it would look like Proxmox's own.
+            Flavour::Proxmox { conf } => {
+                write_state(effects, &plan.container, &plan.state)?;
+                lock_conf(effects, &plan, conf)?;
+            }
+        }
     }
     apply_subids(effects, &plan)?;
     // Masked before the shift, owned as the rootfs is now: the shift moves them along.
@@ -89,6 +102,13 @@ pub fn execute(
         });
     }
     // The container's files (the config last); the host's are applied above.
+    let _conf_lock = match &plan.flavour {
+        Flavour::Proxmox { .. } => Some(ProxmoxConfigLock::acquire(
+            &plan.host,
+            &plan.container.name,
+        )?),
+        Flavour::Lxc => None,
+    };
     for edit in plan
         .edits
         .iter()
@@ -127,6 +147,31 @@ fn guard_start(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertErro
     if let Err(running) = plan.container.ensure_stopped(effects) {
         if added {
             effects.write_file(&config, on_disk)?;
+        }
+        return Err(running.into());
+    }
+    Ok(())
+}
+
+/// Proxmox VE: `lock: disk` in the `.conf` (under Proxmox's config lock) keeps
+/// the container from starting, and from backups and migrations, until the final
+/// write of the `.conf`; then a container that started meanwhile is refused, the
+/// lock taken away again when this run set it.
+fn lock_conf(effects: &dyn HostEffects, plan: &Plan, conf: &Path) -> Result<(), ConvertError> {
+    let set = {
+        let _lock = ProxmoxConfigLock::acquire(&plan.host, &plan.container.name)?;
+        let text = std::fs::read_to_string(conf).map_err(fsutil::failed("read", conf))?;
+        let parsed = PveConf::parse(&text);
+        let set = parsed.lock() != Some(proxmox::LOCK);
+        if set {
+            effects.write_file(conf, &parsed.with_lock(Some(proxmox::LOCK)).to_text())?;
+        }
+        set.then_some(parsed)
+    };
+    if let Err(running) = plan.container.ensure_stopped(effects) {
+        if let Some(before) = set {
+            let _lock = ProxmoxConfigLock::acquire(&plan.host, &plan.container.name)?;
+            effects.write_file(conf, &before.to_text())?;
         }
         return Err(running.into());
     }

@@ -5,6 +5,7 @@
 
 mod describe;
 mod execute;
+mod proxmox;
 #[cfg(test)]
 mod tests;
 
@@ -192,11 +193,24 @@ pub enum ConvertError {
     ShiftedSourceMissing { mount: PathBuf, now: String },
     #[error("--mounts shift would re-own bind mount source {mount} with the container's range, but it is not the container's alone: {users}. Convert with --mounts idmap (the container sees its files with their owners; nothing on disk changes) or --mounts keep, or give the container a directory of its own")]
     SharedMountSource { mount: PathBuf, users: String },
-    #[error("container {name} is managed by Proxmox VE ({conf}): Proxmox writes {config} anew from that file at every start, so a conversion here would be undone at the next start while the rootfs stayed shifted. lxc-idshift does not convert Proxmox VE containers yet: use Proxmox's backup and `pct restore --unprivileged`; nothing was changed")]
-    ManagedByProxmox {
-        name: String,
+    #[error("{conf}: {source}")]
+    ProxmoxConf {
         conf: PathBuf,
-        config: PathBuf,
+        source: crate::lxc::pve::conf::PveConfError,
+    },
+    #[error(transparent)]
+    ProxmoxVolume(#[from] crate::lxc::pve::volume::VolumeError),
+    #[error("container {vmid} holds `lock: {lock}` in {conf}: Proxmox is in the middle of another operation on it (or one was interrupted). Nothing was changed: let it finish, or clear it with `pct unlock {vmid}` if you know it is stale, then run the same command again")]
+    ProxmoxLocked {
+        vmid: String,
+        lock: String,
+        conf: PathBuf,
+    },
+    #[error("container {vmid}: {what} is not converted by lxc-idshift yet ({why}). Nothing was changed; Proxmox's backup and `pct restore --unprivileged` converts it meanwhile")]
+    ProxmoxNotYet {
+        vmid: String,
+        what: String,
+        why: &'static str,
     },
     #[error("rootfs {rootfs} is the lower layer of container {other}'s overlay rootfs ({config}): shifting it would change {other}'s files too. Make {other} a full copy first (lxc-copy -n {other} -N NEWNAME -B dir, then lxc-destroy -n {other}), then run the same command again; nothing was changed")]
     LowerLayerOfClone {
@@ -362,6 +376,8 @@ impl FileEdit {
 
 /// Everything the conversion will do, decided before anything is written.
 pub struct Plan {
+    /// Plain LXC, or the host flavour that owns the container's config.
+    pub flavour: Flavour,
     pub container: Container,
     pub rootfs: PathBuf,
     /// Where the container stands before and after: its map and rootfs method.
@@ -412,6 +428,17 @@ impl Plan {
     }
 }
 
+/// Where a container's config lives and how a conversion keeps it from starting
+/// meanwhile: the one place the host flavours differ once planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flavour {
+    /// `<lxcpath>/<name>/config`, guarded by a start hook (`config::guard`).
+    Lxc,
+    /// Proxmox VE: `/etc/pve/lxc/VMID.conf`, from which Proxmox writes the LXC
+    /// config at every start, guarded by its `lock:` (see `proxmox`).
+    Proxmox { conf: PathBuf },
+}
+
 /// What a conversion did.
 pub struct Outcome {
     pub plan: Plan,
@@ -431,7 +458,9 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         return Err(ConvertError::EmptyRange);
     }
     let container = Container::find(&options.name, options.lxcpath.as_deref(), effects)?;
-    refuse_other_manager(options, &container)?;
+    if let Some(manager) = OtherManager::of(&container, &options.host) {
+        return proxmox::plan(options, effects, container, &manager.conf);
+    }
     let config_path = container.config();
     let on_disk = std::fs::read_to_string(&config_path).map_err(failed("read", &config_path))?;
     // An interrupted conversion left its start guard: planned from the config as it
@@ -571,6 +600,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         container.ensure_stopped(effects)?;
     }
     Ok(Plan {
+        flavour: Flavour::Lxc,
         container,
         rootfs,
         before: course.from,
@@ -647,22 +677,6 @@ fn refuse_closed_parents(
         Some(closed) => Err(ConvertError::ParentNotTraversable {
             message: closed.message,
             fix: closed.fix,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// A container another manager writes the LXC config of at every start: converted
-/// here, it would start privileged on the shifted rootfs at its next start.
-fn refuse_other_manager(
-    options: &ConvertOptions,
-    container: &Container,
-) -> Result<(), ConvertError> {
-    match OtherManager::of(container, &options.host) {
-        Some(manager) => Err(ConvertError::ManagedByProxmox {
-            name: container.name.clone(),
-            conf: manager.conf,
-            config: container.config(),
         }),
         None => Ok(()),
     }
@@ -993,7 +1007,15 @@ fn course(
     config: &ContainerConfig,
 ) -> Result<Course, ConvertError> {
     let from = current_map(config, &container.config())?;
-    let now = Layout::of_config(from, config);
+    course_from(options, container, Layout::of_config(from, config))
+}
+
+/// The course from `now`, where the container's config says it stands.
+fn course_from(
+    options: &ConvertOptions,
+    container: &Container,
+    now: Layout,
+) -> Result<Course, ConvertError> {
     let recorded = read_state(container)?;
     let interrupted = recorded.clone().filter(|s| s.interrupted_at(&now));
     let range = match (&interrupted, &now.map) {

@@ -148,6 +148,11 @@ impl PveConf {
             .last()
     }
 
+    /// The main section's `key: value` entries, in file order.
+    pub fn entries(&self) -> Vec<(&str, &str)> {
+        self.main().filter_map(|(_, l)| l.entry()).collect()
+    }
+
     /// `lock:`, which blocks start, backup and migration while it is set.
     pub fn lock(&self) -> Option<&str> {
         self.value("lock")
@@ -383,7 +388,8 @@ pub fn fuzz_edit(data: &[u8]) {
 mod tests {
     use super::*;
 
-    const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/pve-reference");
+    /// Proxmox VE 9's own reading of these configs (see its README).
+    const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pve-reference");
 
     fn reference(name: &str) -> Option<String> {
         std::fs::read_to_string(format!("{REFERENCE}/{name}")).ok()

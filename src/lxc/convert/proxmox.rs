@@ -1,0 +1,205 @@
+//! The Proxmox VE flavour of a conversion: the container's config is
+//! `/etc/pve/lxc/VMID.conf` (Proxmox writes the LXC config from it at every start),
+//! its files are its volumes (the rootfs and each storage-backed `mpN`, each a
+//! file system and a journaled tree of its own), and while they are shifted the
+//! `.conf` holds `lock: disk`, which Proxmox's start, backup, migration and
+//! snapshot refuse. Everything else (the course, subordinate ids, units, the
+//! shift itself) is the plain conversion's.
+
+use super::*;
+use crate::lxc::pve::conf::PveConf;
+use crate::lxc::pve::volume::{self, Location, Source};
+
+/// The `lock:` value held while volumes are shifted: a disk operation on the
+/// container's volumes, which every Proxmox operation that would read or start
+/// them refuses; `pct unlock` clears it (see the README on interruptions).
+pub const LOCK: &str = "disk";
+
+/// Plans the conversion of Proxmox VE container `container` (its `.conf` at
+/// `conf_path`); changes nothing.
+pub(super) fn plan(
+    options: &ConvertOptions,
+    effects: &dyn HostEffects,
+    container: Container,
+    conf_path: &Path,
+) -> Result<Plan, ConvertError> {
+    let text = std::fs::read_to_string(conf_path).map_err(failed("read", conf_path))?;
+    let conf = PveConf::parse(&text);
+    let bad = |source| ConvertError::ProxmoxConf {
+        conf: conf_path.to_path_buf(),
+        source,
+    };
+    let not_yet = |what: &str, why| ConvertError::ProxmoxNotYet {
+        vmid: container.name.clone(),
+        what: what.to_string(),
+        why,
+    };
+    if options.method == Some(Method::Idmap) {
+        return Err(not_yet(
+            "--method idmap",
+            "Proxmox mounts the volumes itself, without idmap=container",
+        ));
+    }
+    if matches!(options.mounts, MountsChoice::Idmap | MountsChoice::Shift) {
+        return Err(not_yet(
+            "--mounts idmap or shift",
+            "bind mount points (mpN: /host/path) are left as they are",
+        ));
+    }
+    let now = Layout::new(conf.map().map_err(bad)?, Method::Shift);
+    let course = course_from(options, &container, now)?;
+    refuse_foreign_lock(&conf, &course, &container, conf_path)?;
+    let trees = volume_trees(options, &conf, &container)?;
+    let (subids, mut notes) = subid_change(options, &container, &course)?;
+    notes.extend(shared_ids_note(course.to_map()));
+    notes.extend(trees.notes);
+    let mut edits = match &subids {
+        Some(change) => subid_edits(&options.host, change)?,
+        None => Vec::new(),
+    };
+    edits.push(FileEdit {
+        path: conf_path.to_path_buf(),
+        new: Some(conf.with_lock(None).with_map(course.to_map()).to_text()),
+        old: Some(text),
+    });
+    let recorded = course.interrupted.as_ref().unwrap_or(&course.recorded);
+    let units = unit_plan(&trees.rootfs, course.to_map(), &recorded.masked_units);
+    let state = match course.interrupted.clone() {
+        Some(state) => state,
+        None => ConversionState {
+            shifted_mounts: trees.volumes.clone(),
+            granted_range: grants_new_range(&options.host, subids.as_ref())?,
+            masked_units: units.masked.clone(),
+            ..ConversionState::between(&course.from, &course.to, course.range)
+        },
+    };
+    let mut unmapped = UnmappedIds::default();
+    if let Some((map, direction)) = &course.shift {
+        for tree in std::iter::once(&trees.rootfs).chain(&trees.volumes) {
+            let scan = unmapped::scan(tree, map, *direction, options.threads)?;
+            refuse_linked_outside(&scan, (&container, tree), &options.host)?;
+            if tree == &trees.rootfs && course.from.on_disk().is_none() {
+                unmapped = scan.unmapped;
+            }
+        }
+    }
+    if !options.dry_run {
+        container.ensure_stopped(effects)?;
+    }
+    Ok(Plan {
+        flavour: Flavour::Proxmox {
+            conf: conf_path.to_path_buf(),
+        },
+        container,
+        rootfs: trees.rootfs,
+        before: course.from,
+        after: course.to,
+        idmap_probe: None,
+        range: course.range,
+        shift: course.shift,
+        edits: edits.into_iter().filter(FileEdit::changes).collect(),
+        perms: Vec::new(),
+        state,
+        host_files: vec![options.host.subuid(), options.host.subgid()],
+        units,
+        udev_rules: None,
+        udevd_runs: false,
+        device_owners: Vec::new(),
+        subids,
+        host: options.host.clone(),
+        unmapped,
+        mounts: Vec::new(),
+        mounts_unlisted: None,
+        mount_notes: Vec::new(),
+        notes,
+        mount_shifts: trees.volumes,
+    })
+}
+
+/// A `lock:` is Proxmox's (refused) unless it is this tool's own, left by an
+/// interrupted conversion that the recorded state describes.
+fn refuse_foreign_lock(
+    conf: &PveConf,
+    course: &Course,
+    container: &Container,
+    conf_path: &Path,
+) -> Result<(), ConvertError> {
+    match conf.lock() {
+        None => Ok(()),
+        Some(LOCK) if course.interrupted.is_some() => Ok(()),
+        Some(lock) => Err(ConvertError::ProxmoxLocked {
+            vmid: container.name.clone(),
+            lock: lock.to_string(),
+            conf: conf_path.to_path_buf(),
+        }),
+    }
+}
+
+/// The trees a conversion shifts: the rootfs volume and each storage-backed
+/// mount point, in the config's order; bind mounts and devices are said.
+struct Trees {
+    rootfs: PathBuf,
+    volumes: Vec<PathBuf>,
+    notes: Vec<String>,
+}
+
+fn volume_trees(
+    options: &ConvertOptions,
+    conf: &PveConf,
+    container: &Container,
+) -> Result<Trees, ConvertError> {
+    let cfg = options.host.path("/etc/pve/storage.cfg");
+    let storages = match std::fs::read_to_string(&cfg) {
+        Ok(text) => volume::parse_storage_cfg(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(FileError::new("read", &cfg, e).into()),
+    };
+    let mut trees = Trees {
+        rootfs: PathBuf::new(),
+        volumes: Vec::new(),
+        notes: Vec::new(),
+    };
+    for v in volume::volumes(conf.entries())? {
+        let (storage, volname) = match &v.source {
+            Source::Storage { storage, volname } => (storage, volname),
+            Source::Bind(path) => {
+                trees.notes.push(format!("{} ({} at {}): a bind mount of a host directory, left as it is: its files keep their owners (the container sees those outside its map as nobody)", v.key, path.display(), v.mount_point));
+                continue;
+            }
+            Source::Device(path) => {
+                trees.notes.push(format!(
+                    "{} ({} at {}): a host device, left as it is",
+                    v.key,
+                    path.display(),
+                    v.mount_point
+                ));
+                continue;
+            }
+        };
+        let dir = match volume::locate(&storages, &cfg, (storage, volname))? {
+            Location::Directory(dir) => options.host.path(dir),
+            Location::Image(_) | Location::Block(_) => {
+                return Err(ConvertError::ProxmoxNotYet {
+                    vmid: container.name.clone(),
+                    what: format!("{} ({storage}:{volname}, a file system inside an image or a logical volume)", v.key),
+                    why: "only volumes that are directories on the host (zfs subvols, dir and btrfs subvol volumes) are shifted in place so far",
+                })
+            }
+        };
+        if !dir.is_dir() {
+            return Err(ConvertError::RootfsNotMounted(dir));
+        }
+        match v.key.as_str() {
+            "rootfs" => trees.rootfs = dir,
+            _ => trees.volumes.push(dir),
+        }
+    }
+    if trees.rootfs.as_os_str().is_empty() {
+        return Err(ConvertError::NoRootfs {
+            config: options
+                .host
+                .path(format!("/etc/pve/lxc/{}.conf", container.name)),
+        });
+    }
+    Ok(trees)
+}
