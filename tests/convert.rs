@@ -1957,6 +1957,11 @@ fn a_proxmox_container_converts_in_place_and_back() {
             said.contains("mp0 (/srv/data at /data): a bind mount"),
             "{said}"
         );
+        let volume = format!("volume {}: shift forward", ct.data.display());
+        assert!(
+            said.contains(&volume) && said.contains("+unprivileged: 1"),
+            "{said}"
+        );
         let outcome = execute(planned, &stopped(), Some(2), &Quiet).unwrap();
         assert_eq!(outcome.mount_shifts.len(), 1, "{what}: the data volume");
         let expected = (
@@ -2034,6 +2039,23 @@ fn a_proxmox_container_converts_in_place_and_back() {
         listed.contains("\"managed_by\": \"managed by Proxmox VE"),
         "{listed}"
     );
+    // Where it stands is read from its .conf, not from the LXC config of its last start.
+    let unprivileged = ct
+        .conf
+        .replace("swap: 512\n", "swap: 512\nunprivileged: 1\n");
+    std::fs::write(&ct.conf_path, unprivileged).unwrap();
+    let list = run(&[
+        "list".as_ref(),
+        "--json".as_ref(),
+        "-P".as_ref(),
+        lxc.as_os_str(),
+        "--host-root".as_ref(),
+        root.as_os_str(),
+    ]);
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let entry = &listed["containers"][0];
+    assert_eq!(entry["unprivileged"], true, "{listed}");
+    assert_eq!(entry["range"]["host_first"], 100_000, "{listed}");
 }
 
 /// SIGKILLs spread over a Proxmox conversion and its way back: the same command

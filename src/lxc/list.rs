@@ -10,6 +10,7 @@ use super::host::Host;
 use super::hostmap::HostMap;
 use super::manager::OtherManager;
 use super::method::Layout;
+use super::pve::conf::PveConf;
 use crate::engine::journal;
 use crate::fsutil::FileError;
 use serde::Serialize;
@@ -152,6 +153,15 @@ fn entry(container: &Container, explicit_lxcpath: bool, host: &Host) -> Entry {
             ));
             return entry;
         }
+    };
+    // Proxmox's .conf says where a Proxmox container stands, not the LXC config
+    // it writes from it at start.
+    let maps = match OtherManager::of(container, host) {
+        Some(manager) => std::fs::read_to_string(&manager.conf)
+            .ok()
+            .and_then(|text| PveConf::parse(&text).map().ok().flatten())
+            .map_or(Vec::new(), |m| m.entries().to_vec()),
+        None => maps,
     };
     let root = maps.iter().find(|m| m.users && m.container_first == 0);
     entry.unprivileged = Some(!maps.is_empty());

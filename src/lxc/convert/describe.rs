@@ -1,6 +1,6 @@
 //! The conversion plan as `--dry-run` prints it.
 
-use super::{DeviceOwner, Plan};
+use super::{DeviceOwner, Flavour, Plan};
 use crate::diff;
 use crate::lxc::hostmap;
 use crate::lxc::method::{Layout, Method};
@@ -33,9 +33,13 @@ pub fn describe(plan: &Plan) -> String {
     }
     text += &describe_methods(plan);
     if let Some((map, direction)) = &plan.shift {
+        let what = match plan.flavour {
+            Flavour::Lxc => "bind mount source",
+            Flavour::Proxmox { .. } => "volume",
+        };
         for source in &plan.mount_shifts {
             text += &format!(
-                "bind mount source {}: shift {direction} with {map}\n",
+                "{what} {}: shift {direction} with {map}\n",
                 source.display()
             );
         }

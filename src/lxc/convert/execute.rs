@@ -116,6 +116,15 @@ pub fn execute(
     {
         write_edit(effects, edit)?;
     }
+    // A .conf edit of nothing else (a conversion re-run to finish) still leaves
+    // the lock behind: taken away here.
+    if let Flavour::Proxmox { conf } = &plan.flavour {
+        let text = std::fs::read_to_string(conf).map_err(fsutil::failed("read", conf))?;
+        let parsed = PveConf::parse(&text);
+        if parsed.lock() == Some(proxmox::LOCK) {
+            effects.write_file(conf, &parsed.with_lock(None).to_text())?;
+        }
+    }
     effects.apply_perms(&plan.perms)?;
     if !plan.units.unmask.is_empty() {
         effects.mask_units(&plan.rootfs, &plan.units.unmask, false)?;
