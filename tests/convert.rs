@@ -1942,6 +1942,16 @@ fn a_proxmox_container_converts_in_place_and_back() {
     ]);
     let f = Fixture::new();
     let ct = proxmox_container(&f);
+    // Another Proxmox container with Proxmox's default map, as its last start wrote it.
+    f.config_only(
+        "102",
+        &unprivileged(
+            &debian_config("102", &f.rootfs("102")),
+            USERNS,
+            "lxc.idmap",
+            100_000,
+        ),
+    );
     let original = (collect(&ct.rootfs), collect(&ct.data));
     let subids = (f.subuid(), f.subgid());
     let share = ConvertOptions {
@@ -1957,6 +1967,8 @@ fn a_proxmox_container_converts_in_place_and_back() {
             said.contains("mp0 (/srv/data at /data): a bind mount"),
             "{said}"
         );
+        let shares = said.contains("which container 102 maps too");
+        assert_eq!(shares, what == "default", "{said}");
         let volume = format!("volume {}: shift forward", ct.data.display());
         assert!(
             said.contains(&volume) && said.contains("+unprivileged: 1"),

@@ -477,6 +477,9 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     }
     let course = course(options, &container, &config)?;
     let idmap_probe = idmap_probe(options, effects, &rootfs, &course)?;
+    if let Some(to) = course.to_map() {
+        check_range_free(&options.host, &container, to)?;
+    }
     let (subids, mut notes) = subid_change(options, &container, &course)?;
     notes.extend(shared_ids_note(course.to_map()));
     let mut edits = match &subids {
@@ -1066,7 +1069,6 @@ fn subid_change(
 ) -> Result<(Option<SubIdChange>, Vec<String>), ConvertError> {
     let mut change = SubIdChange::default();
     if let Some(to) = course.to_map() {
-        check_range_free(&options.host, container, to)?;
         change.users.grant = subid_ranges(to, IdKind::User);
         change.groups.grant = subid_ranges(to, IdKind::Group);
     }

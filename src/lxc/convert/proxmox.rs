@@ -50,7 +50,9 @@ pub(super) fn plan(
     let course = course_from(options, &container, now)?;
     refuse_foreign_lock(&conf, &course, &container, conf_path)?;
     let trees = volume_trees(options, &conf, &container)?;
-    let (subids, mut notes) = subid_change(options, &container, &course)?;
+    let mut notes = range_notes(options, &container, course.to_map())?;
+    let (subids, subid_notes) = subid_change(options, &container, &course)?;
+    notes.extend(subid_notes);
     notes.extend(shared_ids_note(course.to_map()));
     notes.extend(trees.notes);
     let mut edits = match &subids {
@@ -114,6 +116,39 @@ pub(super) fn plan(
         notes,
         mount_shifts: trees.volumes,
     })
+}
+
+/// A range another container maps is refused, but Proxmox's own default range:
+/// Proxmox gives it to every unprivileged container, so sharing it is what a
+/// Proxmox host expects (said in the plan, with the way to a range of its own).
+fn range_notes(
+    options: &ConvertOptions,
+    container: &Container,
+    to: Option<&HostMap>,
+) -> Result<Vec<String>, ConvertError> {
+    let Some(to) = to else {
+        return Ok(Vec::new());
+    };
+    if *to != crate::lxc::pve::conf::default_map() {
+        check_range_free(&options.host, container, to)?;
+        return Ok(Vec::new());
+    }
+    let range = IdRange::new(
+        crate::lxc::pve::conf::DEFAULT_FIRST,
+        crate::lxc::pve::conf::DEFAULT_COUNT,
+    );
+    let mut sharing: Vec<String> = (sibling_maps(container, &options.host).into_iter())
+        .filter(|s| s.ids.overlaps(range))
+        .map(|s| s.container)
+        .collect();
+    sharing.dedup();
+    Ok((!sharing.is_empty())
+        .then(|| format!(
+            "the range 100000..165535 is Proxmox's default, which container {} maps too, as Proxmox gives it to every unprivileged container; a range of its own (--to auto) keeps a process that escapes one container from the other's files",
+            sharing.join(", ")
+        ))
+        .into_iter()
+        .collect())
 }
 
 /// A `lock:` is Proxmox's (refused) unless it is this tool's own, left by an
