@@ -1967,6 +1967,11 @@ fn a_proxmox_container_converts_in_place_and_back() {
             said.contains("mp0 (/srv/data at /data): a bind mount"),
             "{said}"
         );
+        // The raw device lines of 101.conf, and its features, as Proxmox would do them.
+        assert!(
+            said.contains("devN: /dev/ttyUSB0,gid=GID,mode=0660"),
+            "{said}"
+        );
         let shares = said.contains("which container 102 maps too");
         assert_eq!(shares, what == "default", "{said}");
         let volume = format!("volume {}: shift forward", ct.data.display());

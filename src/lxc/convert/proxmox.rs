@@ -55,6 +55,9 @@ pub(super) fn plan(
     notes.extend(subid_notes);
     notes.extend(shared_ids_note(course.to_map()));
     notes.extend(trees.notes);
+    if course.to_map().is_some() {
+        notes.extend(privileged_only(&conf, &trees.rootfs));
+    }
     let mut edits = match &subids {
         Some(change) => subid_edits(&options.host, change)?,
         None => Vec::new(),
@@ -151,6 +154,47 @@ fn range_notes(
         .collect())
 }
 
+/// What only works in a privileged container, said going unprivileged with what to
+/// do instead: `features:` that need host root, raw device passthrough lines that
+/// Proxmox's own `devN:` does for an unprivileged container, and Docker without
+/// `keyctl=1`.
+fn privileged_only(conf: &PveConf, rootfs: &Path) -> Vec<String> {
+    let features = conf.value("features").unwrap_or_default();
+    let feature = |name: &str| {
+        features
+            .split(',')
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+    };
+    let mut notes = Vec::new();
+    if let Some(fs) = feature("mount").filter(|v| !v.is_empty()) {
+        notes.push(format!("features: mount={fs} lets only a privileged container mount {fs}: unprivileged, mount the share on the host and pass it in as a bind mount point (mpN: /host/path,mp=/path)"));
+    }
+    if feature("quota") == Some("1") {
+        notes.push(
+            "features: quota=1 (quotas inside the container) works only privileged".to_string(),
+        );
+    }
+    let docker = ["usr/bin/dockerd", "usr/sbin/dockerd"]
+        .iter()
+        .any(|p| rootfs.join(p).exists());
+    if docker && feature("keyctl") != Some("1") {
+        notes.push("Docker is installed in the rootfs: unprivileged it needs features: keyctl=1 (and nesting=1): `pct set VMID -features nesting=1,keyctl=1`".to_string());
+    }
+    for (key, value) in conf.entries() {
+        let device = match key {
+            "lxc.mount.entry" => value
+                .split_whitespace()
+                .next()
+                .filter(|s| s.starts_with("/dev/")),
+            _ => None,
+        };
+        if let Some(node) = device {
+            notes.push(format!("{key}: {value}: unprivileged, Proxmox passes a device in with `devN: {node},gid=GID,mode=0660` (the container's GID, e.g. 20 for dialout), which replaces this line and its lxc.cgroup2.devices.allow line: `pct set VMID -dev0 {node},gid=20,mode=0660`"));
+        }
+    }
+    notes
+}
+
 /// A `lock:` is Proxmox's (refused) unless it is this tool's own, left by an
 /// interrupted conversion that the recorded state describes.
 fn refuse_foreign_lock(
@@ -237,4 +281,26 @@ fn volume_trees(
         });
     }
     Ok(trees)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_works_only_privileged_is_said_with_what_to_do() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let said = |conf: &str| privileged_only(&PveConf::parse(conf), rootfs.path()).join("\n");
+        let nfs = said("features: mount=nfs;cifs,nesting=1\n");
+        assert!(
+            nfs.contains("mount=nfs;cifs") && nfs.contains("bind mount point"),
+            "{nfs}"
+        );
+        assert!(said("features: quota=1\n").contains("quota=1"));
+        assert_eq!(said("features: nesting=1\n"), "");
+        std::fs::create_dir_all(rootfs.path().join("usr/bin")).unwrap();
+        std::fs::write(rootfs.path().join("usr/bin/dockerd"), "").unwrap();
+        assert!(said("features: nesting=1\n").contains("keyctl=1"));
+        assert_eq!(said("features: nesting=1,keyctl=1\n"), "");
+    }
 }
