@@ -2075,6 +2075,72 @@ fn a_proxmox_container_converts_in_place_and_back() {
     assert_eq!(entry["range"]["host_first"], 100_000, "{listed}");
 }
 
+/// Gives container 101 a third volume, `mp2`, inside a raw ext4 image holding a
+/// tree of `files`; returns the image and the `.conf` now.
+fn raw_image_volume(f: &Fixture, ct: &ProxmoxContainer, files: usize) -> Option<(PathBuf, String)> {
+    let fs = LoopFs::new("ext4", &[])?;
+    let tree = fs.mount.join("srv");
+    std::fs::create_dir(&tree).unwrap();
+    lxc_idshift::sample::build_bulk_tree(&tree, files).unwrap();
+    fs.unmount();
+    let image = f.root().join("vz/images/101/vm-101-disk-2.raw");
+    std::fs::rename(&fs.image, &image).unwrap();
+    let conf = ct.conf.replace(
+        "rootfs: ",
+        "mp2: local:101/vm-101-disk-2.raw,mp=/srv/img,size=320M\nrootfs: ",
+    );
+    std::fs::write(&ct.conf_path, &conf).unwrap();
+    Some((image, conf))
+}
+
+/// The manifest of the file system inside `image`, mounted read-only for it.
+fn image_manifest(image: &Path) -> Manifest {
+    let point = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "loop,ro"])
+            .arg(image)
+            .arg(point.path()),
+    );
+    let manifest = collect(point.path());
+    run_ok(Command::new("umount").arg(point.path()));
+    manifest
+}
+
+/// A volume inside a raw image (a `dir` storage's `vm-101-disk-2.raw`) is mounted at
+/// a path of its own for the conversion, shifted whole (`lost+found` and the file
+/// system's root included) and unmounted at the end, both ways.
+#[test]
+fn a_proxmox_volume_in_a_raw_image_is_mounted_shifted_and_unmounted() {
+    if !require_root("a_proxmox_volume_in_a_raw_image_is_mounted_shifted_and_unmounted") {
+        return;
+    }
+    const DEFAULT: TestMap = TestMap(&[('b', 0, 100_000, 65_536)]);
+    let f = Fixture::new();
+    let ct = proxmox_container(&f);
+    let Some((image, conf)) = raw_image_volume(&f, &ct, 500) else {
+        return;
+    };
+    let manifest = || image_manifest(&image);
+    let original = manifest();
+    let in_use = || text_of(&run_ok(Command::new("losetup").arg("-j").arg(&image)));
+    for (to, expected) in [
+        (
+            Target::HostId(100_000),
+            expected_forward_with(&original, &DEFAULT),
+        ),
+        (Target::Privileged, original.clone()),
+    ] {
+        let outcome = f.convert("101", to.clone());
+        assert_eq!(outcome.mount_shifts.len(), 2, "{to:?}: both volumes");
+        drop(outcome);
+        assert_eq!(in_use(), "", "{to:?}: unmounted at the end");
+        assert!(!f.dir("101").join("lxc-idshift.volumes/mp2").exists());
+        assert_same(&expected, &manifest(), &format!("{to:?}"));
+    }
+    assert_eq!(std::fs::read_to_string(&ct.conf_path).unwrap(), conf);
+}
+
 /// SIGKILLs spread over a Proxmox conversion and its way back: the same command
 /// finishes exactly, `--to 0` undoes exactly, every volume and the `.conf` (its
 /// lock too) included.
@@ -2088,12 +2154,16 @@ fn killed_proxmox_conversions_finish_or_undo_exactly() {
     let bulk = ct.rootfs.join("srv/bulk");
     std::fs::create_dir_all(&bulk).unwrap();
     lxc_idshift::sample::build_bulk_tree(&bulk, 12_000).unwrap();
+    // A volume mounted for the conversion, left mounted by a kill.
+    let Some((image, _)) = raw_image_volume(&f, &ct, 2_000) else {
+        return;
+    };
     let snapshot = || {
         let conf = std::fs::read_to_string(&ct.conf_path).unwrap();
         let mut s = outcome_of(&f, "101");
         s.config = conf;
         s.manifest = collect(&ct.rootfs);
-        (s, collect(&ct.data))
+        (s, (collect(&ct.data), image_manifest(&image)))
     };
     let original = snapshot();
     let to = || convert_args(&f, "101", "100000");
@@ -2113,7 +2183,7 @@ fn killed_proxmox_conversions_finish_or_undo_exactly() {
         converted.0.config
     );
     assert_exit(&run(&back()), 0, "back");
-    assert_eq!(snapshot().1, original.1, "the data volume");
+    assert_eq!(snapshot().1, original.1, "the data and image volumes");
     assert_unchanged(&original.0, &snapshot().0, "uninterrupted round trip");
     let (mut killed, mut i, mut max_delay) = (0, 0u64, run_time);
     while killed < 10 {

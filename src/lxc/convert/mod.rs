@@ -5,7 +5,7 @@
 
 mod describe;
 mod execute;
-mod proxmox;
+pub mod proxmox;
 #[cfg(test)]
 mod tests;
 
@@ -200,6 +200,8 @@ pub enum ConvertError {
     },
     #[error(transparent)]
     ProxmoxVolume(#[from] crate::lxc::pve::volume::VolumeError),
+    #[error("volume {volume} cannot be mounted for the conversion: {why}; nothing was changed")]
+    VolumeMount { volume: PathBuf, why: String },
     #[error("container {vmid} holds `lock: {lock}` in {conf}: Proxmox is in the middle of another operation on it (or one was interrupted). Nothing was changed: let it finish, or clear it with `pct unlock {vmid}` if you know it is stale, then run the same command again")]
     ProxmoxLocked {
         vmid: String,
@@ -419,6 +421,9 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// Bind mount sources shifted with the rootfs's map and direction.
     pub mount_shifts: Vec<PathBuf>,
+    /// Volumes mounted for the conversion (Proxmox VE images and logical
+    /// volumes), unmounted when the plan is dropped.
+    pub volume_mounts: Vec<proxmox::VolumeMount>,
 }
 
 impl Plan {
@@ -631,6 +636,7 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
         mount_notes: mount_plan.notes,
         notes,
         mount_shifts,
+        volume_mounts: Vec::new(),
     })
 }
 

@@ -118,6 +118,7 @@ pub(super) fn plan(
         mount_notes: Vec::new(),
         notes,
         mount_shifts: trees.volumes,
+        volume_mounts: trees.mounts,
     })
 }
 
@@ -220,6 +221,147 @@ struct Trees {
     rootfs: PathBuf,
     volumes: Vec<PathBuf>,
     notes: Vec<String>,
+    /// Volumes inside images and logical volumes, mounted for the conversion.
+    mounts: Vec<VolumeMount>,
+}
+
+/// A volume inside an image or a logical volume, mounted for the conversion at a
+/// path of its own in the container's directory (the same every run, so that its
+/// journal is found again after an interruption); unmounted when dropped, on
+/// failure too. One in use elsewhere (the container running, `pct mount`) is
+/// refused: shifting it there would race its users.
+pub struct VolumeMount {
+    point: PathBuf,
+}
+
+impl VolumeMount {
+    /// Tries a few times: the `mount` of a run killed a moment ago may still be
+    /// finishing (a child outlives its parent's SIGKILL).
+    fn new(source: &Path, point: &Path) -> Result<VolumeMount, ConvertError> {
+        const ATTEMPTS: u32 = 10;
+        let fail = |why: String| ConvertError::VolumeMount {
+            volume: source.to_path_buf(),
+            why,
+        };
+        std::fs::create_dir_all(point).map_err(failed("create the directory", point))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match try_mount(source, point) {
+                Ok(()) => {
+                    return Ok(VolumeMount {
+                        point: point.to_path_buf(),
+                    })
+                }
+                Err(why) if attempt == ATTEMPTS => return Err(fail(why)),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(300)),
+            }
+        }
+    }
+}
+
+/// One attempt: a killed run's mount at `point` taken down, a user elsewhere
+/// refused, then `mount [-o loop] source point`.
+fn try_mount(source: &Path, point: &Path) -> Result<(), String> {
+    if is_mount_point(point) {
+        unmount(point)?;
+    }
+    if let Some(user) = in_use(source) {
+        return Err(format!(
+            "it is in use ({user}): stop the container and `pct unmount` it first"
+        ));
+    }
+    let mut args: Vec<&std::ffi::OsStr> = Vec::new();
+    if source.is_file() {
+        args.extend([std::ffi::OsStr::new("-o"), std::ffi::OsStr::new("loop")]);
+    }
+    args.extend([source.as_os_str(), point.as_os_str()]);
+    let out = std::process::Command::new("mount")
+        .args(&args)
+        .output()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    }
+}
+
+impl Drop for VolumeMount {
+    fn drop(&mut self) {
+        if unmount(&self.point).is_ok() {
+            let _ = std::fs::remove_dir(&self.point);
+        }
+    }
+}
+
+fn unmount(point: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("umount")
+        .arg(point)
+        .output()
+        .map_err(|e| format!("cannot run umount: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    }
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+/// Who uses `source` now: a mount of it, or of a loop device backing it. A loop
+/// device of it that nothing mounts is what a run killed while mounting leaves
+/// behind: detached.
+fn in_use(source: &Path) -> Option<String> {
+    let devices = match source.is_file() {
+        true => backing_loops(source),
+        false => vec![std::fs::canonicalize(source).ok()?],
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    for device in devices {
+        let mounted = info.lines().find_map(|l| {
+            let (_, after) = l.split_once(" - ")?;
+            let source = after.split(' ').nth(1)?;
+            let same = std::fs::canonicalize(source).ok()? == device;
+            same.then(|| {
+                format!(
+                    "{} mounted at {}",
+                    device.display(),
+                    l.split(' ').nth(4).unwrap_or("?")
+                )
+            })
+        });
+        match mounted {
+            Some(user) => return Some(user),
+            None if source.is_file() => {
+                let _ = std::process::Command::new("losetup")
+                    .arg("-d")
+                    .arg(&device)
+                    .output();
+            }
+            None => {}
+        }
+    }
+    None
+}
+
+/// The loop devices backing `image` (`losetup -j`).
+fn backing_loops(image: &Path) -> Vec<PathBuf> {
+    let out = std::process::Command::new("losetup")
+        .args(["-n", "-O", "NAME", "-j"])
+        .arg(image)
+        .output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    (text.unwrap_or_default().lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(PathBuf::from)
+        .collect()
 }
 
 fn volume_trees(
@@ -237,6 +379,7 @@ fn volume_trees(
         rootfs: PathBuf::new(),
         volumes: Vec::new(),
         notes: Vec::new(),
+        mounts: Vec::new(),
     };
     for v in volume::volumes(conf.entries())? {
         let (storage, volname) = match &v.source {
@@ -257,12 +400,11 @@ fn volume_trees(
         };
         let dir = match volume::locate(&storages, &cfg, (storage, volname))? {
             Location::Directory(dir) => options.host.path(dir),
-            Location::Image(_) | Location::Block(_) => {
-                return Err(ConvertError::ProxmoxNotYet {
-                    vmid: container.name.clone(),
-                    what: format!("{} ({storage}:{volname}, a file system inside an image or a logical volume)", v.key),
-                    why: "only volumes that are directories on the host (zfs subvols, dir and btrfs subvol volumes) are shifted in place so far",
-                })
+            Location::Image(file) | Location::Block(file) => {
+                let point = container.dir().join("lxc-idshift.volumes").join(&v.key);
+                let mounted = VolumeMount::new(&options.host.path(file), &point)?;
+                trees.mounts.push(mounted);
+                point
             }
         };
         if !dir.is_dir() {
