@@ -350,8 +350,8 @@ enum Ends {
         shifted: Manifest,
     },
     Container {
-        original: Snapshot,
-        converted: Snapshot,
+        original: Box<Snapshot>,
+        converted: Box<Snapshot>,
     },
 }
 
@@ -543,8 +543,8 @@ fn container_ends(fs: &LoopFs, pristine: &Path) -> Ends {
         back.join("\n")
     );
     Ends::Container {
-        original,
-        converted,
+        original: Box::new(original),
+        converted: Box::new(converted),
     }
 }
 
