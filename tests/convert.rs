@@ -1795,6 +1795,38 @@ fn an_undone_interrupted_conversion_restores_the_subid_files() {
     }
 }
 
+/// Found by the conversion power cuts (tests/powercut.rs, seed 0x5eed0022): a
+/// `--to 0 --release-range` interrupted after its state file was written and
+/// before /etc/subuid and /etc/subgid were (here: the first subid write fails),
+/// then run again to its end, must release the range as an uninterrupted one
+/// does: the original snapshot exactly, root's lines gone.
+#[test]
+fn a_resumed_way_back_with_release_range_releases_the_range() {
+    if !require_root("a_resumed_way_back_with_release_range_releases_the_range") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let original = outcome_of(&f, "web");
+    f.convert("web", Target::HostId(1_000_000));
+    let back = ConvertOptions {
+        release_range: true,
+        ..f.options("web", Target::Privileged)
+    };
+    // Changes in order: the config's start guard, the state file, /etc/subuid.
+    let cut = stopped().fail_change(3, std::io::ErrorKind::Other);
+    let planned = plan(&back, &stopped()).unwrap();
+    assert!(execute(planned, &cut, Some(2), &Quiet).is_err());
+    assert!(f.subuid().contains("root:1000000:65536"), "still granted");
+    let planned = plan(&back, &stopped()).unwrap();
+    execute(planned, &stopped(), Some(2), &Quiet).unwrap();
+    assert_unchanged(
+        &original,
+        &outcome_of(&f, "web"),
+        "resumed --to 0 --release-range",
+    );
+}
+
 /// A Proxmox VE container (its `/etc/pve/lxc/VMID.conf` beside the LXC config that
 /// Proxmox writes anew at every start) is refused before anything is written.
 #[test]
