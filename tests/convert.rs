@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::container::*;
 use common::*;
 use lxc_idshift::engine::idmap::{Direction, MapEntry};
 use lxc_idshift::engine::run::Quiet;
@@ -16,12 +17,10 @@ use lxc_idshift::lxc::hostmap::{parse_shared, HostMap};
 use lxc_idshift::lxc::method::Method;
 use lxc_idshift::manifest::Manifest;
 use lxc_idshift::sample::paths;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SUBIDS: &str = "# other users of this host\nalice:100000:65536\nbob:165536:65536\n";
-const COMMON: &str = "lxc.include = /usr/share/lxc/config/debian.common.conf\n";
 const DISTRO_USERNS: &str = "/usr/share/lxc/config/debian.userns.conf";
 const USERNS: &str = "/usr/share/lxc/config/userns.conf";
 
@@ -30,34 +29,6 @@ const USERNS: &str = "/usr/share/lxc/config/userns.conf";
 /// the command ask the real `lxc-info`.
 fn stopped() -> RecordingHost {
     RecordingHost::over(RealHost).answer("lxc-info", "STOPPED\n")
-}
-
-/// What `lxc-create -t debian` writes, for a rootfs at `rootfs`.
-fn debian_config(name: &str, rootfs: &Path) -> String {
-    format!(
-        "# Template used to create this container: /usr/share/lxc/templates/lxc-debian\n\
-         # Parameters passed to the template: -r bookworm\n\
-         # For additional config options, please look at lxc.container.conf(5)\n\
-         \n\
-         # Uncomment the following line to support nesting containers:\n\
-         #lxc.include = /usr/share/lxc/config/nesting.conf\n\
-         # (Be aware this has security implications)\n\
-         \n\
-         lxc.net.0.type = empty\n\
-         lxc.apparmor.profile = generated\n\
-         lxc.apparmor.allow_nesting = 1\n\
-         lxc.rootfs.path = dir:{}\n\
-         \n\
-         # Common configuration\n\
-         {COMMON}\
-         \n\
-         # Container specific configuration\n\
-         lxc.tty.max = 4\n\
-         lxc.uts.name = {name}\n\
-         lxc.arch = amd64\n\
-         lxc.pty.max = 1024\n",
-        rootfs.display()
-    )
 }
 
 /// `config` with the userns include and idmap lines (spelled `key`) right after the
@@ -77,14 +48,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        set_mode(tmp.path(), 0o755);
-        let f = Fixture { tmp };
-        std::fs::create_dir_all(f.root().join("etc")).unwrap();
-        std::fs::create_dir(f.lxc()).unwrap();
-        set_mode(&f.lxc(), 0o755);
-        std::fs::write(f.root().join("etc/subuid"), SUBIDS).unwrap();
-        std::fs::write(f.root().join("etc/subgid"), SUBIDS).unwrap();
-        f
+        make_host_root(tmp.path());
+        Fixture { tmp }
     }
 
     fn root(&self) -> &Path {
@@ -132,10 +97,7 @@ impl Fixture {
 
     /// A container directory (0755 root:root) holding only `config`.
     fn config_only(&self, name: &str, config: &str) {
-        std::fs::create_dir(self.dir(name)).unwrap();
-        set_mode(&self.dir(name), 0o755);
-        std::fs::write(self.config_path(name), config).unwrap();
-        set_mode(&self.config_path(name), 0o644);
+        config_only(self.root(), name, config);
     }
 
     /// A privileged container with the sample rootfs and `config(rootfs)`.
@@ -218,47 +180,17 @@ impl Fixture {
 
     /// Everything a conversion of `name` may touch.
     fn snapshot(&self, name: &str) -> Snapshot {
-        let mut files: Vec<String> = std::fs::read_dir(self.dir(name))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        files.sort();
-        Snapshot {
-            config: self.config(name),
-            subuid: self.subuid(),
-            subgid: self.subgid(),
-            perms: [self.root(), &self.lxc(), &self.dir(name)]
-                .map(owner)
-                .into_iter()
-                .chain([owner(&self.config_path(name))])
-                .collect(),
-            files,
-            manifest: collect(&self.rootfs(name)),
-        }
+        Snapshot::of(self.root(), name)
     }
 }
 
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    config: String,
-    subuid: String,
-    subgid: String,
-    perms: Vec<(u32, u32, u32)>,
-    files: Vec<String>,
-    manifest: Manifest,
-}
-
 fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
-    assert_same(&before.manifest, &after.manifest, what);
-    assert_eq!(before.config, after.config, "{what}: config");
-    assert_eq!(before.subuid, after.subuid, "{what}: subuid");
-    assert_eq!(before.subgid, after.subgid, "{what}: subgid");
-    assert_eq!(before.perms, after.perms, "{what}: permissions");
-    assert_eq!(before.files, after.files, "{what}: container dir");
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let differences = before.differences(after);
+    assert!(
+        differences.is_empty(),
+        "{what}: expected (left) and actual (right) differ:\n{}",
+        differences.join("\n")
+    );
 }
 
 /// The sample rootfs shifted by the binary with each map in turn (own journals).
@@ -906,13 +838,7 @@ fn devices_of_a_dev_directory_the_cgroup_allows_are_passed_through() {
 
 /// The CLI conversion of `name` in the fixture, with the fixture as host root.
 fn convert_args(f: &Fixture, name: &str, to: &str) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = vec![name.into(), "--to".into(), to.into()];
-    args.extend(["--lxcpath".into(), f.lxc().into_os_string()]);
-    args.extend(["--host-root".into(), f.root().as_os_str().to_owned()]);
-    if to == "0" {
-        args.push("--release-range".into());
-    }
-    args
+    common::container::convert_args(f.root(), name, to)
 }
 
 /// A conversion that fails on a host file says the path once, on stderr and in
@@ -952,11 +878,7 @@ fn a_failed_conversion_names_the_path_once_and_its_errno() {
 
 /// What a conversion leaves, without the journals (whose history differs by design).
 fn outcome_of(f: &Fixture, name: &str) -> Snapshot {
-    let mut snapshot = f.snapshot(name);
-    snapshot
-        .files
-        .retain(|n| !n.starts_with("lxc-idshift.") || n.ends_with(".json"));
-    snapshot
+    Snapshot::outcome(f.root(), name)
 }
 
 /// SIGKILL a conversion at random moments: running the same command again ends
@@ -1871,6 +1793,38 @@ fn an_undone_interrupted_conversion_restores_the_subid_files() {
         );
         assert_unchanged(&before, &outcome_of(&f, "web"), "undone");
     }
+}
+
+/// Found by the conversion power cuts (tests/powercut.rs, seed 0x5eed0022): a
+/// `--to 0 --release-range` interrupted after its state file was written and
+/// before /etc/subuid and /etc/subgid were (here: the first subid write fails),
+/// then run again to its end, must release the range as an uninterrupted one
+/// does: the original snapshot exactly, root's lines gone.
+#[test]
+fn a_resumed_way_back_with_release_range_releases_the_range() {
+    if !require_root("a_resumed_way_back_with_release_range_releases_the_range") {
+        return;
+    }
+    let f = Fixture::new();
+    f.container("web");
+    let original = outcome_of(&f, "web");
+    f.convert("web", Target::HostId(1_000_000));
+    let back = ConvertOptions {
+        release_range: true,
+        ..f.options("web", Target::Privileged)
+    };
+    // Changes in order: the config's start guard, the state file, /etc/subuid.
+    let cut = stopped().fail_change(3, std::io::ErrorKind::Other);
+    let planned = plan(&back, &stopped()).unwrap();
+    assert!(execute(planned, &cut, Some(2), &Quiet).is_err());
+    assert!(f.subuid().contains("root:1000000:65536"), "still granted");
+    let planned = plan(&back, &stopped()).unwrap();
+    execute(planned, &stopped(), Some(2), &Quiet).unwrap();
+    assert_unchanged(
+        &original,
+        &outcome_of(&f, "web"),
+        "resumed --to 0 --release-range",
+    );
 }
 
 /// A Proxmox VE container: its `/etc/pve/lxc/VMID.conf`, a `dir` storage holding

@@ -2,6 +2,7 @@
 //! private journal, and an independent computation of the expected forward result.
 #![allow(dead_code)]
 
+pub mod container;
 pub mod lxc;
 pub mod vm;
 

@@ -1078,8 +1078,11 @@ fn subid_change(
         change.users.grant = subid_ranges(to, IdKind::User);
         change.groups.grant = subid_ranges(to, IdKind::Group);
     }
+    // An interrupted conversion holds its target's range (granted before the
+    // shift); one on its way to privileged still holds its origin's until its
+    // subid files say otherwise (a power cut may come before they do).
     let held = match &course.interrupted {
-        Some(state) => state.target_layout().map,
+        Some(state) => (state.target_layout().map).or_else(|| state.origin_layout().map),
         None => course.from.map.clone(),
     };
     let undo_grant = (course.interrupted.as_ref()).is_some_and(|s| s.granted_range);
