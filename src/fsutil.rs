@@ -89,7 +89,7 @@ fn replaced(path: &Path) -> Result<(PathBuf, PathBuf, Keep), FileError> {
 }
 
 /// fsyncs a directory, so that a rename in it is durable.
-fn sync_dir(dir: &Path) -> Result<(), FileError> {
+pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(failed("sync the directory", dir))

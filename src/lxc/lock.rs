@@ -189,6 +189,13 @@ impl Drop for ShadowLock {
         for path in self.held.iter().rev() {
             let _ = fs::remove_file(path);
         }
+        // Durably gone: a power cut must not bring a lock back (found by the
+        // conversion power cuts).
+        let mut dirs: Vec<&Path> = self.held.iter().filter_map(|p| p.parent()).collect();
+        dirs.dedup();
+        for dir in dirs {
+            let _ = crate::fsutil::sync_dir(dir);
+        }
     }
 }
 
@@ -257,6 +264,9 @@ fn write_pid_file(temp: &Path, pid: u32) -> Result<(), LockError> {
         .map_err(failed("create", temp))?;
     file.write_all(format!("{pid}\0").as_bytes())
         .map_err(failed("write", temp))?;
+    // On disk before the link that makes it the lock: else a power cut can leave
+    // an empty lock file, which shadow's tools and this one refuse forever.
+    file.sync_all().map_err(failed("write", temp))?;
     Ok(())
 }
 
@@ -309,10 +319,14 @@ fn holder(lock: &Path) -> Result<Holder, LockError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Holder::Gone),
         Err(e) => return Err(FileError::new("open", lock, e).into()),
     };
-    let ino = file
+    let meta = file
         .metadata()
-        .map_err(failed("read the metadata of", lock))?
-        .ino();
+        .map_err(failed("read the metadata of", lock))?;
+    let ino = meta.ino();
+    // Older than this boot: its process is gone whatever its pid names now.
+    if boot_time().is_some_and(|boot| meta.mtime() < boot) {
+        return Ok(Holder::Stale(ino));
+    }
     let mut content = Vec::new();
     io::Read::read_to_end(&mut file, &mut content).map_err(failed("read", lock))?;
     let Some(pid) = parse_pid(&content) else {
@@ -331,6 +345,14 @@ fn holder(lock: &Path) -> Result<Holder, LockError> {
     })
 }
 
+/// When this boot began, in seconds since the epoch (`btime` of /proc/stat).
+fn boot_time() -> Option<i64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|t| t.trim().parse().ok())
+}
+
 /// Removes a stale lock, unless another process replaced it since we looked.
 fn remove_stale(lock: &Path, ino: u64) {
     if fs::symlink_metadata(lock).is_ok_and(|m| m.ino() == ino) {
@@ -347,6 +369,29 @@ mod tests {
         fs::create_dir(tmp.path().join("etc")).unwrap();
         let host = Host::under(tmp.path());
         (tmp, host)
+    }
+
+    /// A lock left by a power cut names a pid that another process may hold after
+    /// the reboot: one older than this boot is stale, empty or not.
+    #[test]
+    fn a_lock_from_before_this_boot_is_stale_whatever_it_names() {
+        let (_tmp, host) = host();
+        let lock = lock_file(&host.subuid());
+        for content in [format!("{}\0", std::process::id()), String::new()] {
+            fs::write(&lock, &content).unwrap();
+            let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+            File::options()
+                .write(true)
+                .open(&lock)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+            assert!(matches!(holder(&lock), Ok(Holder::Stale(_))), "{content:?}");
+        }
+        fs::write(&lock, format!("{}\0", std::process::id())).unwrap();
+        assert!(matches!(holder(&lock), Ok(Holder::Running(_))));
+        let held = ShadowLock::acquire(&host, &[host.subgid()]).unwrap();
+        drop(held);
     }
 
     #[test]
