@@ -64,17 +64,7 @@ impl ConversionLock {
     /// `on_wait` is called once before waiting, with the holder's pid when known.
     pub fn acquire(host: &Host, on_wait: impl FnOnce(Option<u32>)) -> Result<Self, LockError> {
         let path = host.conversion_lock();
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(failed("create the directory", dir))?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .map_err(failed("open", &path))?;
+        let mut file = open_lock_file(&path, 0o644)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => {
@@ -106,17 +96,7 @@ impl ProxmoxConfigLock {
     pub fn acquire(host: &Host, vmid: &str) -> Result<Self, LockError> {
         const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
         let path = host.path(format!("/run/lock/lxc/pve-config-{vmid}.lock"));
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(failed("create the directory", dir))?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .map_err(failed("open", &path))?;
+        let file = open_lock_file(&path, 0o644)?;
         let started = std::time::Instant::now();
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -134,6 +114,22 @@ impl ProxmoxConfigLock {
             }
         }
     }
+}
+
+/// A lock file, created (with `mode`, and its directory) if missing, never truncated:
+/// the lock is on it, not in it.
+fn open_lock_file(path: &Path, mode: u32) -> Result<File, LockError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(failed("create the directory", dir))?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| FileError::new("open", path, e).into())
 }
 
 fn retry_interrupted(mut call: impl FnMut() -> rustix::io::Result<()>) -> rustix::io::Result<()> {
@@ -213,16 +209,7 @@ fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
 /// glibc's `lckpwdf()`: a write lock (fcntl, whole file) on `/etc/.pwd.lock`, opened
 /// write-only, created 0600; given up after 15 s.
 fn lock_pwd(path: &Path) -> Result<File, LockError> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(failed("create the directory", dir))?;
-    }
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(failed("open", path))?;
+    let file = open_lock_file(path, 0o600)?;
     let start = Instant::now();
     loop {
         match fcntl_lock(&file, FlockOperation::NonBlockingLockExclusive) {
