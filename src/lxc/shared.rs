@@ -243,14 +243,21 @@ fn homes(host: &Host) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-/// File systems mounted strictly inside `source` (from /proc/self/mountinfo).
-fn nested_mounts(source: &Path) -> Vec<String> {
+/// Every mount point of this mount namespace (from /proc/self/mountinfo).
+pub(crate) fn mount_points() -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
     info.lines()
         .filter_map(|line| line.split(' ').nth(4))
         .map(|point| PathBuf::from(unescape_mount_point(point)))
+        .collect()
+}
+
+/// File systems mounted strictly inside `source`.
+fn nested_mounts(source: &Path) -> Vec<String> {
+    mount_points()
+        .into_iter()
         .filter(|point| point.starts_with(source) && point != source)
         .map(|point| {
             format!(

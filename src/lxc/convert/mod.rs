@@ -312,36 +312,36 @@ impl ConversionState {
         }
     }
 
-    fn map_of(root: Option<u32>, pieces: &Option<Vec<MapEntry>>, range: u32) -> Option<HostMap> {
-        let map = match pieces {
-            Some(pieces) => HostMap::new(pieces.clone()),
-            None => HostMap::simple(root?, range),
+    /// The map of one end: None when privileged (`root` None).
+    fn map_of(
+        root: Option<u32>,
+        pieces: &Option<Vec<MapEntry>>,
+        range: u32,
+    ) -> Result<Option<HostMap>, HostMapError> {
+        let Some(root) = root else {
+            return Ok(None);
         };
-        root.and(map.ok())
+        match pieces {
+            Some(pieces) => HostMap::new(pieces.clone()).map(Some),
+            None => HostMap::simple(root, range).map(Some),
+        }
     }
 
+    /// A state read back is checked by `valid`, so its maps read here.
     pub fn origin_layout(&self) -> Layout {
         let map = Self::map_of(self.origin, &self.origin_map, self.range);
-        Layout::new(map, self.origin_method)
+        Layout::new(map.ok().flatten(), self.origin_method)
     }
 
     pub fn target_layout(&self) -> Layout {
         let map = Self::map_of(self.target, &self.target_map, self.range);
-        Layout::new(map, self.target_method)
+        Layout::new(map.ok().flatten(), self.target_method)
     }
 
     /// Whether each end's map is valid (a state file is read back through this).
     fn valid(&self) -> Result<(), HostMapError> {
-        for (root, pieces) in [
-            (self.origin, &self.origin_map),
-            (self.target, &self.target_map),
-        ] {
-            match (root, pieces) {
-                (Some(_), Some(pieces)) => HostMap::new(pieces.clone()).map(drop)?,
-                (Some(root), None) => HostMap::simple(root, self.range).map(drop)?,
-                (None, _) => {}
-            }
-        }
+        Self::map_of(self.origin, &self.origin_map, self.range)?;
+        Self::map_of(self.target, &self.target_map, self.range)?;
         Ok(())
     }
 

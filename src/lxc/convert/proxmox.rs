@@ -306,12 +306,7 @@ fn unmount(point: &Path) -> Result<(), String> {
 }
 
 fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = path.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+    shared::mount_points().iter().any(|point| point == path)
 }
 
 /// Who uses `source` now: a mount of it, or of a loop device backing it. A loop
