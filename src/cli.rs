@@ -169,6 +169,11 @@ pub struct ConvertArgs {
     /// apart). Pieces mapping an id onto itself share that host id.
     #[arg(long = "map", short = 'm', value_name = "MAP")]
     pub map: Vec<String>,
+    /// Proxmox VE: take `pct snapshot VMID NAME` before the first change (where
+    /// the container's storage can snapshot); rolling back to it gives the
+    /// container as it was before the conversion, config included.
+    #[arg(long, value_name = "NAME")]
+    pub snapshot: Option<String>,
     /// Where the containers live (default: `lxc-config lxc.lxcpath`, else /var/lib/lxc).
     #[arg(long, short = 'P', value_name = "DIR")]
     pub lxcpath: Option<PathBuf>,

@@ -172,6 +172,7 @@ fn convert(args: cli::ConvertArgs) -> anyhow::Result<u8> {
             false => share_ids?,
         },
         name: args.container.get(),
+        snapshot: args.snapshot,
         range: args.range,
         lxcpath: args.lxcpath,
         dry_run: args.dry_run,

@@ -128,6 +128,7 @@ impl Fixture {
             mounts: MountsChoice::Auto,
             method: None,
             share_ids: Vec::new(),
+            snapshot: None,
         }
     }
 
@@ -2027,6 +2028,122 @@ fn a_proxmox_container_converts_in_place_and_back() {
     let entry = &listed["containers"][0];
     assert_eq!(entry["unprivileged"], true, "{listed}");
     assert_eq!(entry["range"]["host_first"], 100_000, "{listed}");
+}
+
+/// Bind mount points of a Proxmox container follow `--mounts`: `shift` re-owns a
+/// source that is the container's alone (refused for one another Proxmox
+/// container binds), `idmap` gives the mount point `idmap=passthrough` where the
+/// host's pve-container takes it (refused where it does not), and `--to 0` undoes
+/// each exactly. The container was never started (no LXC config yet): found by
+/// its `.conf`. `--snapshot` runs `pct snapshot` before the first change.
+#[test]
+fn proxmox_bind_mount_points_follow_the_mounts_choice() {
+    if !require_root("proxmox_bind_mount_points_follow_the_mounts_choice") {
+        return;
+    }
+    const DEFAULT: TestMap = TestMap(&[('b', 0, 100_000, 65_536)]);
+    let f = Fixture::new();
+    let ct = proxmox_container(&f);
+    std::fs::remove_file(f.config_path("101")).unwrap();
+    let source = f.root().join("srv/data");
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    std::fs::write(source.join("sub/file"), "alice's").unwrap();
+    std::os::unix::fs::chown(source.join("sub/file"), Some(1000), Some(1000)).unwrap();
+    let original = (collect(&ct.rootfs), collect(&ct.data), collect(&source));
+    let with = |mounts| ConvertOptions {
+        mounts,
+        ..f.options("101", Target::HostId(100_000))
+    };
+    let convert = |options: &ConvertOptions, host: &RecordingHost| {
+        let planned = plan(options, host).unwrap_or_else(|e| panic!("{e}"));
+        execute(planned, host, Some(2), &Quiet).unwrap()
+    };
+    let back = f.options("101", Target::Privileged);
+    let assert_back = |what: &str| {
+        assert_same(&original.0, &collect(&ct.rootfs), what);
+        assert_same(&original.1, &collect(&ct.data), what);
+        assert_same(&original.2, &collect(&source), what);
+        let conf = std::fs::read_to_string(&ct.conf_path).unwrap();
+        assert_eq!(conf, ct.conf, "{what}");
+    };
+    // shift: the source moves with the volumes, and back.
+    let outcome = convert(&with(MountsChoice::Shift), &stopped());
+    assert_eq!(
+        outcome.mount_shifts.len(),
+        2,
+        "the data volume and the source"
+    );
+    assert_same(
+        &expected_forward_with(&original.2, &DEFAULT),
+        &collect(&source),
+        "shifted source",
+    );
+    convert(&back, &stopped());
+    assert_back("--mounts shift, back");
+    // Another Proxmox container binds a directory holding it: not the container's alone.
+    let other = f.root().join("etc/pve/lxc/102.conf");
+    std::fs::write(
+        &other,
+        "arch: amd64\nmp0: /srv,mp=/mnt/srv\nrootfs: local:102/subvol-102-disk-0.subvol,size=1G\n",
+    )
+    .unwrap();
+    let err = f.refused(&with(MountsChoice::Shift));
+    assert!(
+        matches!(err, ConvertError::SharedMountSource { .. })
+            && err.to_string().contains("Proxmox container 102"),
+        "{err}"
+    );
+    std::fs::remove_file(&other).unwrap();
+    assert_back("refused");
+    // idmap: only with a pve-container that takes idmap= on mount points.
+    let err = f.refused(&with(MountsChoice::Idmap));
+    assert!(
+        err.to_string().contains("pve-container is not installed"),
+        "{err}"
+    );
+    let status = f.root().join("var/lib/dpkg/status");
+    std::fs::create_dir_all(status.parent().unwrap()).unwrap();
+    std::fs::write(
+        &status,
+        "Package: pve-container\nStatus: install ok installed\nVersion: 6.1.10\n",
+    )
+    .unwrap();
+    if lxc_idshift::lxc::mounts::kernel_idmaps(&source, 100_000, 65_536).is_ok() {
+        convert(&with(MountsChoice::Idmap), &stopped());
+        let conf = std::fs::read_to_string(&ct.conf_path).unwrap();
+        assert!(
+            conf.contains("\nmp0: /srv/data,mp=/data,idmap=passthrough\n"),
+            "{conf}"
+        );
+        assert_same(&original.2, &collect(&source), "idmapped: nothing on disk");
+        convert(&back, &stopped());
+        assert_back("--mounts idmap, back");
+    } else {
+        skip("idmapped mounts of the test's file system: the idmap=passthrough round trip");
+    }
+    // --snapshot: `pct snapshot` first, before any write; a name Proxmox refuses is refused.
+    let snapshot = |name: &str| ConvertOptions {
+        snapshot: Some(name.into()),
+        ..with(MountsChoice::Keep)
+    };
+    let err = f.refused(&snapshot("1-not-a-name"));
+    assert!(matches!(err, ConvertError::Snapshot { .. }), "{err}");
+    let host = RecordingHost::over(RealHost)
+        .answer("lxc-info", "STOPPED\n")
+        .answer("pct", "status: stopped\n");
+    let planned = plan(&snapshot("before-idshift"), &host).unwrap();
+    let said = describe(&planned);
+    assert!(said.contains("pct snapshot 101 before-idshift"), "{said}");
+    execute(planned, &host, Some(2), &Quiet).unwrap();
+    let calls = host.calls();
+    let first_change = calls.iter().position(HostCall::is_change).unwrap();
+    let snapshot_at = calls.iter().position(|c| {
+        matches!(c, HostCall::Run { program, args }
+            if program == "pct" && args.starts_with(&["snapshot".into(), "101".into(), "before-idshift".into()]))
+    });
+    assert!(snapshot_at.is_some_and(|at| at < first_change), "{calls:?}");
+    convert(&back, &stopped());
+    assert_back("--snapshot, back");
 }
 
 /// Gives container 101 a third volume, `mp2`, inside a raw ext4 image holding a

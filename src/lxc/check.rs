@@ -191,7 +191,12 @@ impl CheckReport {
 
 /// Checks the container; reads only. An error means it could not be checked.
 pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
-    let container = Container::find(&options.name, options.lxcpath.as_deref(), &RealHost)?;
+    let container = Container::find_on(
+        &options.name,
+        options.lxcpath.as_deref(),
+        &RealHost,
+        &options.host,
+    )?;
     let config_path = container.config();
     let text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
     let start_guard = guard::is_guarded(&text);

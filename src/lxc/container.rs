@@ -67,6 +67,25 @@ impl Container {
         Ok(container)
     }
 
+    /// Like [`Container::find`], but a container another manager keeps (Proxmox
+    /// VE's `.conf`) is found before its first start has written its LXC config.
+    pub fn find_on(
+        name: &str,
+        lxcpath: Option<&Path>,
+        effects: &dyn HostEffects,
+        host: &super::host::Host,
+    ) -> Result<Container, ContainerError> {
+        match crate::lxc::pve::host::conf_path(host, name) {
+            Some(_) if is_plain_name(name) => Ok(Container {
+                name: name.into(),
+                lxcpath: lxcpath
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| default_lxcpath(effects)),
+            }),
+            _ => Container::find(name, lxcpath, effects),
+        }
+    }
+
     pub fn dir(&self) -> PathBuf {
         self.lxcpath.join(&self.name)
     }

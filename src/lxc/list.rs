@@ -9,8 +9,10 @@ use super::effects::RealHost;
 use super::host::Host;
 use super::hostmap::HostMap;
 use super::manager::OtherManager;
-use super::method::Layout;
+use super::method::{Layout, Method};
+use super::pve;
 use super::pve::conf::PveConf;
+use crate::engine::idmap::MapEntry;
 use crate::engine::journal;
 use crate::fsutil::FileError;
 use serde::Serialize;
@@ -95,7 +97,14 @@ pub fn list(lxcpath: Option<&Path>, host: &Host) -> Result<(PathBuf, Vec<Entry>)
     let path = lxcpath
         .map(Path::to_path_buf)
         .unwrap_or_else(|| default_lxcpath(&RealHost));
-    let entries = names(&path)?
+    // Proxmox containers are found by their `.conf`, even those never started
+    // (which have no LXC config yet).
+    let mut all = names(&path)?;
+    let unstarted: Vec<String> = (pve::host::vmids(host).into_iter())
+        .filter(|vmid| !all.contains(vmid))
+        .collect();
+    all.extend(unstarted);
+    let entries = all
         .into_iter()
         .map(|name| {
             let container = Container {
@@ -116,9 +125,13 @@ fn entry(container: &Container, explicit_lxcpath: bool, host: &Host) -> Entry {
         };
         format!("lxc-idshift -n {}{lxcpath} {rest}", container.name)
     };
+    let manager = OtherManager::of(container, host);
     let mut entry = Entry {
         name: container.name.clone(),
-        state: state(container),
+        state: match &manager {
+            Some(_) => pve::host::state(container, &RealHost).unwrap_or_else(|| "UNKNOWN".into()),
+            None => state(container),
+        },
         unprivileged: None,
         range: None,
         map: None,
@@ -126,49 +139,39 @@ fn entry(container: &Container, explicit_lxcpath: bool, host: &Host) -> Entry {
         store: None,
         unfinished: None,
         start_guard: false,
-        managed_by: OtherManager::of(container, host).map(|m| m.said(container)),
+        managed_by: manager.as_ref().map(|m| m.said(container)),
         problem: None,
     };
-    let config_path = container.config();
-    let config = match std::fs::read_to_string(&config_path) {
-        Ok(text) => {
-            entry.start_guard = guard::is_guarded(&text);
-            ContainerConfig::parse(&guard::unguarded(&text))
-        }
-        Err(e) => {
-            entry.problem = Some(format!(
-                "{}: {e}; run lxc-idshift list as root",
-                config_path.display()
-            ));
+    let standing = match &manager {
+        Some(manager) => proxmox_standing(&manager.conf),
+        None => lxc_standing(container),
+    };
+    let Standing {
+        maps,
+        idmapped,
+        store,
+        start_guard,
+    } = match standing {
+        Ok(standing) => standing,
+        Err(Unreadable::File(why)) => {
+            entry.problem = Some(format!("{why}; run lxc-idshift list as root"));
             return entry;
         }
-    };
-    entry.store = config.rootfs().map(|r| backend_name(&r.backend));
-    let maps = match config.idmaps() {
-        Ok(maps) => maps,
-        Err(e) => {
+        Err(Unreadable::Map(why)) => {
             entry.problem = Some(format!(
-                "{e}; fix the line, then run {}",
+                "{why}; fix the line, then run {}",
                 command("--to 0 --dry-run")
             ));
             return entry;
         }
     };
-    // Proxmox's .conf says where a Proxmox container stands, not the LXC config
-    // it writes from it at start.
-    let maps = match OtherManager::of(container, host) {
-        Some(manager) => std::fs::read_to_string(&manager.conf)
-            .ok()
-            .and_then(|text| PveConf::parse(&text).map().ok().flatten())
-            .map_or(Vec::new(), |m| m.entries().to_vec()),
-        None => maps,
-    };
+    entry.store = store;
+    entry.start_guard = start_guard;
     let root = maps.iter().find(|m| m.users && m.container_first == 0);
     entry.unprivileged = Some(!maps.is_empty());
-    let method = if config.rootfs_idmapped() {
-        "idmap"
-    } else {
-        "shift"
+    let method = match idmapped {
+        true => Method::Idmap,
+        false => Method::Shift,
     };
     entry.method = (!maps.is_empty()).then(|| method.to_string());
     entry.range = root.map(|m| RootRange {
@@ -180,7 +183,7 @@ fn entry(container: &Container, explicit_lxcpath: bool, host: &Host) -> Entry {
     entry.map = (map.as_ref())
         .filter(|m| m.one_range().is_none())
         .map(HostMap::lxc_lines);
-    let now = Layout::of_config(map, &config);
+    let now = Layout::new(map, method);
     match convert::read_state(container) {
         Ok(Some(state)) if state.interrupted_at(&now) => {
             entry.unfinished = Some(Unfinished {
@@ -225,6 +228,54 @@ fn entry(container: &Container, explicit_lxcpath: bool, host: &Host) -> Entry {
         }
     }
     entry
+}
+
+/// Where a container stands, as its config says.
+struct Standing {
+    maps: Vec<MapEntry>,
+    /// Whether its rootfs is mounted idmapped (`lxc.rootfs.options`).
+    idmapped: bool,
+    store: Option<String>,
+    start_guard: bool,
+}
+
+enum Unreadable {
+    File(String),
+    Map(String),
+}
+
+/// From its LXC config.
+fn lxc_standing(container: &Container) -> Result<Standing, Unreadable> {
+    let path = container.config();
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Unreadable::File(format!("{}: {e}", path.display())))?;
+    let config = ContainerConfig::parse(&guard::unguarded(&text));
+    Ok(Standing {
+        maps: config
+            .idmaps()
+            .map_err(|e| Unreadable::Map(e.to_string()))?,
+        idmapped: config.rootfs_idmapped(),
+        store: config.rootfs().map(|r| backend_name(&r.backend)),
+        start_guard: guard::is_guarded(&text),
+    })
+}
+
+/// From its Proxmox `.conf`, not from the LXC config of its last start: Proxmox
+/// writes that anew at every start, and a container never started has none.
+fn proxmox_standing(conf: &Path) -> Result<Standing, Unreadable> {
+    let text = std::fs::read_to_string(conf)
+        .map_err(|e| Unreadable::File(format!("{}: {e}", conf.display())))?;
+    let conf = PveConf::parse(&text);
+    let map = conf.map().map_err(|e| Unreadable::Map(e.to_string()))?;
+    let storage = (conf.value("rootfs").unwrap_or_default().split(',').next())
+        .and_then(|volume| volume.split_once(':'))
+        .map(|(storage, _)| storage.to_string());
+    Ok(Standing {
+        maps: map.map_or(Vec::new(), |m| m.entries().to_vec()),
+        idmapped: false,
+        store: storage,
+        start_guard: false,
+    })
 }
 
 /// The journal of an unfinished rootfs shift in the container's directory.

@@ -19,10 +19,8 @@ impl OtherManager {
     /// Proxmox VE writes `/var/lib/lxc/VMID/config` from `/etc/pve/lxc/VMID.conf`
     /// (numeric names only) at every start.
     pub fn of(container: &Container, host: &Host) -> Option<OtherManager> {
-        let numeric =
-            !container.name.is_empty() && container.name.bytes().all(|b| b.is_ascii_digit());
-        let conf = host.path(format!("/etc/pve/lxc/{}.conf", container.name));
-        (numeric && conf.is_file()).then_some(OtherManager {
+        let conf = crate::lxc::pve::host::conf_path(host, &container.name)?;
+        Some(OtherManager {
             name: "Proxmox VE",
             conf,
         })

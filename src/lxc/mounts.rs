@@ -440,6 +440,11 @@ pub fn idmap_works(
     count: u32,
 ) -> Result<(), String> {
     lxc_knows_idmap(host)?;
+    kernel_idmaps(source, host_first, count)
+}
+
+/// Whether this kernel and `source`'s file system take an idmapped mount (tried).
+pub fn kernel_idmaps(source: &Path, host_first: u32, count: u32) -> Result<(), String> {
     crate::engine::sys::probe_idmapped_mount(source, host_first, count).map_err(|e| {
         match e.raw_os_error() {
             Some(libc::ENOSYS) => {

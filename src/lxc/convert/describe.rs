@@ -19,6 +19,14 @@ pub fn describe(plan: &Plan) -> String {
         plan.before,
         plan.after
     );
+    if let Flavour::Proxmox {
+        snapshot: Some(name),
+        ..
+    } = &plan.flavour
+    {
+        let vmid = &plan.container.name;
+        text += &format!("first: pct snapshot {vmid} {name} (the way back to the container as it is now: pct rollback {vmid} {name})\n");
+    }
     let rootfs = plan.rootfs.display();
     match &plan.shift {
         Some((map, direction)) => {

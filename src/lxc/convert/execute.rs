@@ -46,7 +46,10 @@ pub fn execute(
                 write_state(effects, &plan.container, &plan.state)?;
             }
             // The state first: a lock without it would look like Proxmox's own.
-            Flavour::Proxmox { conf } => {
+            Flavour::Proxmox { conf, snapshot, .. } => {
+                if let Some(name) = snapshot {
+                    take_snapshot(effects, &plan.container.name, name)?;
+                }
                 write_state(effects, &plan.container, &plan.state)?;
                 lock_conf(effects, &plan, conf)?;
             }
@@ -109,20 +112,22 @@ pub fn execute(
         )?),
         Flavour::Lxc => None,
     };
-    for edit in plan
-        .edits
-        .iter()
-        .filter(|e| !plan.host_files.contains(&e.path))
-    {
+    let conf = match &plan.flavour {
+        Flavour::Proxmox { conf, edit, .. } => Some((conf, edit)),
+        Flavour::Lxc => None,
+    };
+    for edit in plan.edits.iter().filter(|e| {
+        !plan.host_files.contains(&e.path) && conf.is_none_or(|(conf, _)| e.path != *conf)
+    }) {
         write_edit(effects, edit)?;
     }
-    // A .conf edit of nothing else (a conversion re-run to finish) still leaves
-    // the lock behind: taken away here.
-    if let Flavour::Proxmox { conf } = &plan.flavour {
+    // The .conf as it is now (a snapshot section may have come since the plan),
+    // edited; also when nothing else changes, its lock goes.
+    if let Some((conf, edit)) = conf {
         let text = std::fs::read_to_string(conf).map_err(fsutil::failed("read", conf))?;
-        let parsed = PveConf::parse(&text);
-        if parsed.lock() == Some(proxmox::LOCK) {
-            effects.write_file(conf, &parsed.with_lock(None).to_text())?;
+        let edited = edit.apply(&PveConf::parse(&text)).to_text();
+        if edited != text {
+            effects.write_file(conf, &edited)?;
         }
     }
     effects.apply_perms(&plan.perms)?;
@@ -153,7 +158,7 @@ fn guard_start(effects: &dyn HostEffects, plan: &Plan) -> Result<(), ConvertErro
     if added {
         effects.write_file(&config, &guard::with_guard(on_disk))?;
     }
-    if let Err(running) = plan.container.ensure_stopped(effects) {
+    if let Err(running) = plan.flavour.ensure_stopped(&plan.container, effects) {
         if added {
             effects.write_file(&config, on_disk)?;
         }
@@ -177,7 +182,7 @@ fn lock_conf(effects: &dyn HostEffects, plan: &Plan, conf: &Path) -> Result<(), 
         }
         set.then_some(parsed)
     };
-    if let Err(running) = plan.container.ensure_stopped(effects) {
+    if let Err(running) = plan.flavour.ensure_stopped(&plan.container, effects) {
         if let Some(before) = set {
             let _lock = ProxmoxConfigLock::acquire(&plan.host, &plan.container.name)?;
             effects.write_file(conf, &before.to_text())?;
@@ -185,6 +190,27 @@ fn lock_conf(effects: &dyn HostEffects, plan: &Plan, conf: &Path) -> Result<(), 
         return Err(running.into());
     }
     Ok(())
+}
+
+/// `pct snapshot VMID NAME`: Proxmox snapshots every volume and the `.conf`, or
+/// refuses (storage that cannot snapshot, a lock) before anything is changed.
+fn take_snapshot(effects: &dyn HostEffects, vmid: &str, name: &str) -> Result<(), ConvertError> {
+    let failed = |why: String| ConvertError::ProxmoxSnapshot {
+        vmid: vmid.to_string(),
+        name: name.to_string(),
+        why,
+    };
+    let description = "before lxc-idshift changed its id map";
+    let args = ["snapshot", vmid, name, "--description", description].map(std::ffi::OsStr::new);
+    let out = effects
+        .run("pct", &args)
+        .map_err(|e| failed(format!("cannot run pct: {e}")))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )),
+    }
 }
 
 fn failed(shift: &Option<ShiftReport>) -> bool {
@@ -298,6 +324,9 @@ fn write_state(
     state: &ConversionState,
 ) -> Result<(), ConvertError> {
     let path = container.state_file();
+    // A Proxmox container never started has no directory under the lxcpath yet.
+    let dir = container.dir();
+    std::fs::create_dir_all(&dir).map_err(fsutil::failed("create the directory", &dir))?;
     let text = serde_json::to_string_pretty(state).expect("conversion state serializes");
     Ok(effects.write_file(&path, &text)?)
 }

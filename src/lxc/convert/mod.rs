@@ -24,6 +24,7 @@ use super::manager::OtherManager;
 use super::method::{self, Layout, Method};
 use super::mounts::{self, Origin, ScannedMount, View, IDMAP_OPTION};
 use super::perms::{self, Ownership, PermChange};
+use super::pve;
 use super::shared;
 use super::subid::{self, SubIdChange, SubIds};
 use super::udev;
@@ -107,6 +108,8 @@ pub struct ConvertOptions {
     /// `--share-ids`: host ids the container gets as themselves (with --to HOSTID
     /// or auto).
     pub share_ids: Vec<SharedId>,
+    /// `--snapshot NAME`: Proxmox VE only, a `pct snapshot` before the first change.
+    pub snapshot: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +210,14 @@ pub enum ConvertError {
         vmid: String,
         lock: String,
         conf: PathBuf,
+    },
+    #[error("--snapshot {name}: {why}; nothing was changed")]
+    Snapshot { name: String, why: String },
+    #[error("container {vmid}: `pct snapshot {vmid} {name}` failed: {why}. Nothing was changed: take a backup instead (vzdump {vmid}) and run the same command without --snapshot, or move the volumes to storage that snapshots (ZFS, Btrfs, LVM-thin, Ceph)")]
+    ProxmoxSnapshot {
+        vmid: String,
+        name: String,
+        why: String,
     },
     #[error("container {vmid}: {what} is not converted by lxc-idshift yet ({why}). Nothing was changed; Proxmox's backup and `pct restore --unprivileged` converts it meanwhile")]
     ProxmoxNotYet {
@@ -441,7 +452,28 @@ pub enum Flavour {
     Lxc,
     /// Proxmox VE: `/etc/pve/lxc/VMID.conf`, from which Proxmox writes the LXC
     /// config at every start, guarded by its `lock:` (see `proxmox`).
-    Proxmox { conf: PathBuf },
+    Proxmox {
+        conf: PathBuf,
+        /// Applied to the `.conf` as it is at the final write (others, `pct
+        /// snapshot` among them, may have written it since the plan).
+        edit: proxmox::ConfEdit,
+        /// `--snapshot NAME`, taken before the first change.
+        snapshot: Option<String>,
+    },
+}
+
+impl Flavour {
+    /// Refuses a running container, asking the manager that starts it.
+    pub fn ensure_stopped(
+        &self,
+        container: &Container,
+        effects: &dyn HostEffects,
+    ) -> Result<(), ContainerError> {
+        match self {
+            Flavour::Lxc => container.ensure_stopped(effects),
+            Flavour::Proxmox { .. } => crate::lxc::pve::host::ensure_stopped(container, effects),
+        }
+    }
 }
 
 /// What a conversion did.
@@ -462,9 +494,20 @@ pub fn plan(options: &ConvertOptions, effects: &dyn HostEffects) -> Result<Plan,
     if options.range == 0 {
         return Err(ConvertError::EmptyRange);
     }
-    let container = Container::find(&options.name, options.lxcpath.as_deref(), effects)?;
+    let container = Container::find_on(
+        &options.name,
+        options.lxcpath.as_deref(),
+        effects,
+        &options.host,
+    )?;
     if let Some(manager) = OtherManager::of(&container, &options.host) {
         return proxmox::plan(options, effects, container, &manager.conf);
+    }
+    if let Some(name) = &options.snapshot {
+        return Err(ConvertError::Snapshot {
+            name: name.clone(),
+            why: "snapshots are taken for Proxmox VE containers only (plain LXC's lxc-snapshot copies a directory rootfs whole: take it yourself first if you want one)".into(),
+        });
     }
     let config_path = container.config();
     let on_disk = std::fs::read_to_string(&config_path).map_err(failed("read", &config_path))?;
@@ -1323,14 +1366,24 @@ struct SiblingMap {
     shared: bool,
 }
 
+/// Proxmox containers' maps come from their `.conf` (the LXC config of their last
+/// start may be outdated, or missing for one never started).
 fn sibling_maps(container: &Container, host: &Host) -> Vec<SiblingMap> {
-    shared::other_containers(container, host)
-        .into_iter()
+    let proxmox = (pve::host::vmids(host).into_iter())
+        .filter(|vmid| *vmid != container.name)
+        .filter_map(|vmid| {
+            let map = pve::host::map_of(host, &vmid).ok()??;
+            Some((vmid, map.entries().to_vec()))
+        });
+    let lxc = (shared::other_containers(container, host).into_iter())
+        .filter(|c| pve::host::conf_path(host, &c.name).is_none())
         .filter_map(|c| {
             let text = std::fs::read_to_string(c.config()).ok()?;
             let maps = ContainerConfig::parse(&text).idmaps().ok()?;
             Some((c.name, maps))
-        })
+        });
+    proxmox
+        .chain(lxc)
         .flat_map(|(name, maps)| {
             maps.into_iter().flat_map(move |m| {
                 let name = name.clone();

@@ -40,21 +40,27 @@ pub(super) fn plan(
             "Proxmox mounts the volumes itself, without idmap=container",
         ));
     }
-    if matches!(options.mounts, MountsChoice::Idmap | MountsChoice::Shift) {
-        return Err(not_yet(
-            "--mounts idmap or shift",
-            "bind mount points (mpN: /host/path) are left as they are",
-        ));
-    }
     let now = Layout::new(conf.map().map_err(bad)?, Method::Shift);
     let course = course_from(options, &container, now)?;
     refuse_foreign_lock(&conf, &course, &container, conf_path)?;
+    let snapshot = snapshot(options, &course)?;
     let trees = volume_trees(options, &conf, &container)?;
+    let recorded = course.interrupted.as_ref().unwrap_or(&course.recorded);
+    let binds = bind_plan(
+        options,
+        &conf,
+        (&container, &trees.rootfs),
+        &course,
+        &recorded.shifted_mounts,
+    )?;
+    let mut shifted = trees.volumes.clone();
+    shifted.extend(binds.shift.iter().cloned());
     let mut notes = range_notes(options, &container, course.to_map())?;
     let (subids, subid_notes) = subid_change(options, &container, &course)?;
     notes.extend(subid_notes);
     notes.extend(shared_ids_note(course.to_map()));
     notes.extend(trees.notes);
+    notes.extend(binds.notes);
     if course.to_map().is_some() {
         notes.extend(privileged_only(&conf, &trees.rootfs));
     }
@@ -62,17 +68,20 @@ pub(super) fn plan(
         Some(change) => subid_edits(&options.host, change)?,
         None => Vec::new(),
     };
+    let conf_edit = ConfEdit {
+        map: course.to_map().cloned(),
+        idmap_options: binds.idmap,
+    };
     edits.push(FileEdit {
         path: conf_path.to_path_buf(),
-        new: Some(conf.with_lock(None).with_map(course.to_map()).to_text()),
+        new: Some(conf_edit.apply(&conf).to_text()),
         old: Some(text),
     });
-    let recorded = course.interrupted.as_ref().unwrap_or(&course.recorded);
     let units = unit_plan(&trees.rootfs, course.to_map(), &recorded.masked_units);
     let state = match course.interrupted.clone() {
         Some(state) => state,
         None => ConversionState {
-            shifted_mounts: trees.volumes.clone(),
+            shifted_mounts: shifted.clone(),
             granted_range: grants_new_range(&options.host, subids.as_ref())?,
             masked_units: units.masked.clone(),
             ..ConversionState::between(&course.from, &course.to, course.range)
@@ -80,7 +89,7 @@ pub(super) fn plan(
     };
     let mut unmapped = UnmappedIds::default();
     if let Some((map, direction)) = &course.shift {
-        for tree in std::iter::once(&trees.rootfs).chain(&trees.volumes) {
+        for tree in std::iter::once(&trees.rootfs).chain(&shifted) {
             let scan = unmapped::scan(tree, map, *direction, options.threads)?;
             refuse_linked_outside(&scan, (&container, tree), &options.host)?;
             if tree == &trees.rootfs && course.from.on_disk().is_none() {
@@ -89,11 +98,13 @@ pub(super) fn plan(
         }
     }
     if !options.dry_run {
-        container.ensure_stopped(effects)?;
+        crate::lxc::pve::host::ensure_stopped(&container, effects)?;
     }
     Ok(Plan {
         flavour: Flavour::Proxmox {
             conf: conf_path.to_path_buf(),
+            edit: conf_edit,
+            snapshot,
         },
         container,
         rootfs: trees.rootfs,
@@ -117,9 +128,227 @@ pub(super) fn plan(
         mounts_unlisted: None,
         mount_notes: Vec::new(),
         notes,
-        mount_shifts: trees.volumes,
+        mount_shifts: shifted,
         volume_mounts: trees.mounts,
     })
+}
+
+/// What the conversion does to the `.conf`: the map set (`unprivileged`, raw
+/// `lxc.idmap` lines) and the lock taken away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfEdit {
+    pub map: Option<HostMap>,
+    /// Mount points whose `idmap=` is set (Some) or taken away (None).
+    pub idmap_options: Vec<(String, Option<String>)>,
+}
+
+impl ConfEdit {
+    pub fn apply(&self, conf: &PveConf) -> PveConf {
+        let edited = conf.with_lock(None).with_map(self.map.as_ref());
+        (self.idmap_options.iter()).fold(edited, |conf, (key, value)| {
+            conf.with_volume_option(key, "idmap", value.as_deref())
+        })
+    }
+}
+
+/// The `idmap=` of a bind mount point whose files keep their container ids on
+/// disk: each container id is the same id on the disk.
+const PASSTHROUGH: &str = "passthrough";
+
+/// What becomes of the bind mount points (`mpN: /host/path`), as `--mounts`
+/// says: shifted with the volumes (`shift`: only a source that is the
+/// container's alone), mounted idmapped by Proxmox (`idmap`, and `auto` where
+/// that shows fewer owners as nobody: `idmap=passthrough`, pve-container 6.1.6
+/// and later), or kept as they are.
+#[derive(Default)]
+struct Binds {
+    shift: Vec<PathBuf>,
+    idmap: Vec<(String, Option<String>)>,
+    notes: Vec<String>,
+}
+
+fn bind_plan(
+    options: &ConvertOptions,
+    conf: &PveConf,
+    (container, rootfs): (&Container, &Path),
+    course: &Course,
+    recorded: &[PathBuf],
+) -> Result<Binds, ConvertError> {
+    let mut binds = Binds::default();
+    for v in volume::volumes(conf.entries())? {
+        let Source::Bind(path) = &v.source else {
+            continue;
+        };
+        let source = options.host.path(path);
+        let said = format!("{} ({} at {})", v.key, path.display(), v.mount_point);
+        if recorded.contains(&source) {
+            binds.notes.push(format!(
+                "{said}: shifted by the conversion that made it unprivileged, it is shifted along"
+            ));
+            binds.shift.push(source);
+            continue;
+        }
+        let Some(to) = course.to_map() else {
+            if v.idmap.as_deref() == Some(PASSTHROUGH) {
+                binds.idmap.push((v.key.clone(), None));
+                binds.notes.push(format!("{said}: idmap=passthrough taken away: privileged, the container sees its files as they are on disk"));
+            }
+            continue;
+        };
+        if let Some(own) = &v.idmap {
+            binds
+                .notes
+                .push(format!("{said}: its own idmap={own} stays"));
+            continue;
+        }
+        if !source.is_dir() {
+            binds.notes.push(format!(
+                "{said}: {} is no directory here, left as it is",
+                source.display()
+            ));
+            continue;
+        }
+        match options.mounts {
+            MountsChoice::Shift => {
+                if course.from.on_disk().is_some_and(|from| from != to) {
+                    return Err(ConvertError::MountShiftOnRangeMove {
+                        name: options.name.clone(),
+                        mount: source,
+                        args: to.args(),
+                    });
+                }
+                refuse_shared_bind(options, (container, rootfs), &source)?;
+                binds.notes.push(format!("{said}: shifted with the volumes' map (journaled in {}; --to 0 shifts it back)", container.dir().display()));
+                binds.shift.push(source);
+            }
+            MountsChoice::Keep => binds.notes.push(kept(&said, None)),
+            MountsChoice::Idmap | MountsChoice::Auto => {
+                let works = crate::lxc::pve::host::mount_point_idmap(&options.host)
+                    .and_then(|()| mounts::kernel_idmaps(&source, to.root_uid(), to.span()));
+                let asked = options.mounts == MountsChoice::Idmap;
+                match works {
+                    Ok(()) if asked || idmapped_shows_more(&source, to, options.threads) => {
+                        binds
+                            .idmap
+                            .push((v.key.clone(), Some(PASSTHROUGH.to_string())));
+                        binds.notes.push(format!("{said}: idmap=passthrough added: Proxmox mounts it idmapped, and the container sees its files with their own owners; nothing on disk changes"));
+                    }
+                    Ok(()) => binds.notes.push(kept(&said, None)),
+                    Err(why) if asked => {
+                        return Err(ConvertError::IdmapUnsupported {
+                            mount: source,
+                            why,
+                            name: options.name.clone(),
+                        })
+                    }
+                    Err(why) => binds.notes.push(kept(&said, Some(&why))),
+                }
+            }
+        }
+    }
+    Ok(binds)
+}
+
+fn kept(said: &str, why_not_idmapped: Option<&str>) -> String {
+    let why = why_not_idmapped.map_or(String::new(), |w| format!(" (no idmapped mount: {w})"));
+    format!("{said}: a bind mount of a host directory, kept as it is{why}: the container sees owners outside its map as nobody; --mounts idmap (idmap=passthrough) or --mounts shift change that")
+}
+
+/// Whether `source` mounted idmapped shows fewer owners as nobody than plain.
+fn idmapped_shows_more(source: &Path, to: &HostMap, threads: Option<usize>) -> bool {
+    let scan = |idmapped| {
+        let view = View {
+            maps: to.entries().to_vec(),
+            idmapped,
+        };
+        mounts::scan(source, &view, threads).map(|s| s.nobody)
+    };
+    matches!((scan(true), scan(false)), (Ok(idmapped), Ok(plain)) if idmapped < plain)
+}
+
+/// Refuses to shift a bind source that is not the container's alone: what the
+/// plain conversion looks for, and on Proxmox other containers' mount points and
+/// the storages' directories.
+fn refuse_shared_bind(
+    options: &ConvertOptions,
+    (container, rootfs): (&Container, &Path),
+    source: &Path,
+) -> Result<(), ConvertError> {
+    let mut users = shared::other_users(source, None, (container, rootfs), &options.host);
+    users.extend(proxmox_users(source, container, &options.host));
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(ConvertError::SharedMountSource {
+        mount: source.to_path_buf(),
+        users: users.join("; "),
+    })
+}
+
+/// Other Proxmox containers binding `source` (or a directory holding it, or one
+/// inside it), and storages whose directory overlaps it.
+fn proxmox_users(source: &Path, container: &Container, host: &Host) -> Vec<String> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let source = canonical(source);
+    let overlaps = |other: &Path| source.starts_with(other) || other.starts_with(&source);
+    let mut users = Vec::new();
+    for vmid in crate::lxc::pve::host::vmids(host) {
+        let Some(path) = crate::lxc::pve::host::conf_path(host, &vmid) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let conf = PveConf::parse(&text);
+        for v in volume::volumes(conf.entries()).unwrap_or_default() {
+            match &v.source {
+                Source::Bind(bind)
+                    if vmid != container.name && overlaps(&canonical(&host.path(bind))) =>
+                {
+                    users.push(format!(
+                        "Proxmox container {vmid} ({}) binds {} too",
+                        path.display(),
+                        bind.display()
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let cfg = host.path("/etc/pve/storage.cfg");
+    let storages = volume::parse_storage_cfg(&std::fs::read_to_string(&cfg).unwrap_or_default());
+    for storage in storages {
+        if let Some(dir) = storage
+            .path()
+            .filter(|d| overlaps(&canonical(&host.path(d))))
+        {
+            users.push(format!("it is in, or holds, the directory of Proxmox storage {} ({}), which holds the volumes of other guests", storage.id, dir.display()));
+        }
+    }
+    users
+}
+
+/// `--snapshot NAME`, checked: a name Proxmox takes, and a conversion that starts
+/// now (a snapshot of half-shifted volumes would be no way back).
+fn snapshot(options: &ConvertOptions, course: &Course) -> Result<Option<String>, ConvertError> {
+    let Some(name) = &options.snapshot else {
+        return Ok(None);
+    };
+    let refused = |why: &str| ConvertError::Snapshot {
+        name: name.clone(),
+        why: why.to_string(),
+    };
+    // Proxmox's `pve-configid` format.
+    let mut chars = name.chars();
+    let first = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !first || !rest || !(2..=40).contains(&name.len()) {
+        return Err(refused(
+            "Proxmox names a snapshot with a letter, then 1 to 39 letters, digits, '-' or '_'",
+        ));
+    }
+    if course.interrupted.is_some() {
+        return Err(refused("this conversion was interrupted: its volumes are half shifted, and a snapshot of them would be no way back; finish or undo it without --snapshot"));
+    }
+    Ok(Some(name.clone()))
 }
 
 /// A range another container maps is refused, but Proxmox's own default range:

@@ -55,6 +55,7 @@ impl Fixture {
             mounts: MountsChoice::Keep,
             method: None,
             share_ids: Vec::new(),
+            snapshot: None,
         }
     }
 

@@ -240,6 +240,24 @@ impl PveConf {
         self.rebuilt(main, end)
     }
 
+    /// The config with option `name=value` of volume entry `key` (`mp0`) set, or
+    /// removed (None); its other options and their order kept.
+    pub fn with_volume_option(&self, key: &str, name: &str, value: Option<&str>) -> PveConf {
+        let end = self.main_end();
+        let mut main: Vec<ConfLine> = self.lines[..end].to_vec();
+        for line in main.iter_mut().filter(|l| l.key() == Some(key)) {
+            let old = line.entry().map_or("", |(_, v)| v);
+            let prefix = format!("{name}=");
+            let mut items: Vec<String> = (old.split(','))
+                .filter(|item| !item.starts_with(&prefix))
+                .map(String::from)
+                .collect();
+            items.extend(value.map(|v| format!("{prefix}{v}")));
+            *line = with_value(line, &items.join(","));
+        }
+        self.rebuilt(main, end)
+    }
+
     /// The config with `lock: value` set, or removed (None).
     pub fn with_lock(&self, lock: Option<&str>) -> PveConf {
         let end = self.main_end();
@@ -398,6 +416,25 @@ mod tests {
     const C101: &str = "arch: amd64\ncores: 2\nfeatures: nesting=1\nhostname: jeedom1\nmemory: 2048\nmp0: /srv/data,mp=/data\nnet0: name=eth0,bridge=vmbr0,firewall=1,hwaddr=BC:24:11:5A:3E:01,ip=dhcp,type=veth\nostype: debian\nrootfs: local-zfs:subvol-101-disk-0,size=8G\nswap: 512\nlxc.cgroup2.devices.allow: c 188:* rwm\nlxc.mount.entry: /dev/ttyUSB0 dev/ttyUSB0 none bind,optional,create=file\n";
 
     const C103: &str = "#Custom idmap%3A uid%2Fgid 1000 passed through to the host\narch: amd64\ncores: 1\ndev0: /dev/ttyUSB0,gid=20,mode=0660\nhostname: idmap-holes\nparent: before-idmap\nrootfs: local-zfs:subvol-103-disk-0,size=8G\nswap: 512\nunprivileged: 1\nlxc.idmap: u 0 100000 1000\nlxc.idmap: g 0 100000 1000\nlxc.idmap: u 1000 1000 1\nlxc.idmap: g 1000 1000 1\nlxc.idmap: u 1001 101001 64535\nlxc.idmap: g 1001 101001 64535\n\n[before-idmap]\n#snapshot taken before the idmap change\narch: amd64\nrootfs: local-zfs:subvol-103-disk-0,size=8G\nsnaptime: 1764400000\nunprivileged: 1\n";
+
+    #[test]
+    fn a_volume_option_is_added_and_removed_in_place() {
+        let conf = PveConf::parse(C103);
+        let added = conf.with_volume_option("rootfs", "idmap", Some("passthrough"));
+        let text = added.to_text();
+        assert!(
+            text.contains("\nrootfs: local-zfs:subvol-103-disk-0,size=8G,idmap=passthrough\n"),
+            "{text}"
+        );
+        // The snapshot section's rootfs line is the snapshot's own.
+        assert!(text.ends_with(
+            "rootfs: local-zfs:subvol-103-disk-0,size=8G\nsnaptime: 1764400000\nunprivileged: 1\n"
+        ));
+        let set_again = added.with_volume_option("rootfs", "idmap", Some("u:0:0:1"));
+        assert_eq!(set_again.to_text().matches("idmap=").count(), 1);
+        let removed = added.with_volume_option("rootfs", "idmap", None);
+        assert_eq!(removed.to_text(), C103);
+    }
 
     #[test]
     fn every_byte_reads_back() {

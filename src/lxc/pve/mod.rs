@@ -1,8 +1,8 @@
-//! Proxmox VE, the second host flavour beside plain LXC (issue: Proxmox VE
-//! containers converted in place). Built so far: the container config
-//! (`/etc/pve/lxc/VMID.conf`), read and edited as Proxmox accepts it, and its
-//! volumes. `convert` still refuses Proxmox containers (see `manager`) until the
-//! flavour's conversion is wired in.
+//! Proxmox VE, the second host flavour beside plain LXC: the container config
+//! (`/etc/pve/lxc/VMID.conf`), read and edited as Proxmox accepts it, its volumes,
+//! and what the host says of its containers (which exist, their maps, whether
+//! they run). The conversion of this flavour is `convert::proxmox`.
 
 pub mod conf;
+pub mod host;
 pub mod volume;

@@ -20,6 +20,9 @@ pub struct Volume {
     /// Where the container sees it: `/` for the rootfs, `mp=` for the others.
     pub mount_point: String,
     pub source: Source,
+    /// `idmap=` (pve-container 6.1.6 and later): `passthrough`, or pieces
+    /// `u:C:D:N;g:...` mapping container ids to ids on the volume.
+    pub idmap: Option<String>,
 }
 
 /// What a volume entry names.
@@ -95,10 +98,12 @@ pub fn parse(key: &str, value: &str) -> Result<Volume, VolumeError> {
     };
     let mut volume = None;
     let mut mount_point = (key == "rootfs").then(|| "/".to_string());
+    let mut idmap = None;
     for (i, item) in value.split(',').enumerate() {
         match item.split_once('=') {
             Some(("volume", v)) => volume = Some(v),
             Some(("mp", v)) => mount_point = Some(v.to_string()),
+            Some(("idmap", v)) => idmap = Some(v.to_string()),
             Some(_) => {}
             None if i == 0 => volume = Some(item),
             None => return Err(bad("an option without a value")),
@@ -136,6 +141,7 @@ pub fn parse(key: &str, value: &str) -> Result<Volume, VolumeError> {
         key: key.to_string(),
         mount_point,
         source,
+        idmap,
     })
 }
 
@@ -148,6 +154,16 @@ pub struct Storage {
 }
 
 impl Storage {
+    /// The host directory holding the storage's volumes, for the kinds that
+    /// have one (`path`, a zfspool's `mountpoint` or `/POOL`).
+    pub fn path(&self) -> Option<PathBuf> {
+        match self.kind.as_str() {
+            "zfspool" => (self.option("mountpoint").map(PathBuf::from))
+                .or_else(|| self.option("pool").map(|pool| Path::new("/").join(pool))),
+            _ => self.option("path").map(PathBuf::from),
+        }
+    }
+
     fn option(&self, key: &str) -> Option<&str> {
         (self.options.iter())
             .find(|(k, _)| k == key)
