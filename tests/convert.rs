@@ -2142,8 +2142,34 @@ fn proxmox_bind_mount_points_follow_the_mounts_choice() {
             if program == "pct" && args.starts_with(&["snapshot".into(), "101".into(), "before-idshift".into()]))
     });
     assert!(snapshot_at.is_some_and(|at| at < first_change), "{calls:?}");
+    // `check` reads the .conf as Proxmox would start it: the map, the rootfs at its
+    // volume, the bind mount point, what works only privileged; the list too.
+    let (lxc, root) = (f.lxc(), f.root().to_path_buf());
+    let in_fixture = |command: &str| {
+        let out = run(&[
+            command.as_ref(),
+            "101".as_ref(),
+            "--json".as_ref(),
+            "-P".as_ref(),
+            lxc.as_os_str(),
+            "--host-root".as_ref(),
+            root.as_os_str(),
+        ]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{command}: {e}: {}", text(&out.stderr)))
+    };
+    let report = in_fixture("check");
+    assert_eq!(report["mode"], "unprivileged", "{report}");
+    assert_eq!(report["rootfs"], ct.rootfs.to_str().unwrap(), "{report}");
+    let said = report.to_string();
+    assert!(
+        said.contains("/srv/data") && said.contains("devN: /dev/ttyUSB0"),
+        "{report}"
+    );
     convert(&back, &stopped());
     assert_back("--snapshot, back");
+    let report = in_fixture("check");
+    assert_eq!(report["mode"], "privileged", "{report}");
 }
 
 /// Gives container 101 a third volume, `mp2`, inside a raw ext4 image holding a

@@ -18,6 +18,7 @@ use super::hostmap::HostMap;
 use super::manager::OtherManager;
 use super::method::Layout;
 use super::mounts::{self, BindMount, MountError, Scan, View, IDMAP_OPTION};
+use super::pve::conf::PveConf;
 use super::shared;
 use super::subid::SubIds;
 use super::udev;
@@ -197,8 +198,16 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
         &RealHost,
         &options.host,
     )?;
-    let config_path = container.config();
+    // A Proxmox container is checked as Proxmox would start it, from its .conf.
+    let manager = OtherManager::of(&container, &options.host);
+    let config_path = manager
+        .as_ref()
+        .map_or(container.config(), |m| m.conf.clone());
     let text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
+    let (text, view_notes) = match &manager {
+        Some(_) => crate::lxc::pve::view::lxc_config(&PveConf::parse(&text), &options.host),
+        None => (text, Vec::new()),
+    };
     let start_guard = guard::is_guarded(&text);
     let config = ContainerConfig::parse(&guard::unguarded(&text));
     let bad_config = |source| CheckError::Config {
@@ -238,8 +247,14 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
             notes: found.notes.clone(),
         },
     };
-    if let Some(manager) = OtherManager::of(&container, &options.host) {
+    if let Some(manager) = &manager {
         checker.report.notes.push(manager.said(&container));
+        checker.report.notes.extend(view_notes);
+        if !maps.is_empty() {
+            let conf = PveConf::parse(&std::fs::read_to_string(&manager.conf).unwrap_or_default());
+            let said = crate::lxc::convert::proxmox::privileged_only(&conf, &rootfs.location);
+            checker.report.notes.extend(said);
+        }
     }
     checker.interrupted()?;
     let interrupted = !checker.report.problems.is_empty();

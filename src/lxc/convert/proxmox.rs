@@ -388,7 +388,7 @@ fn range_notes(
 /// do instead: `features:` that need host root, raw device passthrough lines that
 /// Proxmox's own `devN:` does for an unprivileged container, and Docker without
 /// `keyctl=1`.
-fn privileged_only(conf: &PveConf, rootfs: &Path) -> Vec<String> {
+pub fn privileged_only(conf: &PveConf, rootfs: &Path) -> Vec<String> {
     let features = conf.value("features").unwrap_or_default();
     let feature = |name: &str| {
         features

@@ -5,4 +5,5 @@
 
 pub mod conf;
 pub mod host;
+pub mod view;
 pub mod volume;
