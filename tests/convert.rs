@@ -1924,7 +1924,7 @@ fn a_proxmox_container_converts_in_place_and_back() {
         );
         // The raw device lines of 101.conf, and its features, as Proxmox would do them.
         assert!(
-            said.contains("devN: /dev/ttyUSB0,gid=GID,mode=0660"),
+            said.contains("-devN /dev/ttyUSB0,gid=GID,mode=0660"),
             "{said}"
         );
         let shares = said.contains("which container 102 maps too");
@@ -2158,12 +2158,35 @@ fn proxmox_bind_mount_points_follow_the_mounts_choice() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout)
             .unwrap_or_else(|e| panic!("{command}: {e}: {}", text(&out.stderr)))
     };
+    // The device of 101.conf's raw lines, on this host: its devN entry keeps its owners.
+    let node = f.root().join("dev/ttyUSB0");
+    std::fs::create_dir_all(node.parent().unwrap()).unwrap();
+    let device = rustix::fs::FileType::CharacterDevice;
+    let mode = rustix::fs::Mode::from_raw_mode(0o660);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &node,
+        device,
+        mode,
+        rustix::fs::makedev(188, 0),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&node, Some(0), Some(20)).unwrap();
+    std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o660)).unwrap();
     let report = in_fixture("check");
     assert_eq!(report["mode"], "unprivileged", "{report}");
     assert_eq!(report["rootfs"], ct.rootfs.to_str().unwrap(), "{report}");
+    let kinds: Vec<&str> = (report["problems"].as_array().unwrap().iter())
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"mount_shows_nobody"), "{report}");
+    for problem in report["problems"].as_array().unwrap() {
+        let fix = problem["fix"].as_str().unwrap();
+        assert!(!fix.contains("lxc.mount.entry"), "a Proxmox fix: {fix}");
+    }
     let said = report.to_string();
     assert!(
-        said.contains("/srv/data") && said.contains("devN: /dev/ttyUSB0"),
+        said.contains("/srv/data") && said.contains("-devN /dev/ttyUSB0,uid=0,gid=20,mode=0660"),
         "{report}"
     );
     convert(&back, &stopped());

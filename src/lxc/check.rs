@@ -252,7 +252,11 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
         checker.report.notes.extend(view_notes);
         if !maps.is_empty() {
             let conf = PveConf::parse(&std::fs::read_to_string(&manager.conf).unwrap_or_default());
-            let said = crate::lxc::convert::proxmox::privileged_only(&conf, &rootfs.location);
+            let said = crate::lxc::convert::proxmox::privileged_only(
+                &conf,
+                &rootfs.location,
+                &options.host,
+            );
             checker.report.notes.extend(said);
         }
     }
@@ -304,6 +308,9 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
     for node in &found.devices {
         checker.device(node);
     }
+    if manager.is_some() {
+        checker.proxmox_fixes();
+    }
     Ok(checker.report)
 }
 
@@ -353,6 +360,28 @@ impl Checker<'_> {
     }
 
     /// The host id of the container's root (first map line of container id 0).
+    /// Proxmox writes the LXC config itself: a bind mount point is fixed through
+    /// its `mpN` (idmap=passthrough), a device through a `devN` entry.
+    fn proxmox_fixes(&mut self) {
+        let to = self.root_host_id(IdKind::User).unwrap_or(0);
+        let mounts = format!(
+            "{} --to {to} --mounts idmap   (gives its mount point idmap=passthrough: pve-container 6.1.6 and later; or --mounts shift to re-own a source that is the container's alone)",
+            self.command()
+        );
+        for problem in &mut self.report.problems {
+            match problem.kind {
+                ProblemKind::MountShowsNobody => problem.fix = mounts.clone(),
+                ProblemKind::DeviceShowsNobody | ProblemKind::DeviceWithoutUdevRule => {
+                    problem.fix = format!(
+                        "pass it in with a devN entry instead of raw lxc lines: see the note on {} above",
+                        problem.path.display()
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn root_host_id(&self, kind: IdKind) -> Option<u32> {
         self.maps
             .iter()

@@ -62,7 +62,7 @@ pub(super) fn plan(
     notes.extend(trees.notes);
     notes.extend(binds.notes);
     if course.to_map().is_some() {
-        notes.extend(privileged_only(&conf, &trees.rootfs));
+        notes.extend(privileged_only(&conf, &trees.rootfs, &options.host));
     }
     let mut edits = match &subids {
         Some(change) => subid_edits(&options.host, change)?,
@@ -388,7 +388,7 @@ fn range_notes(
 /// do instead: `features:` that need host root, raw device passthrough lines that
 /// Proxmox's own `devN:` does for an unprivileged container, and Docker without
 /// `keyctl=1`.
-pub fn privileged_only(conf: &PveConf, rootfs: &Path) -> Vec<String> {
+pub fn privileged_only(conf: &PveConf, rootfs: &Path, host: &Host) -> Vec<String> {
     let features = conf.value("features").unwrap_or_default();
     let feature = |name: &str| {
         features
@@ -419,10 +419,27 @@ pub fn privileged_only(conf: &PveConf, rootfs: &Path) -> Vec<String> {
             _ => None,
         };
         if let Some(node) = device {
-            notes.push(format!("{key}: {value}: unprivileged, Proxmox passes a device in with `devN: {node},gid=GID,mode=0660` (the container's GID, e.g. 20 for dialout), which replaces this line and its lxc.cgroup2.devices.allow line: `pct set VMID -dev0 {node},gid=20,mode=0660`"));
+            let entry = dev_entry(node, host);
+            notes.push(format!("{key}: {value}: unprivileged, Proxmox passes a device in with a devN: entry, whose owner and group are the container's (those it has now), which replaces this line and its lxc.cgroup2.devices.allow line: `pct set VMID -devN {entry}` (N: the first free number)"));
         }
     }
     notes
+}
+
+/// The `devN:` value passing `node` in as the privileged container has it: its
+/// owner, group and mode on the host are the container's own ids (a privileged
+/// container's ids are the host's), which Proxmox gives the node inside.
+fn dev_entry(node: &str, host: &Host) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(host.path(node)) {
+        Ok(meta) => format!(
+            "{node},uid={},gid={},mode=0{:o}",
+            meta.uid(),
+            meta.gid(),
+            meta.mode() & 0o7777
+        ),
+        Err(_) => format!("{node},gid=GID,mode=0660 (GID: the group that uses it inside, e.g. 20 for dialout; {node} is not on this host now)"),
+    }
 }
 
 /// A `lock:` is Proxmox's (refused) unless it is this tool's own, left by an
@@ -656,7 +673,14 @@ mod tests {
     #[test]
     fn what_works_only_privileged_is_said_with_what_to_do() {
         let rootfs = tempfile::tempdir().unwrap();
-        let said = |conf: &str| privileged_only(&PveConf::parse(conf), rootfs.path()).join("\n");
+        let said = |conf: &str| {
+            privileged_only(
+                &PveConf::parse(conf),
+                rootfs.path(),
+                &Host::under(rootfs.path()),
+            )
+            .join("\n")
+        };
         let nfs = said("features: mount=nfs;cifs,nesting=1\n");
         assert!(
             nfs.contains("mount=nfs;cifs") && nfs.contains("bind mount point"),
