@@ -44,7 +44,7 @@ pub(super) fn plan(
     let course = course_from(options, &container, now)?;
     refuse_foreign_lock(&conf, &course, &container, conf_path)?;
     let snapshot = snapshot(options, &course)?;
-    let trees = volume_trees(options, &conf, &container)?;
+    let trees = volume_trees((options, effects), &conf, &container)?;
     let recorded = course.interrupted.as_ref().unwrap_or(&course.recorded);
     let binds = bind_plan(
         options,
@@ -478,28 +478,64 @@ struct Trees {
 /// refused: shifting it there would race its users.
 pub struct VolumeMount {
     point: PathBuf,
+    /// The logical volume (`VG/LV`) activated for the conversion, deactivated
+    /// again after the unmount, as Proxmox leaves a stopped container's volumes.
+    activated: Option<String>,
+}
+
+/// A logical volume of a stopped container is inactive (no `/dev/VG/LV`):
+/// activated as Proxmox's storage plugins do (`lvchange -ay`, `-K` for thin
+/// volumes, which skip activation otherwise); its `VG/LV` when this did it.
+fn activate(effects: &dyn HostEffects, source: &Path) -> Result<Option<String>, ConvertError> {
+    let parts: Vec<&str> = source.iter().filter_map(|c| c.to_str()).collect();
+    let in_dev = parts.len() >= 2 && parts[..parts.len() - 2].ends_with(&["dev"]);
+    if source.exists() || !in_dev {
+        return Ok(None);
+    }
+    let lv = parts[parts.len() - 2..].join("/");
+    let fail = |why: String| ConvertError::VolumeMount {
+        volume: source.to_path_buf(),
+        why,
+    };
+    let args = ["-ay", "-K", lv.as_str()].map(std::ffi::OsStr::new);
+    let out = (effects.run("lvchange", &args))
+        .map_err(|e| fail(format!("cannot activate it: lvchange: {e}")))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(fail(format!("`lvchange -ay -K {lv}` failed: {said}")));
+    }
+    Ok(Some(lv))
 }
 
 impl VolumeMount {
     /// Tries a few times: the `mount` of a run killed a moment ago may still be
     /// finishing (a child outlives its parent's SIGKILL).
-    fn new(source: &Path, point: &Path) -> Result<VolumeMount, ConvertError> {
+    fn new(
+        source: &Path,
+        point: &Path,
+        activated: Option<String>,
+    ) -> Result<VolumeMount, ConvertError> {
         const ATTEMPTS: u32 = 10;
         let fail = |why: String| ConvertError::VolumeMount {
             volume: source.to_path_buf(),
             why,
+        };
+        // Deactivated again (when dropped) whatever happens next.
+        let mut mount = VolumeMount {
+            point: point.to_path_buf(),
+            activated,
         };
         std::fs::create_dir_all(point).map_err(failed("create the directory", point))?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             match try_mount(source, point) {
-                Ok(()) => {
-                    return Ok(VolumeMount {
-                        point: point.to_path_buf(),
-                    })
+                Ok(()) => return Ok(mount),
+                Err(why) if attempt == ATTEMPTS || !source.exists() => {
+                    // Nothing mounted: only the activation to undo.
+                    mount.point = PathBuf::new();
+                    return Err(fail(why));
                 }
-                Err(why) if attempt == ATTEMPTS => return Err(fail(why)),
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(300)),
             }
         }
@@ -534,8 +570,14 @@ fn try_mount(source: &Path, point: &Path) -> Result<(), String> {
 
 impl Drop for VolumeMount {
     fn drop(&mut self) {
-        if unmount(&self.point).is_ok() {
+        let mounted = !self.point.as_os_str().is_empty();
+        if mounted && unmount(&self.point).is_ok() {
             let _ = std::fs::remove_dir(&self.point);
+        }
+        if let Some(lv) = &self.activated {
+            let _ = std::process::Command::new("lvchange")
+                .args(["-an", lv])
+                .output();
         }
     }
 }
@@ -606,7 +648,7 @@ fn backing_loops(image: &Path) -> Vec<PathBuf> {
 }
 
 fn volume_trees(
-    options: &ConvertOptions,
+    (options, effects): (&ConvertOptions, &dyn HostEffects),
     conf: &PveConf,
     container: &Container,
 ) -> Result<Trees, ConvertError> {
@@ -643,7 +685,9 @@ fn volume_trees(
             Location::Directory(dir) => options.host.path(dir),
             Location::Image(file) | Location::Block(file) => {
                 let point = container.dir().join("lxc-idshift.volumes").join(&v.key);
-                let mounted = VolumeMount::new(&options.host.path(file), &point)?;
+                let source = options.host.path(file);
+                let activated = activate(effects, &source)?;
+                let mounted = VolumeMount::new(&source, &point, activated)?;
                 trees.mounts.push(mounted);
                 point
             }
@@ -669,6 +713,35 @@ fn volume_trees(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An inactive logical volume is activated as Proxmox's plugins do, by name;
+    /// anything else (an image, an active volume) is left alone.
+    #[test]
+    fn an_inactive_logical_volume_is_activated_by_its_name() {
+        use crate::lxc::effects::{HostCall, RecordingHost};
+        let root = tempfile::tempdir().unwrap();
+        let lv = root.path().join("dev/pve/vm-101-disk-0");
+        let host = RecordingHost::new().answer("lvchange", "");
+        assert_eq!(
+            activate(&host, &lv).unwrap().as_deref(),
+            Some("pve/vm-101-disk-0")
+        );
+        let called = host.calls();
+        assert!(
+            matches!(&called[..], [HostCall::Run { program, args }]
+                if program == "lvchange" && args[..] == ["-ay", "-K", "pve/vm-101-disk-0"]),
+            "{called:?}"
+        );
+        let image = root.path().join("images/101/vm-101-disk-0.raw");
+        assert_eq!(activate(&host, &image).unwrap(), None);
+        std::fs::create_dir_all(lv.parent().unwrap()).unwrap();
+        std::fs::write(&lv, "").unwrap();
+        assert_eq!(activate(&host, &lv).unwrap(), None, "active already");
+        std::fs::remove_file(&lv).unwrap();
+        let without_lvm = RecordingHost::new();
+        let err = activate(&without_lvm, &lv).unwrap_err().to_string();
+        assert!(err.contains("lvchange"), "{err}");
+    }
 
     #[test]
     fn what_works_only_privileged_is_said_with_what_to_do() {
