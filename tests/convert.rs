@@ -2306,6 +2306,7 @@ fn killed_proxmox_conversions_finish_or_undo_exactly() {
     assert_eq!(snapshot().1, original.1, "the data and image volumes");
     assert_unchanged(&original.0, &snapshot().0, "uninterrupted round trip");
     let (mut killed, mut i, mut max_delay) = (0, 0u64, run_time);
+    let mut listed_unfinished = 0;
     while killed < 10 {
         assert!(
             i < 40,
@@ -2316,6 +2317,28 @@ fn killed_proxmox_conversions_finish_or_undo_exactly() {
             killed += 1;
         } else {
             max_delay = max_delay.mul_f64(0.8);
+        }
+        // Held by our lock: `list` shows the unfinished conversion and both ways on.
+        if std::fs::read_to_string(&ct.conf_path)
+            .unwrap()
+            .contains("lock: disk")
+        {
+            let (lxc, root) = (f.lxc(), f.root().to_path_buf());
+            let listed = run(&[
+                "list".as_ref(),
+                "--json".as_ref(),
+                "-P".as_ref(),
+                lxc.as_os_str(),
+                "--host-root".as_ref(),
+                root.as_os_str(),
+            ]);
+            let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+            let next = listed["containers"][0]["unfinished"]["next"].to_string();
+            assert!(
+                next.contains("-n 101") && next.contains("--to 100000") && next.contains("--to 0"),
+                "iteration {i}: {listed}"
+            );
+            listed_unfinished += 1;
         }
         if i % 2 == 0 {
             assert_exit(&run(&to()), 0, "finish");
@@ -2332,6 +2355,9 @@ fn killed_proxmox_conversions_finish_or_undo_exactly() {
         assert_eq!(now.1, original.1, "iteration {i}: the data volume, undone");
         i += 1;
     }
+    eprintln!(
+        "{listed_unfinished} of {killed} kills left an unfinished conversion that list showed"
+    );
 }
 
 /// Sets up one way of sharing www's bind source; returns what the refusal must say.
