@@ -1828,6 +1828,24 @@ fn a_resumed_way_back_with_release_range_releases_the_range() {
     );
 }
 
+/// `list --json` on the fixture's host.
+fn proxmox_list(f: &Fixture) -> serde_json::Value {
+    let (lxc, root) = (f.lxc(), f.root().to_path_buf());
+    let list = run(&[
+        "list".as_ref(),
+        "--json".as_ref(),
+        "-P".as_ref(),
+        lxc.as_os_str(),
+        "--host-root".as_ref(),
+        root.as_os_str(),
+    ]);
+    serde_json::from_slice(&list.stdout)
+        .unwrap_or_else(|e| panic!("list: {e}: {}", text(&list.stderr)))
+}
+
+/// The map Proxmox gives every unprivileged container.
+const PROXMOX_DEFAULT: TestMap = TestMap(&[('b', 0, 100_000, 65_536)]);
+
 /// A Proxmox VE container: its `/etc/pve/lxc/VMID.conf`, a `dir` storage holding
 /// its rootfs and a second volume as subvol directories, a bind mount point, and
 /// the LXC config Proxmox writes at every start beside it.
@@ -1889,7 +1907,6 @@ fn a_proxmox_container_converts_in_place_and_back() {
     if !require_root("a_proxmox_container_converts_in_place_and_back") {
         return;
     }
-    const DEFAULT: TestMap = TestMap(&[('b', 0, 100_000, 65_536)]);
     const SHARED: TestMap = TestMap(&[
         ('b', 0, 200_000, 1000),
         ('b', 1000, 1000, 1),
@@ -1915,7 +1932,10 @@ fn a_proxmox_container_converts_in_place_and_back() {
         ..f.options("101", Target::HostId(200_000))
     };
     let default = f.options("101", Target::HostId(100_000));
-    for (what, options, map) in [("default", default, &DEFAULT), ("shared", share, &SHARED)] {
+    for (what, options, map) in [
+        ("default", default, &PROXMOX_DEFAULT),
+        ("shared", share, &SHARED),
+    ] {
         let planned = plan(&options, &stopped()).unwrap_or_else(|e| panic!("{what}: {e}"));
         let said = describe(&planned);
         assert!(
@@ -1997,18 +2017,10 @@ fn a_proxmox_container_converts_in_place_and_back() {
     assert_same(&original.0, &collect(&ct.rootfs), "refused");
     assert_eq!(std::fs::read_to_string(&ct.conf_path).unwrap(), locked);
     // `list` and `check` say so.
-    let (lxc, root) = (f.lxc(), f.root().to_path_buf());
-    let list = run(&[
-        "list".as_ref(),
-        "--json".as_ref(),
-        "-P".as_ref(),
-        lxc.as_os_str(),
-        "--host-root".as_ref(),
-        root.as_os_str(),
-    ]);
-    let listed = text_of(&list);
+    let listed = proxmox_list(&f);
+    let managed = listed["containers"][0]["managed_by"].as_str();
     assert!(
-        listed.contains("\"managed_by\": \"managed by Proxmox VE"),
+        managed.is_some_and(|m| m.starts_with("managed by Proxmox VE")),
         "{listed}"
     );
     // Where it stands is read from its .conf, not from the LXC config of its last start.
@@ -2016,15 +2028,7 @@ fn a_proxmox_container_converts_in_place_and_back() {
         .conf
         .replace("swap: 512\n", "swap: 512\nunprivileged: 1\n");
     std::fs::write(&ct.conf_path, unprivileged).unwrap();
-    let list = run(&[
-        "list".as_ref(),
-        "--json".as_ref(),
-        "-P".as_ref(),
-        lxc.as_os_str(),
-        "--host-root".as_ref(),
-        root.as_os_str(),
-    ]);
-    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let listed = proxmox_list(&f);
     let entry = &listed["containers"][0];
     assert_eq!(entry["unprivileged"], true, "{listed}");
     assert_eq!(entry["range"]["host_first"], 100_000, "{listed}");
@@ -2041,7 +2045,6 @@ fn proxmox_bind_mount_points_follow_the_mounts_choice() {
     if !require_root("proxmox_bind_mount_points_follow_the_mounts_choice") {
         return;
     }
-    const DEFAULT: TestMap = TestMap(&[('b', 0, 100_000, 65_536)]);
     let f = Fixture::new();
     let ct = proxmox_container(&f);
     std::fs::remove_file(f.config_path("101")).unwrap();
@@ -2074,7 +2077,7 @@ fn proxmox_bind_mount_points_follow_the_mounts_choice() {
         "the data volume and the source"
     );
     assert_same(
-        &expected_forward_with(&original.2, &DEFAULT),
+        &expected_forward_with(&original.2, &PROXMOX_DEFAULT),
         &collect(&source),
         "shifted source",
     );
@@ -2189,6 +2192,14 @@ fn proxmox_bind_mount_points_follow_the_mounts_choice() {
         said.contains("/srv/data") && said.contains("-devN /dev/ttyUSB0,uid=0,gid=20,mode=0660"),
         "{report}"
     );
+    // Never started, it has no LXC config, and `list` finds it by its .conf.
+    let listed = proxmox_list(&f);
+    let entry = &listed["containers"][0];
+    assert_eq!(
+        (&entry["name"], &entry["state"], &entry["unprivileged"]),
+        (&"101".into(), &"STOPPED".into(), &true.into()),
+        "{listed}"
+    );
     convert(&back, &stopped());
     assert_back("--snapshot, back");
     let report = in_fixture("check");
@@ -2235,7 +2246,6 @@ fn a_proxmox_volume_in_a_raw_image_is_mounted_shifted_and_unmounted() {
     if !require_root("a_proxmox_volume_in_a_raw_image_is_mounted_shifted_and_unmounted") {
         return;
     }
-    const DEFAULT: TestMap = TestMap(&[('b', 0, 100_000, 65_536)]);
     let f = Fixture::new();
     let ct = proxmox_container(&f);
     let Some((image, conf)) = raw_image_volume(&f, &ct, 500) else {
@@ -2247,7 +2257,7 @@ fn a_proxmox_volume_in_a_raw_image_is_mounted_shifted_and_unmounted() {
     for (to, expected) in [
         (
             Target::HostId(100_000),
-            expected_forward_with(&original, &DEFAULT),
+            expected_forward_with(&original, &PROXMOX_DEFAULT),
         ),
         (Target::Privileged, original.clone()),
     ] {
@@ -2323,16 +2333,7 @@ fn killed_proxmox_conversions_finish_or_undo_exactly() {
             .unwrap()
             .contains("lock: disk")
         {
-            let (lxc, root) = (f.lxc(), f.root().to_path_buf());
-            let listed = run(&[
-                "list".as_ref(),
-                "--json".as_ref(),
-                "-P".as_ref(),
-                lxc.as_os_str(),
-                "--host-root".as_ref(),
-                root.as_os_str(),
-            ]);
-            let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+            let listed = proxmox_list(&f);
             let next = listed["containers"][0]["unfinished"]["next"].to_string();
             assert!(
                 next.contains("-n 101") && next.contains("--to 100000") && next.contains("--to 0"),
