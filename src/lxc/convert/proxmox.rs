@@ -542,6 +542,27 @@ impl VolumeMount {
     }
 }
 
+/// A ZFS subvol dataset is its own file system: shifting the directory it is
+/// mounted on while it is not mounted would shift nothing of it. Mounted as
+/// Proxmox's ZFS plugin does (`zfs mount`), and left mounted, as Proxmox leaves it.
+fn mount_dataset(effects: &dyn HostEffects, dataset: &str, dir: &Path) -> Result<(), ConvertError> {
+    if is_mount_point(dir) {
+        return Ok(());
+    }
+    let args = ["mount", dataset].map(std::ffi::OsStr::new);
+    let said = match effects.run("zfs", &args) {
+        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        Err(e) => format!("zfs: {e}"),
+    };
+    match is_mount_point(dir) {
+        true => Ok(()),
+        false => Err(ConvertError::VolumeMount {
+            volume: dir.to_path_buf(),
+            why: format!("ZFS dataset {dataset} is not mounted there, and `zfs mount {dataset}` did not mount it ({said}); mount it, then run the same command again"),
+        }),
+    }
+}
+
 /// One attempt: a killed run's mount at `point` taken down, a user elsewhere
 /// refused, then `mount [-o loop] source point`.
 fn try_mount(source: &Path, point: &Path) -> Result<(), String> {
@@ -682,7 +703,13 @@ fn volume_trees(
             }
         };
         let dir = match volume::locate(&storages, &cfg, (storage, volname))? {
-            Location::Directory(dir) => options.host.path(dir),
+            Location::Directory(dir) => {
+                let dir = options.host.path(dir);
+                if let Some(dataset) = volume::zfs_dataset(&storages, (storage, volname)) {
+                    mount_dataset(effects, &dataset, &dir)?;
+                }
+                dir
+            }
             Location::Image(file) | Location::Block(file) => {
                 let point = container.dir().join("lxc-idshift.volumes").join(&v.key);
                 let source = options.host.path(file);
@@ -741,6 +768,33 @@ mod tests {
         let without_lvm = RecordingHost::new();
         let err = activate(&without_lvm, &lv).unwrap_err().to_string();
         assert!(err.contains("lvchange"), "{err}");
+    }
+
+    /// A ZFS dataset not mounted on its directory is mounted with `zfs mount`, and
+    /// refused when that does not mount it: an empty directory is no volume.
+    #[test]
+    fn an_unmounted_zfs_dataset_is_mounted_or_refused() {
+        use crate::lxc::effects::{HostCall, RecordingHost};
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("rpool/data/subvol-101-disk-0");
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = RecordingHost::new().answer("zfs", "");
+        let err = mount_dataset(&host, "rpool/data/subvol-101-disk-0", &dir).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("zfs mount rpool/data/subvol-101-disk-0"),
+            "{err}"
+        );
+        let called = host.calls();
+        assert!(
+            matches!(&called[..], [HostCall::Run { program, args }]
+                if program == "zfs" && args[..] == ["mount", "rpool/data/subvol-101-disk-0"]),
+            "{called:?}"
+        );
+        // A mount point already: nothing to do.
+        let mounted = RecordingHost::new();
+        assert!(mount_dataset(&mounted, "any", Path::new("/")).is_ok());
+        assert!(mounted.calls().is_empty());
     }
 
     #[test]

@@ -205,6 +205,13 @@ pub fn parse_storage_cfg(text: &str) -> Vec<Storage> {
     storages
 }
 
+/// The ZFS dataset of a `zfspool` storage's volume (`POOL/NAME`); None for
+/// other storages.
+pub fn zfs_dataset(storages: &[Storage], (storage, volname): (&str, &str)) -> Option<String> {
+    let found = (storages.iter()).find(|s| s.id == storage && s.kind == "zfspool")?;
+    Some(format!("{}/{volname}", found.option("pool")?))
+}
+
 /// Where a storage volume's files are, as the storage's plugin puts them.
 pub fn locate(
     storages: &[Storage],
