@@ -1873,6 +1873,11 @@ fn proxmox_container(f: &Fixture) -> ProxmoxContainer {
     }
     lxc_idshift::sample::build_sample_rootfs(&rootfs).unwrap();
     lxc_idshift::sample::build_bulk_tree(&data, 2_000).unwrap();
+    // The directory mp1 is mounted on, which a walk through `pct mount`'s nested
+    // tree would never see: the manifests compare it too.
+    let hidden = rootfs.join("var/lib/data");
+    std::fs::create_dir_all(&hidden).unwrap();
+    std::os::unix::fs::chown(&hidden, Some(33), Some(33)).unwrap();
     let pve = f.root().join("etc/pve");
     std::fs::create_dir_all(pve.join("lxc")).unwrap();
     std::fs::write(
