@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod lxc;
+pub mod pve;
 pub mod vm;
 
 use lxc_idshift::manifest::{self, Manifest};
