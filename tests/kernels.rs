@@ -179,10 +179,14 @@ const NOT_RUN: &[(&str, &str)] = &[
         "boots its own VMs (6.1 in CI; LXC_IDSHIFT_VM_KERNEL picks another)",
     ),
     (
-        "lxc_e2e, lxc_mounts_e2e, lxc_idmap_e2e, lxc_distros_e2e, package",
+        "lxc_e2e, lxc_mounts_e2e, lxc_idmap_e2e, lxc_distros_e2e, proxmox_e2e, package",
         "need the installed package, a real LXC and a network: host only",
     ),
     ("fuzz_corpus", "pure decoding: no kernel involved"),
+    (
+        "pve_host",
+        "the emulated Proxmox host (stand-in pct, Proxmox's LXC config): no path of the tool",
+    ),
 ];
 
 fn matrix(series: &str) {
