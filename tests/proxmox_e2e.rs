@@ -260,6 +260,18 @@ fn convert(l: &Layout, c: &PveContainer, to: &str) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
 
+/// What `lxc-idshift list --json` says of the container.
+fn listed(l: &Layout, c: &PveContainer) -> serde_json::Value {
+    let out = idshift(l, c, &["list", "--json"]);
+    assert_exit(&out, 0, "lxc-idshift list --json");
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let containers = listing["containers"].as_array().expect("containers");
+    (containers.iter())
+        .find(|c| c["name"] == VMID)
+        .unwrap_or_else(|| panic!("{VMID} not listed: {listing}"))
+        .clone()
+}
+
 fn inside_as(user: &str, script: &str) -> String {
     common::lxc::attach_ok(VMID, user, script)
 }
@@ -457,6 +469,12 @@ fn a_proxmox_container_converts_in_place_starts_and_comes_back() {
     let original = state(&l, c);
     assert_eq!(original.conf, CONF);
 
+    let before = listed(&l, c);
+    assert_eq!(before["state"], "STOPPED", "{before}");
+    assert_eq!(before["unprivileged"], false, "{before}");
+    let managed = before["managed_by"].as_str().unwrap_or_default();
+    assert!(managed.contains("Proxmox VE"), "{before}");
+
     // The plan: each volume, the bind mount point, the .conf's diff; nothing changed.
     let planned = idshift(&l, c, &[VMID, "--to", "100000", "--dry-run"]);
     assert_exit(&planned, 0, "--dry-run");
@@ -498,6 +516,11 @@ fn a_proxmox_container_converts_in_place_starts_and_comes_back() {
     );
     let unprivileged_conf = CONF.replace("swap: 0\n", "swap: 0\nunprivileged: 1\n");
     assert_eq!(shifted.conf, unprivileged_conf);
+    let after = listed(&l, c);
+    assert_eq!(after["unprivileged"], true, "{after}");
+    assert_eq!(after["range"]["host_first"], 100_000, "{after}");
+    assert_eq!(after["range"]["count"], 65_536, "{after}");
+    assert_eq!(after["unfinished"], serde_json::Value::Null, "{after}");
     let masked = l.rootfs.join("etc/systemd/system/sys-kernel-debug.mount");
     assert_eq!(std::fs::read_link(&masked).unwrap(), Path::new("/dev/null"));
 
