@@ -14,7 +14,11 @@
 //! byte for byte) -> `--to 100000` -> unprivileged start (processes on host uids
 //! 100000+, setuid, capabilities, the `mp0` data read and written by its owner,
 //! as healthy as privileged) -> `--to 0` (the exact inverse of what is on disk,
-//! the `.conf` byte for byte) -> privileged start as healthy as the first.
+//! the `.conf` byte for byte) -> privileged start as healthy as the first. Then
+//! the same with a pve-container that takes `idmap=` on mount points: the bind
+//! mount point becomes `idmap=passthrough` (mounted idmapped at start, its files
+//! seen and written inside with their own owners, nothing on the host changed),
+//! and `--to 0` takes it away, the `.conf` byte for byte.
 //! Creates `/var/lib/lxc/9101` and `/dev/lxc-idshift-e2e-9101` and removes both;
 //! gives root Proxmox's 100000:65536 in /etc/subuid and /etc/subgid for LXC's
 //! newuidmap, as the lxc-pve package does, and restores both files.
@@ -302,10 +306,18 @@ fn container_uids(init: &str) -> Vec<u32> {
     uids
 }
 
+/// How the container sees the bind mount point's files (`stat -c %U:%G` of
+/// root-file and alice-file): as on the host (privileged, or idmapped), or as
+/// nobody (unprivileged, kept as it is).
+const AS_ON_THE_HOST: &str = "root:root\nalice:alice";
+const AS_NOBODY: &str = "nobody:nogroup\nnobody:nogroup";
+
 /// Boots (emulated Proxmox start) and looks: setuid works for nobody, the file
 /// capability is granted, alice reads and writes her files on the `mp0` volume,
-/// the device is there with the group the `.conf` gives; stops.
-fn boot_and_look(c: &PveContainer) -> Boot {
+/// the bind mount point's files are seen as `bind_view` says (and alice writes to
+/// hers when she sees it as hers), the device is there with the group the `.conf`
+/// gives; stops.
+fn boot_and_look(c: &PveContainer, bind_view: &str) -> Boot {
     c.start();
     let pid = ok("lxc-info", &["-n", VMID, "-p", "-H"]);
     let init_uid = std::fs::metadata(format!("/proc/{}", pid.trim()))
@@ -360,6 +372,18 @@ fn boot_and_look(c: &PveContainer) -> Boot {
         "root",
         "echo root > /srv/img/root.$$ && rm /srv/img/root.$$",
     );
+    let seen = inside_as(
+        "root",
+        "stat -c %U:%G /srv/bind/root-file /srv/bind/alice-file",
+    );
+    assert_eq!(
+        seen.trim(),
+        bind_view,
+        "the bind mount point's files inside"
+    );
+    if bind_view == AS_ON_THE_HOST {
+        inside_as("alice", "echo inside >> /srv/bind/alice-file");
+    }
     // The device, as the prestart hook makes it: the container's group 20.
     assert_eq!(
         inside_as("root", &format!("stat -c '%F %t:%T %g %a' {DEVICE}")).trim(),
@@ -461,7 +485,7 @@ fn a_proxmox_container_converts_in_place_starts_and_comes_back() {
 
     // Privileged, as Proxmox starts it: the reference for every later boot. The
     // first start also writes /var/lib/lxc/9101/config, by which the tool finds it.
-    let privileged = boot_and_look(c);
+    let privileged = boot_and_look(c, AS_ON_THE_HOST);
     eprintln!("privileged: {privileged:?}");
     assert_eq!(privileged.init_uid, 0);
     assert_eq!(privileged.uids, [0, 1000], "root's and alice's processes");
@@ -537,7 +561,7 @@ fn a_proxmox_container_converts_in_place_starts_and_comes_back() {
         "{config}"
     );
     assert!(config.contains("debian.userns.conf\n"), "{config}");
-    let unprivileged = boot_and_look(c);
+    let unprivileged = boot_and_look(c, AS_NOBODY);
     eprintln!("unprivileged: {unprivileged:?}");
     assert_eq!(unprivileged.init_uid, 100_000);
     assert_eq!(
@@ -573,7 +597,7 @@ fn a_proxmox_container_converts_in_place_starts_and_comes_back() {
     assert_same(&original.image, &back.image, "mp0 as it was");
     assert_same(&original.shared, &back.shared, "mp1's source");
 
-    let again = boot_and_look(c);
+    let again = boot_and_look(c, AS_ON_THE_HOST);
     eprintln!("privileged again: {again:?}");
     assert_eq!(again.init_uid, 0);
     assert_eq!(again.uids, [0, 1000]);
@@ -582,6 +606,57 @@ fn a_proxmox_container_converts_in_place_starts_and_comes_back() {
         "privileged again, as healthy"
     );
     assert_eq!(boot_file_owners(&l), vec![(1000, 1000); 2]);
+    remove_boot_files(&l);
+
+    // A host whose pve-container takes idmap= on mount points (6.1.10, as dpkg's
+    // status says): the bind mount point becomes idmap=passthrough, which Proxmox
+    // mounts idmapped: nothing on its source changes, and the container sees its
+    // files with their owners and alice writes hers. --to 0 takes it away again.
+    std::fs::create_dir_all(l.root.join("var/lib/dpkg")).unwrap();
+    std::fs::write(
+        l.root.join("var/lib/dpkg/status"),
+        "Package: pve-container\nStatus: install ok installed\nVersion: 6.1.10\n\n",
+    )
+    .unwrap();
+    let before = state(&l, c);
+    assert_eq!(before.conf, CONF);
+    let said = convert(&l, c, "100000");
+    assert!(said.contains("idmap=passthrough added"), "{said}");
+    let idmapped = state(&l, c);
+    let passthrough = unprivileged_conf.replace(
+        "mp1: /srv/shared,mp=/srv/bind\n",
+        "mp1: /srv/shared,mp=/srv/bind,idmap=passthrough\n",
+    );
+    assert_eq!(idmapped.conf, passthrough);
+    assert_same(
+        &before.shared,
+        &idmapped.shared,
+        "mp1's source: nothing on disk changes",
+    );
+    assert_same(
+        &expected_forward_with(&before.image, &PROXMOX),
+        &idmapped.image,
+        "mp0",
+    );
+    let config = c.write_lxc_config();
+    let inside = boot_and_look(c, AS_ON_THE_HOST);
+    eprintln!("unprivileged, mp1 idmapped: {inside:?} ({config})");
+    assert_eq!(inside.uids, [100_000, 101_000]);
+    assert_eq!(inside.health, privileged.health);
+    let alice_file = std::fs::symlink_metadata(l.shared.join("alice-file")).unwrap();
+    assert_eq!(
+        (alice_file.uid(), alice_file.gid()),
+        (1000, 1000),
+        "written through the idmapped mount"
+    );
+    remove_boot_files(&l);
+    convert(&l, c, "0");
+    let back = state(&l, c);
+    assert_eq!(
+        back.conf, CONF,
+        "idmap=passthrough taken away, the .conf byte for byte"
+    );
+    assert_same(&before.image, &back.image, "mp0 as it was");
     drop(guard);
     assert!(!Path::new("/var/lib/lxc").join(VMID).exists());
     assert!(!Path::new(DEVICE).exists());

@@ -414,7 +414,7 @@ impl PveContainer {
             panic!("CT is locked ({lock}): Proxmox would not start it");
         }
         let mut config = self.write_lxc_config();
-        self.mount_volumes(&conf);
+        config += &self.mount_volumes(&conf);
         let passthrough = self.dir().join("passthrough");
         for (_, path, options) in conf.devices() {
             let node = passthrough.join(path.trim_start_matches('/'));
@@ -493,9 +493,31 @@ impl PveContainer {
         self.unmount_volumes();
     }
 
-    fn mount_volumes(&self, conf: &Conf) {
+    /// Mounts each volume; returns the LXC config lines of those LXC mounts
+    /// itself: a mount point with `idmap=` in an unprivileged container, which
+    /// Proxmox mounts idmapped (mount_setattr with the container's user namespace
+    /// for `passthrough`: host ids seen as the same ids inside), as LXC's
+    /// `idmap=container` mount option does.
+    fn mount_volumes(&self, conf: &Conf) -> String {
         let (uid, gid) = conf.root_ids();
+        let mut lines = String::new();
         for (key, volume, mp) in conf.volumes() {
+            let options = conf.get(&key).unwrap_or_default();
+            if let Some(idmap) = options.split(',').find_map(|o| o.strip_prefix("idmap=")) {
+                assert_eq!(
+                    idmap, "passthrough",
+                    "{key}: only idmap=passthrough is emulated"
+                );
+                if conf.unprivileged() {
+                    let source = volume_path(&self.root, &volume);
+                    lines += &format!(
+                        "lxc.mount.entry = {} {} none bind,create=dir,idmap=container 0 0\n",
+                        source.display(),
+                        mp.trim_start_matches('/')
+                    );
+                    continue;
+                }
+            }
             let target = self.rootfs_mount().join(mp.trim_start_matches('/'));
             if mp != "/" {
                 let mut dir = self.rootfs_mount();
@@ -532,6 +554,7 @@ impl PveContainer {
                 );
             }
         }
+        lines
     }
 
     /// Unmounts everything under the rootfs mount point, innermost first (loop
