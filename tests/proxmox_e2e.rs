@@ -447,6 +447,7 @@ fn a_proxmox_container_converts_in_place_starts_and_comes_back() {
     if !require_root(test) {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if std::env::var("CI").as_deref() == Ok("true") {
         assert_eq!(
             bin(),
@@ -660,4 +661,214 @@ fn a_proxmox_container_converts_in_place_starts_and_comes_back() {
     drop(guard);
     assert!(!Path::new("/var/lib/lxc").join(VMID).exists());
     assert!(!Path::new(DEVICE).exists());
+}
+
+/// The two tests touch /etc/subuid, /etc/subgid and LXC: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The host uid of container `vmid`'s init.
+fn init_uid_of(vmid: &str) -> u32 {
+    let pid = ok("lxc-info", &["-n", vmid, "-p", "-H"]);
+    std::fs::metadata(format!("/proc/{}", pid.trim()))
+        .unwrap()
+        .uid()
+}
+
+/// `--snapshot`, the safety net, end to end on `btrfs` storage (a loop-mounted
+/// btrfs under the prefix): `lxc-idshift 9103 --to 100000 --snapshot
+/// before-idshift` has the stand-in `pct` take a read-only snapshot of the rootfs
+/// subvolume (as Proxmox's BTRFSPlugin names it) and the `[before-idshift]` section
+/// before it changes anything, then converts; the container starts unprivileged;
+/// `pct rollback 9103 before-idshift` gives back the privileged container exactly
+/// (the rootfs's manifest, the `.conf` as the snapshot recorded it), and it starts
+/// privileged.
+#[test]
+fn a_snapshot_taken_before_the_conversion_rolls_it_back() {
+    let test = "a_snapshot_taken_before_the_conversion_rolls_it_back";
+    if !require_root(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const ID: &str = "9103";
+    let lxcpath = PathBuf::from("/var/lib/lxc");
+    if lxcpath.join(ID).exists() {
+        skip(&format!(
+            "{}/{ID} exists already; not touching it",
+            lxcpath.display()
+        ));
+        return;
+    }
+    if sh("which", &["lxc-create", "mkfs.btrfs"]).status.code() != Some(0) {
+        skip(&format!(
+            "{test} needs lxc and btrfs-progs (.ci/run installs them)"
+        ));
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    make_host(root);
+    // The btrfs storage: a sparse image mounted at the storage's path.
+    let image = root.join("btrfs.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    run_ok(Command::new("mkfs.btrfs").arg("-q").arg(&image));
+    let store = root.join("bt");
+    std::fs::create_dir(&store).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&store),
+    );
+    let _store = common::MountGuard(store.clone());
+    std::fs::write(
+        root.join("etc/pve/storage.cfg"),
+        "btrfs: bt\n\tpath /bt\n\tcontent rootdir,images\n",
+    )
+    .unwrap();
+    let container = PveContainer {
+        vmid: ID,
+        root: root.to_path_buf(),
+        lxcpath,
+    };
+    let guard = PveGuard::new(container, Vec::new());
+    guard.grant_proxmox_range();
+    let c = &guard.container;
+    std::fs::create_dir_all(store.join("images").join(ID)).unwrap();
+    let rootfs = store
+        .join("images")
+        .join(ID)
+        .join("subvol-9103-disk-0.subvol");
+    run_ok(
+        Command::new("btrfs")
+            .args(["-q", "subvolume", "create"])
+            .arg(&rootfs),
+    );
+    let scratch = root.join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let scratch_path = scratch.to_str().unwrap();
+    ok(
+        "lxc-create",
+        &[
+            "-P",
+            scratch_path,
+            "-n",
+            ID,
+            "-t",
+            "debian",
+            "--",
+            "-r",
+            "bookworm",
+        ],
+    );
+    let made = scratch.join(ID).join("rootfs");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", made.display()))
+            .arg(&rootfs),
+    );
+    std::fs::remove_dir_all(&scratch).unwrap();
+    let conf = "arch: amd64\nhostname: snap\nmemory: 512\nostype: debian\nrootfs: bt:9103/subvol-9103-disk-0.subvol,size=2G\nswap: 0\n";
+    std::fs::write(c.conf_path(), conf).unwrap();
+
+    c.start();
+    assert_eq!(init_uid_of(ID), 0);
+    c.stop();
+    let original = collect(&rootfs);
+
+    let mut command = Command::new(bin());
+    pve_env(&mut command, root, &c.lxcpath);
+    let out = command
+        .args([
+            ID,
+            "--to",
+            "100000",
+            "--snapshot",
+            "before-idshift",
+            "--host-root",
+        ])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0, "--to 100000 --snapshot before-idshift");
+    let snapshot = rootfs.with_file_name("subvol-9103-disk-0.subvol@before-idshift");
+    let ro = run_ok(
+        Command::new("btrfs")
+            .args(["property", "get"])
+            .arg(&snapshot)
+            .arg("ro"),
+    );
+    assert_eq!(text(&ro.stdout).trim(), "ro=true");
+    assert_same(
+        &original,
+        &collect(&snapshot),
+        "the snapshot: the tree before",
+    );
+    let mut shifted = collect(&rootfs);
+    for unit in lxc_idshift::lxc::units::FAILING_UNPRIVILEGED {
+        let name = format!("etc/systemd/system/{}", unit.name);
+        shifted.entries.remove(name.as_bytes());
+    }
+    assert_same(
+        &expected_forward_with(&original, &PROXMOX),
+        &shifted,
+        "rootfs",
+    );
+    let converted = std::fs::read_to_string(c.conf_path()).unwrap();
+    let (main, section) = converted
+        .split_once("\n[before-idshift]\n")
+        .expect("the section");
+    assert_eq!(
+        main,
+        conf.replace(
+            "ostype: debian\n",
+            "ostype: debian\nparent: before-idshift\n"
+        )
+        .replace("swap: 0\n", "swap: 0\nunprivileged: 1\n")
+    );
+    let settings: String = (section.lines())
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let snaptime = (settings.lines())
+        .find_map(|l| l.strip_prefix("snaptime: "))
+        .expect("snaptime");
+    assert_eq!(
+        settings,
+        conf.replace("swap: 0\n", &format!("snaptime: {snaptime}\nswap: 0\n")),
+        "the snapshot: a copy of the privileged container's settings"
+    );
+    assert!(
+        !section.contains("unprivileged"),
+        "the snapshot is of the privileged container: {section}"
+    );
+
+    c.write_lxc_config();
+    c.start();
+    assert_eq!(init_uid_of(ID), 100_000, "started unprivileged");
+    c.stop();
+
+    let back = common::pve::pct(root, &c.lxcpath, &["rollback", ID, "before-idshift"]);
+    assert!(back.status.success(), "{back:?}");
+    assert_same(&original, &collect(&rootfs), "rolled back: the tree before");
+    let rolled = std::fs::read_to_string(c.conf_path()).unwrap();
+    let (main, _) = rolled
+        .split_once("\n[before-idshift]\n")
+        .expect("the section stays");
+    assert_eq!(
+        main,
+        conf.replace(
+            "ostype: debian\n",
+            "ostype: debian\nparent: before-idshift\n"
+        ),
+        "the .conf as the snapshot recorded it: privileged"
+    );
+    c.start();
+    assert_eq!(init_uid_of(ID), 0, "started privileged again");
+    c.stop();
+    drop(guard);
+    assert!(!Path::new("/var/lib/lxc").join(ID).exists());
 }
