@@ -1943,8 +1943,9 @@ fn a_proxmox_container_converts_in_place_and_back() {
     ] {
         let planned = plan(&options, &stopped()).unwrap_or_else(|e| panic!("{what}: {e}"));
         let said = describe(&planned);
+        // The bind mount point's source is not on this host.
         assert!(
-            said.contains("mp0 (/srv/data at /data): a bind mount"),
+            said.contains("mp0 (/srv/data at /data): ") && said.contains("left as it is"),
             "{said}"
         );
         // The raw device lines of 101.conf, and its features, as Proxmox would do them.
@@ -2019,6 +2020,19 @@ fn a_proxmox_container_converts_in_place_and_back() {
     std::fs::write(&ct.conf_path, &locked).unwrap();
     let err = f.refused(&f.options("101", Target::HostId(100_000)));
     assert!(matches!(err, ConvertError::ProxmoxLocked { .. }), "{err}");
+    assert!(err.to_string().contains("pct unlock 101"), "{err}");
+    let mounted = ct
+        .conf
+        .replace("hostname: jeedom1\n", "hostname: jeedom1\nlock: mounted\n");
+    std::fs::write(&ct.conf_path, &mounted).unwrap();
+    let err = f
+        .refused(&f.options("101", Target::HostId(100_000)))
+        .to_string();
+    assert!(
+        err.contains("pct unmount 101"),
+        "`pct mount` is undone so: {err}"
+    );
+    std::fs::write(&ct.conf_path, &locked).unwrap();
     assert_same(&original.0, &collect(&ct.rootfs), "refused");
     assert_eq!(std::fs::read_to_string(&ct.conf_path).unwrap(), locked);
     // `list` and `check` say so.

@@ -509,10 +509,19 @@ fn a_proxmox_container_converts_in_place_starts_and_comes_back() {
         said.contains(l.rootfs.to_str().unwrap()),
         "the rootfs volume: {said}"
     );
-    assert!(said.contains("mp0"), "the image volume: {said}");
     assert!(
-        said.contains("mp1 (/srv/shared at /srv/bind): a bind mount"),
-        "the bind mount point: {said}"
+        said.contains("mp0 (local:9101/vm-9101-disk-1.raw at /srv/img)"),
+        "the image volume: {said}"
+    );
+    assert_eq!(
+        said.matches("mp1 (/srv/shared at /srv/bind): a bind mount")
+            .count(),
+        1,
+        "the bind mount point, said once: {said}"
+    );
+    assert!(
+        said.contains("dev0 (/dev/lxc-idshift-e2e-9101,gid=20,mode=0660): a device"),
+        "the device: {said}"
     );
     assert!(
         said.contains("+unprivileged: 1"),

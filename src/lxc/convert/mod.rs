@@ -205,7 +205,10 @@ pub enum ConvertError {
     ProxmoxVolume(#[from] crate::lxc::pve::volume::VolumeError),
     #[error("volume {volume} cannot be mounted for the conversion: {why}; nothing was changed")]
     VolumeMount { volume: PathBuf, why: String },
-    #[error("container {vmid} holds `lock: {lock}` in {conf}: Proxmox is in the middle of another operation on it (or one was interrupted). Nothing was changed: let it finish, or clear it with `pct unlock {vmid}` if you know it is stale, then run the same command again")]
+    #[error("container {vmid} holds `lock: {lock}` in {conf}: Proxmox is in the middle of another operation on it (or one was interrupted). Nothing was changed: let it finish, or {}, then run the same command again", match lock.as_str() {
+        "mounted" => format!("unmount its volumes with `pct unmount {vmid}`"),
+        _ => format!("clear it with `pct unlock {vmid}` if you know it is stale"),
+    })]
     ProxmoxLocked {
         vmid: String,
         lock: String,

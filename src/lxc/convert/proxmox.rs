@@ -60,6 +60,7 @@ pub(super) fn plan(
     notes.extend(subid_notes);
     notes.extend(shared_ids_note(course.to_map()));
     notes.extend(trees.notes);
+    notes.extend(passed_devices(&conf));
     notes.extend(binds.notes);
     if course.to_map().is_some() {
         notes.extend(privileged_only(&conf, &trees.rootfs, &options.host));
@@ -189,10 +190,14 @@ fn bind_plan(
             continue;
         }
         let Some(to) = course.to_map() else {
-            if v.idmap.as_deref() == Some(PASSTHROUGH) {
-                binds.idmap.push((v.key.clone(), None));
-                binds.notes.push(format!("{said}: idmap=passthrough taken away: privileged, the container sees its files as they are on disk"));
-            }
+            let note = match v.idmap.as_deref() {
+                Some(PASSTHROUGH) => {
+                    binds.idmap.push((v.key.clone(), None));
+                    "idmap=passthrough taken away: privileged, the container sees its files as they are on disk"
+                }
+                _ => "a bind mount of a host directory, left as it is",
+            };
+            binds.notes.push(format!("{said}: {note}"));
             continue;
         };
         if let Some(own) = &v.idmap {
@@ -442,6 +447,20 @@ fn dev_entry(node: &str, host: &Host) -> String {
     }
 }
 
+/// The `devN:` entries: Proxmox creates each node inside the container with the
+/// owner, group and mode the entry gives, which are container ids whatever the
+/// map, so the conversion leaves them as they are.
+fn passed_devices(conf: &PveConf) -> Vec<String> {
+    let is_dev = |key: &str| {
+        key.strip_prefix("dev")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    (conf.entries().into_iter())
+        .filter(|(key, _)| is_dev(key))
+        .map(|(key, value)| format!("{key} ({value}): a device Proxmox creates inside with these container ids, left as it is"))
+        .collect()
+}
+
 /// A `lock:` is Proxmox's (refused) unless it is this tool's own, left by an
 /// interrupted conversion that the recorded state describes.
 fn refuse_foreign_lock(
@@ -688,10 +707,8 @@ fn volume_trees(
     for v in volume::volumes(conf.entries())? {
         let (storage, volname) = match &v.source {
             Source::Storage { storage, volname } => (storage, volname),
-            Source::Bind(path) => {
-                trees.notes.push(format!("{} ({} at {}): a bind mount of a host directory, left as it is: its files keep their owners (the container sees those outside its map as nobody)", v.key, path.display(), v.mount_point));
-                continue;
-            }
+            // Said by `bind_plan`, which decides what becomes of them.
+            Source::Bind(_) => continue,
             Source::Device(path) => {
                 trees.notes.push(format!(
                     "{} ({} at {}): a host device, left as it is",
@@ -712,6 +729,13 @@ fn volume_trees(
             }
             Location::Image(file) | Location::Block(file) => {
                 let point = container.dir().join("lxc-idshift.volumes").join(&v.key);
+                trees.notes.push(format!(
+                    "{} ({storage}:{volname} at {}): {} holds a file system, mounted at {} for the conversion and unmounted after it",
+                    v.key,
+                    v.mount_point,
+                    file.display(),
+                    point.display()
+                ));
                 let source = options.host.path(file);
                 let activated = activate(effects, &source)?;
                 let mounted = VolumeMount::new(&source, &point, activated)?;
