@@ -2223,6 +2223,12 @@ fn proxmox_bind_mount_points_follow_the_mounts_choice() {
     assert_back("--snapshot, back");
     let report = in_fixture("check");
     assert_eq!(report["mode"], "privileged", "{report}");
+    assert!(
+        report["notes"]
+            .to_string()
+            .contains("-devN /dev/ttyUSB0,uid=0,gid=20"),
+        "what going unprivileged needs: {report}"
+    );
 }
 
 /// Gives container 101 a third volume, `mp2`, inside a raw ext4 image holding a

@@ -250,15 +250,11 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
     if let Some(manager) = &manager {
         checker.report.notes.push(manager.said(&container));
         checker.report.notes.extend(view_notes);
-        if !maps.is_empty() {
-            let conf = PveConf::parse(&std::fs::read_to_string(&manager.conf).unwrap_or_default());
-            let said = crate::lxc::convert::proxmox::privileged_only(
-                &conf,
-                &rootfs.location,
-                &options.host,
-            );
-            checker.report.notes.extend(said);
-        }
+        // Said of a privileged container too: what going unprivileged would need.
+        let conf = PveConf::parse(&std::fs::read_to_string(&manager.conf).unwrap_or_default());
+        let said =
+            crate::lxc::convert::proxmox::privileged_only(&conf, &rootfs.location, &options.host);
+        checker.report.notes.extend(said);
     }
     checker.interrupted()?;
     let interrupted = !checker.report.problems.is_empty();
