@@ -2297,8 +2297,8 @@ fn a_proxmox_volume_in_a_raw_image_is_mounted_shifted_and_unmounted() {
 }
 
 /// SIGKILLs spread over a Proxmox conversion and its way back: the same command
-/// finishes exactly, `--to 0` undoes exactly, every volume and the `.conf` (its
-/// lock too) included.
+/// finishes exactly, `--to 0` undoes exactly, every volume, the bind mount point's
+/// source shifted along (`--mounts shift`) and the `.conf` (its lock too) included.
 #[test]
 fn killed_proxmox_conversions_finish_or_undo_exactly() {
     if !require_root("killed_proxmox_conversions_finish_or_undo_exactly") {
@@ -2313,15 +2313,24 @@ fn killed_proxmox_conversions_finish_or_undo_exactly() {
     let Some((image, _)) = raw_image_volume(&f, &ct, 2_000) else {
         return;
     };
+    // The bind mount point's source, shifted along (--mounts shift).
+    let source = f.root().join("srv/data");
+    std::fs::create_dir_all(&source).unwrap();
+    lxc_idshift::sample::build_bulk_tree(&source, 2_000).unwrap();
     let snapshot = || {
         let conf = std::fs::read_to_string(&ct.conf_path).unwrap();
         let mut s = outcome_of(&f, "101");
         s.config = conf;
         s.manifest = collect(&ct.rootfs);
-        (s, (collect(&ct.data), image_manifest(&image)))
+        let others = (collect(&ct.data), image_manifest(&image), collect(&source));
+        (s, others)
     };
     let original = snapshot();
-    let to = || convert_args(&f, "101", "100000");
+    let to = || {
+        let mut args = convert_args(&f, "101", "100000");
+        args.extend(["--mounts".into(), "shift".into()]);
+        args
+    };
     // Root keeps the range the lxc-pve package gave it.
     let back = || {
         let mut args = convert_args(&f, "101", "0");
@@ -2332,6 +2341,11 @@ fn killed_proxmox_conversions_finish_or_undo_exactly() {
     assert_exit(&run(&to()), 0, "uninterrupted");
     let run_time = started.elapsed();
     let converted = snapshot();
+    assert_same(
+        &expected_forward_with(&original.1 .2, &PROXMOX_DEFAULT),
+        &converted.1 .2,
+        "the bind source, shifted",
+    );
     assert!(
         !converted.0.config.contains("lock:"),
         "{}",
