@@ -358,6 +358,16 @@ pub struct ConvertReport<'a> {
     pub udev_reloaded: Option<bool>,
     /// The command to run next, when one is needed.
     pub next: Option<String>,
+    /// "lxc", or "proxmox" (a Proxmox VE container, converted through its `.conf`).
+    pub flavour: &'static str,
+    /// Trees shifted beside the rootfs, each with its own journal: bind mount
+    /// sources (`--mounts shift`), a Proxmox container's volumes.
+    pub trees: &'a [std::path::PathBuf],
+    /// `--snapshot`: the Proxmox snapshot taken before the first change.
+    pub snapshot: Option<&'a str>,
+    /// What the plan says besides: bind mounts and devices left as they are,
+    /// what works only privileged, ranges shared.
+    pub notes: Vec<&'a str>,
 }
 
 /// How far a conversion got, as `convert --json` says it.
@@ -384,6 +394,7 @@ impl<'a> ConvertReport<'a> {
         shift: Option<&'a ShiftReport>,
     ) -> ConvertReport<'a> {
         use lxc_idshift::diff::render_diff;
+        use lxc_idshift::lxc::convert::Flavour;
         use lxc_idshift::lxc::perms;
         let edits = plan
             .edits
@@ -426,6 +437,18 @@ impl<'a> ConvertReport<'a> {
             shift,
             udev_reloaded: None,
             next: None,
+            flavour: match plan.flavour {
+                Flavour::Lxc => "lxc",
+                Flavour::Proxmox { .. } => "proxmox",
+            },
+            trees: &plan.mount_shifts,
+            snapshot: match &plan.flavour {
+                Flavour::Proxmox { snapshot, .. } => snapshot.as_deref(),
+                Flavour::Lxc => None,
+            },
+            notes: (plan.mount_notes.iter().chain(&plan.notes))
+                .map(String::as_str)
+                .collect(),
         }
     }
 }

@@ -2088,6 +2088,16 @@ fn proxmox_bind_mount_points_follow_the_mounts_choice() {
         let conf = std::fs::read_to_string(&ct.conf_path).unwrap();
         assert_eq!(conf, ct.conf, "{what}");
     };
+    // The plan as JSON: Proxmox's flavour, its volumes, what becomes of mp0.
+    let mut args = convert_args(&f, "101", "100000");
+    args.extend(["--dry-run".into(), "--json".into()]);
+    let planned = run(&args);
+    assert_exit(&planned, 0, "--dry-run --json");
+    let report: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
+    assert_eq!(report["flavour"], "proxmox", "{report}");
+    assert_eq!(report["trees"], serde_json::json!([ct.data]), "{report}");
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("mp0 (/srv/data at /data)"), "{report}");
     // shift: the source moves with the volumes, and back.
     let outcome = convert(&with(MountsChoice::Shift), &stopped());
     assert_eq!(
