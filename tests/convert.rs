@@ -2259,20 +2259,6 @@ fn raw_image_volume(f: &Fixture, ct: &ProxmoxContainer, files: usize) -> Option<
     Some((image, conf))
 }
 
-/// The manifest of the file system inside `image`, mounted read-only for it.
-fn image_manifest(image: &Path) -> Manifest {
-    let point = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new("mount")
-            .args(["-o", "loop,ro"])
-            .arg(image)
-            .arg(point.path()),
-    );
-    let manifest = collect(point.path());
-    run_ok(Command::new("umount").arg(point.path()));
-    manifest
-}
-
 /// A volume inside a raw image (a `dir` storage's `vm-101-disk-2.raw`) is mounted at
 /// a path of its own for the conversion, shifted whole (`lost+found` and the file
 /// system's root included) and unmounted at the end, both ways.

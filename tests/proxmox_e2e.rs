@@ -29,8 +29,8 @@ mod common;
 use common::lxc::{ok, sh};
 use common::pve::{pve_env, PveContainer, PveGuard};
 use common::{
-    assert_exit, assert_same, bin, collect, expected_forward_with, require_root, run_ok, skip,
-    text, TestMap,
+    assert_exit, assert_same, bin, collect, expected_forward_with, image_manifest, require_root,
+    run_ok, skip, text, TestMap,
 };
 use lxc_idshift::manifest::Manifest;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -196,20 +196,6 @@ fn make_shared(l: &Layout) {
     std::fs::write(l.shared.join("root-file"), "host root's\n").unwrap();
     std::fs::write(l.shared.join("alice-file"), "host 1000's\n").unwrap();
     std::os::unix::fs::lchown(l.shared.join("alice-file"), Some(1000), Some(1000)).unwrap();
-}
-
-/// The manifest of the file system inside the image, mounted read-only for it.
-fn image_manifest(image: &Path) -> Manifest {
-    let point = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new("mount")
-            .args(["-o", "loop,ro"])
-            .arg(image)
-            .arg(point.path()),
-    );
-    let manifest = collect(point.path());
-    run_ok(Command::new("umount").arg(point.path()));
-    manifest
 }
 
 /// The rootfs's manifest without the masks of units that cannot work

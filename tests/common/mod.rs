@@ -547,6 +547,20 @@ impl Drop for LoopFs {
     }
 }
 
+/// The manifest of the file system inside `image`, mounted read-only for it.
+pub fn image_manifest(image: &Path) -> Manifest {
+    let point = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "loop,ro"])
+            .arg(image)
+            .arg(point.path()),
+    );
+    let manifest = collect(point.path());
+    run_ok(Command::new("umount").arg(point.path()));
+    manifest
+}
+
 /// Runs a command that must succeed.
 pub fn run_ok(command: &mut Command) -> Output {
     let out = command
