@@ -204,8 +204,9 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
         .as_ref()
         .map_or(container.config(), |m| m.conf.clone());
     let text = std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
-    let (text, view_notes) = match &manager {
-        Some(_) => crate::lxc::pve::view::lxc_config(&PveConf::parse(&text), &options.host),
+    let proxmox_conf = manager.as_ref().map(|_| PveConf::parse(&text));
+    let (text, view_notes) = match &proxmox_conf {
+        Some(conf) => crate::lxc::pve::view::lxc_config(conf, &options.host),
         None => (text, Vec::new()),
     };
     let start_guard = guard::is_guarded(&text);
@@ -247,13 +248,12 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, CheckError> {
             notes: found.notes.clone(),
         },
     };
-    if let Some(manager) = &manager {
+    if let (Some(manager), Some(conf)) = (&manager, &proxmox_conf) {
         checker.report.notes.push(manager.said(&container));
         checker.report.notes.extend(view_notes);
         // Said of a privileged container too: what going unprivileged would need.
-        let conf = PveConf::parse(&std::fs::read_to_string(&manager.conf).unwrap_or_default());
         let said =
-            crate::lxc::convert::proxmox::privileged_only(&conf, &rootfs.location, &options.host);
+            crate::lxc::convert::proxmox::privileged_only(conf, &rootfs.location, &options.host);
         checker.report.notes.extend(said);
     }
     checker.interrupted()?;

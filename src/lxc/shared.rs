@@ -92,11 +92,11 @@ fn own_users(source: &Path, container: &Container, rootfs: &Path) -> Vec<String>
 }
 
 /// Whether one path holds the other (or they are the same).
-fn overlaps(a: &Path, b: &Path) -> bool {
+pub(crate) fn overlaps(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
-fn canonical(path: &Path) -> PathBuf {
+pub(crate) fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 

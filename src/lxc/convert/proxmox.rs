@@ -7,8 +7,9 @@
 //! shift itself) is the plain conversion's.
 
 use super::*;
-use crate::lxc::pve::conf::PveConf;
-use crate::lxc::pve::volume::{self, Location, Source};
+use crate::lxc::pve;
+use crate::lxc::pve::volume::{self, Location, Source, PASSTHROUGH};
+use pve::conf::PveConf;
 
 /// The `lock:` value held while volumes are shifted: a disk operation on the
 /// container's volumes, which every Proxmox operation that would read or start
@@ -99,7 +100,7 @@ pub(super) fn plan(
         }
     }
     if !options.dry_run {
-        crate::lxc::pve::host::ensure_stopped(&container, effects)?;
+        pve::host::ensure_stopped(&container, effects)?;
     }
     Ok(Plan {
         flavour: Flavour::Proxmox {
@@ -151,10 +152,6 @@ impl ConfEdit {
         })
     }
 }
-
-/// The `idmap=` of a bind mount point whose files keep their container ids on
-/// disk: each container id is the same id on the disk.
-const PASSTHROUGH: &str = "passthrough";
 
 /// What becomes of the bind mount points (`mpN: /host/path`), as `--mounts`
 /// says: shifted with the volumes (`shift`: only a source that is the
@@ -228,7 +225,7 @@ fn bind_plan(
             }
             MountsChoice::Keep => binds.notes.push(kept(&said, None)),
             MountsChoice::Idmap | MountsChoice::Auto => {
-                let works = crate::lxc::pve::host::mount_point_idmap(&options.host)
+                let works = pve::host::mount_point_idmap(&options.host)
                     .and_then(|()| mounts::kernel_idmaps(&source, to.root_uid(), to.span()));
                 let asked = options.mounts == MountsChoice::Idmap;
                 match works {
@@ -293,21 +290,17 @@ fn refuse_shared_bind(
 /// Other Proxmox containers binding `source` (or a directory holding it, or one
 /// inside it), and storages whose directory overlaps it.
 fn proxmox_users(source: &Path, container: &Container, host: &Host) -> Vec<String> {
-    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let source = canonical(source);
-    let overlaps = |other: &Path| source.starts_with(other) || other.starts_with(&source);
+    let source = shared::canonical(source);
+    let overlaps = |other: &Path| shared::overlaps(&source, &shared::canonical(other));
     let mut users = Vec::new();
-    for vmid in crate::lxc::pve::host::vmids(host) {
-        let Some(path) = crate::lxc::pve::host::conf_path(host, &vmid) else {
+    let others = pve::host::vmids(host).into_iter();
+    for vmid in others.filter(|vmid| *vmid != container.name) {
+        let Ok((path, conf)) = pve::host::conf_of(host, &vmid) else {
             continue;
         };
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let conf = PveConf::parse(&text);
         for v in volume::volumes(conf.entries()).unwrap_or_default() {
             match &v.source {
-                Source::Bind(bind)
-                    if vmid != container.name && overlaps(&canonical(&host.path(bind))) =>
-                {
+                Source::Bind(bind) if overlaps(&host.path(bind)) => {
                     users.push(format!(
                         "Proxmox container {vmid} ({}) binds {} too",
                         path.display(),
@@ -318,13 +311,8 @@ fn proxmox_users(source: &Path, container: &Container, host: &Host) -> Vec<Strin
             }
         }
     }
-    let cfg = host.path("/etc/pve/storage.cfg");
-    let storages = volume::parse_storage_cfg(&std::fs::read_to_string(&cfg).unwrap_or_default());
-    for storage in storages {
-        if let Some(dir) = storage
-            .path()
-            .filter(|d| overlaps(&canonical(&host.path(d))))
-        {
+    for storage in pve::host::storages(host).unwrap_or_default() {
+        if let Some(dir) = storage.path().filter(|d| overlaps(&host.path(d))) {
             users.push(format!("it is in, or holds, the directory of Proxmox storage {} ({}), which holds the volumes of other guests", storage.id, dir.display()));
         }
     }
@@ -367,14 +355,11 @@ fn range_notes(
     let Some(to) = to else {
         return Ok(Vec::new());
     };
-    if *to != crate::lxc::pve::conf::default_map() {
+    if *to != pve::conf::default_map() {
         check_range_free(&options.host, container, to)?;
         return Ok(Vec::new());
     }
-    let range = IdRange::new(
-        crate::lxc::pve::conf::DEFAULT_FIRST,
-        crate::lxc::pve::conf::DEFAULT_COUNT,
-    );
+    let range = IdRange::new(pve::conf::DEFAULT_FIRST, pve::conf::DEFAULT_COUNT);
     let mut sharing: Vec<String> = (sibling_maps(container, &options.host).into_iter())
         .filter(|s| s.ids.overlaps(range))
         .map(|s| s.container)
@@ -692,12 +677,8 @@ fn volume_trees(
     conf: &PveConf,
     container: &Container,
 ) -> Result<Trees, ConvertError> {
-    let cfg = options.host.path("/etc/pve/storage.cfg");
-    let storages = match std::fs::read_to_string(&cfg) {
-        Ok(text) => volume::parse_storage_cfg(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(FileError::new("read", &cfg, e).into()),
-    };
+    let cfg = pve::host::storage_cfg(&options.host);
+    let storages = pve::host::storages(&options.host)?;
     let mut trees = Trees {
         rootfs: PathBuf::new(),
         volumes: Vec::new(),

@@ -3,6 +3,8 @@
 //! yet), the map each runs with, and whether one runs (`pct status`).
 
 use super::conf::PveConf;
+use super::volume::Storage;
+use crate::fsutil::FileError;
 use crate::lxc::container::{Container, ContainerError};
 use crate::lxc::effects::HostEffects;
 use crate::lxc::host::Host;
@@ -39,14 +41,33 @@ pub fn vmids(host: &Host) -> Vec<String> {
     ids
 }
 
+/// The `.conf` of container `vmid` and where it is; an error names the file.
+pub fn conf_of(host: &Host, vmid: &str) -> Result<(PathBuf, PveConf), String> {
+    let path = conf_path(host, vmid).ok_or_else(|| format!("no {CONF_DIR}/{vmid}.conf"))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path, PveConf::parse(&text)))
+}
+
 /// The map container `vmid` runs with, as Proxmox derives it at start: None when
 /// privileged; an error when its `.conf` cannot be read or its map is malformed.
 pub fn map_of(host: &Host, vmid: &str) -> Result<Option<HostMap>, String> {
-    let path = conf_path(host, vmid).ok_or_else(|| format!("no {CONF_DIR}/{vmid}.conf"))?;
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    PveConf::parse(&text)
-        .map()
-        .map_err(|e| format!("{}: {e}", path.display()))
+    let (path, conf) = conf_of(host, vmid)?;
+    conf.map().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Where the host's storages are configured.
+pub fn storage_cfg(host: &Host) -> PathBuf {
+    host.path("/etc/pve/storage.cfg")
+}
+
+/// The host's storages; none without a `storage.cfg`.
+pub fn storages(host: &Host) -> Result<Vec<Storage>, FileError> {
+    let cfg = storage_cfg(host);
+    match std::fs::read_to_string(&cfg) {
+        Ok(text) => Ok(super::volume::parse_storage_cfg(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(FileError::new("read", &cfg, e)),
+    }
 }
 
 /// The first pve-container that takes `idmap=` on a mount point.

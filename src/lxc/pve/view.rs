@@ -4,7 +4,7 @@
 //! start hook makes, so that the checks of a plain LXC container apply as they are.
 
 use super::conf::PveConf;
-use super::volume::{self, Location, Source};
+use super::volume::{self, Location, Source, PASSTHROUGH};
 use crate::lxc::host::Host;
 
 /// The config text, and what could not be put in it (said by `check`).
@@ -16,8 +16,8 @@ pub fn lxc_config(conf: &PveConf, host: &Host) -> (String, Vec<String>) {
             text += &format!("lxc.idmap = {line}\n");
         }
     }
-    let cfg = host.path("/etc/pve/storage.cfg");
-    let storages = volume::parse_storage_cfg(&std::fs::read_to_string(&cfg).unwrap_or_default());
+    let cfg = super::host::storage_cfg(host);
+    let storages = super::host::storages(host).unwrap_or_default();
     let volumes = match volume::volumes(conf.entries()) {
         Ok(volumes) => volumes,
         Err(e) => {
@@ -42,14 +42,14 @@ pub fn lxc_config(conf: &PveConf, host: &Host) -> (String, Vec<String>) {
             }
             (Source::Bind(path), _) => {
                 let idmapped = match v.idmap.as_deref() {
-                    Some("passthrough") => ",idmap=container",
+                    Some(PASSTHROUGH) => ",idmap=container",
                     _ => "",
                 };
                 text += &format!(
                     "lxc.mount.entry = {} {target} none bind,create=dir{idmapped} 0 0\n",
                     path.display()
                 );
-                if v.idmap.as_deref().is_some_and(|m| m != "passthrough") {
+                if v.idmap.as_deref().is_some_and(|m| m != PASSTHROUGH) {
                     notes.push(format!("{}: its own idmap= is not checked", v.key));
                 }
             }

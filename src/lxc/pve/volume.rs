@@ -12,6 +12,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// The `idmap=` of a mount point whose files keep their container ids on disk:
+/// each container id is the same id on the disk.
+pub const PASSTHROUGH: &str = "passthrough";
+
 /// One `rootfs:` or `mpN:` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
